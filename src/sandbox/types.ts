@@ -1,0 +1,88 @@
+/**
+ * The sandbox seam: what the runner needs from an isolation backend.
+ *
+ * Lifecycle: a long-lived `SandboxFactory` (one per runner process, or per test) creates one
+ * `Sandbox` per job with `create()`. The runner then calls `start()` for each step in order —
+ * never two steps at once — and waits for `StepProcess.done`. It calls `dispose()` exactly once
+ * at the end, whatever happened (also after a failed `create`: `create` cleans up what it made
+ * before throwing). `dispose()` is idempotent and guarantees that no process of the job is left,
+ * and that its container, mounts, cgroups, network namespace, loop device and workspace are gone.
+ */
+import type { Readable } from "node:stream";
+import type { Cache, Image, Limits, Network } from "../protocol/schemas.ts";
+
+export type Isolation = "oci" | "process";
+
+export interface SandboxSpec {
+  jobId: string;
+  /** A runner slot owns a host uid/gid range and a work dir; slots never share either. */
+  slot: SlotInfo;
+  image: Image;
+  limits: Limits;
+  network: Network;
+  /** A tar archive (host path) extracted safely into the workspace before the first step, or none. */
+  sourceArchive: string | null;
+  caches: Cache[];
+  /** Where connection decisions are appended (JSON lines: time, job, destination, port, decision). */
+  auditLogPath: string | null;
+}
+
+export interface SlotInfo {
+  index: number;
+  /** First host uid/gid of the slot's range; root in the sandbox maps here. */
+  hostUidBase: number;
+  /** Size of the range (65536 by default). */
+  uidCount: number;
+  /** Host directory owned by this slot: workspaces, overlays, bundles live below it. */
+  workDir: string;
+}
+
+export interface StepSpec {
+  /** The script, run as `shell` with the script file as its argument (default `bash -e`, else `sh -e`). */
+  run: string;
+  shell: string | null;
+  env: Record<string, string>;
+  /** Relative to the workspace; must stay inside it. */
+  workingDirectory: string | null;
+  timeoutMs: number;
+}
+
+/** A limit hit, reported as the job's failure reason. */
+export type LimitReason = "timeout" | "memory_limit" | "pids_limit" | "disk_quota";
+
+export interface StepResult {
+  exitCode: number | null;
+  signal: string | null;
+  durationMs: number;
+  /** Set when the step ended because a limit was hit; `message` names the limit and its value. */
+  limit: { reason: LimitReason; message: string } | null;
+  /** True when the step was stopped by `stop()` (cancel). */
+  stopped: boolean;
+}
+
+export interface StepProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** Resolves once the step's whole process tree is gone and both streams have ended. */
+  readonly done: Promise<StepResult>;
+  /** SIGTERM to the step's process tree, then SIGKILL after `graceMs` (0: SIGKILL at once). */
+  stop(graceMs: number): void;
+}
+
+export interface Sandbox {
+  readonly isolation: Isolation;
+  /** Path of the workspace inside the sandbox (e.g. /workspace) — what `DELTACI_WORKSPACE` is. */
+  readonly workspaceInSandbox: string;
+  /** Host path of the workspace, for collecting artifacts after steps ran. */
+  readonly workspaceOnHost: string;
+  start(step: StepSpec): StepProcess;
+  dispose(): Promise<void>;
+}
+
+export interface SandboxFactory {
+  readonly isolation: Isolation;
+  /** Throws DeltaError with code `E_SANDBOX` (→ failure `sandbox_error`) or `E_SOURCE` (→ `source_error`). */
+  create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox>;
+  /** Removes whatever a crashed runner left in this slot (containers, mounts, cgroups, netns, loop devices, dirs). */
+  reapSlot(slot: SlotInfo): Promise<string[]>;
+}

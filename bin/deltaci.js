@@ -1,5 +1,25 @@
 #!/usr/bin/env node
-// Entry point: runs the TypeScript CLI through tsx's loader (no build step needed).
-import { register } from "tsx/esm/api";
-register();
-await import("../src/cli/main.ts");
+// Entry point. Runs the prebuilt bundle (dist/, made by `npm run build`) when it is newer than
+// every source file; otherwise the TypeScript sources through tsx, so a stale bundle never runs.
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const bundle = `${root}dist/deltaci.mjs`;
+
+function bundleIsFresh() {
+  if (process.env.DELTACI_FROM_SOURCE === "1" || !existsSync(bundle)) return false;
+  const builtAt = statSync(bundle).mtimeMs;
+  for (const entry of readdirSync(`${root}src`, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile() && statSync(`${entry.parentPath ?? entry.path}/${entry.name}`).mtimeMs > builtAt) return false;
+  }
+  return true;
+}
+
+if (bundleIsFresh()) {
+  await import(bundle);
+} else {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import("../src/cli/main.ts");
+}

@@ -23,3 +23,6 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# Prebuild the CLI bundle (fast start for runners spawned per job); bin/deltaci.js ignores it when stale.
+npm run -s build

@@ -21,7 +21,7 @@ export interface RequestOptions {
   body?: Buffer | Uint8Array | NodeJS.ReadableStream | string;
   headers?: Record<string, string>;
   timeoutMs?: number;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Statuses returned as values rather than thrown (e.g. 204, 416). 2xx are always values. */
   expect?: number[];
 }

@@ -166,17 +166,30 @@ export const RequirementSet = Obj({ os: Nullable(Str(32)), arch: Nullable(Str(32
 export type RequirementSet = Static<typeof RequirementSet>;
 export const DemandResponse = Obj({
   demand: Type.Array(Obj({ requirements: RequirementSet, queued: Int(), running: Int(), unschedulable: Type.Optional(Int()) })),
+  /** Changes whenever demand may have changed; pass as `since` to long-poll (`GET /v1/controller/demand?since=V&waitMs=N`). */
+  version: Type.Optional(Int()),
 });
 export type DemandResponse = Static<typeof DemandResponse>;
 export const RegistrationsRequest = Obj({ count: Int(1, 256), labels: Labels, ttlMs: Type.Optional(Int(1000, 24 * 3_600_000)) });
 export type RegistrationsRequest = Static<typeof RegistrationsRequest>;
 export const RegistrationsResponse = Obj({ tokens: Type.Array(Str()) });
+/** `PUT /v1/controller/capacity`: the pools a controller can provision; used to flag unschedulable jobs. */
+export const CapacityPool = Obj({ name: Str(128, 1), os: Str(32, 1), arch: Str(32, 1), labels: Labels, resources: Resources, max: Int(0, 1_000_000) });
+export type CapacityPool = Static<typeof CapacityPool>;
+export const CapacityRequest = Obj({ pools: Type.Array(CapacityPool, { maxItems: 256 }) });
+export type CapacityRequest = Static<typeof CapacityRequest>;
 
 // ---- job API ----
 export const SubmitJobRequest = Obj({ spec: SubmittedJobSpec, fork: Type.Boolean(), secrets: Type.Optional(StrMap(128)) });
 export type SubmitJobRequest = Static<typeof SubmitJobRequest>;
 export const SubmitJobResponse = Obj({ jobId: Str(), runId: Str() });
 export type SubmitJobResponse = Static<typeof SubmitJobResponse>;
+/** `POST /v1/jobs/:id/cancel` (body optional; default graceful). */
+export const CancelJobRequest = Obj({ mode: Type.Optional(Type.Union([Type.Literal("graceful"), Type.Literal("hard")])) });
+export type CancelJobRequest = Static<typeof CancelJobRequest>;
+/** `POST /v1/sources` answer: the archive's digest in the store. */
+export const SourceUploadResponse = Obj({ sha256: Sha256, size: Int() });
+export type SourceUploadResponse = Static<typeof SourceUploadResponse>;
 
 export type JobState = "queued" | "leased" | "running" | "canceling" | "succeeded" | "failed" | "errored" | "canceled";
 export type AttemptState = "queued" | "leased" | "running" | "canceling" | "succeeded" | "failed" | "errored" | "canceled" | "lost";

@@ -1,0 +1,328 @@
+/**
+ * Runners as local processes. Each runner gets a slot: `<workRoot>/slots/<index>/` holds its
+ * state (`state.json`: pid + start time, pool, launch time), its registration token file (the
+ * runner reads and deletes it), its log (`runner.log`, stdout and stderr) and its work dir; the
+ * runner derives its uid/gid range and cgroup parent from `--slot <index>`. Runners are started
+ * detached (own session, stdio to the log file) so they outlive a controller crash; the state
+ * on disk is all a new controller needs to adopt them (pid reuse is caught by the start time).
+ */
+import { spawn } from "node:child_process";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import type { Logger } from "pino";
+import type { Clock } from "../base/clock.ts";
+import { DeltaError } from "../base/errors.ts";
+import { childPids, findProcessesByArg, isSameProcess, readProcStat } from "./proc.ts";
+import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord, SlotReaper, SlotRef } from "./provider.ts";
+import type { RunnerState } from "./types.ts";
+
+export interface LocalProviderOptions {
+  workRoot: string;
+  /** How to start the CLI (`deltaci`): e.g. `node bin/deltaci.js`; `runner …` is appended. */
+  command: { command: string; args: string[] };
+  runnerIdleTimeoutMs: number;
+  drainTimeoutMs: number;
+  reaper: SlotReaper;
+  clock: Clock;
+  logger?: Logger | undefined;
+  /** Extra arguments for every runner (after the controller's own). */
+  runnerArgs?: readonly string[];
+}
+
+interface SlotState {
+  version: 1;
+  id: string;
+  pool: string;
+  pid: number | null;
+  startTime: string | null;
+  launchedAtMs: number;
+  tokenFile: string;
+}
+
+interface Live {
+  record: RunnerRecord;
+  slot: SlotRef;
+  pid: number;
+  startTime: string;
+  tokenFile: string;
+  requested: boolean;
+  drainedAtMs: number | null;
+  exiting: boolean;
+}
+
+export class LocalProvider implements RunnerProvider {
+  private readonly o: LocalProviderOptions;
+  private readonly root: string;
+  private readonly live = new Map<string, Live>();
+  /** Slot indexes in use: live runners, launches in progress and slots being reaped. */
+  private readonly busySlots = new Set<number>();
+  private readonly listeners: Array<(e: RunnerExit) => void> = [];
+  private closed = false;
+
+  constructor(opts: LocalProviderOptions) {
+    this.o = opts;
+    this.root = resolve(opts.workRoot);
+  }
+
+  private slotRef(index: number): SlotRef {
+    const dir = join(this.root, "slots", String(index));
+    return { index, dir, workDir: join(dir, "work") };
+  }
+
+  async init(): Promise<InitResult> {
+    const slotsDir = join(this.root, "slots");
+    await mkdir(slotsDir, { recursive: true });
+    const adopted: RunnerRecord[] = [];
+    const reaped: string[] = [];
+    for (const name of await readdir(slotsDir)) {
+      if (!/^\d+$/.test(name)) continue;
+      const slot = this.slotRef(Number(name));
+      const state = await readState(slot.dir);
+      if (state === null) {
+        if (await hasEntries(slot.workDir)) reaped.push(...(await this.reap(slot)));
+        continue;
+      }
+      let pid = state.pid;
+      let startTime = state.startTime;
+      if (pid === null) {
+        // the controller died between writing the state and recording the pid: find the runner by its token path
+        const [found] = await findProcessesByArg(state.tokenFile);
+        const st = found === undefined ? null : await readProcStat(found);
+        if (found !== undefined && st) [pid, startTime] = [found, st.startTime];
+      }
+      if (pid !== null && startTime !== null && (await isSameProcess(pid, startTime))) {
+        const now = this.o.clock.now();
+        const record: RunnerRecord = { id: state.id, pool: state.pool, state: "idle", sinceMs: now, launchedAtMs: state.launchedAtMs, adopted: true, everBusy: false, handle: String(pid) };
+        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false };
+        record.state = await this.probe(live);
+        if (record.state === "busy") record.everBusy = true;
+        this.live.set(record.id, live);
+        this.busySlots.add(slot.index);
+        adopted.push({ ...record });
+        this.o.logger?.info({ runner: record.id, pid, pool: record.pool, state: record.state }, "adopted a running runner");
+      } else {
+        reaped.push(...(await this.reap(slot)));
+        await rm(join(slot.dir, "state.json"), { force: true });
+        await rm(state.tokenFile, { force: true });
+        this.o.logger?.info({ runner: state.id, slot: slot.index }, "reaped the slot of a runner that died");
+      }
+    }
+    return { adopted, reaped };
+  }
+
+  async launch(req: LaunchRequest): Promise<RunnerRecord> {
+    if (this.closed) throw new DeltaError("E_CLOSED", "provider closed");
+    let index = 0;
+    while (this.busySlots.has(index)) index++;
+    this.busySlots.add(index);
+    try {
+      return await this.launchInSlot(index, req);
+    } catch (err) {
+      this.busySlots.delete(index);
+      throw err;
+    }
+  }
+
+  private async launchInSlot(index: number, req: LaunchRequest): Promise<RunnerRecord> {
+    const slot = this.slotRef(index);
+    const now = this.o.clock.now();
+    await mkdir(slot.workDir, { recursive: true, mode: 0o700 });
+    const tokenFile = join(slot.dir, "registration-token");
+    await writeFile(tokenFile, req.registrationToken, { mode: 0o600 });
+    const id = `${req.pool.name}-${index}-${now.toString(36)}`;
+    const state: SlotState = { version: 1, id, pool: req.pool.name, pid: null, startTime: null, launchedAtMs: now, tokenFile };
+    await writeState(slot.dir, state);
+    const args = [
+      ...this.o.command.args, "runner",
+      "--server", req.serverUrl,
+      "--registration-token-file", tokenFile,
+      "--isolation", req.pool.isolation,
+      "--work-dir", slot.workDir,
+      "--slot", String(index),
+      "--idle-timeout", `${this.o.runnerIdleTimeoutMs}ms`,
+      ...(req.pool.labels.length > 0 ? ["--labels", req.pool.labels.join(",")] : []),
+      ...(this.o.runnerArgs ?? []),
+    ];
+    const log = await open(join(slot.dir, "runner.log"), "w", 0o600);
+    let child;
+    try {
+      child = spawn(this.o.command.command, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
+    } finally {
+      await log.close();
+    }
+    const pid = child.pid;
+    if (pid === undefined) {
+      const err = await new Promise<Error>((res) => child.once("error", res));
+      await rm(tokenFile, { force: true });
+      await rm(join(slot.dir, "state.json"), { force: true });
+      throw new DeltaError("E_SPAWN", `cannot start a runner (${this.o.command.command}): ${err.message}`, { cause: err });
+    }
+    child.on("error", () => {});
+    const st = await readProcStat(pid);
+    const record: RunnerRecord = { id, pool: req.pool.name, state: "starting", sinceMs: now, launchedAtMs: now, adopted: false, everBusy: false, handle: String(pid) };
+    const live: Live = { record, slot, pid, startTime: st?.startTime ?? "", tokenFile, requested: false, drainedAtMs: null, exiting: false };
+    this.live.set(id, live);
+    child.once("exit", (code, signal) => void this.exited(live, code, signal));
+    child.unref();
+    if (st) await writeState(slot.dir, { ...state, pid, startTime: st.startTime });
+    return { ...record };
+  }
+
+  /** The state of a live runner, from what can be seen of it. */
+  private async probe(l: Live): Promise<RunnerState> {
+    if (l.drainedAtMs !== null) return "draining";
+    if (await exists(l.tokenFile)) return "starting";
+    return (await childPids(l.pid)).length > 0 ? "busy" : "idle";
+  }
+
+  async refresh(): Promise<void> {
+    const now = this.o.clock.now();
+    for (const l of [...this.live.values()]) {
+      if (l.exiting) continue;
+      if (l.record.adopted && !(await isSameProcess(l.pid, l.startTime))) {
+        await this.exited(l, null, null);
+        continue;
+      }
+      const state = await this.probe(l);
+      if (l.exiting) continue;
+      if (state !== l.record.state) {
+        l.record.state = state;
+        l.record.sinceMs = now;
+      }
+      if (state === "busy") l.record.everBusy = true;
+      if (l.drainedAtMs !== null && now - l.drainedAtMs >= this.o.drainTimeoutMs && (await childPids(l.pid)).length === 0) {
+        this.o.logger?.warn({ runner: l.record.id, pid: l.pid }, "drained runner did not exit in time: killing it");
+        this.kill(l, "SIGKILL");
+      }
+    }
+  }
+
+  list(): RunnerRecord[] {
+    return [...this.live.values()].filter((l) => !l.exiting).map((l) => ({ ...l.record }));
+  }
+
+  async drain(id: string): Promise<void> {
+    const l = this.live.get(id);
+    if (!l || l.exiting || l.drainedAtMs !== null) return;
+    l.drainedAtMs = this.o.clock.now();
+    l.requested = true;
+    l.record.state = "draining";
+    l.record.sinceMs = l.drainedAtMs;
+    this.kill(l, "SIGTERM", false);
+  }
+
+  async terminate(id: string): Promise<void> {
+    const l = this.live.get(id);
+    if (!l || l.exiting) return;
+    l.requested = true;
+    this.kill(l, "SIGKILL");
+  }
+
+  /** Signals the runner (and with `group`, its whole process group), unless its pid was reused. */
+  private kill(l: Live, signal: NodeJS.Signals, group = true): void {
+    void (async () => {
+      if (!(await isSameProcess(l.pid, l.startTime))) return;
+      try {
+        process.kill(group ? -l.pid : l.pid, signal);
+      } catch {
+        try {
+          process.kill(l.pid, signal);
+        } catch {}
+      }
+    })();
+  }
+
+  private async exited(l: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    if (l.exiting) return;
+    l.exiting = true;
+    const now = this.o.clock.now();
+    const logTail = await tail(join(l.slot.dir, "runner.log"), 2048);
+    // a clean exit leaves nothing behind; anything else may have left a sandbox behind
+    const reaped = code === 0 && !l.record.adopted ? [] : await this.reap(l.slot);
+    await rm(l.tokenFile, { force: true });
+    await rm(join(l.slot.dir, "state.json"), { force: true });
+    this.live.delete(l.record.id);
+    this.busySlots.delete(l.slot.index);
+    const exit: RunnerExit = { runner: { ...l.record }, code, signal, lifetimeMs: now - l.record.launchedAtMs, requested: l.requested, logTail, reaped };
+    for (const fn of this.listeners) fn(exit);
+  }
+
+  private async reap(slot: SlotRef): Promise<string[]> {
+    this.busySlots.add(slot.index);
+    try {
+      return await this.o.reaper.reap(slot);
+    } catch (err) {
+      this.o.logger?.error({ err, slot: slot.index }, "reaping a runner slot failed");
+      return [];
+    } finally {
+      if (![...this.live.values()].some((l) => l.slot.index === slot.index && !l.exiting)) this.busySlots.delete(slot.index);
+    }
+  }
+
+  onExit(listener: (exit: RunnerExit) => void): void {
+    this.listeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+/** Removes a slot's work dir (what a runner without a sandbox leaves); the fallback reaper. */
+export const workDirReaper: SlotReaper = {
+  async reap(slot) {
+    if (!(await hasEntries(slot.workDir))) return [];
+    const entries = await readdir(slot.workDir);
+    await rm(slot.workDir, { recursive: true, force: true });
+    await mkdir(slot.workDir, { recursive: true, mode: 0o700 });
+    return entries.map((e) => `dir ${join(slot.workDir, e)}`);
+  },
+};
+
+async function readState(dir: string): Promise<SlotState | null> {
+  try {
+    const s = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as SlotState;
+    return s.version === 1 && typeof s.id === "string" ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+async function writeState(dir: string, state: SlotState): Promise<void> {
+  const tmp = join(dir, "state.json.tmp");
+  await writeFile(tmp, JSON.stringify(state), { mode: 0o600 });
+  await rename(tmp, join(dir, "state.json"));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function hasEntries(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+async function tail(path: string, bytes: number): Promise<string> {
+  try {
+    const f = await open(path, "r");
+    try {
+      const { size } = await f.stat();
+      const buf = Buffer.alloc(Math.min(bytes, size));
+      await f.read(buf, 0, buf.length, size - buf.length);
+      return buf.toString("utf8");
+    } finally {
+      await f.close();
+    }
+  } catch {
+    return "";
+  }
+}

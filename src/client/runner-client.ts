@@ -94,6 +94,24 @@ export class RunnerClient {
   }
 
   /**
+   * Uploads a whole file, resumably: after a failed attempt, HEAD tells how much the store holds
+   * and the next attempt sends only the rest. Throws on refusals (e.g. 422 E_DIGEST_MISMATCH).
+   */
+  async uploadArtifact(leaseToken: string, target: ArtifactUploadTarget, file: string, size: number, opts: RetryOptions = {}): Promise<void> {
+    await this.retry.run(async (attempt) => {
+      let offset = 0;
+      if (attempt > 0) {
+        const res = await this.http.raw({ method: "HEAD", path: target.url, token: leaseToken, signal: opts.signal });
+        await res.body.dump();
+        offset = Number(res.headers["upload-offset"] ?? 0);
+        if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) offset = 0;
+        if (offset === size && size > 0) return;
+      }
+      await this.uploadArtifactRange(leaseToken, target, file, offset, size, opts.signal);
+    }, opts);
+  }
+
+  /**
    * Sends bytes [start, total) of a file. One attempt: the caller (artifact uploader) resumes
    * through `artifactOffset` under the same retry policy, since a half-sent body moves the offset.
    */

@@ -40,4 +40,5 @@ export default tseslint.config(
   banned("runner", ["server", "controller", "cli"]),
   banned("controller", ["server", "runner", "cli", "sandbox"]),
   banned("server", ["client", "sandbox", "runner", "controller", "cli", "logs"]),
+  banned("jobfile", ["client", "sandbox", "logs", "artifacts", "runner", "controller", "server", "cli"]),
 );

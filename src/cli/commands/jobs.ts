@@ -1,4 +1,9 @@
+/** The user-facing commands of the CLI issue: validate, run, up, and the remote job commands. */
 import type { Command } from "commander";
+import { registerValidateCommand } from "./validate.ts";
+import { registerRemoteCommands } from "../remote/remote-commands.ts";
 
-/** Placeholder until the CLI issue lands run/up/validate/submit/jobs/status/logs/cancel/artifacts here. */
-export function registerJobCommands(_program: Command): void {}
+export function registerJobCommands(program: Command): void {
+  registerValidateCommand(program);
+  registerRemoteCommands(program);
+}

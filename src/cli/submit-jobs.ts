@@ -1,0 +1,43 @@
+/** Shared by `run` and `submit`: pack and upload the source once, then submit every job in parallel. */
+import type { JobApiClient } from "../client/job-api-client.ts";
+import type { ParsedJob } from "../jobfile/parse.ts";
+import { secretsForJob } from "./secrets.ts";
+import { packSource } from "./source-pack.ts";
+
+export interface SubmittedJob {
+  job: ParsedJob;
+  jobId: string;
+  runId: string;
+}
+
+export interface SubmitOptions {
+  jobs: ParsedJob[];
+  /** Directory packed as the source, or null to send none. */
+  sourceDir: string | null;
+  secrets: Map<string, string>;
+  fork: boolean;
+  signal?: AbortSignal;
+  onProgress?: (text: string) => void;
+}
+
+export async function uploadSource(client: JobApiClient, dir: string, onProgress?: (text: string) => void, signal?: AbortSignal): Promise<string> {
+  const packed = await packSource(dir);
+  onProgress?.(`source: ${packed.files} files (${(packed.tar.length / 1024).toFixed(0)} KiB, ${packed.mode === "git" ? "git-tracked and untracked-not-ignored" : "not ignored by .gitignore"})`);
+  const { sha256 } = await client.uploadSource(packed.tar, signal);
+  return sha256;
+}
+
+export async function submitJobs(client: JobApiClient, opts: SubmitOptions): Promise<SubmittedJob[]> {
+  // Secrets are checked before anything is uploaded, so a missing one costs nothing.
+  const secrets = new Map(opts.jobs.map((j) => [j.name, secretsForJob(j, opts.secrets, opts.fork)]));
+  const sha256 = opts.sourceDir === null ? null : await uploadSource(client, opts.sourceDir, opts.onProgress, opts.signal);
+  return Promise.all(
+    opts.jobs.map(async (job) => {
+      const spec = { ...job.spec, source: sha256 === null ? { kind: "none" as const } : { kind: "archive" as const, sha256 } };
+      if (opts.fork) spec.caches = spec.caches.map((c) => ({ ...c, readOnly: true }));
+      const jobSecrets = secrets.get(job.name) ?? {};
+      const res = await client.submit({ spec, fork: opts.fork, ...(Object.keys(jobSecrets).length > 0 ? { secrets: jobSecrets } : {}) }, opts.signal);
+      return { job, jobId: res.jobId, runId: res.runId };
+    }),
+  );
+}

@@ -1,0 +1,122 @@
+/**
+ * The job API (PROTOCOL.md "Job API") for people and the CLI: submit, list, status, log
+ * (offset reads and follow streams), cancel, artifact download, and source upload.
+ * Transport errors come from HttpClient as DeltaError; no retries here except the log
+ * follower, which resumes from its offset when a stream breaks.
+ */
+import { createWriteStream } from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
+import type { Clock } from "../base/clock.ts";
+import type { JobStatus, SubmitJobRequest, SubmitJobResponse } from "../protocol/schemas.ts";
+import { HttpClient } from "./http.ts";
+
+export interface JobApiClientOptions {
+  server: string;
+  token: string | null;
+  timeoutMs: number;
+}
+
+const enc = encodeURIComponent;
+
+export class JobApiClient {
+  readonly http: HttpClient;
+  private readonly token: string | null;
+
+  constructor(opts: JobApiClientOptions) {
+    this.http = new HttpClient(opts.server, { timeoutMs: opts.timeoutMs, connections: 32 });
+    this.token = opts.token;
+  }
+
+  get server(): string {
+    return this.http.baseUrl;
+  }
+
+  async submit(req: SubmitJobRequest, signal?: AbortSignal): Promise<SubmitJobResponse> {
+    return (await this.http.call<SubmitJobResponse>({ method: "POST", path: "/v1/jobs", token: this.token, json: req, ...(signal ? { signal } : {}) })).body;
+  }
+
+  async list(signal?: AbortSignal): Promise<JobStatus[]> {
+    const body = (await this.http.call<{ jobs: JobStatus[] } | JobStatus[]>({ method: "GET", path: "/v1/jobs", token: this.token, ...(signal ? { signal } : {}) })).body;
+    return Array.isArray(body) ? body : body.jobs;
+  }
+
+  async status(jobId: string, signal?: AbortSignal): Promise<JobStatus> {
+    return (await this.http.call<JobStatus>({ method: "GET", path: `/v1/jobs/${enc(jobId)}`, token: this.token, ...(signal ? { signal } : {}) })).body;
+  }
+
+  /** Requests a cancel; `hard` asks the runner to kill at once rather than after the grace period. */
+  async cancel(jobId: string, mode: "graceful" | "hard" = "graceful", signal?: AbortSignal): Promise<void> {
+    await this.http.call({ method: "POST", path: `/v1/jobs/${enc(jobId)}/cancel`, token: this.token, json: { mode }, ...(signal ? { signal } : {}) });
+  }
+
+  /** The log bytes from `offset` on (what the server holds now). */
+  async readLog(jobId: string, offset = 0, signal?: AbortSignal): Promise<Buffer> {
+    const res = await this.http.raw({ method: "GET", path: `/v1/jobs/${enc(jobId)}/log?offset=${offset}`, token: this.token, ...(signal ? { signal } : {}) });
+    return Buffer.from(await res.body.arrayBuffer());
+  }
+
+  /**
+   * Follows the log until the job ends, calling `onChunk` with each new piece. A broken stream
+   * is resumed from the bytes already delivered (so nothing is shown twice), after `retryMs`.
+   * Returns the total number of bytes delivered.
+   */
+  async followLog(jobId: string, onChunk: (chunk: Buffer) => void, opts: { clock: Clock; offset?: number; signal?: AbortSignal; retryMs?: number }): Promise<number> {
+    let offset = opts.offset ?? 0;
+    for (let failures = 0; ; ) {
+      opts.signal?.throwIfAborted();
+      try {
+        // A follow stream lives as long as the job: no body timeout, only the caller's signal.
+        const res = await this.http.raw({
+          method: "GET", path: `/v1/jobs/${enc(jobId)}/log?offset=${offset}&follow=1`, token: this.token,
+          timeoutMs: 24 * 3_600_000, ...(opts.signal ? { signal: opts.signal } : {}),
+        });
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+          offset += chunk.length;
+          onChunk(chunk);
+        }
+        const st = await this.status(jobId, opts.signal);
+        if (st.state === "succeeded" || st.state === "failed" || st.state === "errored" || st.state === "canceled") {
+          // The follow stream ended with the job; pick up any bytes that landed in the tail window.
+          const rest = await this.readLog(jobId, offset, opts.signal);
+          if (rest.length > 0) {
+            offset += rest.length;
+            onChunk(rest);
+          }
+          return offset;
+        }
+      } catch (err) {
+        if (opts.signal?.aborted) throw err;
+        if (++failures > 20) throw err;
+      }
+      await opts.clock.sleep(opts.retryMs ?? 200, opts.signal);
+    }
+  }
+
+  /** Streams an artifact to `file` (written to a temp name, then renamed). */
+  async downloadArtifact(jobId: string, name: string, file: string, signal?: AbortSignal): Promise<void> {
+    const res = await this.http.raw({ method: "GET", path: `/v1/jobs/${enc(jobId)}/artifacts/${enc(name)}`, token: this.token, timeoutMs: 600_000, ...(signal ? { signal } : {}) });
+    const tmp = `${file}.part`;
+    try {
+      await pipeline(res.body, createWriteStream(tmp, { mode: 0o644 }));
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** Uploads a tar archive of a job's source (`POST /v1/sources`); returns its sha256. */
+  async uploadSource(tar: Readable | Buffer, signal?: AbortSignal): Promise<{ sha256: string }> {
+    const res = await this.http.call<{ sha256: string }>({
+      method: "POST", path: "/v1/sources", token: this.token, body: tar, headers: { "content-type": "application/octet-stream" },
+      timeoutMs: 600_000, ...(signal ? { signal } : {}),
+    });
+    return res.body;
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+}

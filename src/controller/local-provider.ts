@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import type { Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
-import { childPids, findProcessesByArg, isSameProcess, readProcStat } from "./proc.ts";
+import { childPids, findProcessesByArg, isSameProcess, killProcessesUnder, readProcStat } from "./proc.ts";
 import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord, SlotReaper, SlotRef } from "./provider.ts";
 import type { RunnerState } from "./types.ts";
 
@@ -250,7 +250,8 @@ export class LocalProvider implements RunnerProvider {
   private async reap(slot: SlotRef): Promise<string[]> {
     this.busySlots.add(slot.index);
     try {
-      return await this.o.reaper.reap(slot);
+      const strays = await killProcessesUnder(slot.dir);
+      return [...strays, ...(await this.o.reaper.reap(slot))];
     } catch (err) {
       this.o.logger?.error({ err, slot: slot.index }, "reaping a runner slot failed");
       return [];

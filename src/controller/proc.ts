@@ -1,5 +1,5 @@
 /** Reading Linux /proc: process identity (pid + start time, so a reused pid is never mistaken) and children. */
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, readlink } from "node:fs/promises";
 
 export interface ProcStat {
   state: string;
@@ -56,4 +56,29 @@ export async function findProcessesByArg(needle: string): Promise<number[]> {
     } catch {}
   }
   return found;
+}
+
+/**
+ * SIGKILLs every process whose working directory lies under `dir` (what an unisolated step of a
+ * dead runner leaves running: it sits in its own process group, so killing the runner's group
+ * misses it). Returns `process <pid>` for each one killed.
+ */
+export async function killProcessesUnder(dir: string): Promise<string[]> {
+  const prefix = dir.endsWith("/") ? dir : `${dir}/`;
+  const killed: string[] = [];
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let cwd: string;
+    try {
+      cwd = await readlink(`/proc/${name}/cwd`);
+    } catch {
+      continue;
+    }
+    if (cwd !== dir && !cwd.startsWith(prefix)) continue;
+    try {
+      process.kill(Number(name), "SIGKILL");
+      killed.push(`process ${name}`);
+    } catch {}
+  }
+  return killed;
 }

@@ -1,4 +1,128 @@
-import type { Command } from "commander";
+/**
+ * `deltaci server`: a thin composition root over `startServer` (src/server). `addServerOptions`
+ * and `serverOptionsFromFlags` let `deltaci up` reuse the same flags.
+ */
+import { Option, type Command } from "commander";
+import { pino, type Logger } from "pino";
+import { parseDurationMs, parseSizeBytes } from "../../base/units.ts";
+import { defaults } from "../../config/defaults.ts";
+import { serverEnv } from "../../config/server-config.ts";
+import { splitListen, startServer, type ServerOptions } from "../../server/index.ts";
 
-/** Placeholder until the server issue lands its command here. */
-export function registerServerCommand(_program: Command): void {}
+export interface ServerFlags {
+  listen: string;
+  dataDir: string;
+  logLevel: string;
+  leaseTtl?: string;
+  heartbeatInterval?: string;
+  leaseWaitMax?: string;
+  maxAttempts?: string;
+  logLimit?: string;
+  tailWindow?: string;
+  hardStop?: string;
+  registrationTtl?: string;
+  sessionTtl?: string;
+  sweepInterval?: string;
+  jsonBodyLimit?: string;
+  logChunkLimit?: string;
+  artifactMax?: string;
+  sourceMax?: string;
+  durability?: string;
+}
+
+/** Adds every server flag to `cmd` (durations like 2s/10m, sizes like 64Mi). */
+export function addServerOptions(cmd: Command): Command {
+  return cmd
+    .option("--listen <host:port>", "address to listen on", defaults.listen)
+    .option("--data-dir <dir>", "state, logs, artifacts and token files", defaults.dataDir)
+    .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent", "info")
+    .option("--lease-ttl <duration>", `lease lifetime without a heartbeat (default ${defaults.leaseTtlMs}ms)`)
+    .option("--heartbeat-interval <duration>", `heartbeat interval given to runners (default ${defaults.heartbeatIntervalMs}ms)`)
+    .option("--lease-wait-max <duration>", `longest lease long poll (default ${defaults.leaseWaitMaxMs}ms)`)
+    .option("--max-attempts <n>", `attempts per job for lost leases and runner errors (default ${defaults.maxAttempts})`)
+    .option("--log-limit <size>", `log bytes kept per job (default ${defaults.logLimitBytes})`)
+    .option("--tail-window <duration>", `how long a finished attempt may still send log (default ${defaults.tailWindowMs}ms)`)
+    .option("--hard-stop <duration>", `cancel-ack deadline before a hard stop (default ${defaults.hardStopMs}ms)`)
+    .option("--registration-ttl <duration>", `default registration token lifetime (default ${defaults.registrationTtlMs}ms)`)
+    .option("--session-ttl <duration>", `unused session token lifetime (default ${defaults.sessionTtlMs}ms)`)
+    .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${defaults.sweepIntervalMs}ms)`)
+    .option("--json-body-limit <size>", `largest JSON body (default ${defaults.jsonBodyLimitBytes})`)
+    .option("--log-chunk-limit <size>", `largest log chunk (default ${defaults.logChunkLimitBytes})`)
+    .option("--artifact-max <size>", `largest artifact (default ${defaults.artifactMaxBytes})`)
+    .option("--source-max <size>", "largest source archive (default 1Gi)")
+    .addOption(new Option("--durability <mode>", "full: fsync every commit; normal: survives a killed server, not a power cut").choices(["full", "normal"]).default("full"));
+}
+
+function positiveInt(text: string, flag: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new Error(`${flag} must be a positive integer`);
+  return Number(text);
+}
+
+/** ServerOptions from parsed flags (plus the token env vars); throws on malformed values. */
+export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): ServerOptions {
+  const [host, port] = splitListen(flags.listen);
+  const env = serverEnv();
+  const o: ServerOptions = { host, port, dataDir: flags.dataDir };
+  const dur = (v: string | undefined) => (v === undefined ? undefined : parseDurationMs(v));
+  const size = (v: string | undefined) => (v === undefined ? undefined : parseSizeBytes(v));
+  const set = <K extends keyof ServerOptions>(k: K, v: ServerOptions[K] | undefined) => {
+    if (v !== undefined) o[k] = v;
+  };
+  set("logger", logger);
+  set("apiToken", env.apiToken);
+  set("controllerToken", env.controllerToken);
+  set("leaseTtlMs", dur(flags.leaseTtl));
+  set("heartbeatIntervalMs", dur(flags.heartbeatInterval));
+  set("leaseWaitMaxMs", dur(flags.leaseWaitMax));
+  set("maxAttempts", flags.maxAttempts === undefined ? undefined : positiveInt(flags.maxAttempts, "--max-attempts"));
+  set("logLimitBytes", size(flags.logLimit));
+  set("tailWindowMs", dur(flags.tailWindow));
+  set("hardStopMs", dur(flags.hardStop));
+  set("registrationTtlMs", dur(flags.registrationTtl));
+  set("sessionTtlMs", dur(flags.sessionTtl));
+  set("sweepIntervalMs", dur(flags.sweepInterval));
+  set("jsonBodyLimitBytes", size(flags.jsonBodyLimit));
+  set("logChunkLimitBytes", size(flags.logChunkLimit));
+  set("artifactMaxBytes", size(flags.artifactMax));
+  set("sourceMaxBytes", size(flags.sourceMax));
+  if (flags.durability === "full" || flags.durability === "normal") o.durability = flags.durability;
+  return o;
+}
+
+/** A pino logger on stderr that never writes tokens or bodies. */
+export function serverLogger(level: string): Logger {
+  return pino(
+    {
+      level,
+      redact: { paths: ["req.headers.authorization", "headers.authorization", "authorization", "*.token", "*.leaseToken", "*.sessionToken", "secrets", "*.secrets"], censor: "[redacted]" },
+    },
+    pino.destination(2),
+  );
+}
+
+export function registerServerCommand(program: Command): void {
+  const cmd = program.command("server").description("run the reference control plane: runner protocol, job API, state machine, log and artifact store");
+  addServerOptions(cmd).action(async (flags: ServerFlags) => {
+    const logger = serverLogger(flags.logLevel);
+    const srv = await startServer(serverOptionsFromFlags(flags, logger));
+    process.stdout.write(`deltaci server ready at ${srv.url}\n`);
+    process.stdout.write(`  data dir:         ${srv.dataDir}\n`);
+    process.stdout.write(`  API token:        ${srv.apiTokenFile ?? "from DELTACI_API_TOKEN"}\n`);
+    process.stdout.write(`  controller token: ${srv.controllerTokenFile ?? "from DELTACI_CONTROLLER_TOKEN"}\n`);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "shutting down");
+      srv.close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}

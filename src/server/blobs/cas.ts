@@ -1,0 +1,177 @@
+/**
+ * Content-addressed blob store on disk: `<root>/cas/sha256/ab/abcdef…`. Writes go to a temp file
+ * under the data dir, are verified (size, sha256), fsynced and renamed into place atomically, so a
+ * blob path exists only for complete, verified bytes. Blobs are immutable and deduplicated.
+ * Paths are built only from validated hex digests and server-made ids, never from names.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, existsSync, statSync, type ReadStream } from "node:fs";
+import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { DeltaError } from "../../base/errors.ts";
+
+const SHA = /^[a-f0-9]{64}$/;
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+export interface BlobInfo {
+  sha256: string;
+  size: number;
+}
+
+export class ContentStore {
+  private readonly casDir: string;
+  private readonly tmpDir: string;
+  private readonly uploadDir: string;
+
+  constructor(dataDir: string) {
+    this.casDir = join(dataDir, "cas", "sha256");
+    this.tmpDir = join(dataDir, "tmp");
+    this.uploadDir = join(dataDir, "uploads");
+  }
+
+  async init(): Promise<void> {
+    await Promise.all([mkdir(this.casDir, { recursive: true }), mkdir(this.uploadDir, { recursive: true })]);
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  path(sha256: string): string {
+    if (!SHA.test(sha256)) throw new DeltaError("E_INVALID", "not a sha256 digest");
+    return join(this.casDir, sha256.slice(0, 2), sha256);
+  }
+
+  has(sha256: string, size?: number): boolean {
+    if (!SHA.test(sha256)) return false;
+    try {
+      const st = statSync(this.path(sha256));
+      return size === undefined || st.size === size;
+    } catch {
+      return false;
+    }
+  }
+
+  open(sha256: string): ReadStream {
+    return createReadStream(this.path(sha256));
+  }
+
+  /** Streams `body` into the store (at most `maxBytes`); verifies `expect` when given. */
+  async put(body: Readable, maxBytes: number, expect?: BlobInfo): Promise<BlobInfo> {
+    const tmp = join(this.tmpDir, `put-${randomBytes(8).toString("hex")}`);
+    try {
+      const { size, sha256 } = await writeCapped(body, tmp, maxBytes, "w");
+      if (expect && (expect.size !== size || expect.sha256 !== sha256)) {
+        throw new DeltaError("E_DIGEST_MISMATCH", `expected ${expect.size} bytes with sha256 ${expect.sha256}, got ${size} bytes with ${sha256}`);
+      }
+      await this.adopt(tmp, sha256);
+      return { sha256, size };
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /** Moves a complete, verified file into place (dedup: an existing blob wins). */
+  private async adopt(file: string, sha256: string): Promise<void> {
+    const dest = this.path(sha256);
+    if (existsSync(dest)) return;
+    const dir = join(this.casDir, sha256.slice(0, 2));
+    await mkdir(dir, { recursive: true });
+    await rename(file, dest);
+    await fsyncDir(dir);
+  }
+
+  // ---- resumable uploads (artifacts) ----
+
+  private partPath(uploadId: string): string {
+    if (!ID.test(uploadId)) throw new DeltaError("E_INVALID", "bad upload id");
+    return join(this.uploadDir, `${uploadId}.part`);
+  }
+
+  /** Bytes of an upload the store holds (fsynced before each acknowledgement). */
+  async uploadOffset(uploadId: string): Promise<number> {
+    try {
+      return (await stat(this.partPath(uploadId))).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Appends `body` at `start` (must equal the current offset); returns the new offset. */
+  async appendUpload(uploadId: string, start: number, body: Readable, maxBytes: number): Promise<number> {
+    const have = await this.uploadOffset(uploadId);
+    if (start !== have) {
+      body.resume();
+      throw new DeltaError("E_RANGE", `upload holds ${have} bytes; send from there`, { details: { committed: have } });
+    }
+    const { size } = await writeCapped(body, this.partPath(uploadId), maxBytes, "a");
+    return have + size;
+  }
+
+  /** Verifies a finished upload; moves it into the store, or deletes it and throws E_DIGEST_MISMATCH. */
+  async finishUpload(uploadId: string, expect: BlobInfo): Promise<void> {
+    const part = this.partPath(uploadId);
+    const got = await hashFile(part);
+    if (got.size !== expect.size || got.sha256 !== expect.sha256) {
+      await rm(part, { force: true });
+      throw new DeltaError("E_DIGEST_MISMATCH", `upload has ${got.size} bytes with sha256 ${got.sha256}; expected ${expect.size} bytes with ${expect.sha256}; nothing was kept`);
+    }
+    await this.adopt(part, expect.sha256);
+    await rm(part, { force: true });
+  }
+
+  async discardUpload(uploadId: string): Promise<void> {
+    await rm(this.partPath(uploadId), { force: true });
+  }
+}
+
+async function writeCapped(body: Readable, file: string, maxBytes: number, flags: "w" | "a"): Promise<BlobInfo> {
+  const h = createHash("sha256");
+  let size = 0;
+  const out = createWriteStream(file, { flags });
+  const opened = new Promise<void>((res, rej) => {
+    out.once("open", () => res());
+    out.once("error", rej);
+  });
+  await opened;
+  try {
+    for await (const chunk of body) {
+      const buf = chunk as Buffer;
+      size += buf.length;
+      if (size > maxBytes) throw new DeltaError("E_TOO_LARGE", `body exceeds ${maxBytes} bytes`);
+      h.update(buf);
+      if (!out.write(buf)) await new Promise<void>((res) => out.once("drain", () => res()));
+    }
+  } finally {
+    await new Promise<void>((res, rej) => out.end((err?: Error | null) => (err ? rej(err) : res())));
+    const fh = await open(file, "r+");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+  return { size, sha256: h.digest("hex") };
+}
+
+async function hashFile(file: string): Promise<BlobInfo> {
+  const h = createHash("sha256");
+  let size = 0;
+  try {
+    for await (const chunk of createReadStream(file)) {
+      h.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+    }
+  } catch {
+    return { size: 0, sha256: createHash("sha256").digest("hex") };
+  }
+  return { size, sha256: h.digest("hex") };
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

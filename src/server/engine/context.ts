@@ -1,0 +1,34 @@
+/** What every engine operation is given: the store, time, knobs, wake-ups and counters. */
+import type { Logger } from "pino";
+import type { Clock } from "../../base/clock.ts";
+import type { ResolvedOptions } from "../options.ts";
+import type { LeaseWaiters } from "./lease-waiters.ts";
+import type { Pool } from "./matching.ts";
+import type { Notifier } from "./notifier.ts";
+import type { StateStore } from "./state-store.ts";
+
+/** Counters the engine bumps; the HTTP layer backs them with prom-client. */
+export interface EngineMetrics {
+  leaseExpired(): void;
+  retried(): void;
+  logBytes(n: number): void;
+  leased(): void;
+}
+
+export const nullMetrics: EngineMetrics = { leaseExpired() {}, retried() {}, logBytes() {}, leased() {} };
+
+export interface EngineContext {
+  store: StateStore;
+  clock: Clock;
+  opts: ResolvedOptions;
+  events: Notifier;
+  waiters: LeaseWaiters;
+  metrics: EngineMetrics;
+  logger: Logger | undefined;
+  /** Pools declared by controllers (PUT /v1/controller/capacity); empty: nothing declared. */
+  capacity: { pools: Pool[] };
+  /** Bumped whenever demand may have changed; controllers long-poll on it. */
+  demand: { version: number };
+  /** Artifact uploads being written now (one writer per artifact). */
+  uploadsInFlight: Set<string>;
+}

@@ -1,0 +1,110 @@
+/**
+ * Per-attempt log storage: resumable appends at committed offsets (PROTOCOL.md `PUT /v1/runner/log`),
+ * the per-job limit, the tail window, and reads for the job API. Bytes live in the state store
+ * (committed with the same group commit as everything else, so acknowledged bytes survive SIGKILL).
+ */
+import { createHash } from "node:crypto";
+import { DeltaError } from "../../base/errors.ts";
+import { hashToken } from "../../base/ids.ts";
+import type { EngineContext } from "./context.ts";
+import { keys } from "./notifier.ts";
+import { LIVE_ATTEMPT } from "./transitions.ts";
+import type { AttemptRow } from "./types.ts";
+
+export interface ContentRange {
+  start: number;
+  /** Inclusive. */
+  end: number;
+}
+
+/** Parses `bytes START-END/*` or `bytes START-END/TOTAL`. */
+export function parseContentRange(header: string | undefined): ContentRange {
+  const m = header ? /^bytes (\d{1,15})-(\d{1,15})\/(\*|\d{1,15})$/.exec(header.trim()) : null;
+  if (!m) throw new DeltaError("E_INVALID", "Content-Range must be `bytes START-END/*` (END inclusive)");
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  if (end < start) throw new DeltaError("E_INVALID", "Content-Range END is before START");
+  if (m[3] !== "*" && end >= Number(m[3])) throw new DeltaError("E_INVALID", "Content-Range END is beyond TOTAL");
+  return { start, end };
+}
+
+export type AppendResult = { status: 202; committed: number } | { status: 413; committed: number; truncated: true };
+
+export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, data: Buffer): Promise<AppendResult> {
+  if (data.length !== range.end - range.start + 1) {
+    throw new DeltaError("E_INVALID", `body has ${data.length} bytes, Content-Range says ${range.end - range.start + 1}`);
+  }
+  return ctx.store.write((hooks) => {
+    const a = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+    if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    const job = ctx.store.getJob(a.jobId);
+    if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    assertMayLog(ctx, a, job.attempt);
+    const committed = a.logBytes;
+    if (range.start > committed) {
+      throw new DeltaError("E_RANGE", `gap: the server holds ${committed} bytes`, { details: { committed } });
+    }
+    if (a.logTruncated) return { status: 413 as const, committed, truncated: true as const };
+    const fresh = data.subarray(committed - range.start);
+    if (fresh.length === 0) return { status: 202 as const, committed };
+    const room = Math.max(0, job.logLimit - committed);
+    const kept = fresh.subarray(0, room);
+    if (kept.length > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, Buffer.from(kept));
+    const now = committed + kept.length;
+    const truncated = kept.length < fresh.length;
+    ctx.store.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });
+    if (truncated) {
+      ctx.store.addTransition(a.jobId, { at: ctx.clock.now(), attempt: a.attempt, from: "log", to: "log:truncated", reason: `log limit of ${job.logLimit} bytes reached` });
+    }
+    hooks.afterCommit(() => {
+      ctx.metrics.logBytes(kept.length);
+      ctx.events.emit(keys.log(a.jobId));
+    });
+    return truncated ? { status: 413 as const, committed: now, truncated: true as const } : { status: 202 as const, committed: now };
+  });
+}
+
+/** Live attempts log freely; a terminal one (not lost, not superseded) only within the tail window. */
+function assertMayLog(ctx: EngineContext, a: AttemptRow, current: number): void {
+  if (a.attempt !== current) throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} was superseded`);
+  if (LIVE_ATTEMPT.has(a.state)) {
+    if ((a.expiresAt ?? 0) <= ctx.clock.now()) throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} expired`);
+    return;
+  }
+  if (a.state === "lost" || a.endedBy === "lost") throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} was lost`);
+  if (a.finishedAt !== null && ctx.clock.now() - a.finishedAt <= ctx.opts.tailWindowMs) return;
+  throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} ended and its tail window closed`);
+}
+
+/** sha256 of an attempt's committed log. */
+export function logDigest(ctx: EngineContext, a: AttemptRow): string {
+  const h = createHash("sha256");
+  let offset = 0;
+  for (;;) {
+    const chunks = ctx.store.readLogChunks(a.jobId, a.attempt, offset, 256);
+    if (chunks.length === 0) break;
+    for (const c of chunks) {
+      h.update(c.data.subarray(Math.max(0, offset - c.start)));
+      offset = c.start + c.data.length;
+    }
+  }
+  return h.digest("hex");
+}
+
+/** Committed bytes of an attempt's log from `offset`, at most about `maxBytes`. */
+export function readLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, maxBytes: number): Buffer {
+  const out: Buffer[] = [];
+  let size = 0;
+  let at = offset;
+  while (size < maxBytes) {
+    const chunks = ctx.store.readLogChunks(jobId, attempt, at, 64);
+    if (chunks.length === 0) break;
+    for (const c of chunks) {
+      const part = c.data.subarray(Math.max(0, at - c.start));
+      out.push(part);
+      size += part.length;
+      at = c.start + c.data.length;
+    }
+  }
+  return Buffer.concat(out);
+}

@@ -1,0 +1,63 @@
+/** In-process wake-ups for long polls (lease, heartbeat, log follow, demand): no DB polling. */
+import type { Clock } from "../../base/clock.ts";
+
+export class Notifier {
+  private readonly listeners = new Map<string, Set<() => void>>();
+
+  on(key: string, fn: () => void): () => void {
+    let set = this.listeners.get(key);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(key, set);
+    }
+    set.add(fn);
+    return () => {
+      const s = this.listeners.get(key);
+      if (!s) return;
+      s.delete(fn);
+      if (s.size === 0) this.listeners.delete(key);
+    };
+  }
+
+  emit(key: string): void {
+    const set = this.listeners.get(key);
+    if (!set) return;
+    for (const fn of [...set]) fn();
+  }
+
+  /** Resolves true when any key fires, false after `ms` or when `signal` aborts. */
+  async wait(keys: string[], ms: number, clock: Clock, signal?: AbortSignal): Promise<boolean> {
+    if (ms <= 0 || signal?.aborted) return false;
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let fired = false;
+    const offs = keys.map((k) =>
+      this.on(k, () => {
+        fired = true;
+        stop.abort();
+      }),
+    );
+    try {
+      await clock.sleep(ms, stop.signal).catch(() => undefined);
+    } finally {
+      for (const off of offs) off();
+      signal?.removeEventListener("abort", onAbort);
+    }
+    return fired;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const s of this.listeners.values()) n += s.size;
+    return n;
+  }
+}
+
+export const keys = {
+  job: (jobId: string) => `job:${jobId}`,
+  log: (jobId: string) => `log:${jobId}`,
+  cancel: (jobId: string, attempt: number) => `cancel:${jobId}:${attempt}`,
+  demand: "demand",
+  shutdown: "shutdown",
+} as const;

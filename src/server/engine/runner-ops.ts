@@ -1,0 +1,172 @@
+/** Runner protocol operations: register, lease, heartbeat, complete, cancel-ack (PROTOCOL.md). */
+import { DeltaError } from "../../base/errors.ts";
+import { hashToken, newId, newToken } from "../../base/ids.ts";
+import type {
+  CancelMode, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, RegisterRequest, RegisterResponse,
+} from "../../protocol/schemas.ts";
+import type { EngineContext } from "./context.ts";
+import { logDigest } from "./log-ops.ts";
+import { matches, parseReqKey } from "./matching.ts";
+import { keys } from "./notifier.ts";
+import { claim, LIVE_ATTEMPT, retryOrError, setAttemptState, setJobState } from "./transitions.ts";
+import type { AttemptRow, JobRow } from "./types.ts";
+
+const stale = (why: string) => new DeltaError("E_LEASE_STALE", `lease is stale: ${why}`);
+
+export async function register(ctx: EngineContext, registrationToken: string, body: RegisterRequest): Promise<RegisterResponse> {
+  return ctx.store.write(() => {
+    const now = ctx.clock.now();
+    const hash = hashToken(registrationToken);
+    const reg = ctx.store.getRegistration(hash);
+    if (!reg || reg.usedAt !== null || reg.expiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
+    const extra = reg.labels.length > 0 ? body.capabilities.labels.filter((l) => !reg.labels.includes(l)) : [];
+    if (extra.length > 0) throw new DeltaError("E_FORBIDDEN", `labels not granted by this registration: ${extra.join(", ")}`);
+    ctx.store.markRegistrationUsed(hash, now);
+    const sessionToken = newToken("session");
+    const runnerId = newId("rnr");
+    const sessionExpiresAt = now + ctx.opts.sessionTtlMs;
+    ctx.store.insertRunner({
+      id: runnerId, name: body.name, version: body.version, capabilities: body.capabilities,
+      sessionHash: hashToken(sessionToken), sessionExpiresAt, sessionUsed: false, createdAt: now,
+    });
+    return { runnerId, sessionToken, sessionExpiresAt: new Date(sessionExpiresAt).toISOString(), leaseWaitMs: ctx.opts.leaseWaitDefaultMs };
+  });
+}
+
+/** Long poll: a lease, or null after `waitMs` with no matching job. */
+export async function lease(ctx: EngineContext, sessionToken: string, waitMs: number, signal: AbortSignal): Promise<Lease | null> {
+  const hash = hashToken(sessionToken);
+  const wait = Math.min(waitMs, ctx.opts.leaseWaitMaxMs);
+  const holder: { held: Promise<Lease | null> | null } = { held: null };
+  const immediate = await ctx.store.write((hooks) => {
+    const now = ctx.clock.now();
+    const runner = ctx.store.getRunnerBySession(hash);
+    if (!runner || runner.sessionExpiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
+    if (runner.sessionUsed) throw new DeltaError("E_SESSION_USED", "this session already leased its one job");
+    for (const head of ctx.store.queuedHeads()) {
+      if (!matches(parseReqKey(head.reqKey), runner.capabilities)) continue;
+      const job = ctx.store.getJob(head.id);
+      if (job) return claim(ctx, hooks, job, runner);
+    }
+    if (wait <= 0 || signal.aborted) return null;
+    holder.held = new Promise<Lease | null>((resolve) => {
+      const stop = new AbortController();
+      const waiter = {
+        runnerId: runner.id,
+        caps: runner.capabilities,
+        settle: (l: Lease | null) => {
+          stop.abort();
+          signal.removeEventListener("abort", giveUp);
+          resolve(l);
+        },
+      };
+      const giveUp = () => {
+        if (ctx.waiters.remove(waiter)) waiter.settle(null);
+      };
+      ctx.waiters.add(waiter);
+      hooks.onRollback(() => ctx.waiters.remove(waiter));
+      signal.addEventListener("abort", giveUp, { once: true });
+      ctx.clock.sleep(wait, stop.signal).then(giveUp, () => undefined);
+    });
+    return null;
+  });
+  return immediate ?? (await (holder.held ?? Promise.resolve(null)));
+}
+
+/** The live attempt a lease token acts on; throws 401 for unknown tokens, 409 for stale ones. */
+function liveAttempt(ctx: EngineContext, leaseToken: string): { a: AttemptRow; job: JobRow } {
+  const a = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+  if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const job = ctx.store.getJob(a.jobId);
+  if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  if (!LIVE_ATTEMPT.has(a.state)) throw stale(`attempt ${a.attempt} is ${a.state}`);
+  if (job.attempt !== a.attempt) throw stale(`attempt ${a.attempt} was superseded`);
+  if ((a.expiresAt ?? 0) <= ctx.clock.now()) throw stale(`attempt ${a.attempt} expired`);
+  return { a, job };
+}
+
+export async function heartbeat(ctx: EngineContext, leaseToken: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
+  const { a, expiresAt } = await ctx.store.write(
+    (hooks) => {
+      const { a, job } = liveAttempt(ctx, leaseToken);
+      const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
+      if (a.state === "leased" && body.state !== "preparing") {
+        setAttemptState(ctx, hooks, a, "running", `runner reports ${body.state}`, { expiresAt });
+        if (job.state === "leased") setJobState(ctx, hooks, job, "running", `attempt ${a.attempt} running`);
+      } else {
+        ctx.store.updateAttempt(a.jobId, a.attempt, { expiresAt });
+      }
+      return { a, expiresAt };
+    },
+    { durable: false },
+  );
+  let mode = cancelModeOf(ctx, a.jobId);
+  const waitMs = Math.min(body.waitMs ?? 0, ctx.opts.heartbeatIntervalMs);
+  if (mode === "none" && waitMs > 0) {
+    await ctx.events.wait([keys.cancel(a.jobId, a.attempt), keys.shutdown], waitMs, ctx.clock, signal);
+    mode = cancelModeOf(ctx, a.jobId);
+  }
+  return { expiresAt: new Date(expiresAt).toISOString(), heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs, cancel: mode };
+}
+
+function cancelModeOf(ctx: EngineContext, jobId: string): CancelMode {
+  return ctx.store.getJob(jobId)?.cancelMode ?? "none";
+}
+
+/** Was this terminal attempt ended by its own runner's report (so a repeat is harmless)? */
+const reported = (a: AttemptRow) => a.endedBy === "complete" || a.endedBy === "cancel-ack";
+
+export async function complete(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
+  return ctx.store.write((hooks) => {
+    const a0 = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, leaseToken);
+    checkLog(a, body);
+    const digestNote = !a.logTruncated && logDigest(ctx, a) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
+    const artifacts = ctx.store.listArtifacts(a.jobId, a.attempt).filter((x) => x.state === "committed").map((x) => x.id);
+    const unknown = body.artifacts.filter((id) => !artifacts.includes(id));
+    if (unknown.length > 0) throw new DeltaError("E_INVALID", `artifacts not committed for this attempt: ${unknown.slice(0, 5).join(", ")}`);
+    const patch = { steps: body.steps };
+    if (job.state === "canceling") {
+      setAttemptState(ctx, hooks, a, "canceled", `completed (${body.result}) while canceling${digestNote}`, { endedBy: "complete" });
+      setJobState(ctx, hooks, job, "canceled", `canceled; runner completed with ${body.result}`, patch);
+      return { accepted: true as const };
+    }
+    if (body.result === "succeeded") {
+      setAttemptState(ctx, hooks, a, "succeeded", `runner reported success${digestNote}`, { endedBy: "complete" });
+      setJobState(ctx, hooks, job, "succeeded", `attempt ${a.attempt} succeeded`, patch);
+    } else if (body.result === "failed") {
+      const failure = body.failure ?? { reason: "step_failed" as const, step: null, message: "runner reported failure" };
+      setAttemptState(ctx, hooks, a, "failed", `${failure.reason}${digestNote}`, { endedBy: "complete" });
+      setJobState(ctx, hooks, job, "failed", `attempt ${a.attempt} failed: ${failure.reason}`, { ...patch, failure });
+    } else {
+      const failure = body.failure ?? { reason: "runner_error" as const, step: null, message: "runner reported an error" };
+      setAttemptState(ctx, hooks, a, "errored", `${failure.reason}${digestNote}`, { endedBy: "complete" });
+      if (failure.reason === "runner_error") {
+        ctx.store.updateJob(job.id, patch);
+        retryOrError(ctx, hooks, job, failure);
+      } else {
+        setJobState(ctx, hooks, job, "errored", `attempt ${a.attempt} errored: ${failure.reason}`, { ...patch, failure });
+      }
+    }
+    return { accepted: true as const };
+  });
+}
+
+function checkLog(a: AttemptRow, body: CompleteRequest): void {
+  if (a.logTruncated || body.log.bytes === a.logBytes) return;
+  throw new DeltaError("E_LOG_INCOMPLETE", `server holds ${a.logBytes} log bytes, runner reports ${body.log.bytes}`, { details: { committed: a.logBytes } });
+}
+
+export async function cancelAck(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
+  return ctx.store.write((hooks) => {
+    const a0 = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, leaseToken);
+    if (job.cancelMode === "none") throw new DeltaError("E_CONFLICT", "no cancel was requested for this attempt");
+    checkLog(a, body);
+    setAttemptState(ctx, hooks, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });
+    setJobState(ctx, hooks, job, "canceled", `attempt ${a.attempt} canceled (acknowledged)`, { steps: body.steps });
+    return { accepted: true as const };
+  });
+}

@@ -1,0 +1,28 @@
+/** The Fastify instance: strict validation, body limits, raw octet-stream bodies, one error mapping. */
+import Fastify, { LogController, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { sendError } from "./errors.ts";
+import type { ServerMetrics } from "./metrics.ts";
+
+export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes: number; metrics: ServerMetrics | null }): FastifyInstance {
+  const app: FastifyInstance = Fastify({
+    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.jsonBodyLimitBytes,
+    return503OnClosing: true,
+    forceCloseConnections: "idle",
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+  }) as unknown as FastifyInstance;
+  // Log chunks, artifact and source uploads arrive as streams; each route caps and consumes its own.
+  app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
+  app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
+  app.setNotFoundHandler((req, reply) => sendError(req, reply, Object.assign(new Error(`no route ${req.method} ${req.url.split("?")[0]}`), { statusCode: 404 })));
+  const m = opts.metrics;
+  if (m) {
+    app.addHook("onResponse", (req, reply, done) => {
+      m.requestSeconds.observe({ method: req.method, route: req.routeOptions.url ?? "unmatched", status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      done();
+    });
+  }
+  return app;
+}

@@ -1,0 +1,58 @@
+/** Shared bits of the route files: request decoration, body reading, long-poll abort signals. */
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { Readable } from "node:stream";
+import { DeltaError } from "../../base/errors.ts";
+import { Type } from "@sinclair/typebox";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The bearer token the onRequest hook accepted (never logged). */
+    deltaToken: string;
+  }
+}
+
+export const IdParams = Type.Object({ id: Type.String({ pattern: "^[A-Za-z0-9_-]{1,128}$" }) }, { additionalProperties: false });
+
+/** Rejects an announced body larger than `limit` before reading it. */
+export function checkContentLength(req: FastifyRequest, limit: number): void {
+  const len = req.headers["content-length"];
+  if (len !== undefined && Number(len) > limit) throw new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`);
+}
+
+/** The raw octet-stream body (see the content-type parser in app.ts). */
+export function rawBody(req: FastifyRequest): Readable {
+  const b = req.body as Readable | undefined;
+  if (!b || typeof (b as { pipe?: unknown }).pipe !== "function") throw new DeltaError("E_MEDIA_TYPE", "body must be application/octet-stream");
+  return b;
+}
+
+export async function readCapped(stream: Readable, limit: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > limit) {
+      stream.destroy();
+      throw new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`);
+    }
+    parts.push(b);
+  }
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+}
+
+/** Aborts when the client goes away before the response is sent (long polls). */
+export function clientGone(reply: FastifyReply): AbortSignal {
+  const ac = new AbortController();
+  reply.raw.once("close", () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
+/** A non-negative integer from a query string value. */
+export function queryInt(v: unknown, name: string, dflt: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "string" || !/^\d{1,15}$/.test(v)) throw new DeltaError("E_INVALID", `query parameter ${name} must be a non-negative integer`);
+  return Math.min(Number(v), max);
+}

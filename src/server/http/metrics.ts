@@ -1,0 +1,64 @@
+/** Prometheus metrics on a private Registry (never prom-client's global one). */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { EngineMetrics } from "../engine/context.ts";
+import type { StateStore } from "../engine/state-store.ts";
+import type { LeaseWaiters } from "../engine/lease-waiters.ts";
+
+export class ServerMetrics implements EngineMetrics {
+  readonly registry = new Registry();
+  private readonly expiries: Counter;
+  private readonly retries: Counter;
+  private readonly logBytesTotal: Counter;
+  private readonly leases: Counter;
+  readonly requestSeconds: Histogram<"method" | "route" | "status">;
+
+  constructor(store: StateStore, waiters: LeaseWaiters) {
+    const registers = [this.registry];
+    this.expiries = new Counter({ name: "deltaci_lease_expiries_total", help: "Leases that expired without a heartbeat", registers });
+    this.retries = new Counter({ name: "deltaci_retries_total", help: "Attempts queued again after a lost lease or runner_error", registers });
+    this.logBytesTotal = new Counter({ name: "deltaci_log_bytes_total", help: "Log bytes committed", registers });
+    this.leases = new Counter({ name: "deltaci_leases_total", help: "Leases granted", registers });
+    this.requestSeconds = new Histogram({
+      name: "deltaci_http_request_duration_seconds", help: "HTTP request latency (long polls included)",
+      labelNames: ["method", "route", "status"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60], registers,
+    });
+    new Gauge({
+      name: "deltaci_jobs", help: "Jobs by state", labelNames: ["state"], registers,
+      collect() {
+        this.reset();
+        for (const r of store.countJobsByState()) this.set({ state: r.state }, r.count);
+      },
+    });
+    new Gauge({
+      name: "deltaci_queue_depth", help: "Queued jobs", registers,
+      collect() {
+        this.set(store.countJobsByState().find((r) => r.state === "queued")?.count ?? 0);
+      },
+    });
+    new Gauge({
+      name: "deltaci_active_leases", help: "Jobs leased, running or canceling", registers,
+      collect() {
+        this.set(store.countJobsByState().filter((r) => r.state === "leased" || r.state === "running" || r.state === "canceling").reduce((n, r) => n + r.count, 0));
+      },
+    });
+    new Gauge({
+      name: "deltaci_lease_waiters", help: "Runners waiting in a lease long poll", registers,
+      collect() {
+        this.set(waiters.size);
+      },
+    });
+  }
+
+  leaseExpired(): void {
+    this.expiries.inc();
+  }
+  retried(): void {
+    this.retries.inc();
+  }
+  logBytes(n: number): void {
+    this.logBytesTotal.inc(n);
+  }
+  leased(): void {
+    this.leases.inc();
+  }
+}

@@ -1,0 +1,78 @@
+/** `/v1/runner/*`: register, lease, heartbeat, log, complete, cancel-ack, source (PROTOCOL.md). */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { DeltaError } from "../../base/errors.ts";
+import { hashToken } from "../../base/ids.ts";
+import { CompleteRequest, HeartbeatRequest, LeaseRequest, RegisterRequest } from "../../protocol/schemas.ts";
+import type { ContentStore } from "../blobs/cas.ts";
+import { fencedAttempt } from "../engine/artifact-ops.ts";
+import type { EngineContext } from "../engine/context.ts";
+import { appendLog, parseContentRange } from "../engine/log-ops.ts";
+import { cancelAck, complete, heartbeat, lease, register } from "../engine/runner-ops.ts";
+import { bearerOfKind } from "./auth.ts";
+import { checkContentLength, clientGone, rawBody, readCapped } from "./common.ts";
+
+export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: ContentStore): void {
+  const { store } = ctx;
+  const regAuth = async (req: FastifyRequest) => {
+    const t = bearerOfKind(req, "registration");
+    const reg = store.getRegistration(hashToken(t));
+    if (!reg || reg.usedAt !== null || reg.expiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
+    req.deltaToken = t;
+  };
+  const sessionAuth = async (req: FastifyRequest) => {
+    const t = bearerOfKind(req, "session");
+    const r = store.getRunnerBySession(hashToken(t));
+    if (!r || r.sessionExpiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
+    req.deltaToken = t;
+  };
+  const leaseAuth = async (req: FastifyRequest) => {
+    const t = bearerOfKind(req, "lease");
+    if (!store.getAttemptByLeaseHash(hashToken(t))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    req.deltaToken = t;
+  };
+
+  app.post<{ Body: RegisterRequest }>("/v1/runner/register", { schema: { body: RegisterRequest }, onRequest: regAuth }, async (req, reply) => {
+    return reply.code(201).send(await register(ctx, req.deltaToken, req.body));
+  });
+
+  app.post<{ Body: LeaseRequest }>("/v1/runner/lease", { schema: { body: LeaseRequest }, onRequest: sessionAuth }, async (req, reply) => {
+    const l = await lease(ctx, req.deltaToken, req.body.waitMs, clientGone(reply));
+    if (!l) return reply.code(204).send();
+    return reply.code(200).send({ lease: l });
+  });
+
+  app.post<{ Body: HeartbeatRequest }>("/v1/runner/heartbeat", { schema: { body: HeartbeatRequest }, onRequest: leaseAuth }, async (req, reply) => {
+    return reply.code(200).send(await heartbeat(ctx, req.deltaToken, req.body, clientGone(reply)));
+  });
+
+  app.put("/v1/runner/log", { onRequest: leaseAuth }, async (req, reply) => {
+    const range = parseContentRange(req.headers["content-range"]);
+    checkContentLength(req, ctx.opts.logChunkLimitBytes);
+    const data = await readCapped(rawBody(req), ctx.opts.logChunkLimitBytes);
+    const r = await appendLog(ctx, req.deltaToken, range, data);
+    if (r.status === 413) {
+      return reply.code(413).send({ error: { code: "E_LOG_LIMIT", message: "the job's log limit is reached; the log is truncated", committed: r.committed }, committed: r.committed, truncated: true });
+    }
+    return reply.code(202).send({ committed: r.committed });
+  });
+
+  app.post<{ Body: CompleteRequest }>("/v1/runner/complete", { schema: { body: CompleteRequest }, onRequest: leaseAuth }, async (req, reply) => {
+    return reply.code(200).send(await complete(ctx, req.deltaToken, req.body));
+  });
+
+  app.post<{ Body: CompleteRequest }>("/v1/runner/cancel-ack", { schema: { body: CompleteRequest }, onRequest: leaseAuth }, async (req, reply) => {
+    return reply.code(200).send(await cancelAck(ctx, req.deltaToken, req.body));
+  });
+
+  app.get("/v1/runner/source", { onRequest: leaseAuth }, async (req, reply) => {
+    const a = fencedAttempt(ctx, req.deltaToken);
+    const job = store.getJob(a.jobId);
+    const src = job?.spec.source;
+    if (!src || src.kind !== "archive" || !blobs.has(src.sha256)) throw new DeltaError("E_NOT_FOUND", "this job has no archive source");
+    return reply
+      .code(200)
+      .header("content-type", "application/octet-stream")
+      .header("x-deltaci-sha256", src.sha256)
+      .send(blobs.open(src.sha256));
+  });
+}

@@ -197,8 +197,9 @@ export class LocalProvider implements RunnerProvider {
     }
   }
 
+  /** Runners whose exit is being processed (reaping) are listed as draining: they still hold a slot. */
   list(): RunnerRecord[] {
-    return [...this.live.values()].filter((l) => !l.exiting).map((l) => ({ ...l.record }));
+    return [...this.live.values()].map((l) => ({ ...l.record, ...(l.exiting ? { state: "draining" as const } : {}) }));
   }
 
   async drain(id: string): Promise<void> {

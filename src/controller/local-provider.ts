@@ -234,7 +234,7 @@ export class LocalProvider implements RunnerProvider {
   }
 
   private async exited(l: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    if (l.exiting) return;
+    if (l.exiting || this.closed) return; // after close() the next controller reaps it
     l.exiting = true;
     const now = this.o.clock.now();
     const logTail = await tail(join(l.slot.dir, "runner.log"), 2048);

@@ -1,0 +1,135 @@
+/**
+ * The local provider with real processes: slots, state probing, adoption by a new provider
+ * (pid + start time), reaping of dead runners' slots, drain and terminate. The "runner" here is
+ * a small node script that behaves like one at the process level (takes its token file, then
+ * idles, or runs a child process as a job would); the real runner is exercised in test/.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, writeFile, mkdir, readdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { systemClock } from "../base/clock.ts";
+import { LocalProvider, workDirReaper } from "./local-provider.ts";
+import type { RunnerExit, SlotReaper } from "./provider.ts";
+import type { Pool } from "./types.ts";
+
+const FAKE_RUNNER = `
+const fs = require("fs");
+const a = process.argv;
+const tokenFile = a[a.indexOf("--registration-token-file") + 1];
+const work = a[a.indexOf("--work-dir") + 1];
+const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
+console.log("registered with", token.length, "bytes");
+process.on("SIGTERM", () => process.exit(0));
+if (a.includes("--busy")) {
+  fs.mkdirSync(work + "/job1", { recursive: true }); fs.writeFileSync(work + "/job1/leftover", "x");
+  require("child_process").spawn("sleep", ["300"], { stdio: "ignore", cwd: work + "/job1", detached: true });
+}
+setInterval(() => {}, 1000);
+`;
+const pool: Pool = { name: "p", os: "linux", arch: "x64", labels: ["a"], resources: { cpus: 1, memoryMiB: 1, diskMiB: 1 }, max: 4, minIdle: 0, isolation: "process" };
+
+async function setup(t: { after(fn: () => unknown): void }) {
+  const root = await mkdtemp(join(tmpdir(), "dci-lp-"));
+  const pids = new Set<number>();
+  t.after(async () => {
+    for (const pid of pids) {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {}
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
+    await rm(root, { recursive: true, force: true });
+  });
+  const reaped: string[][] = [];
+  const reaper: SlotReaper = { reap: async (slot) => { const r = await workDirReaper.reap(slot); reaped.push(r); return r; } };
+  const make = (busy = false) => {
+    const p = new LocalProvider({
+      workRoot: root, command: { command: process.execPath, args: ["-e", FAKE_RUNNER, "--"] }, runnerIdleTimeoutMs: 60_000,
+      drainTimeoutMs: 5_000, reaper, clock: systemClock, runnerArgs: busy ? ["--busy"] : [],
+    });
+    const exits: RunnerExit[] = [];
+    p.onExit((e) => exits.push(e));
+    return { p, exits };
+  };
+  const until = async (what: string, cond: () => Promise<boolean> | boolean) => {
+    const deadline = Date.now() + 30_000;
+    while (!(await cond())) {
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return { root, pids, make, until, reaped };
+}
+
+void test("launch: own slot, token file taken by the runner, starting → idle, drain ends it cleanly", async (t) => {
+  const { root, pids, make, until } = await setup(t);
+  const { p, exits } = make();
+  await p.init();
+  const a = await p.launch({ pool, registrationToken: "dci_reg_x", serverUrl: "http://127.0.0.1:1" });
+  const b = await p.launch({ pool, registrationToken: "dci_reg_y", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(a.handle)).add(Number(b.handle));
+  assert.notEqual(a.id, b.id);
+  assert.deepEqual((await readdir(join(root, "slots"))).sort(), ["0", "1"]);
+  const state = JSON.parse(await readFile(join(root, "slots", "0", "state.json"), "utf8"));
+  assert.equal(state.pid, Number(a.handle));
+  assert.match(state.startTime, /^\d+$/);
+  await until("both idle", async () => (await p.refresh(), p.list().every((r) => r.state === "idle")));
+  const log = await readFile(join(root, "slots", "0", "runner.log"), "utf8");
+  assert.match(log, /registered with 9 bytes/);
+  const args = (await readFile(`/proc/${a.handle}/cmdline`, "utf8")).split("\0");
+  for (const flag of ["--server", "--registration-token-file", "--work-dir", "--slot", "--isolation", "--labels", "--idle-timeout"]) assert.ok(args.includes(flag), flag);
+  await p.drain(a.id);
+  await until("a exits", () => exits.length === 1);
+  assert.equal(exits[0]?.code, 0);
+  assert.equal(exits[0]?.requested, true);
+  assert.deepEqual(p.list().map((r) => r.id), [b.id]);
+  // slot 0 is free again and reused
+  const c = await p.launch({ pool, registrationToken: "dci_reg_z", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(c.handle));
+  assert.match(c.id, /^p-0-/);
+  await p.terminate(b.id);
+  await p.terminate(c.id);
+  await until("all exit", () => exits.length === 3);
+  assert.equal(p.list().length, 0);
+});
+
+void test("a new provider adopts live runners (busy stays busy) and reaps the slots of dead ones", async (t) => {
+  const { root, pids, make, until, reaped } = await setup(t);
+  const first = make(true).p;
+  await first.init();
+  const live = await first.launch({ pool, registrationToken: "t1", serverUrl: "http://127.0.0.1:1" });
+  const doomed = await first.launch({ pool, registrationToken: "t2", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(live.handle)).add(Number(doomed.handle));
+  await until("both busy", async () => (await first.refresh(), first.list().every((r) => r.state === "busy")));
+  await first.close(); // the controller "dies": nothing is stopped
+
+  // one runner dies while no controller watches (SIGKILL: its job's process and files are left)
+  process.kill(Number(doomed.handle), "SIGKILL");
+  await until("doomed gone", async () => !(await readFile(`/proc/${doomed.handle}/stat`, "utf8").then((s) => !/\) [ZX] /.test(s), () => false)));
+  // a stale state file whose pid now belongs to someone else (pid reuse): must not be adopted
+  await mkdir(join(root, "slots", "7", "work"), { recursive: true });
+  await writeFile(join(root, "slots", "7", "state.json"), JSON.stringify({ version: 1, id: "p-7-x", pool: "p", pid: process.pid, startTime: "1", launchedAtMs: 0, tokenFile: join(root, "slots", "7", "registration-token") }));
+
+  const { p: second, exits } = make();
+  const init = await second.init();
+  assert.deepEqual(init.adopted.map((r) => r.id), [live.id]);
+  assert.equal(init.adopted[0]?.state, "busy");
+  assert.ok(init.reaped.some((r) => r.startsWith("process ")), `the orphaned job process was killed: ${init.reaped.join(", ")}`);
+  assert.ok(init.reaped.some((r) => r.includes("job1")), "the dead runner's work dir was reaped");
+  assert.deepEqual((await readdir(join(root, "slots", "1", "work"))), []);
+  await assert.rejects(readFile(join(root, "slots", "7", "state.json")));
+  assert.deepEqual(second.list().map((r) => [r.id, r.adopted]), [[live.id, true]]);
+
+  // the adopted runner ends: the new provider notices without being its parent, and reaps
+  process.kill(Number(live.handle), "SIGKILL");
+  await until("adopted exit seen", async () => (await second.refresh(), exits.length === 1));
+  assert.equal(exits[0]?.runner.id, live.id);
+  assert.equal(exits[0]?.code, null);
+  assert.ok(exits[0]?.reaped.some((r) => r.startsWith("process ")));
+  assert.ok(reaped.length >= 2);
+  assert.equal(second.list().length, 0);
+});

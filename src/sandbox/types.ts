@@ -86,3 +86,9 @@ export interface SandboxFactory {
   /** Removes whatever a crashed runner left in this slot (containers, mounts, cgroups, netns, loop devices, dirs). */
   reapSlot(slot: SlotInfo): Promise<string[]>;
 }
+
+/** What a sandbox backend logs through (pino-compatible: fields first, then the message). */
+export interface SandboxLogger {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+}

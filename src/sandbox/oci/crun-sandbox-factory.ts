@@ -1,0 +1,179 @@
+/**
+ * The `oci` backend: one hardened crun container per job (see docs/sandbox.md). `create` builds
+ * the job's disk, root file system, bundle and container; `dispose` and `reapSlot` remove them.
+ */
+import { readFileSync } from "node:fs";
+import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Clock } from "../../base/clock.ts";
+import { DeltaError } from "../../base/errors.ts";
+import { containerName, jobDirName, slotPrefix } from "../job-names.ts";
+import { extractSourceArchive } from "../source-archive.ts";
+import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } from "../types.ts";
+import { bindMount, bundleConfig, type OciMount } from "./bundle.ts";
+import { detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
+import { CrunCli } from "./crun-cli.ts";
+import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
+import { hostEtc, hostRootfs } from "./host-rootfs.ts";
+import { createJobDisk } from "./job-disk.ts";
+import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
+import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
+import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+
+export interface CrunSandboxOptions {
+  clock: Clock;
+  logger: SandboxLogger;
+  /** Built helpers, generated /etc, unpacked images, compiled seccomp filters. */
+  cacheDir?: string;
+  /** crun `--root`. */
+  stateRoot?: string;
+  crunPath?: string;
+  /** Parent cgroup of every slot: `/<cgroupParent>/slot-<n>/<container>`. */
+  cgroupParent?: string;
+  /** Grace between SIGTERM and SIGKILL when a step times out. */
+  timeoutGraceMs?: number;
+}
+
+interface Prepared {
+  crun: CrunCli;
+  layout: CgroupLayout;
+  helper: NativeTool;
+  etcDir: string;
+  nsLevel: number;
+}
+
+export class CrunSandboxFactory implements SandboxFactory {
+  readonly isolation = "oci" as const;
+  private prepared: Promise<Prepared> | null = null;
+  private readonly cacheDir: string;
+  private readonly cgroupParent: string;
+
+  constructor(private readonly opts: CrunSandboxOptions) {
+    this.cacheDir = opts.cacheDir ?? "/var/cache/deltaci";
+    this.cgroupParent = opts.cgroupParent ?? "deltaci";
+  }
+
+  /** One-time work (building helpers, detecting cgroups); `create` calls it, callers may warm up early. */
+  prepare(): Promise<Prepared> {
+    this.prepared ??= this.doPrepare().catch((e: unknown) => {
+      this.prepared = null;
+      throw e;
+    });
+    return this.prepared;
+  }
+
+  private async doPrepare(): Promise<Prepared> {
+    await mkdir(this.cacheDir, { recursive: true, mode: 0o755 });
+    await chmod(this.cacheDir, 0o755);
+    const layout = detectCgroupLayout();
+    const helper = await buildSandboxHelper(this.cacheDir);
+    const unified = layout.kind === "v1" ? layout.hybridUnified : null;
+    const wrapper = unified !== null ? [helper.path, "unshare-cgroup2", unified] : [];
+    if (unified !== null) this.opts.logger.info({ unified }, "hybrid cgroups: crun runs in a private mount namespace without the cgroup2 mount");
+    const stateRoot = this.opts.stateRoot ?? "/run/deltaci/crun";
+    await mkdir(stateRoot, { recursive: true, mode: 0o700 });
+    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, wrapper);
+    const etcDir = await hostEtc(this.cacheDir);
+    const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";
+    const nsLevel = nsLine.trim().split(/\s+/).length - 1;
+    return { crun, layout, helper, etcDir, nsLevel };
+  }
+
+  private cgroupPath(slot: SlotInfo, containerId: string | null): string {
+    const base = `/${this.cgroupParent}/slot-${slot.index}`;
+    return containerId === null ? base : `${base}/${containerId}`;
+  }
+
+  async create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox> {
+    const p = await this.prepare();
+    const containerId = containerName(spec.slot.index, spec.jobId);
+    const jobDir = join(spec.slot.workDir, jobDirName(spec.jobId));
+    const cgroupPath = this.cgroupPath(spec.slot, containerId);
+    const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
+    let tornDown: Promise<void> | null = null;
+    const teardown = () => (tornDown ??= (async () => {
+      const removed = [...(await removeContainer(td, containerId, cgroupPath)), ...(await removeJobFiles(jobDir))];
+      this.opts.logger.info({ jobId: spec.jobId, removed: removed.length }, "sandbox disposed");
+    })());
+    try {
+      signal?.throwIfAborted();
+      await removeJobFiles(jobDir);
+      await mkdir(jobDir, { recursive: true, mode: 0o755 });
+      await chmod(spec.slot.workDir, 0o755);
+      const uid = spec.slot.hostUidBase;
+      const diskMount = join(jobDir, "disk");
+      await createJobDisk(join(jobDir, "disk.img"), diskMount, spec.limits.diskMiB);
+      for (const d of ["workspace", "home"]) {
+        await mkdir(join(diskMount, d), { mode: 0o755 });
+        await chown(join(diskMount, d), uid, uid);
+      }
+      for (const d of ["steps", "bundle", "run"]) await mkdir(join(jobDir, d), { mode: 0o755 });
+      if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, join(diskMount, "workspace"), { owner: { uid, gid: uid } });
+      signal?.throwIfAborted();
+      const rootfs = join(jobDir, "rootfs");
+      const mounts: OciMount[] = [];
+      if (spec.image.kind !== "host") throw new DeltaError("E_SANDBOX", "OCI images are not supported yet");
+      mounts.push(...(await hostRootfs(rootfs, p.etcDir, [])));
+      mounts.push(
+        bindMount(join(diskMount, "workspace"), WORKSPACE, false),
+        bindMount(join(diskMount, "home"), HOME, false),
+        bindMount(p.helper.dir, "/.deltaci/bin", true),
+        bindMount(join(jobDir, "steps"), "/.deltaci/steps", true),
+      );
+      const config = bundleConfig({
+        rootfs,
+        rootReadonly: true,
+        hostname: "sandbox",
+        uidBase: uid,
+        uidCount: spec.slot.uidCount,
+        cgroupsPath: cgroupPath,
+        memoryMiB: spec.limits.memoryMiB,
+        pids: spec.limits.pids,
+        cpus: spec.limits.cpus,
+        tmpMiB: Math.max(16, Math.min(spec.limits.memoryMiB, 1024)),
+        mounts,
+        initArgs: [HELPER_IN_SANDBOX, "init"],
+        env: ["PATH=/usr/bin:/bin"],
+        seccomp: null,
+        annotations: { "org.deltaci.job": spec.jobId },
+        apparmorProfile: null,
+      });
+      await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
+      await p.crun.must(["run", "-d", "--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container");
+      return new CrunSandbox(
+        {
+          jobId: spec.jobId,
+          containerId,
+          jobDir,
+          diskMount,
+          cgroup: new JobCgroup(p.layout, cgroupPath),
+          uidBase: uid,
+          hasBash: existsSync("/usr/bin/bash") || existsSync("/bin/bash"),
+          extraEnv: {},
+          limits: { memoryMiB: spec.limits.memoryMiB, pids: spec.limits.pids, diskMiB: spec.limits.diskMiB },
+          apparmorProfile: null,
+        },
+        { crun: p.crun, clock: this.opts.clock, logger: this.opts.logger, nsLevel: p.nsLevel, timeoutGraceMs: this.opts.timeoutGraceMs ?? 2000, teardown },
+      );
+    } catch (e) {
+      await teardown().catch((te: unknown) => this.opts.logger.warn({ jobId: spec.jobId, err: String(te) }, "cleanup after a failed create failed"));
+      if (e instanceof DeltaError) throw e;
+      throw new DeltaError("E_SANDBOX", `cannot create the sandbox: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+
+  async reapSlot(slot: SlotInfo): Promise<string[]> {
+    const p = await this.prepare();
+    const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
+    const removed: string[] = [];
+    for (const id of await p.crun.list()) {
+      if (id.startsWith(slotPrefix(slot.index))) removed.push(...(await removeContainer(td, id, this.cgroupPath(slot, id))));
+    }
+    for (const dir of await removeCgroupTree(p.layout, this.cgroupPath(slot, null))) removed.push(`cgroup ${dir}`);
+    if (existsSync(slot.workDir)) {
+      for (const name of await readdir(slot.workDir)) removed.push(...(await removeJobFiles(join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
+    }
+    return removed;
+  }
+}

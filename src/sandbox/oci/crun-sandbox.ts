@@ -1,0 +1,110 @@
+/** One job's crun container: steps run one after another via `crun exec`; `dispose` removes everything. */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { DeltaError } from "../../base/errors.ts";
+import type { Clock } from "../../base/clock.ts";
+import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
+import type { LimitReason, Sandbox, SandboxLogger, StepProcess, StepSpec } from "../types.ts";
+import type { JobCgroup, LimitCounters } from "./cgroups.ts";
+import { ociProcess } from "./bundle.ts";
+import type { CrunCli } from "./crun-cli.ts";
+import { startCrunStep } from "./crun-step.ts";
+import { diskFull } from "./job-disk.ts";
+
+export const WORKSPACE = "/workspace";
+export const HOME = "/home/deltaci";
+export const HELPER_IN_SANDBOX = "/.deltaci/bin/sandbox-helper";
+
+export interface CrunJob {
+  jobId: string;
+  containerId: string;
+  jobDir: string;
+  diskMount: string;
+  cgroup: JobCgroup;
+  uidBase: number;
+  hasBash: boolean;
+  extraEnv: Record<string, string>;
+  limits: { memoryMiB: number; pids: number; diskMiB: number };
+  apparmorProfile: string | null;
+}
+
+export interface CrunSandboxDeps {
+  crun: CrunCli;
+  clock: Clock;
+  logger: SandboxLogger;
+  nsLevel: number;
+  timeoutGraceMs: number;
+  /** Removes the container, cgroups, mounts, loop device, files; called once. */
+  teardown(): Promise<void>;
+}
+
+export class CrunSandbox implements Sandbox {
+  readonly isolation = "oci" as const;
+  readonly workspaceInSandbox = WORKSPACE;
+  readonly workspaceOnHost: string;
+  private stepCount = 0;
+  private current: StepProcess | null = null;
+  private running: Promise<unknown> | null = null;
+  private disposed: Promise<void> | null = null;
+
+  constructor(
+    private readonly job: CrunJob,
+    private readonly deps: CrunSandboxDeps,
+  ) {
+    this.workspaceOnHost = join(job.diskMount, "workspace");
+  }
+
+  start(step: StepSpec): StepProcess {
+    if (this.disposed) throw new DeltaError("E_SANDBOX", "sandbox is disposed");
+    if (this.running) throw new DeltaError("E_SANDBOX", "a step is already running");
+    const n = ++this.stepCount;
+    const cwd = stepCwd(WORKSPACE, step.workingDirectory);
+    const stepsDir = join(this.job.jobDir, "steps");
+    writeFileSync(join(stepsDir, `${n}.sh`), step.run, { mode: 0o644 });
+    const env = { ...baseStepEnv(WORKSPACE, HOME, DEFAULT_PATH), ...this.job.extraEnv, ...step.env };
+    const args = [HELPER_IN_SANDBOX, "step", "-C", cwd, ...shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash)];
+    const processFile = join(this.job.jobDir, "bundle", `step-${n}.json`);
+    const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    writeFileSync(processFile, JSON.stringify(ociProcess(args, envList, WORKSPACE, this.job.apparmorProfile)));
+    const proc = startCrunStep(
+      {
+        crun: this.deps.crun,
+        containerId: this.job.containerId,
+        cgroup: this.job.cgroup,
+        clock: this.deps.clock,
+        nsLevel: this.deps.nsLevel,
+        timeoutGraceMs: this.deps.timeoutGraceMs,
+        explain: (before, after) => this.explain(before, after),
+      },
+      processFile,
+      step.timeoutMs,
+    );
+    this.current = proc;
+    this.running = proc.done.finally(() => {
+      this.current = null;
+      this.running = null;
+    });
+    return proc;
+  }
+
+  private async explain(before: LimitCounters, after: LimitCounters): Promise<{ reason: LimitReason; message: string } | null> {
+    const l = this.job.limits;
+    if (after.oomKills > before.oomKills) return { reason: "memory_limit", message: `memory limit of ${l.memoryMiB} MiB exceeded` };
+    if (after.pidsMax > before.pidsMax) return { reason: "pids_limit", message: `process limit of ${l.pids} exceeded` };
+    if (await diskFull(this.job.diskMount)) return { reason: "disk_quota", message: `disk quota of ${l.diskMiB} MiB exceeded` };
+    return null;
+  }
+
+  dispose(): Promise<void> {
+    this.disposed ??= (async () => {
+      if (this.current) {
+        this.current.stop(0);
+        const ac = new AbortController();
+        await Promise.race([this.running, this.deps.clock.sleep(15_000, ac.signal).catch(() => {})]).catch(() => {});
+        ac.abort();
+      }
+      await this.deps.teardown();
+    })();
+    return this.disposed;
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Small C helpers built once per content hash into the cache dir: the container's pid 1 and step
+ * wrapper (static, so it runs in any image), and the seccomp BPF exporter (libseccomp).
+ */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, readFile, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { DeltaError } from "../../base/errors.ts";
+
+const run = promisify(execFile);
+
+export interface NativeTool {
+  /** Directory holding only this binary (bind-mounted read-only into containers). */
+  dir: string;
+  path: string;
+}
+
+async function build(cacheDir: string, name: string, source: string, flags: string[]): Promise<NativeTool> {
+  const src = fileURLToPath(new URL(`./native/${source}`, import.meta.url));
+  const text = await readFile(src);
+  const hash = createHash("sha256").update(text).update(flags.join(" ")).digest("hex").slice(0, 16);
+  const dir = join(cacheDir, "bin", `${name}-${hash}`);
+  const path = join(dir, name);
+  if (existsSync(path)) return { dir, path };
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  await chmod(dir, 0o755);
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await run("cc", ["-O2", "-Wall", "-o", tmp, src, ...flags], { timeout: 120_000 });
+  } catch (e) {
+    throw new DeltaError("E_SANDBOX", `cannot build ${name} (needs cc${flags.length ? " and " + flags.join(" ") : ""}): ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
+  await chmod(tmp, 0o755);
+  await rename(tmp, path);
+  return { dir, path };
+}
+
+/** The static in-container helper: `init`, `step`, and host-side `unshare-cgroup2`. */
+export function buildSandboxHelper(cacheDir: string): Promise<NativeTool> {
+  return build(cacheDir, "sandbox-helper", "sandbox-helper.c", ["-static"]);
+}
+
+/** Reads a simple rule list on stdin and writes the compiled BPF program to stdout. */
+export function buildSeccompExporter(cacheDir: string): Promise<NativeTool> {
+  return build(cacheDir, "seccomp-export", "seccomp-export.c", ["-lseccomp"]);
+}

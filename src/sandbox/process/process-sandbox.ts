@@ -1,0 +1,142 @@
+/**
+ * The `process` backend: NO ISOLATION, for development only. It is chosen only explicitly and
+ * warns every time it is created. It still gives each job its own workspace, runs each step as a
+ * process group (killed as a whole on stop, timeout and exit), and removes the workspace on dispose.
+ * A process that leaves the group (setsid) escapes it: one more reason not to run untrusted code.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { PassThrough } from "node:stream";
+import { DeltaError } from "../../base/errors.ts";
+import type { Clock } from "../../base/clock.ts";
+import { extractSourceArchive } from "../source-archive.ts";
+import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
+import { StepControl } from "../step-control.ts";
+import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, StepProcess, StepResult, StepSpec } from "../types.ts";
+import { jobDirName } from "../job-names.ts";
+
+export interface ProcessSandboxOptions {
+  clock: Clock;
+  logger: SandboxLogger;
+  /** Grace between SIGTERM and SIGKILL when a step times out. */
+  timeoutGraceMs?: number;
+}
+
+export class ProcessSandboxFactory implements SandboxFactory {
+  readonly isolation = "process" as const;
+  constructor(private readonly opts: ProcessSandboxOptions) {}
+
+  async create(spec: SandboxSpec): Promise<Sandbox> {
+    this.opts.logger.warn({ jobId: spec.jobId, isolation: "process" }, "sandbox backend 'process' gives NO isolation: development only, never for untrusted jobs");
+    const jobDir = join(spec.slot.workDir, jobDirName(spec.jobId));
+    const workspace = join(jobDir, "workspace");
+    try {
+      await rm(jobDir, { recursive: true, force: true });
+      await mkdir(workspace, { recursive: true });
+      await mkdir(join(jobDir, "home"));
+      await mkdir(join(jobDir, "steps"));
+      if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, workspace, { owner: null });
+    } catch (e) {
+      await rm(jobDir, { recursive: true, force: true });
+      if (e instanceof DeltaError) throw e;
+      throw new DeltaError("E_SANDBOX", `cannot prepare process sandbox: ${String(e)}`, { cause: e });
+    }
+    return new ProcessSandbox(jobDir, workspace, this.opts);
+  }
+
+  async reapSlot(slot: SlotInfo): Promise<string[]> {
+    if (!existsSync(slot.workDir)) return [];
+    await rm(slot.workDir, { recursive: true, force: true });
+    return [slot.workDir];
+  }
+}
+
+class ProcessSandbox implements Sandbox {
+  readonly isolation = "process" as const;
+  private stepCount = 0;
+  private running: Promise<StepResult> | null = null;
+  private current: StepProcess | null = null;
+  private disposed: Promise<void> | null = null;
+
+  constructor(
+    private readonly jobDir: string,
+    readonly workspaceOnHost: string,
+    private readonly opts: ProcessSandboxOptions,
+  ) {}
+
+  get workspaceInSandbox(): string {
+    return this.workspaceOnHost;
+  }
+
+  start(step: StepSpec): StepProcess {
+    if (this.disposed) throw new DeltaError("E_SANDBOX", "sandbox is disposed");
+    if (this.running) throw new DeltaError("E_SANDBOX", "a step is already running");
+    const script = join(this.jobDir, "steps", `${++this.stepCount}.sh`);
+    const cwd = stepCwd(this.workspaceOnHost, step.workingDirectory);
+    const argv = shellArgv(step, script, existsSync("/bin/bash"));
+    const env = { ...baseStepEnv(this.workspaceOnHost, join(this.jobDir, "home"), DEFAULT_PATH), ...step.env };
+    const proc = startProcessStep(argv, cwd, env, script, step, this.opts);
+    this.current = proc;
+    this.running = proc.done.finally(() => {
+      this.running = null;
+      this.current = null;
+    });
+    return proc;
+  }
+
+  dispose(): Promise<void> {
+    this.disposed ??= (async () => {
+      this.current?.stop(0);
+      await this.running?.catch(() => {});
+      await rm(this.jobDir, { recursive: true, force: true });
+    })();
+    return this.disposed;
+  }
+}
+
+function startProcessStep(argv: string[], cwd: string, env: Record<string, string>, script: string, step: StepSpec, opts: ProcessSandboxOptions): StepProcess {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let pgid = 0;
+  const signalGroup = (sig: NodeJS.Signals) => {
+    if (pgid > 0) try {
+      process.kill(-pgid, sig);
+    } catch {}
+  };
+  const control = new StepControl(opts.clock, { terminate: () => signalGroup("SIGTERM"), kill: () => signalGroup("SIGKILL") }, step.timeoutMs, opts.timeoutGraceMs ?? 2000);
+  const started = opts.clock.now();
+  const done = (async (): Promise<StepResult> => {
+    await writeFile(script, step.run, { mode: 0o700 });
+    if (!existsSync(cwd)) await mkdir(cwd, { recursive: true });
+    const child = spawn(argv[0] ?? "sh", argv.slice(1), { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    pgid = child.pid ?? 0;
+    if (control.stopped || control.timedOut) signalGroup("SIGKILL");
+    child.stdout.pipe(stdout);
+    child.stderr.pipe(stderr);
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      child.once("error", (err) => {
+        stderr.write(`deltaci: cannot start step: ${err.message}\n`);
+        resolve({ code: 127, signal: null });
+      });
+    });
+    const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
+    const res = await exited;
+    signalGroup("SIGKILL");
+    // A process that left the group may still hold the pipes: stop waiting for it after a while.
+    const closeWait = new AbortController();
+    await Promise.race([closed, opts.clock.sleep(5000, closeWait.signal).then(() => {
+      child.stdout.destroy();
+      child.stderr.destroy();
+      stdout.end();
+      stderr.end();
+    }, () => {})]);
+    closeWait.abort();
+    control.finish();
+    const limit = control.timedOut ? { reason: "timeout" as const, message: `step timeout of ${step.timeoutMs} ms exceeded` } : null;
+    return { exitCode: res.code, signal: res.signal, durationMs: opts.clock.now() - started, limit, stopped: control.stopped };
+  })();
+  return { stdout, stderr, done, stop: (graceMs: number) => control.stop(graceMs) };
+}

@@ -1,0 +1,110 @@
+/**
+ * Watches one submitted job until it ends: its log followed live through a LogPrinter, its
+ * state polled for the status line (waiting for a runner, preparing, which step), and its
+ * artifacts downloaded at the end.
+ */
+import { mkdir, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import type { Clock } from "../../base/clock.ts";
+import type { JobApiClient } from "../../client/job-api-client.ts";
+import { TERMINAL_JOB_STATES, type JobStatus } from "../../protocol/schemas.ts";
+import { LogPrinter } from "../log-printer.ts";
+import type { Style } from "../style.ts";
+import type { SubmittedJob } from "../submit-jobs.ts";
+
+export interface WatchUi {
+  print(text: string): void;
+  /** What the job is doing now, for the status line ("" once it has ended). */
+  setActivity(job: string, text: string): void;
+}
+
+const POLL_MS = 250;
+
+export function isTerminal(st: Pick<JobStatus, "state">): boolean {
+  return TERMINAL_JOB_STATES.includes(st.state);
+}
+
+function activity(st: JobStatus, stepNames: string[], currentStep: string | null): string {
+  switch (st.state) {
+    case "queued":
+      return st.unschedulable ? `cannot be scheduled: ${st.unschedulable}` : "waiting for a runner";
+    case "leased":
+      return "runner preparing the sandbox";
+    case "running":
+      return currentStep ? `running ${currentStep}` : `running (${stepNames.length} step${stepNames.length === 1 ? "" : "s"})`;
+    case "canceling":
+      return "canceling: waiting for the runner to stop the steps";
+    default:
+      return "";
+  }
+}
+
+/** Follows the log and polls the state until the job ends; returns its final status. */
+export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: { ui: WatchUi; style: Style; prefix: string; clock: Clock; signal: AbortSignal }): Promise<JobStatus> {
+  const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix });
+  const stepNames = sub.job.spec.steps.map((s) => s.name);
+  const followStop = new AbortController();
+  const followSignal = AbortSignal.any([o.signal, followStop.signal]);
+  const follow = client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: followSignal }).catch((err: unknown) => {
+    if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
+  });
+  let st: JobStatus;
+  for (;;) {
+    st = await client.status(sub.jobId, o.signal);
+    const last = printer.steps.at(-1);
+    const current = last && last.exitCode === null ? `step ${last.index + 1}/${stepNames.length}: ${last.name}` : null;
+    o.ui.setActivity(sub.job.name, activity(st, stepNames, current));
+    if (isTerminal(st)) break;
+    await o.clock.sleep(POLL_MS, o.signal);
+  }
+  // The follow stream ends with the job; give it a moment to deliver the tail, then stop it.
+  const settled = await Promise.race([follow.then(() => true), o.clock.sleep(10_000, o.signal).then(() => false)]);
+  if (!settled) followStop.abort();
+  await follow;
+  printer.end();
+  o.ui.setActivity(sub.job.name, "");
+  return st;
+}
+
+export interface DownloadedArtifact {
+  name: string;
+  size: number;
+  sha256: string;
+  /** File, or directory when the artifact was a tar of several files (extracted). */
+  path: string;
+}
+
+/** Downloads every artifact of a job into `dir` (emptied first); tar artifacts are extracted into `dir/<name>/`. */
+export async function downloadArtifacts(client: JobApiClient, st: JobStatus, dir: string, signal?: AbortSignal): Promise<DownloadedArtifact[]> {
+  await rm(dir, { recursive: true, force: true });
+  if (st.artifacts.length === 0) return [];
+  await mkdir(dir, { recursive: true });
+  const out: DownloadedArtifact[] = [];
+  for (const a of st.artifacts) {
+    const file = join(dir, a.name);
+    await client.downloadArtifact(st.jobId, a.name, file, signal);
+    let path = file;
+    if (a.mediaType === "application/x-tar") {
+      const tmp = `${file}.tar`;
+      await rename(file, tmp);
+      await mkdir(file);
+      await untar(tmp, file);
+      await rm(tmp, { force: true });
+      path = file;
+    }
+    out.push({ name: a.name, size: a.size, sha256: a.sha256, path });
+  }
+  return out;
+}
+
+/** Extracts an untrusted tar: GNU tar refuses `..` members and strips leading `/`; no owners, no modes beyond umask. */
+function untar(file: string, dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("tar", ["-x", "-f", file, "-C", dir, "--no-same-owner", "--no-same-permissions", "--no-overwrite-dir"], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`tar -x ${file}: ${err.trim()}`))));
+  });
+}

@@ -1,0 +1,87 @@
+/**
+ * The all-in-one stack of `deltaci run`: an embedded server on a free loopback port with its
+ * state in a fresh temp dir, and the runner controller in this process starting local runner
+ * processes for exactly the jobs at hand (warmed while the source is packed). `close()` stops
+ * runners, controller and server and removes the temp dir, whatever happened.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino, type Logger } from "pino";
+import { defaults } from "../../config/defaults.ts";
+import { hostPoolDefaults } from "../../config/controller-config.ts";
+import { startServer, type RunningServer } from "../../server/index.ts";
+import type { RunningController } from "../../controller/index.ts";
+import type { Pool } from "../../controller/types.ts";
+import type { ParsedJob } from "../../jobfile/parse.ts";
+import { JobApiClient } from "../../client/job-api-client.ts";
+import { startLocalController } from "../commands/controller.ts";
+
+export type Isolation = "oci" | "process";
+
+export interface LocalStack {
+  client: JobApiClient;
+  server: RunningServer;
+  /** The temp dir holding the server's state, runner slots and logs. */
+  dir: string;
+  logFile: string;
+  close(): Promise<void>;
+}
+
+export interface LocalStackOptions {
+  jobs: ParsedJob[];
+  isolation: Isolation;
+  /** Keep the temp dir (for debugging) instead of removing it. */
+  keep?: boolean;
+}
+
+/** One pool whose runners can serve every selected job: their labels, and at least their limits. */
+export function localPool(jobs: ParsedJob[], isolation: Isolation, workRoot: string): Pool {
+  const host = hostPoolDefaults(workRoot);
+  const labels = [...new Set(jobs.flatMap((j) => j.spec.runsOn.labels))];
+  const os = jobs.map((j) => j.spec.runsOn.os).find((o) => o !== undefined) ?? host.os;
+  const arch = jobs.map((j) => j.spec.runsOn.arch).find((a) => a !== undefined) ?? host.arch;
+  // A local run serves what the file asks: a limit above this machine's size is simply not binding.
+  const resources = {
+    cpus: Math.max(host.resources.cpus, ...jobs.map((j) => j.spec.limits.cpus)),
+    memoryMiB: Math.max(host.resources.memoryMiB, ...jobs.map((j) => j.spec.limits.memoryMiB)),
+    diskMiB: Math.max(host.resources.diskMiB, ...jobs.map((j) => j.spec.limits.diskMiB)),
+  };
+  const n = Math.max(1, jobs.length);
+  return { name: "local", os, arch, labels, resources, max: n, minIdle: n, isolation };
+}
+
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  const dir = await mkdtemp(join(tmpdir(), "deltaci-run-"));
+  const logFile = join(dir, "deltaci.log");
+  const logger: Logger = pino({ level: "info" }, pino.destination({ dest: logFile, sync: true }));
+  let server: RunningServer | null = null;
+  let controller: RunningController | null = null;
+  let client: JobApiClient | null = null;
+  const close = async () => {
+    await client?.close().catch(() => {});
+    await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
+    await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
+    logger.flush();
+    if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
+  };
+  try {
+    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
+    const workRoot = join(dir, "runners");
+    controller = await startLocalController(
+      {
+        serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
+        maxRunners: Math.max(1, opts.jobs.length), workRoot, metricsListen: null,
+        runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000,
+      },
+      logger.child({ component: "controller" }),
+    );
+    client = new JobApiClient({ server: server.url, token: server.apiToken, timeoutMs: defaults.requestTimeoutMs });
+    const s = server;
+    const c = client;
+    return { client: c, server: s, dir, logFile, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

@@ -1,0 +1,125 @@
+/** The CLI's own parts without a server: config precedence, secrets, source packing, log printing. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadClientConfig } from "../src/config/client-config.ts";
+import { parseSecretFlags, secretsForJob } from "../src/cli/secrets.ts";
+import { listSourceFiles, packSource } from "../src/cli/source-pack.ts";
+import { LogPrinter } from "../src/cli/log-printer.ts";
+import { makeStyle } from "../src/cli/style.ts";
+import { CliExit } from "../src/cli/exit.ts";
+import { JobFileParser } from "../src/jobfile/parse.ts";
+
+function tempDir(t: { after: (fn: () => void) => void }): string {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-cli-test-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+void test("client config: flags, then environment, then config file, then ./.deltaci/api-token", (t) => {
+  const cwd = tempDir(t);
+  const home = join(cwd, "xdg");
+  mkdirSync(join(cwd, ".deltaci"), { recursive: true });
+  writeFileSync(join(cwd, ".deltaci", "api-token"), "tok-from-up\n");
+  assert.deepEqual(loadClientConfig({}, cwd, { XDG_CONFIG_HOME: home }), {
+    server: "http://127.0.0.1:8181", token: "tok-from-up", sources: { server: "default", token: join(cwd, ".deltaci", "api-token") },
+  });
+  mkdirSync(join(home, "deltaci"), { recursive: true });
+  writeFileSync(join(home, "deltaci", "config.yaml"), "server: http://file:1\napi-token-file: tokfile\n");
+  writeFileSync(join(cwd, "tokfile"), "tok-from-file");
+  let c = loadClientConfig({}, cwd, { XDG_CONFIG_HOME: home });
+  assert.equal(c.server, "http://file:1");
+  assert.equal(c.token, "tok-from-file");
+  c = loadClientConfig({}, cwd, { XDG_CONFIG_HOME: home, DELTACI_SERVER: "env:2", DELTACI_API_TOKEN: "tok-env" });
+  assert.equal(c.server, "http://env:2");
+  assert.equal(c.token, "tok-env");
+  writeFileSync(join(cwd, "flagtok"), "tok-flag");
+  c = loadClientConfig({ server: "http://flag:3", tokenFile: "flagtok" }, cwd, { XDG_CONFIG_HOME: home, DELTACI_SERVER: "env:2", DELTACI_API_TOKEN: "tok-env" });
+  assert.deepEqual([c.server, c.token, c.sources.server, c.sources.token], ["http://flag:3", "tok-flag", "--server", "--token-file"]);
+  // The project's own config file wins over the user's.
+  writeFileSync(join(cwd, ".deltaci", "config.yaml"), "server: http://project:4\n");
+  assert.equal(loadClientConfig({}, cwd, { XDG_CONFIG_HOME: home }).server, "http://project:4");
+  writeFileSync(join(cwd, ".deltaci", "config.yaml"), "sever: x\n");
+  assert.throws(() => loadClientConfig({}, cwd, {}), /unknown key "sever"/);
+});
+
+void test("secrets: NAME=VALUE or from the environment; a job gets only what it declares; fork jobs get none", () => {
+  const m = parseSecretFlags(["A=1", "B"], { B: "from-env" });
+  assert.deepEqual([...m], [["A", "1"], ["B", "from-env"]]);
+  assert.throws(() => parseSecretFlags(["MISSING"], {}), (e: unknown) => e instanceof CliExit && e.exitCode === 2 && /MISSING is not set/.test(e.message));
+  assert.throws(() => parseSecretFlags(["bad-name=x"], {}), (e: unknown) => e instanceof CliExit && e.exitCode === 2);
+  const [job] = new JobFileParser().parseOrThrow("jobs:\n  a:\n    secrets: [A]\n    steps: [{run: x}]\n", "f.yml");
+  assert.ok(job);
+  assert.deepEqual(secretsForJob(job, m, false), { A: "1" });
+  assert.deepEqual(secretsForJob(job, m, true), {});
+  assert.throws(() => secretsForJob(job, new Map(), false), (e: unknown) => e instanceof CliExit && e.exitCode === 2 && /needs secret A/.test(e.message));
+  // Values never appear in errors.
+  assert.throws(() => parseSecretFlags(["ok=sekrit", "1bad=sekrit"], {}), (e: unknown) => e instanceof Error && !e.message.includes("sekrit"));
+});
+
+void test("source packing: in a git repo, tracked and untracked-not-ignored files; never .deltaci/ or .git/", async (t) => {
+  const dir = tempDir(t);
+  const git = (...args: string[]) => execFileSync("git", ["-c", "user.email=t@t", "-c", "user.name=t", ...args], { cwd: dir, stdio: "pipe" });
+  git("init", "-q");
+  writeFileSync(join(dir, ".gitignore"), "ignored.txt\nnode_modules/\n");
+  writeFileSync(join(dir, "tracked.txt"), "t");
+  writeFileSync(join(dir, "deleted.txt"), "d");
+  git("add", ".");
+  git("commit", "-q", "-m", "x");
+  rmSync(join(dir, "deleted.txt"));
+  writeFileSync(join(dir, "new.txt"), "n");
+  writeFileSync(join(dir, "ignored.txt"), "i");
+  mkdirSync(join(dir, "node_modules"));
+  writeFileSync(join(dir, "node_modules", "m.js"), "m");
+  mkdirSync(join(dir, ".deltaci", "artifacts"), { recursive: true });
+  writeFileSync(join(dir, ".deltaci", "api-token"), "secret");
+  symlinkSync("tracked.txt", join(dir, "link.txt"));
+  const list = await listSourceFiles(dir);
+  assert.equal(list.mode, "git");
+  assert.deepEqual(list.files, [".gitignore", "link.txt", "new.txt", "tracked.txt"]);
+  const packed = await packSource(dir);
+  const names = execFileSync("tar", ["-t"], { input: packed.tar }).toString().trim().split("\n").sort();
+  assert.deepEqual(names, [".gitignore", "link.txt", "new.txt", "tracked.txt"]);
+});
+
+void test("source packing: a plain directory honours its .gitignore files", async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, ".gitignore"), "*.log\n");
+  writeFileSync(join(dir, "a.txt"), "a");
+  writeFileSync(join(dir, "b.log"), "b");
+  mkdirSync(join(dir, "sub"));
+  writeFileSync(join(dir, "sub", ".gitignore"), "secret.txt\n");
+  writeFileSync(join(dir, "sub", "secret.txt"), "s");
+  writeFileSync(join(dir, "sub", "c.txt"), "c");
+  mkdirSync(join(dir, ".deltaci"));
+  writeFileSync(join(dir, ".deltaci", "x"), "x");
+  const list = await listSourceFiles(dir);
+  assert.equal(list.mode, "gitignore");
+  assert.deepEqual(list.files, [".gitignore", "a.txt", "sub/.gitignore", "sub/c.txt"]);
+});
+
+void test("log printer: whole lines, step markers as headers with results, prefixes, controls neutralised on a TTY", () => {
+  let out = "";
+  const p = new LogPrinter({ write: (s) => (out += s), style: makeStyle(false), prefix: "job | " });
+  const marker = (o: object) => `##[deltaci] ${JSON.stringify(o)}\n`;
+  p.push(Buffer.from(marker({ event: "step-start", step: 0, name: "build" }) + "hel"));
+  p.push(Buffer.from("lo\nwor"));
+  p.push(Buffer.from(`ld\n${marker({ event: "step-end", step: 0, exitCode: 2, durationMs: 1500 })}tail`));
+  p.end();
+  assert.equal(out, "job | ▶ build\njob | hello\njob | world\njob | ✗ exit 2 build (1.50s)\njob | tail\n");
+  assert.deepEqual(p.steps, [{ index: 0, name: "build", exitCode: 2, durationMs: 1500 }]);
+  let tty = "";
+  const q = new LogPrinter({ write: (s) => (tty += s), style: makeStyle(true), prefix: "" });
+  q.push(Buffer.from("\x1b[31mred\x1b[39m \x1b]0;title\x07 \x1b[2J\n"));
+  assert.equal(tty, "\x1b[31mred\x1b[39m ^[]0;title? ^[[2J\n");
+  // A multi-byte character split across chunks stays whole.
+  let u = "";
+  const r = new LogPrinter({ write: (s) => (u += s), style: makeStyle(false), prefix: "" });
+  const bytes = Buffer.from("é\n");
+  r.push(bytes.subarray(0, 1));
+  r.push(bytes.subarray(1));
+  assert.equal(u, "é\n");
+});

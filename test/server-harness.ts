@@ -3,6 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
+import { systemClock, type Clock } from "../src/base/clock.ts";
 import { startServer, type RunningServer, type ServerOptions } from "../src/server/index.ts";
 import type { Capabilities, SubmittedJobSpec, Lease } from "../src/protocol/schemas.ts";
 
@@ -105,6 +106,20 @@ export class TestServer {
   async close(): Promise<void> {
     await this.srv.close();
     await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Real time plus a jump offset: `advance(ms)` makes deadlines pass without waiting for them. */
+export class JumpClock implements Clock {
+  private offset = 0;
+  now(): number {
+    return Date.now() + this.offset;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return systemClock.sleep(ms, signal);
+  }
+  advance(ms: number): void {
+    this.offset += ms;
   }
 }
 

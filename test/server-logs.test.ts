@@ -1,0 +1,127 @@
+/** Resumable log append: committed offsets, gaps, overlaps, resends, the limit, the tail window, follow. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { request } from "undici";
+import { completeBody, JumpClock, startTestServer } from "./server-harness.ts";
+
+const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+
+void test("gap → 416 with committed; overlap and resend are idempotent", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    assert.equal((await s.log(l.leaseToken, 0, "0123456789")).body.committed, 10);
+    const gap = await s.log(l.leaseToken, 12, "xx");
+    assert.equal(gap.status, 416);
+    assert.equal(gap.body.committed, 10);
+    assert.equal(gap.body.error.code, "E_RANGE");
+    const resend = await s.log(l.leaseToken, 0, "0123456789");
+    assert.equal(resend.status, 202);
+    assert.equal(resend.body.committed, 10);
+    const overlap = await s.log(l.leaseToken, 5, "56789abcde");
+    assert.equal(overlap.body.committed, 15);
+    const bad = await s.call("PUT", "/v1/runner/log", { token: l.leaseToken, body: Buffer.from("abc"), headers: { "content-type": "application/octet-stream", "content-range": "bytes 15-20/*" } });
+    assert.equal(bad.status, 400, "Content-Range must match the body length");
+    const noRange = await s.call("PUT", "/v1/runner/log", { token: l.leaseToken, body: Buffer.from("abc"), headers: { "content-type": "application/octet-stream" } });
+    assert.equal(noRange.status, 400);
+    const text = await s.api("GET", `/v1/jobs/${jobId}/log`);
+    assert.equal(text.raw.toString(), "0123456789abcde");
+    assert.equal(text.headers["x-content-type-options"], "nosniff");
+    const tail = await s.api("GET", `/v1/jobs/${jobId}/log?offset=12`);
+    assert.equal(tail.raw.toString(), "cde");
+    assert.equal((await s.status(jobId)).log.bytes, 15);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("the log limit keeps what fits, answers 413 E_LOG_LIMIT and marks the log truncated", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000, logLimitBytes: 16 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    assert.equal((await s.log(l.leaseToken, 0, "0123456789")).status, 202);
+    const over = await s.log(l.leaseToken, 10, "abcdefghij");
+    assert.equal(over.status, 413);
+    assert.equal(over.body.error.code, "E_LOG_LIMIT");
+    assert.equal(over.body.committed, 16);
+    assert.equal((await s.log(l.leaseToken, 16, "more")).status, 413);
+    const st = await s.status(jobId);
+    assert.deepEqual(st.log, { bytes: 16, truncated: true });
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "0123456789abcdef");
+    // a truncated log does not block complete, whatever the runner counted
+    const done = await s.complete(l.leaseToken, completeBody({ result: "failed", exitCode: null, failure: { reason: "log_limit", step: 0, message: "log limit" }, log: { bytes: 20, sha256: sha("x") } }));
+    assert.equal(done.status, 200);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("an oversized chunk is 413 E_TOO_LARGE", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000, logChunkLimitBytes: 1024 });
+  try {
+    await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    const r = await s.log(l.leaseToken, 0, Buffer.alloc(2048, 97));
+    assert.equal(r.status, 413);
+    assert.equal(r.body.error.code, "E_TOO_LARGE");
+  } finally {
+    await s.close();
+  }
+});
+
+void test("tail window: a finished attempt may still send its last lines, until the window closes", async () => {
+  const clock = new JumpClock();
+  const s = await startTestServer({ leaseTtlMs: 30_000, tailWindowMs: 60_000, clock });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    const hb = s.heartbeat(l.leaseToken, { waitMs: 10_000 });
+    await s.api("POST", `/v1/jobs/${jobId}/cancel`);
+    assert.equal((await hb).body.cancel, "graceful");
+    assert.equal((await s.complete(l.leaseToken, {}, "/v1/runner/cancel-ack")).status, 200);
+    assert.equal((await s.status(jobId)).state, "canceled");
+    const late = await s.log(l.leaseToken, 0, "last words\n");
+    assert.equal(late.status, 202, JSON.stringify(late.body));
+    clock.advance(61_000);
+    const tooLate = await s.log(l.leaseToken, 11, "more\n");
+    assert.equal(tooLate.status, 409);
+    assert.equal(tooLate.body.error.code, "E_LEASE_STALE");
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "last words\n");
+  } finally {
+    await s.close();
+  }
+});
+
+void test("follow streams bytes as they commit and ends when the job ends", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    await s.log(l.leaseToken, 0, "one\n");
+    const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
+    assert.equal(res.statusCode, 200);
+    const got: string[] = [];
+    let sent = false;
+    for await (const chunk of res.body) {
+      got.push(Buffer.from(chunk as Uint8Array).toString());
+      if (!sent && got.join("") === "one\n") {
+        sent = true;
+        await s.log(l.leaseToken, 4, "two\n");
+      } else if (got.join("") === "one\ntwo\n") {
+        await s.complete(l.leaseToken, { log: { bytes: 8, sha256: sha("one\ntwo\n") } });
+      }
+    }
+    assert.equal(got.join(""), "one\ntwo\n");
+    assert.equal((await s.status(jobId)).state, "succeeded");
+  } finally {
+    await s.close();
+  }
+});

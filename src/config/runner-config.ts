@@ -1,0 +1,103 @@
+/**
+ * `deltaci runner` settings: flags first, then DELTACI_* environment variables, then defaults
+ * (the only place the runner reads the environment). Durations accept 500ms/10s/5m.
+ */
+import { dirname, resolve } from "node:path";
+import { DeltaError } from "../base/errors.ts";
+import { parseDurationMs, parseSizeBytes } from "../base/units.ts";
+import { defaults } from "./defaults.ts";
+
+export interface RunnerFlags {
+  server?: string;
+  registrationTokenFile?: string;
+  labels?: string;
+  isolation?: string;
+  workDir?: string;
+  idleTimeout?: string;
+  slot?: string;
+  name?: string;
+  cancelGrace?: string;
+  requestTimeout?: string;
+  logFlushInterval?: string;
+  logFlushBytes?: string;
+  logLevel?: string;
+}
+
+export interface RunnerConfig {
+  serverUrl: string;
+  registrationTokenFile: string;
+  labels: string[];
+  isolation: "oci" | "process";
+  /** This runner's slot directory (sandboxes, spool, staging). */
+  workDir: string;
+  /** Toolchain probe cache (the work dir's parent, shared by slots). */
+  cacheDir: string;
+  slot: number;
+  name: string;
+  idleTimeoutMs: number;
+  cancelGraceMs: number;
+  requestTimeoutMs: number;
+  logFlushIntervalMs: number;
+  logFlushBytes: number;
+  logChunkBytes: number;
+  leaseWaitMs: number;
+  registerDeadlineMs: number;
+  tailUploadMs: number;
+  disposeMs: number;
+  logLevel: string;
+}
+
+/** Environment variables the runner reads (documented in docs/runner.md). */
+export const RUNNER_ENV = {
+  server: "DELTACI_SERVER",
+  registrationTokenFile: "DELTACI_REGISTRATION_TOKEN_FILE",
+  labels: "DELTACI_RUNNER_LABELS",
+  isolation: "DELTACI_ISOLATION",
+  workDir: "DELTACI_RUNNER_WORK_DIR",
+  slot: "DELTACI_RUNNER_SLOT",
+  idleTimeout: "DELTACI_RUNNER_IDLE_TIMEOUT",
+  cancelGrace: "DELTACI_CANCEL_GRACE",
+  logLevel: "DELTACI_LOG_LEVEL",
+} as const;
+
+export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = process.env, hostname = "runner"): RunnerConfig {
+  const pick = (k: keyof typeof RUNNER_ENV): string | undefined => {
+    const v = flags[k] ?? env[RUNNER_ENV[k]];
+    return v !== undefined && v.trim() !== "" ? v.trim() : undefined;
+  };
+  const serverUrl = pick("server");
+  if (!serverUrl) throw new DeltaError("E_INVALID", `--server (or ${RUNNER_ENV.server}) is required`);
+  if (!/^https?:\/\/[^\s/]+/.test(serverUrl)) throw new DeltaError("E_INVALID", `--server must be an http(s) URL, got ${JSON.stringify(serverUrl)}`);
+  const registrationTokenFile = pick("registrationTokenFile");
+  if (!registrationTokenFile) throw new DeltaError("E_INVALID", `--registration-token-file (or ${RUNNER_ENV.registrationTokenFile}) is required`);
+  const isolation = pick("isolation") ?? "oci";
+  if (isolation !== "oci" && isolation !== "process") throw new DeltaError("E_INVALID", `--isolation must be oci or process, got ${JSON.stringify(isolation)}`);
+  const slotText = pick("slot") ?? "0";
+  if (!/^\d{1,6}$/.test(slotText)) throw new DeltaError("E_INVALID", `--slot must be a non-negative integer, got ${JSON.stringify(slotText)}`);
+  const slot = Number(slotText);
+  const labels = (pick("labels") ?? "").split(",").map((l) => l.trim()).filter((l) => l.length > 0);
+  for (const l of labels) if (!/^[A-Za-z0-9._:/=-]{1,64}$/.test(l)) throw new DeltaError("E_INVALID", `invalid label ${JSON.stringify(l)}`);
+  const workDir = resolve(pick("workDir") ?? `${defaults.dataDir}/runner/slot-${slot}`);
+  const flushBytes = flags.logFlushBytes ? parseSizeBytes(flags.logFlushBytes) : defaults.logFlushBytes;
+  return {
+    serverUrl,
+    registrationTokenFile: resolve(registrationTokenFile),
+    labels,
+    isolation,
+    workDir,
+    cacheDir: dirname(workDir),
+    slot,
+    name: flags.name ?? `${hostname}-slot-${slot}`,
+    idleTimeoutMs: parseDurationMs(pick("idleTimeout") ?? defaults.runnerIdleTimeoutMs),
+    cancelGraceMs: parseDurationMs(pick("cancelGrace") ?? defaults.cancelGraceMs),
+    requestTimeoutMs: parseDurationMs(flags.requestTimeout ?? defaults.requestTimeoutMs),
+    logFlushIntervalMs: parseDurationMs(flags.logFlushInterval ?? defaults.logFlushIntervalMs),
+    logFlushBytes: flushBytes,
+    logChunkBytes: defaults.logChunkLimitBytes,
+    leaseWaitMs: defaults.leaseWaitDefaultMs,
+    registerDeadlineMs: 60_000,
+    tailUploadMs: 10_000,
+    disposeMs: 60_000,
+    logLevel: pick("logLevel") ?? "info",
+  };
+}

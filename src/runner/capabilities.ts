@@ -1,0 +1,75 @@
+/**
+ * What this runner offers: os, arch, resources, labels, isolation and the host image's
+ * toolchain versions. Toolchains are probed in parallel with a short timeout, looked up in the
+ * host image's fixed bin dirs (not the runner's PATH), and cached in a file keyed by each
+ * binary's mtime and size, so a warm start costs a few stats.
+ */
+import { execFile } from "node:child_process";
+import { readFile, stat, statfs, writeFile } from "node:fs/promises";
+import os from "node:os";
+import type { Capabilities } from "../protocol/schemas.ts";
+import type { Isolation } from "../sandbox/types.ts";
+
+const BIN_DIRS = ["/usr/local/bin", "/usr/bin", "/bin"];
+const PROBES: Record<string, { bin: string; args: string[]; pick: RegExp }> = {
+  node: { bin: "node", args: ["--version"], pick: /v?(\d+\.\d+\.\d+\S*)/ },
+  git: { bin: "git", args: ["--version"], pick: /(\d+\.\d+(?:\.\d+)?\S*)/ },
+  python3: { bin: "python3", args: ["--version"], pick: /(\d+\.\d+(?:\.\d+)?\S*)/ },
+  gcc: { bin: "gcc", args: ["-dumpfullversion", "-dumpversion"], pick: /(\d+(?:\.\d+)*)/ },
+};
+
+interface CacheEntry {
+  key: string;
+  version: string;
+}
+
+async function findBin(name: string): Promise<{ path: string; key: string } | null> {
+  for (const dir of BIN_DIRS) {
+    const path = `${dir}/${name}`;
+    const st = await stat(path).catch(() => null);
+    if (st?.isFile()) return { path, key: `${path}:${st.size}:${st.mtimeMs}` };
+  }
+  return null;
+}
+
+function run(path: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(path, args, { timeout: timeoutMs, env: { PATH: BIN_DIRS.join(":"), LANG: "C" } }, (err, stdout, stderr) => resolve(err ? "" : `${stdout}${stderr}`));
+  });
+}
+
+/** Toolchain name → version, probed in parallel (cached in `cacheFile` when given). */
+export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
+  let cache: Record<string, CacheEntry> = {};
+  if (cacheFile) cache = await readFile(cacheFile, "utf8").then((t) => JSON.parse(t) as Record<string, CacheEntry>, () => ({}));
+  const next: Record<string, CacheEntry> = {};
+  await Promise.all(Object.entries(PROBES).map(async ([name, p]) => {
+    const bin = await findBin(p.bin);
+    if (!bin) return;
+    const hit = cache[name];
+    if (hit && hit.key === bin.key) {
+      next[name] = hit;
+      return;
+    }
+    const m = p.pick.exec(await run(bin.path, p.args, timeoutMs));
+    if (m?.[1]) next[name] = { key: bin.key, version: m[1].slice(0, 64) };
+  }));
+  if (cacheFile) await writeFile(cacheFile, JSON.stringify(next), { mode: 0o600 }).catch(() => {});
+  return Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version]));
+}
+
+export async function probeCapabilities(opts: { labels: string[]; isolation: Isolation; workDir: string; cacheFile: string | null }): Promise<Capabilities> {
+  const [toolchains, fs] = await Promise.all([probeToolchains(opts.cacheFile), statfs(opts.workDir).catch(() => null)]);
+  return {
+    os: os.platform(),
+    arch: os.arch(),
+    labels: opts.labels,
+    toolchains,
+    resources: {
+      cpus: os.availableParallelism(),
+      memoryMiB: Math.floor(os.totalmem() / (1024 * 1024)),
+      diskMiB: fs ? Math.floor((fs.bavail * fs.bsize) / (1024 * 1024)) : 0,
+    },
+    isolation: [opts.isolation],
+  };
+}

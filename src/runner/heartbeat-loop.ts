@@ -1,0 +1,89 @@
+/**
+ * Keeps a lease alive: heartbeats in a loop, each held by the server as a long poll (waitMs ≤ the
+ * interval) so a cancel arrives at once. Reports, once each: a cancel (graceful, then maybe hard),
+ * a stale lease (409), or a lost lease (no renewal before the lease would expire).
+ */
+import type { Clock } from "../base/clock.ts";
+import { isDeltaError } from "../base/errors.ts";
+import type { CancelMode, HeartbeatRequest } from "../protocol/schemas.ts";
+import { deadlineSignal } from "./deadline.ts";
+import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
+
+export type LeaseEnd = "stale" | "lost";
+
+export interface HeartbeatLoopOptions {
+  client: RunnerProtocol;
+  leaseToken: string;
+  clock: Clock;
+  logger: RunnerLogger;
+  ttlMs: number;
+  heartbeatIntervalMs: number;
+  /** What to report: called before each heartbeat. */
+  status: () => Omit<HeartbeatRequest, "waitMs">;
+  onCancel: (mode: Exclude<CancelMode, "none">) => void;
+  onLeaseEnd: (why: LeaseEnd, err: unknown) => void;
+}
+
+/** Server-sent intervals are clamped to sane bounds (STYLE.md 3). */
+export function clampInterval(ms: number, ttlMs: number): number {
+  return Math.max(100, Math.min(ms, Math.floor(ttlMs / 2), 60_000));
+}
+
+export class HeartbeatLoop {
+  private readonly o: HeartbeatLoopOptions;
+  private readonly ac = new AbortController();
+  private running: Promise<void> | null = null;
+  private cancelSeen: CancelMode = "none";
+  /** Local time by which the lease must be renewed. */
+  private expiresAt: number;
+  private intervalMs: number;
+
+  constructor(opts: HeartbeatLoopOptions) {
+    this.o = opts;
+    this.expiresAt = opts.clock.now() + opts.ttlMs;
+    this.intervalMs = clampInterval(opts.heartbeatIntervalMs, opts.ttlMs);
+  }
+
+  start(): void {
+    this.running ??= this.loop();
+  }
+
+  async stop(): Promise<void> {
+    this.ac.abort();
+    await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    const { clock, client } = this.o;
+    const signal = this.ac.signal;
+    while (!signal.aborted) {
+      const sentAt = clock.now();
+      // Keep trying while the lease could still be renewed; a hung request is cut at expiry.
+      const expiry = deadlineSignal(clock, this.expiresAt - sentAt, signal);
+      try {
+        const waitMs = Math.max(0, Math.min(this.intervalMs, this.expiresAt - sentAt - this.o.ttlMs / 4));
+        const res = await client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: Math.floor(waitMs) }, {
+          signal: expiry.signal,
+          deadline: this.expiresAt,
+        });
+        expiry.clear();
+        this.expiresAt = sentAt + this.o.ttlMs;
+        this.intervalMs = clampInterval(res.heartbeatIntervalMs, this.o.ttlMs);
+        if (res.cancel !== "none" && res.cancel !== this.cancelSeen && this.cancelSeen !== "hard") {
+          this.cancelSeen = res.cancel;
+          this.o.onCancel(res.cancel);
+        }
+        // A server that answers at once (no hold) must not make us spin.
+        const elapsed = clock.now() - sentAt;
+        if (res.cancel === "none" && elapsed < waitMs / 2) await clock.sleep(waitMs - elapsed, signal).catch(() => {});
+      } catch (err) {
+        if (signal.aborted) return;
+        expiry.clear();
+        const stale = isDeltaError(err, "E_LEASE_STALE");
+        this.o.logger.warn({ err: String(err) }, stale ? "lease is stale" : "lease could not be renewed in time");
+        this.o.onLeaseEnd(stale ? "stale" : "lost", err);
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * The runner's whole life: reap the slot, register, lease one job (long poll, give up when idle
+ * too long), run it, report, exit. `runRunner` is embeddable (tests, `deltaci up`); the CLI maps
+ * its result to an exit status. The sandbox factory and the protocol client are passed in.
+ */
+import { join } from "node:path";
+import type { Clock } from "../base/clock.ts";
+import { isDeltaError } from "../base/errors.ts";
+import type { Lease } from "../protocol/schemas.ts";
+import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
+import { probeCapabilities } from "./capabilities.ts";
+import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
+import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
+
+export interface RunnerOptions {
+  registrationToken: string;
+  name: string;
+  version: string;
+  labels: string[];
+  slot: SlotInfo;
+  /** Where the toolchain probe cache lives (shared by slots). */
+  cacheDir: string | null;
+  idleTimeoutMs: number;
+  /** Upper bound of one lease long poll (the server may clamp it further). */
+  leaseWaitMs: number;
+  /** How long to keep retrying `register` against an unreachable server. */
+  registerDeadlineMs: number;
+  timings: RunJobTimings;
+}
+
+export interface RunnerDeps {
+  client: RunnerProtocol;
+  sandboxFactory: SandboxFactory;
+  clock: Clock;
+  logger: RunnerLogger;
+  /** Abort to ask the runner to stop (SIGTERM). */
+  signal?: AbortSignal;
+}
+
+export type RunnerExitReason = "reported" | "idle" | "stopped" | "register_failed" | "lease_failed" | JobReport;
+
+export interface RunnerExit {
+  /** 0: the job was reported, or no job came; 1: a job was leased but not reported; 2: could not start. */
+  code: 0 | 1 | 2;
+  reason: RunnerExitReason;
+  jobId: string | null;
+  runnerId: string | null;
+}
+
+export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<RunnerExit> {
+  const { client, clock, logger, sandboxFactory } = deps;
+  const startedAt = clock.now();
+  const exit = (code: RunnerExit["code"], reason: RunnerExitReason, jobId: string | null = null, runnerId: string | null = null): RunnerExit => {
+    logger.info({ code, reason, jobId, runnerId }, "runner exits");
+    return { code, reason, jobId, runnerId };
+  };
+  try {
+    const [reaped, capabilities] = await Promise.all([
+      sandboxFactory.reapSlot(opts.slot),
+      probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir.replace(/\/[^/]+$/, "") || "/", cacheFile: opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null }),
+    ]);
+    if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
+
+    let reg;
+    try {
+      reg = await client.register(opts.registrationToken, { name: opts.name, version: opts.version, capabilities }, {
+        signal: deps.signal, deadline: clock.now() + opts.registerDeadlineMs,
+      });
+    } catch (err) {
+      if (deps.signal?.aborted) return exit(0, "stopped");
+      logger.error({ err: String(err) }, "registration failed");
+      return exit(2, "register_failed");
+    }
+    logger.info({ runnerId: reg.runnerId, startMs: clock.now() - startedAt, toolchains: capabilities.toolchains }, "registered");
+
+    const idleUntil = clock.now() + opts.idleTimeoutMs;
+    let lease: Lease | null = null;
+    while (lease === null) {
+      const left = idleUntil - clock.now();
+      if (left <= 0) return exit(0, "idle", null, reg.runnerId);
+      if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+      try {
+        lease = await client.lease(reg.sessionToken, Math.min(left, opts.leaseWaitMs, reg.leaseWaitMs > 0 ? reg.leaseWaitMs : opts.leaseWaitMs), {
+          signal: deps.signal, deadline: idleUntil,
+        });
+      } catch (err) {
+        if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+        if (isDeltaError(err, "E_TIMEOUT") || isDeltaError(err, "E_NETWORK")) continue;
+        logger.error({ err: String(err) }, "lease failed");
+        return exit(2, "lease_failed", null, reg.runnerId);
+      }
+    }
+    logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
+    const res = await runJob(lease, {
+      client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
+      jobDir: join(opts.slot.workDir, "runner"),
+      ...(deps.signal ? { signal: deps.signal } : {}),
+    });
+    const reported = res.report === "completed" || res.report === "canceled";
+    return exit(reported ? 0 : 1, reported ? "reported" : res.report, lease.jobId, reg.runnerId);
+  } finally {
+    await client.destroy().catch(() => {});
+  }
+}

@@ -22,6 +22,7 @@ const work = a[a.indexOf("--work-dir") + 1];
 const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
 console.log("registered with", token.length, "bytes");
 process.on("SIGTERM", () => process.exit(0));
+if (a.includes("--log-leased")) setTimeout(() => console.log(JSON.stringify({ level: 30, msg: "leased", jobId: "j1" })), 50);
 if (a.includes("--busy")) {
   fs.mkdirSync(work + "/job1", { recursive: true }); fs.writeFileSync(work + "/job1/leftover", "x");
   require("child_process").spawn("sleep", ["300"], { stdio: "ignore", cwd: work + "/job1", detached: true });
@@ -46,10 +47,10 @@ async function setup(t: { after(fn: () => unknown): void }) {
   });
   const reaped: string[][] = [];
   const reaper: SlotReaper = { reap: async (slot) => { const r = await workDirReaper.reap(slot); reaped.push(r); return r; } };
-  const make = (busy = false) => {
+  const make = (busy = false, extra: string[] = []) => {
     const p = new LocalProvider({
       workRoot: root, command: { command: process.execPath, args: ["-e", FAKE_RUNNER, "--"] }, runnerIdleTimeoutMs: 60_000,
-      drainTimeoutMs: 5_000, reaper, clock: systemClock, runnerArgs: busy ? ["--busy"] : [],
+      drainTimeoutMs: 5_000, reaper, clock: systemClock, runnerArgs: [...(busy ? ["--busy"] : []), ...extra],
     });
     const exits: RunnerExit[] = [];
     p.onExit((e) => exits.push(e));
@@ -78,8 +79,7 @@ void test("launch: own slot, token file taken by the runner, starting → idle, 
   assert.equal(state.pid, Number(a.handle));
   assert.match(state.startTime, /^\d+$/);
   await until("both idle", async () => (await p.refresh(), p.list().every((r) => r.state === "idle")));
-  const log = await readFile(join(root, "slots", "0", "runner.log"), "utf8");
-  assert.match(log, /registered with 9 bytes/);
+  await until("the runner's output in its log", async () => /registered with 9 bytes/.test(await readFile(join(root, "slots", "0", "runner.log"), "utf8")));
   const args = (await readFile(`/proc/${a.handle}/cmdline`, "utf8")).split("\0");
   for (const flag of ["--server", "--registration-token-file", "--work-dir", "--slot", "--isolation", "--labels", "--idle-timeout"]) assert.ok(args.includes(flag), flag);
   await p.drain(a.id);
@@ -132,4 +132,16 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   assert.ok(exits[0]?.reaped.some((r) => r.startsWith("process ")));
   assert.ok(reaped.length >= 2);
   assert.equal(second.list().length, 0);
+});
+
+void test("a runner that logged its lease is busy even before its job's first process", async (t) => {
+  const { pids, make, until } = await setup(t);
+  const { p } = make(false, ["--log-leased"]);
+  await p.init();
+  const r = await p.launch({ pool, registrationToken: "t", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(r.handle));
+  await until("busy", async () => (await p.refresh(), p.list()[0]?.state === "busy"));
+  assert.equal(p.list()[0]?.everBusy, true);
+  await p.terminate(r.id);
+  await until("gone", () => p.list().length === 0);
 });

@@ -48,7 +48,13 @@ interface Live {
   requested: boolean;
   drainedAtMs: number | null;
   exiting: boolean;
+  /** How far the runner's log was scanned for its "leased" line, and whether it was seen. */
+  logOffset: number;
+  leased: boolean;
 }
+
+/** The runner logs this (pino JSON) when it got its job: from then on it is busy until it exits. */
+const LEASED_LINE = '"msg":"leased"';
 
 export class LocalProvider implements RunnerProvider {
   private readonly o: LocalProviderOptions;
@@ -93,7 +99,7 @@ export class LocalProvider implements RunnerProvider {
       if (pid !== null && startTime !== null && (await isSameProcess(pid, startTime))) {
         const now = this.o.clock.now();
         const record: RunnerRecord = { id: state.id, pool: state.pool, state: "idle", sinceMs: now, launchedAtMs: state.launchedAtMs, adopted: true, everBusy: false, handle: String(pid) };
-        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false };
+        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false };
         record.state = await this.probe(live);
         if (record.state === "busy") record.everBusy = true;
         this.live.set(record.id, live);
@@ -160,7 +166,7 @@ export class LocalProvider implements RunnerProvider {
     child.on("error", () => {});
     const st = await readProcStat(pid);
     const record: RunnerRecord = { id, pool: req.pool.name, state: "starting", sinceMs: now, launchedAtMs: now, adopted: false, everBusy: false, handle: String(pid) };
-    const live: Live = { record, slot, pid, startTime: st?.startTime ?? "", tokenFile, requested: false, drainedAtMs: null, exiting: false };
+    const live: Live = { record, slot, pid, startTime: st?.startTime ?? "", tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false };
     this.live.set(id, live);
     child.once("exit", (code, signal) => void this.exited(live, code, signal));
     child.unref();
@@ -172,7 +178,26 @@ export class LocalProvider implements RunnerProvider {
   private async probe(l: Live): Promise<RunnerState> {
     if (l.drainedAtMs !== null) return "draining";
     if (await exists(l.tokenFile)) return "starting";
-    return (await childPids(l.pid)).length > 0 ? "busy" : "idle";
+    if (!l.leased) await this.scanLog(l);
+    return l.leased || (await childPids(l.pid)).length > 0 ? "busy" : "idle";
+  }
+
+  /** Reads what the runner logged since the last look; a lease line makes it busy for good. */
+  private async scanLog(l: Live): Promise<void> {
+    try {
+      const f = await open(join(l.slot.dir, "runner.log"), "r");
+      try {
+        const { size } = await f.stat();
+        if (size <= l.logOffset) return;
+        const start = Math.max(0, l.logOffset - LEASED_LINE.length);
+        const buf = Buffer.alloc(Math.min(size - start, 1 << 20));
+        await f.read(buf, 0, buf.length, start);
+        l.logOffset = start + buf.length;
+        if (buf.includes(LEASED_LINE)) l.leased = true;
+      } finally {
+        await f.close();
+      }
+    } catch {}
   }
 
   async refresh(): Promise<void> {

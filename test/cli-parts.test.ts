@@ -11,6 +11,7 @@ import { listSourceFiles, packSource } from "../src/cli/source-pack.ts";
 import { LogPrinter } from "../src/cli/log-printer.ts";
 import { makeStyle } from "../src/cli/style.ts";
 import { CliExit } from "../src/cli/exit.ts";
+import { formatMarker, type MarkerKind } from "../src/logs/step-markers.ts";
 import { JobFileParser } from "../src/jobfile/parse.ts";
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -104,13 +105,19 @@ void test("source packing: a plain directory honours its .gitignore files", asyn
 void test("log printer: whole lines, step markers as headers with results, prefixes, controls neutralised on a TTY", () => {
   let out = "";
   const p = new LogPrinter({ write: (s) => (out += s), style: makeStyle(false), prefix: "job | " });
-  const marker = (o: object) => `##[deltaci] ${JSON.stringify(o)}\n`;
-  p.push(Buffer.from(marker({ event: "step-start", step: 0, name: "build" }) + "hel"));
+  const nonce = "0123456789abcdef";
+  const marker = (kind: MarkerKind, o: Record<string, unknown>) => formatMarker(nonce, kind, o);
+  p.push(Buffer.from(marker("log-start", { version: 1 }) + marker("step-start", { index: 0, name: "build" }) + "hel"));
   p.push(Buffer.from("lo\nwor"));
-  p.push(Buffer.from(`ld\n${marker({ event: "step-end", step: 0, exitCode: 2, durationMs: 1500 })}tail`));
+  // A look-alike marker with another nonce is output, not a step boundary.
+  p.push(Buffer.from(`ld\n${formatMarker("ffffffffffffffff", "step-end", { index: 0, exitCode: 0 })}`));
+  p.push(Buffer.from(`${marker("step-end", { index: 0, exitCode: 2, durationMs: 1500, result: "failed" })}${marker("step-skipped", { index: 1, name: "deploy", reason: "previous step failed" })}tail`));
   p.end();
-  assert.equal(out, "job | ▶ build\njob | hello\njob | world\njob | ✗ exit 2 build (1.50s)\njob | tail\n");
-  assert.deepEqual(p.steps, [{ index: 0, name: "build", exitCode: 2, durationMs: 1500 }]);
+  assert.equal(out, [
+    "job | ▶ build", "job | hello", "job | world", `job | ##[deltaci ffffffffffffffff] step-end {"index":0,"exitCode":0}`,
+    "job | ✗ exit 2 build (1.50s)", "job | – deploy (skipped: previous step failed)", "job | tail", "",
+  ].join("\n"));
+  assert.deepEqual(p.steps, [{ index: 0, name: "build", exitCode: 2, durationMs: 1500 }, { index: 1, name: "deploy", exitCode: null, durationMs: null }]);
   let tty = "";
   const q = new LogPrinter({ write: (s) => (tty += s), style: makeStyle(true), prefix: "" });
   q.push(Buffer.from("\x1b[31mred\x1b[39m \x1b]0;title\x07 \x1b[2J\n"));

@@ -19,6 +19,9 @@ export interface LogPrinterOptions {
 export class LogPrinter {
   private readonly decoder = new StringDecoder("utf8");
   private partial = "";
+  /** The log's marker nonce, from its first line. */
+  private nonce: string | null = null;
+  private lineNo = 0;
   private readonly opts: LogPrinterOptions;
   /** Steps seen so far, for the summary. */
   readonly steps: Array<{ index: number; name: string; exitCode: number | null; durationMs: number | null }> = [];
@@ -43,13 +46,23 @@ export class LogPrinter {
 
   private line(raw: string): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    const marker = parseLogMarker(line);
+    const marker = this.lineNo++ === 0 || this.nonce !== null ? parseLogMarker(line, this.nonce) : null;
     if (marker) return this.marker(marker);
     this.opts.write(`${this.opts.prefix}${this.opts.style.enabled ? sanitize(line) : line}\n`);
   }
 
   private marker(m: LogMarker): void {
     const s = this.opts.style;
+    if (m.kind === "log-start") {
+      this.nonce = m.nonce;
+      return;
+    }
+    if (m.kind === "job-end") return;
+    if (m.kind === "step-skipped") {
+      this.steps.push({ index: m.index, name: m.name, exitCode: null, durationMs: null });
+      this.opts.write(`${this.opts.prefix}${s.dim(`– ${m.name} (skipped${m.reason ? `: ${m.reason}` : ""})`)}\n`);
+      return;
+    }
     if (m.kind === "step-start") {
       this.steps.push({ index: m.index, name: m.name, exitCode: null, durationMs: null });
       this.opts.write(`${this.opts.prefix}${s.bold(s.blue(`▶ ${m.name}`))}\n`);
@@ -63,8 +76,9 @@ export class LogPrinter {
       }
       const name = step?.name ?? `step ${m.index + 1}`;
       const took = m.durationMs === null ? "" : ` ${s.dim(`(${formatDurationMs(m.durationMs)})`)}`;
-      const ok = m.exitCode === 0;
-      const how = ok ? s.green("✓") : s.red(`✗ exit ${m.exitCode ?? m.signal ?? "?"}`);
+      const ok = m.exitCode === 0 && (m.result === null || m.result === "succeeded");
+      const why = m.result && m.result !== "failed" && m.result !== "succeeded" ? ` (${m.result})` : "";
+      const how = ok ? s.green("✓") : s.red(`✗ ${m.exitCode !== null ? `exit ${m.exitCode}` : m.signal ? `signal ${m.signal}` : "ended"}${why}`);
       this.opts.write(`${this.opts.prefix}${how} ${ok ? name : s.red(name)}${took}\n`);
       return;
     }

@@ -74,12 +74,12 @@ void test("launch: own slot, token file taken by the runner, starting → idle, 
   const b = await p.launch({ pool, registrationToken: "dci_reg_y", serverUrl: "http://127.0.0.1:1" });
   pids.add(Number(a.handle)).add(Number(b.handle));
   assert.notEqual(a.id, b.id);
-  assert.deepEqual((await readdir(join(root, "slots"))).sort(), ["0", "1"]);
-  const state = JSON.parse(await readFile(join(root, "slots", "0", "state.json"), "utf8"));
+  assert.deepEqual((await readdir(join(root, "controller"))).sort(), ["slot-0", "slot-1"]);
+  const state = JSON.parse(await readFile(join(root, "controller", "slot-0", "state.json"), "utf8"));
   assert.equal(state.pid, Number(a.handle));
   assert.match(state.startTime, /^\d+$/);
   await until("both idle", async () => (await p.refresh(), p.list().every((r) => r.state === "idle")));
-  await until("the runner's output in its log", async () => /registered with 9 bytes/.test(await readFile(join(root, "slots", "0", "runner.log"), "utf8")));
+  await until("the runner's output in its log", async () => /registered with 9 bytes/.test(await readFile(join(root, "controller", "slot-0", "runner.log"), "utf8")));
   const args = (await readFile(`/proc/${a.handle}/cmdline`, "utf8")).split("\0");
   for (const flag of ["--server", "--registration-token-file", "--work-dir", "--slot", "--isolation", "--labels", "--idle-timeout"]) assert.ok(args.includes(flag), flag);
   await p.drain(a.id);
@@ -111,8 +111,8 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   process.kill(Number(doomed.handle), "SIGKILL");
   await until("doomed gone", async () => !(await readFile(`/proc/${doomed.handle}/stat`, "utf8").then((s) => !/\) [ZX] /.test(s), () => false)));
   // a stale state file whose pid now belongs to someone else (pid reuse): must not be adopted
-  await mkdir(join(root, "slots", "7", "work"), { recursive: true });
-  await writeFile(join(root, "slots", "7", "state.json"), JSON.stringify({ version: 1, id: "p-7-x", pool: "p", pid: process.pid, startTime: "1", launchedAtMs: 0, tokenFile: join(root, "slots", "7", "registration-token") }));
+  await mkdir(join(root, "controller", "slot-7"), { recursive: true });
+  await writeFile(join(root, "controller", "slot-7", "state.json"), JSON.stringify({ version: 1, id: "p-7-x", pool: "p", pid: process.pid, startTime: "1", launchedAtMs: 0, tokenFile: join(root, "controller", "slot-7", "registration-token") }));
 
   const { p: second, exits } = make();
   const init = await second.init();
@@ -120,8 +120,8 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   assert.equal(init.adopted[0]?.state, "busy");
   assert.ok(init.reaped.some((r) => r.startsWith("process ")), `the orphaned job process was killed: ${init.reaped.join(", ")}`);
   assert.ok(init.reaped.some((r) => r.includes("job1")), "the dead runner's work dir was reaped");
-  assert.deepEqual((await readdir(join(root, "slots", "1", "work"))), []);
-  await assert.rejects(readFile(join(root, "slots", "7", "state.json")));
+  assert.deepEqual((await readdir(join(root, "slot-1"))), []);
+  await assert.rejects(readFile(join(root, "controller", "slot-7", "state.json")));
   assert.deepEqual(second.list().map((r) => [r.id, r.adopted]), [[live.id, true]]);
 
   // the adopted runner ends: the new provider notices without being its parent, and reaps

@@ -1,8 +1,10 @@
 /**
- * Runners as local processes. Each runner gets a slot: `<workRoot>/slots/<index>/` holds its
- * state (`state.json`: pid + start time, pool, launch time), its registration token file (the
- * runner reads and deletes it), its log (`runner.log`, stdout and stderr) and its work dir; the
- * runner derives its uid/gid range and cgroup parent from `--slot <index>`. Runners are started
+ * Runners as local processes. Each runner gets a slot `<index>`: `<workRoot>/controller/slot-<index>/`
+ * holds the controller's state of it (`state.json`: pid + start time, pool, launch time), its
+ * registration token file (the runner reads and deletes it) and its log (`runner.log`, stdout
+ * and stderr); `<workRoot>/slot-<index>/` is the runner's `--work-dir` (sandboxes, spool; the
+ * parent, `<workRoot>`, holds the runners' shared caches). The runner derives its uid/gid range
+ * and cgroup from `--slot <index>`. Runners are started
  * detached (own session, stdio to the log file) so they outlive a controller crash; the state
  * on disk is all a new controller needs to adopt them (pid reuse is caught by the start time).
  */
@@ -71,18 +73,18 @@ export class LocalProvider implements RunnerProvider {
   }
 
   private slotRef(index: number): SlotRef {
-    const dir = join(this.root, "slots", String(index));
-    return { index, dir, workDir: join(dir, "work") };
+    return { index, dir: join(this.root, "controller", `slot-${index}`), workDir: join(this.root, `slot-${index}`) };
   }
 
   async init(): Promise<InitResult> {
-    const slotsDir = join(this.root, "slots");
-    await mkdir(slotsDir, { recursive: true });
+    const slotsDir = join(this.root, "controller");
+    await mkdir(slotsDir, { recursive: true, mode: 0o700 });
     const adopted: RunnerRecord[] = [];
     const reaped: string[] = [];
     for (const name of await readdir(slotsDir)) {
-      if (!/^\d+$/.test(name)) continue;
-      const slot = this.slotRef(Number(name));
+      const m = /^slot-(\d+)$/.exec(name);
+      if (!m) continue;
+      const slot = this.slotRef(Number(m[1]));
       const state = await readState(slot.dir);
       if (state === null) {
         if (await hasEntries(slot.workDir)) reaped.push(...(await this.reap(slot)));
@@ -132,6 +134,7 @@ export class LocalProvider implements RunnerProvider {
   private async launchInSlot(index: number, req: LaunchRequest): Promise<RunnerRecord> {
     const slot = this.slotRef(index);
     const now = this.o.clock.now();
+    await mkdir(slot.dir, { recursive: true, mode: 0o700 });
     await mkdir(slot.workDir, { recursive: true, mode: 0o700 });
     const tokenFile = join(slot.dir, "registration-token");
     await writeFile(tokenFile, req.registrationToken, { mode: 0o600 });
@@ -276,7 +279,7 @@ export class LocalProvider implements RunnerProvider {
   private async reap(slot: SlotRef): Promise<string[]> {
     this.busySlots.add(slot.index);
     try {
-      const strays = await killProcessesUnder(slot.dir);
+      const strays = await killProcessesUnder(slot.workDir);
       return [...strays, ...(await this.o.reaper.reap(slot))];
     } catch (err) {
       this.o.logger?.error({ err, slot: slot.index }, "reaping a runner slot failed");

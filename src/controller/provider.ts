@@ -69,8 +69,9 @@ export interface RunnerProvider {
 /** A runner slot on this host, as the reaper needs it. */
 export interface SlotRef {
   index: number;
-  /** The slot's directory; the runner's `--work-dir` is `<dir>/work`. */
+  /** The controller's own directory for the slot (state, token file, runner log). */
   dir: string;
+  /** The runner's `--work-dir`. */
   workDir: string;
 }
 

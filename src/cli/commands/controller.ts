@@ -4,7 +4,7 @@
  * `slotReaper()` (the sandbox's slot reaping behind the controller's `SlotReaper` seam).
  */
 import { readFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { Option, type Command } from "commander";
 import { pino, type Logger } from "pino";
 import { systemClock } from "../../base/clock.ts";
@@ -12,8 +12,9 @@ import { DeltaError } from "../../base/errors.ts";
 import { parseDurationMs } from "../../base/units.ts";
 import { controllerDefaults, hostPoolDefaults, parseIsolation, parseLabels, resolvePools } from "../../config/controller-config.ts";
 import { selfCommand } from "../../config/paths.ts";
-import { startController, type ControllerOptions, type RunningController, type SlotReaper } from "../../controller/index.ts";
+import { startController, type ControllerOptions, type Pool, type RunningController, type SlotReaper } from "../../controller/index.ts";
 import { workDirReaper } from "../../controller/local-provider.ts";
+import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
 import { slotInfo } from "../../sandbox/slots.ts";
 import type { SandboxFactory } from "../../sandbox/types.ts";
@@ -73,28 +74,43 @@ export function controllerOptionsFromFlags(flags: ControllerFlags, conn: { serve
 }
 
 /**
- * Reaps a dead runner's slot with the sandbox's own `reapSlot` (the runner's slot is
- * `slotInfo(index, <its --work-dir>)`), then whatever is still in the work dir.
+ * Reaps a dead runner's slot with each sandbox backend's own `reapSlot` (containers, mounts,
+ * cgroups, loop devices, job dirs), with the slot as the runner builds it from `--slot` and
+ * `--work-dir`; then whatever is still in the work dir.
  */
-export function slotReaper(factories: readonly SandboxFactory[]): SlotReaper {
+export function slotReaper(factories: ReadonlyArray<() => SandboxFactory>): SlotReaper {
   return {
     async reap(slot) {
+      const info = { ...slotInfo(slot.index, dirname(slot.workDir)), workDir: slot.workDir };
       const removed: string[] = [];
-      for (const f of factories) removed.push(...(await f.reapSlot(slotInfo(slot.index, slot.workDir))));
+      const errors: unknown[] = [];
+      for (const f of factories) {
+        try {
+          removed.push(...(await f().reapSlot(info)));
+        } catch (err) {
+          errors.push(err);
+        }
+      }
       removed.push(...(await workDirReaper.reap(slot)));
+      if (errors.length > 0) throw new AggregateError(errors, `reaping slot ${slot.index} failed (removed: ${removed.join(", ") || "nothing"})`);
       return removed;
     },
   };
 }
 
-export function defaultSlotReaper(logger: Logger): SlotReaper {
+/** The reaper for these pools: the oci backend's (same cgroup parent as the runner) where a pool uses it. */
+export function defaultSlotReaper(pools: readonly Pool[], logger: Logger): SlotReaper {
   const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => logger.info(f, m), warn: (f: Record<string, unknown>, m: string) => logger.warn(f, m) };
-  return slotReaper([new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger })]);
+  let oci: CrunSandboxFactory | null = null;
+  const factories: Array<() => SandboxFactory> = [];
+  if (pools.some((p) => p.isolation === "oci")) factories.push(() => (oci ??= new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" })));
+  factories.push(() => new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger }));
+  return slotReaper(factories);
 }
 
 /** Starts the controller in this process with the local provider and the sandbox's reaper. */
 export async function startLocalController(opts: ControllerOptions, logger: Logger): Promise<RunningController> {
-  return startController(opts, { command: selfCommand(), reaper: defaultSlotReaper(logger), logger, clock: systemClock });
+  return startController(opts, { command: selfCommand(), reaper: defaultSlotReaper(opts.pools, logger), logger, clock: systemClock });
 }
 
 export function registerControllerCommand(program: Command): void {

@@ -4,22 +4,22 @@
  */
 import { readFileSync } from "node:fs";
 import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName, slotPrefix } from "../job-names.ts";
 import { extractSourceArchive } from "../source-archive.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } from "../types.ts";
 import { bindMount, bundleConfig, type OciMount } from "./bundle.ts";
-import { detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
+import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
-import { createJobDisk } from "./job-disk.ts";
+import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
 import { existsSync } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 
 export interface CrunSandboxOptions {
   clock: Clock;
@@ -41,6 +41,14 @@ interface Prepared {
   helper: NativeTool;
   etcDir: string;
   nsLevel: number;
+}
+
+/** The sandbox's root maps to an unprivileged uid: it must be able to reach the job dir. */
+async function assertTraversable(dir: string): Promise<void> {
+  for (let d = dir; d !== dirname(d); d = dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) throw new DeltaError("E_SANDBOX", `slot work dir ${dir}: ${d} is not traversable by others (mode ${(st.mode & 0o777).toString(8)})`);
+  }
 }
 
 export class CrunSandboxFactory implements SandboxFactory {
@@ -101,6 +109,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       await removeJobFiles(jobDir);
       await mkdir(jobDir, { recursive: true, mode: 0o755 });
       await chmod(spec.slot.workDir, 0o755);
+      await assertTraversable(spec.slot.workDir);
       const uid = spec.slot.hostUidBase;
       const diskMount = join(jobDir, "disk");
       await createJobDisk(join(jobDir, "disk.img"), diskMount, spec.limits.diskMiB);
@@ -161,6 +170,22 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (e instanceof DeltaError) throw e;
       throw new DeltaError("E_SANDBOX", `cannot create the sandbox: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
+  }
+
+  /** What a slot holds on the host (containers, cgroups, mounts, loop devices, dirs); empty when clean. */
+  async inspectSlot(slot: SlotInfo): Promise<string[]> {
+    const p = await this.prepare();
+    const found: string[] = [];
+    for (const id of await p.crun.list()) if (id.startsWith(slotPrefix(slot.index))) found.push(`container ${id}`);
+    for (const dir of cgroupDirs(p.layout, this.cgroupPath(slot, null))) {
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) if (e.isDirectory()) found.push(`cgroup ${join(dir, e.name)}`);
+    }
+    for (const mp of await mountsBelow(slot.workDir)) found.push(`mount ${mp}`);
+    for (const dev of await loopDevicesBelow(slot.workDir)) found.push(`loop ${dev}`);
+    const names = await readdir(slot.workDir).catch(() => []);
+    for (const name of names) found.push(`dir ${join(slot.workDir, name)}`);
+    return found;
   }
 
   async reapSlot(slot: SlotInfo): Promise<string[]> {

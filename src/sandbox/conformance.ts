@@ -1,0 +1,188 @@
+/**
+ * The conformance suite of the Sandbox seam: every backend passes it (STYLE.md). Call
+ * `sandboxConformance` from a test file with a harness that makes specs and finds leftovers.
+ */
+import assert from "node:assert/strict";
+import { createHash, randomInt } from "node:crypto";
+import { readdirSync, readFileSync, existsSync } from "node:fs";
+import { after, describe, it } from "node:test";
+import type { Readable } from "node:stream";
+import type { Sandbox, SandboxFactory, SandboxSpec, StepResult, StepSpec } from "./types.ts";
+
+export interface ConformanceHarness {
+  factory: SandboxFactory;
+  /** A fresh spec for one job (its own slot or work dir as the backend needs). */
+  spec(overrides?: Partial<SandboxSpec>): SandboxSpec;
+  /** What the job's slot still holds on the host; empty when clean. */
+  leftovers(spec: SandboxSpec): Promise<string[]>;
+  /** Builds a tar archive of `files` and returns its host path. */
+  makeArchive(files: Record<string, string>): Promise<string>;
+}
+
+export interface StepOutput {
+  stdout: Buffer;
+  stderr: Buffer;
+  result: StepResult;
+}
+
+export function collect(stream: Readable): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.once("end", () => resolve(Buffer.concat(chunks)));
+    stream.once("error", reject);
+  });
+}
+
+export function stepSpec(run: string, over: Partial<StepSpec> = {}): StepSpec {
+  return { run, shell: null, env: {}, workingDirectory: null, timeoutMs: 120_000, ...over };
+}
+
+export async function runStep(sb: Sandbox, run: string, over: Partial<StepSpec> = {}): Promise<StepOutput> {
+  const p = sb.start(stepSpec(run, over));
+  const [stdout, stderr, result] = await Promise.all([collect(p.stdout), collect(p.stderr), p.done]);
+  return { stdout, stderr, result };
+}
+
+/** Host pids whose command line contains `marker`. */
+export function hostProcessesWith(marker: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, "utf8").includes(marker)) out.push(Number(name));
+    } catch {}
+  }
+  return out;
+}
+
+export function sandboxConformance(name: string, harness: () => Promise<ConformanceHarness>): void {
+  void describe(`sandbox conformance: ${name}`, { timeout: 600_000 }, () => {
+    let h: ConformanceHarness;
+    const open: Array<{ sb: Sandbox; spec: SandboxSpec }> = [];
+    const make = async (over: Partial<SandboxSpec> = {}) => {
+      h ??= await harness();
+      const spec = h.spec(over);
+      const sb = await h.factory.create(spec);
+      open.push({ sb, spec });
+      return { sb, spec };
+    };
+    const finish = async (sb: Sandbox, spec: SandboxSpec) => {
+      await sb.dispose();
+      assert.deepEqual(await h.leftovers(spec), [], "nothing of the job is left after dispose");
+    };
+    after(async () => {
+      for (const { sb } of open) await sb.dispose().catch(() => {});
+    });
+
+    void it("runs steps in order with their env, working directory and exit codes", async () => {
+      const { sb, spec } = await make();
+      const a = await runStep(sb, 'echo "$FOO" > first.txt; pwd', { env: { FOO: "one two" } });
+      assert.equal(a.result.exitCode, 0);
+      assert.equal(a.stdout.toString(), `${sb.workspaceInSandbox}\n`);
+      const b = await runStep(sb, "cat ../../first.txt; pwd; exit 7", { workingDirectory: "sub/dir" });
+      assert.equal(b.stdout.toString(), `one two\n${sb.workspaceInSandbox}/sub/dir\n`);
+      assert.deepEqual([b.result.exitCode, b.result.signal, b.result.limit, b.result.stopped], [7, null, null, false]);
+      const c = await runStep(sb, 'test "$DELTACI_WORKSPACE" = "$PWD" && test -n "$HOME" && test -w "$HOME"');
+      assert.equal(c.result.exitCode, 0, c.stderr.toString());
+      assert.throws(() => sb.start(stepSpec("true", { workingDirectory: "../outside" })));
+      await finish(sb, spec);
+    });
+
+    void it("reports a signal that ended the step", async () => {
+      const { sb, spec } = await make();
+      const r = await runStep(sb, "kill -USR1 $$; sleep 5");
+      assert.deepEqual([r.result.exitCode, r.result.signal], [null, "SIGUSR1"]);
+      await finish(sb, spec);
+    });
+
+    void it("keeps stdout and stderr apart and byte-exact", async () => {
+      const { sb, spec } = await make();
+      const r = await runStep(sb, "for i in 1 2 3 4 5; do printf 'out%s\\n' $i; printf 'err%s\\n' $i >&2; done; printf '\\001\\377\\000end'");
+      assert.equal(r.stdout.toString("latin1"), "out1\nout2\nout3\nout4\nout5\n\x01\xff\x00end");
+      assert.equal(r.stderr.toString(), "err1\nerr2\nerr3\nerr4\nerr5\n");
+      await finish(sb, spec);
+    });
+
+    void it("delivers 50 MiB of output without loss", async () => {
+      const { sb, spec } = await make();
+      const bytes = 50 * 1024 * 1024;
+      const r = await runStep(sb, `yes 0123456789abcdef | head -c ${bytes}`);
+      assert.equal(r.result.exitCode, 0);
+      assert.equal(r.stdout.length, bytes);
+      const expected = createHash("sha256").update(Buffer.alloc(bytes, "0123456789abcdef\n")).digest("hex");
+      assert.equal(createHash("sha256").update(r.stdout).digest("hex"), expected);
+      await finish(sb, spec);
+    });
+
+    void it("ends a step at its timeout with the reason timeout", async () => {
+      const { sb, spec } = await make();
+      const marker = String(randomInt(10_000_000, 99_999_999));
+      const r = await runStep(sb, `sleep ${marker} & sleep 3600`, { timeoutMs: 300 });
+      assert.equal(r.result.limit?.reason, "timeout");
+      assert.match(r.result.limit?.message ?? "", /timeout of 300 ms/);
+      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);
+      await finish(sb, spec);
+    });
+
+    void it("stop() ends a step that ignores SIGTERM, with its background children", async () => {
+      const { sb, spec } = await make();
+      const marker = String(randomInt(10_000_000, 99_999_999));
+      // The process backend cannot follow a process that leaves its group (setsid): no isolation.
+      const escapee = name === "process" ? "" : `(trap '' TERM; setsid sleep ${marker} &);`;
+      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker} & ${escapee} echo started; while :; do sleep 0.1; done`));
+      const out = collect(p.stdout);
+      const err = collect(p.stderr);
+      await new Promise<void>((resolve) => {
+        let seen = "";
+        p.stdout.on("data", (d: Buffer) => {
+          seen += d.toString();
+          if (seen.includes("started")) resolve();
+        });
+      });
+      p.stop(300);
+      const result = await p.done;
+      await Promise.all([out, err]);
+      assert.equal(result.stopped, true);
+      assert.equal(result.limit, null);
+      assert.equal(result.signal, "SIGKILL");
+      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), [], "no background process survives");
+      const next = await runStep(sb, "echo still usable");
+      assert.equal(next.stdout.toString(), "still usable\n");
+      await finish(sb, spec);
+    });
+
+    void it("kills what a finished step left running", async () => {
+      const { sb, spec } = await make();
+      const marker = String(randomInt(10_000_000, 99_999_999));
+      const r = await runStep(sb, `sleep ${marker} >/dev/null 2>&1 & echo bg`);
+      assert.equal(r.result.exitCode, 0);
+      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);
+      await finish(sb, spec);
+    });
+
+    void it("extracts the source archive into the workspace", async () => {
+      h ??= await harness();
+      const archive = await h.makeArchive({ "README.md": "hello\n", "src/main.sh": "echo main\n" });
+      const { sb, spec } = await make({ sourceArchive: archive });
+      const r = await runStep(sb, "cat README.md; sh src/main.sh");
+      assert.equal(r.stdout.toString(), "hello\nmain\n");
+      assert.equal(existsSync(sb.workspaceOnHost), true);
+      await finish(sb, spec);
+    });
+
+    void it("dispose() during a step kills it, removes everything, and is idempotent", async () => {
+      const { sb, spec } = await make();
+      const marker = String(randomInt(10_000_000, 99_999_999));
+      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker}`));
+      const done = p.done;
+      await sb.dispose();
+      await done;
+      await sb.dispose();
+      assert.equal(existsSync(sb.workspaceOnHost), false);
+      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);
+      assert.deepEqual(await h.leftovers(spec), []);
+      assert.throws(() => sb.start(stepSpec("true")));
+    });
+  });
+}

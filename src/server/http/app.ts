@@ -14,6 +14,8 @@ export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes:
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
   }) as unknown as FastifyInstance;
   // Log chunks, artifact and source uploads arrive as streams; each route caps and consumes its own.
+  // JSON endpoints take JSON only: anything else is 415, never a string that reaches validation.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
   app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
   app.setNotFoundHandler((req, reply) => sendError(req, reply, Object.assign(new Error(`no route ${req.method} ${req.url.split("?")[0]}`), { statusCode: 404 })));

@@ -40,10 +40,11 @@ export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: 
   });
 
   app.put<{ Params: { id: string } }>("/v1/runner/artifacts/:id/content", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
+    const body = rawBody(req);
     const range = parseUploadRange(req.headers["content-range"]);
     const len = req.headers["content-length"];
     if (len !== undefined && Number(len) !== range.end - range.start + 1) throw new DeltaError("E_INVALID", "Content-Length differs from Content-Range");
-    const r = await uploadChunk(ctx, blobs, req.deltaToken, req.params.id, range, rawBody(req));
+    const r = await uploadChunk(ctx, blobs, req.deltaToken, req.params.id, range, body);
     if (!r.done) return reply.code(202).header("upload-offset", String(r.committed)).send({ committed: r.committed });
     return reply.code(201).header("upload-offset", String(r.size)).send({ artifactId: r.artifactId, sha256: r.sha256, size: r.size });
   });

@@ -10,7 +10,9 @@ import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName, slotPrefix } from "../job-names.ts";
 import { extractSourceArchive } from "../source-archive.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } from "../types.ts";
-import { bindMount, bundleConfig, type OciMount } from "./bundle.ts";
+import { detectAppArmor, DEFAULT_APPARMOR_PROFILE } from "./apparmor.ts";
+import { bindMount, bundleConfig, CONTAINER_CAPS, type OciMount } from "./bundle.ts";
+import { prepareSeccomp, type PreparedSeccomp } from "./seccomp-bpf.ts";
 import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
@@ -33,6 +35,12 @@ export interface CrunSandboxOptions {
   cgroupParent?: string;
   /** Grace between SIGTERM and SIGKILL when a step times out. */
   timeoutGraceMs?: number;
+  /** containers-common style profile to convert; default /usr/share/containers/seccomp.json. */
+  seccompProfilePath?: string;
+  /** `bpf` (default): load a precompiled filter; `json`: let crun compile the profile per start. */
+  seccompMode?: "bpf" | "json";
+  /** AppArmor profile applied where AppArmor is enabled and the profile is loaded. */
+  apparmorProfile?: string;
 }
 
 interface Prepared {
@@ -41,6 +49,8 @@ interface Prepared {
   helper: NativeTool;
   etcDir: string;
   nsLevel: number;
+  seccomp: PreparedSeccomp;
+  apparmor: string | null;
 }
 
 /** The sandbox's root maps to an unprivileged uid: it must be able to reach the job dir. */
@@ -85,7 +95,9 @@ export class CrunSandboxFactory implements SandboxFactory {
     const etcDir = await hostEtc(this.cacheDir);
     const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";
     const nsLevel = nsLine.trim().split(/\s+/).length - 1;
-    return { crun, layout, helper, etcDir, nsLevel };
+    const seccomp = await prepareSeccomp(this.cacheDir, this.opts.seccompProfilePath ?? "/usr/share/containers/seccomp.json", CONTAINER_CAPS, this.opts.logger);
+    const apparmor = await detectAppArmor(this.opts.apparmorProfile ?? DEFAULT_APPARMOR_PROFILE, this.opts.logger);
+    return { crun, layout, helper, etcDir, nsLevel, seccomp, apparmor };
   }
 
   private cgroupPath(slot: SlotInfo, containerId: string | null): string {
@@ -144,9 +156,12 @@ export class CrunSandboxFactory implements SandboxFactory {
         mounts,
         initArgs: [HELPER_IN_SANDBOX, "init"],
         env: ["PATH=/usr/bin:/bin"],
-        seccomp: null,
-        annotations: { "org.deltaci.job": spec.jobId },
-        apparmorProfile: null,
+        seccomp: p.seccomp.profile,
+        annotations: {
+          "org.deltaci.job": spec.jobId,
+          ...(p.seccomp.bpfBase64 !== null && this.opts.seccompMode !== "json" ? { "run.oci.seccomp_bpf_data": p.seccomp.bpfBase64 } : {}),
+        },
+        apparmorProfile: p.apparmor,
       });
       await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
       await p.crun.must(["run", "-d", "--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container");
@@ -161,7 +176,7 @@ export class CrunSandboxFactory implements SandboxFactory {
           hasBash: existsSync("/usr/bin/bash") || existsSync("/bin/bash"),
           extraEnv: {},
           limits: { memoryMiB: spec.limits.memoryMiB, pids: spec.limits.pids, diskMiB: spec.limits.diskMiB },
-          apparmorProfile: null,
+          apparmorProfile: p.apparmor,
         },
         { crun: p.crun, clock: this.opts.clock, logger: this.opts.logger, nsLevel: p.nsLevel, timeoutGraceMs: this.opts.timeoutGraceMs ?? 2000, teardown },
       );

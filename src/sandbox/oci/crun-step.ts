@@ -108,9 +108,9 @@ export function startCrunStep(ctx: CrunStepContext, processFile: string, timeout
       signal = "SIGKILL";
     }
     const failed = exitCode !== 0 || signal !== null;
-    let limit: StepResult["limit"] = null;
-    if (control.timedOut) limit = { reason: "timeout", message: `step timeout of ${timeoutMs} ms exceeded` };
-    else if (failed && !control.stopped) limit = await ctx.explain(before, await ctx.cgroup.counters());
+    // A hit limit is the cause even when the step then ran into its timeout (a fork bomb never ends).
+    let limit = failed && !control.stopped ? await ctx.explain(before, await ctx.cgroup.counters()) : null;
+    if (limit === null && control.timedOut) limit = { reason: "timeout", message: `step timeout of ${timeoutMs} ms exceeded` };
     return { exitCode, signal, durationMs: ctx.clock.now() - started, limit, stopped: control.stopped };
   })();
   return {

@@ -36,6 +36,9 @@ export class SqliteDatabase {
   /** Called when an after-commit hook throws; the commit itself stands. */
   onHookError: (err: unknown) => void = () => {};
 
+  /** Transaction control, prepared once (exec() would re-parse the SQL on every call). */
+  private tx!: Record<"begin" | "commit" | "rollback" | "savepoint" | "release" | "rollbackTo", Database.Statement>;
+
   constructor(file: string, durability: Durability) {
     this.durability = durability;
     this.db = new Database(file);
@@ -45,6 +48,11 @@ export class SqliteDatabase {
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
     this.migrate();
+    const p = (sql: string) => this.db.prepare(sql);
+    this.tx = {
+      begin: p("BEGIN IMMEDIATE"), commit: p("COMMIT"), rollback: p("ROLLBACK"),
+      savepoint: p("SAVEPOINT op"), release: p("RELEASE op"), rollbackTo: p("ROLLBACK TO op"),
+    };
   }
 
   private migrate(): void {
@@ -89,27 +97,27 @@ export class SqliteDatabase {
     const results: Array<{ ok: boolean; value: unknown; after: Array<() => void> }> = [];
     const rollbacks: Array<() => void> = [];
     try {
-      this.db.exec("BEGIN IMMEDIATE");
+      this.tx.begin.run();
       for (const op of batch) {
         const after: Array<() => void> = [];
         const undo: Array<() => void> = [];
         const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f) };
-        this.db.exec("SAVEPOINT op");
+        this.tx.savepoint.run();
         try {
           const value = op.fn(hooks);
-          this.db.exec("RELEASE op");
+          this.tx.release.run();
           results.push({ ok: true, value, after });
           rollbacks.push(...undo);
         } catch (err) {
-          this.db.exec("ROLLBACK TO op");
-          this.db.exec("RELEASE op");
+          this.tx.rollbackTo.run();
+          this.tx.release.run();
           for (const f of undo) f();
           results.push({ ok: false, value: err, after: [] });
         }
       }
-      this.db.exec("COMMIT");
+      this.tx.commit.run();
     } catch (err) {
-      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      if (this.db.inTransaction) this.tx.rollback.run();
       for (const f of rollbacks) f();
       for (const op of batch) op.reject(err);
       return;

@@ -51,4 +51,21 @@ CREATE TABLE artifacts(
 CREATE TABLE kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `,
   },
+  {
+    version: 2,
+    name: "queue-head-index",
+    sql: "CREATE INDEX jobs_queue ON jobs(state, req_key, seq);",
+  },
+  {
+    // 4 KiB chunks are large rows: a rowid table keeps them out of the key b-tree.
+    version: 3,
+    name: "log-chunks-rowid",
+    sql: `
+CREATE TABLE log_chunks_v3(job_id TEXT NOT NULL, attempt INTEGER NOT NULL, start_off INTEGER NOT NULL, end_off INTEGER NOT NULL, data BLOB NOT NULL);
+INSERT INTO log_chunks_v3(job_id, attempt, start_off, end_off, data) SELECT job_id, attempt, start_off, end_off, data FROM log_chunks;
+DROP TABLE log_chunks;
+ALTER TABLE log_chunks_v3 RENAME TO log_chunks;
+CREATE UNIQUE INDEX log_chunks_key ON log_chunks(job_id, attempt, start_off);
+`,
+  },
 ];

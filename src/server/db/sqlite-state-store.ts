@@ -60,6 +60,8 @@ export class SqliteStateStore implements StateStore {
   private readonly sql: SqliteDatabase;
   private readonly stmts = new Map<string, Statement>();
   private seq: number;
+  /** Requirement sets that may have queued jobs (a superset; pruned lazily by queuedHeads). */
+  private queuedKeys: Set<string> | null = null;
 
   constructor(file: string, durability: Durability) {
     this.sql = new SqliteDatabase(file, durability);
@@ -99,6 +101,7 @@ export class SqliteStateStore implements StateStore {
     const keys = Object.keys(JOB_COLS) as Array<keyof typeof JOB_COLS>;
     const cols = ["id", ...keys.map((k) => JOB_COLS[k])];
     this.st(`INSERT INTO jobs(${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(j.id, ...keys.map((k) => sqlValue(k, j[k])));
+    this.queuedKeys?.add(j.reqKey);
   }
 
   getJob(id: string): JobRow | undefined {
@@ -109,6 +112,7 @@ export class SqliteStateStore implements StateStore {
   updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): void {
     const keys = (Object.keys(patch) as Array<keyof typeof JOB_COLS>).filter((k) => patch[k] !== undefined).sort();
     if (keys.length === 0) return;
+    if (patch.state === "queued") this.queuedKeys = null;
     this.st(`UPDATE jobs SET ${keys.map((k) => `${JOB_COLS[k]} = ?`).join(", ")} WHERE id = ?`).run(...keys.map((k) => sqlValue(k, patch[k])), id);
   }
 
@@ -120,8 +124,17 @@ export class SqliteStateStore implements StateStore {
   }
 
   queuedHeads(): Array<{ id: string; reqKey: string }> {
-    const rows = this.st("SELECT id, req_key, MIN(seq) AS s FROM jobs WHERE state = 'queued' GROUP BY req_key ORDER BY s").all() as Raw[];
-    return rows.map((r) => ({ id: r.id as string, reqKey: r.req_key as string }));
+    // Distinct queued requirement sets are few; each head is one index probe, not a scan of the queue.
+    if (this.queuedKeys === null) {
+      this.queuedKeys = new Set(this.st("SELECT DISTINCT req_key FROM jobs WHERE state = 'queued'").pluck().all() as string[]);
+    }
+    const heads: Array<{ id: string; reqKey: string; seq: number }> = [];
+    for (const key of this.queuedKeys) {
+      const r = this.st("SELECT id, seq FROM jobs WHERE state = 'queued' AND req_key = ? ORDER BY seq LIMIT 1").get(key) as Raw | undefined;
+      if (r) heads.push({ id: r.id as string, reqKey: key, seq: r.seq as number });
+      else this.queuedKeys.delete(key);
+    }
+    return heads.sort((a, b) => a.seq - b.seq).map(({ id, reqKey }) => ({ id, reqKey }));
   }
 
   queuedJobs(): JobRow[] {

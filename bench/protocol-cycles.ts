@@ -1,0 +1,88 @@
+/**
+ * Full protocol cycles per second: lease → heartbeat → log 4 KiB → complete, 16 concurrent
+ * runners, against `deltaci server` in its own process (durability full, then normal). Jobs and
+ * runner sessions are prepared before the clock starts. Baseline in the same run: requests/s
+ * of a bare Fastify JSON route with the same concurrency and client.
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16]
+ */
+import { createHash } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { Client, sessions, spawnBare, spawnDeltaci, jobSpec } from "./lib/protocol-client.ts";
+
+const CYCLES = Number(process.argv[2] ?? 4000);
+const CONC = Number(process.argv[3] ?? 16);
+const LOG = Buffer.alloc(4096, "x");
+const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
+
+async function bareRate(c: Client, total: number): Promise<number> {
+  let next = 0;
+  const t = performance.now();
+  await Promise.all(Array.from({ length: CONC }, async () => {
+    while (next++ < total) await c.call("POST", "/bare", null, { json: { state: "running", step: 0, logBytes: 0 } });
+  }));
+  return total / ((performance.now() - t) / 1000);
+}
+
+async function cycleRate(durability: "full" | "normal"): Promise<Record<string, number | string>> {
+  const srv = await spawnDeltaci(["--durability", durability, "--lease-ttl", "5m"]);
+  const c = new Client(srv.url);
+  try {
+    const sess = await sessions(c, srv.controllerToken, CYCLES);
+    for (let i = 0; i < CYCLES; i += 64) {
+      await Promise.all(Array.from({ length: Math.min(64, CYCLES - i) }, () => c.call("POST", "/v1/jobs", srv.apiToken, { json: { spec: jobSpec(), fork: false } })));
+    }
+    let next = 0;
+    let errors = 0;
+    const t = performance.now();
+    await Promise.all(Array.from({ length: CONC }, async () => {
+      for (let i = next++; i < CYCLES; i = next++) {
+        const l = await c.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 0 } });
+        if (l.status !== 200) {
+          errors++;
+          continue;
+        }
+        const tok = l.body.lease.leaseToken as string;
+        const hb = await c.call("POST", "/v1/runner/heartbeat", tok, { json: { state: "running", step: 0, logBytes: 0 } });
+        const lg = await c.call("PUT", "/v1/runner/log", tok, { body: LOG, headers: { "content-type": "application/octet-stream", "content-range": `bytes 0-${LOG.length - 1}/*` } });
+        const done = await c.call("POST", "/v1/runner/complete", tok, {
+          json: { result: "succeeded", exitCode: 0, failure: null, steps: [], artifacts: [], log: { bytes: LOG.length, sha256: LOG_SHA } },
+        });
+        if (hb.status !== 200 || lg.status !== 202 || done.status !== 200) errors++;
+      }
+    }));
+    const secs = (performance.now() - t) / 1000;
+    return { durability, cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors };
+  } finally {
+    await c.close();
+    await srv.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const bare = await spawnBare();
+  const b = new Client(bare.url);
+  let bareReqPerSec: number;
+  try {
+    await bareRate(b, 2000);
+    bareReqPerSec = Math.round(await bareRate(b, CYCLES * 4));
+  } finally {
+    await b.close();
+    await bare.stop();
+  }
+  const full = await cycleRate("full");
+  const normal = await cycleRate("normal");
+  process.stdout.write(JSON.stringify({
+    bench: "protocol-cycles",
+    concurrency: CONC,
+    goal: "> 2000 cycles/s",
+    full,
+    normal,
+    baseline: { bareFastifyRequestsPerSec: bareReqPerSec, bareCyclesPerSecEquivalent: Math.round(bareReqPerSec / 4) },
+    ratioToBare: {
+      full: Math.round(((full.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
+      normal: Math.round(((normal.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
+    },
+  }) + "\n");
+}
+
+await main();

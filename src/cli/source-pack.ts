@@ -20,14 +20,17 @@ export interface SourceFileList {
 
 function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; input?: Buffer }): Promise<{ code: number; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: [opts.input ? "pipe" : "ignore", "pipe", "pipe"] });
     const out: Buffer[] = [];
     let err = "";
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+    child.stdout?.on("data", (b: Buffer) => out.push(b));
+    child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? 1, stdout: Buffer.concat(out), stderr: err }));
-    child.stdin.end(opts.input ?? Buffer.alloc(0));
+    if (opts.input && child.stdin) {
+      child.stdin.on("error", () => {}); // a child that exits early is reported by its exit code
+      child.stdin.end(opts.input);
+    }
   });
 }
 

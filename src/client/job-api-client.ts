@@ -9,7 +9,7 @@ import { rename, rm } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import type { Clock } from "../base/clock.ts";
-import type { JobStatus, SubmitJobRequest, SubmitJobResponse } from "../protocol/schemas.ts";
+import { TERMINAL_JOB_STATES, type JobState, type JobStatus, type SubmitJobRequest, type SubmitJobResponse } from "../protocol/schemas.ts";
 import { HttpClient } from "./http.ts";
 
 export interface JobApiClientOptions {
@@ -19,6 +19,7 @@ export interface JobApiClientOptions {
 }
 
 const enc = encodeURIComponent;
+const isTerminalState = (s: JobState) => TERMINAL_JOB_STATES.includes(s);
 
 export class JobApiClient {
   readonly http: HttpClient;
@@ -52,39 +53,46 @@ export class JobApiClient {
   }
 
   /** The log bytes from `offset` on (what the server holds now). */
-  async readLog(jobId: string, offset = 0, signal?: AbortSignal): Promise<Buffer> {
-    const res = await this.http.raw({ method: "GET", path: `/v1/jobs/${enc(jobId)}/log?offset=${offset}`, token: this.token, ...(signal ? { signal } : {}) });
+  async readLog(jobId: string, offset = 0, signal?: AbortSignal, attempt?: number): Promise<Buffer> {
+    const query = `offset=${offset}${attempt === undefined ? "" : `&attempt=${attempt}`}`;
+    const res = await this.http.raw({ method: "GET", path: `/v1/jobs/${enc(jobId)}/log?${query}`, token: this.token, ...(signal ? { signal } : {}) });
     return Buffer.from(await res.body.arrayBuffer());
   }
 
   /**
-   * Follows the log until the job ends, calling `onChunk` with each new piece. A broken stream
-   * is resumed from the bytes already delivered (so nothing is shown twice), after `retryMs`.
-   * Returns the total number of bytes delivered.
+   * Follows one attempt's log (default: the current one) until that attempt ends, calling
+   * `onChunk` with each new piece. A broken stream is resumed from the bytes already delivered
+   * (nothing is shown twice). Returns the attempt followed and the bytes delivered.
    */
-  async followLog(jobId: string, onChunk: (chunk: Buffer) => void, opts: { clock: Clock; offset?: number; signal?: AbortSignal; retryMs?: number }): Promise<number> {
+  async followLog(
+    jobId: string,
+    onChunk: (chunk: Buffer) => void,
+    opts: { clock: Clock; attempt?: number; offset?: number; signal?: AbortSignal; retryMs?: number },
+  ): Promise<{ attempt: number; bytes: number }> {
     let offset = opts.offset ?? 0;
+    let attempt = opts.attempt;
     for (let failures = 0; ; ) {
       opts.signal?.throwIfAborted();
       try {
-        // A follow stream lives as long as the job: no body timeout, only the caller's signal.
-        const res = await this.http.raw({
-          method: "GET", path: `/v1/jobs/${enc(jobId)}/log?offset=${offset}&follow=1`, token: this.token,
-          timeoutMs: 24 * 3_600_000, ...(opts.signal ? { signal: opts.signal } : {}),
-        });
+        // A follow stream lives as long as the attempt: no body timeout, only the caller's signal.
+        const query = `offset=${offset}&follow=1${attempt === undefined ? "" : `&attempt=${attempt}`}`;
+        const res = await this.http.raw({ method: "GET", path: `/v1/jobs/${enc(jobId)}/log?${query}`, token: this.token, timeoutMs: 24 * 3_600_000, ...(opts.signal ? { signal: opts.signal } : {}) });
+        attempt ??= Number(res.headers["x-deltaci-attempt"] ?? 1);
         for await (const chunk of res.body as AsyncIterable<Buffer>) {
           offset += chunk.length;
           onChunk(chunk);
         }
         const st = await this.status(jobId, opts.signal);
-        if (st.state === "succeeded" || st.state === "failed" || st.state === "errored" || st.state === "canceled") {
-          // The follow stream ended with the job; pick up any bytes that landed in the tail window.
-          const rest = await this.readLog(jobId, offset, opts.signal);
+        const ours = st.attempts.find((a) => a.attempt === attempt);
+        const over = (s: string | undefined) => s === undefined || !["queued", "leased", "running", "canceling"].includes(s);
+        if (isTerminalState(st.state) || over(ours?.state)) {
+          // The stream ended with the attempt; pick up bytes that landed in the tail window.
+          const rest = await this.readLog(jobId, offset, opts.signal, attempt);
           if (rest.length > 0) {
             offset += rest.length;
             onChunk(rest);
           }
-          return offset;
+          return { attempt, bytes: offset };
         }
       } catch (err) {
         if (opts.signal?.aborted) throw err;

@@ -40,29 +40,66 @@ function activity(st: JobStatus, stepNames: string[], currentStep: string | null
   }
 }
 
+/**
+ * Follows every attempt's log in turn (a retried job prints a header per new attempt) until
+ * the job ends. Resolves when the last attempt's log is complete or `signal` aborts.
+ */
+async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchOptions, printers: LogPrinter[], stepsFor: (p: LogPrinter) => void): Promise<void> {
+  let attempt: number | undefined;
+  for (;;) {
+    const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix });
+    printers.push(printer);
+    stepsFor(printer);
+    const done = await client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: o.signal, ...(attempt === undefined ? {} : { attempt }) });
+    printer.end();
+    const st = await client.status(sub.jobId, o.signal);
+    const next = st.attempts.find((a) => a.attempt > done.attempt);
+    if (isTerminal(st) && !next) return;
+    if (!next) {
+      await o.clock.sleep(POLL_MS, o.signal);
+      attempt = done.attempt;
+      continue;
+    }
+    const prev = st.attempts.find((a) => a.attempt === done.attempt);
+    o.ui.print(`${o.prefix}${o.style.yellow(`↻ attempt ${next.attempt} (attempt ${done.attempt} ended: ${prev?.reason ?? prev?.state ?? "?"})`)}\n`);
+    attempt = next.attempt;
+  }
+}
+
+interface WatchOptions {
+  ui: WatchUi;
+  style: Style;
+  prefix: string;
+  clock: Clock;
+  signal: AbortSignal;
+}
+
 /** Follows the log and polls the state until the job ends; returns its final status. */
-export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: { ui: WatchUi; style: Style; prefix: string; clock: Clock; signal: AbortSignal }): Promise<JobStatus> {
-  const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix });
+export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: WatchOptions): Promise<JobStatus> {
   const stepNames = sub.job.spec.steps.map((s) => s.name);
   const followStop = new AbortController();
   const followSignal = AbortSignal.any([o.signal, followStop.signal]);
-  const follow = client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: followSignal }).catch((err: unknown) => {
+  const printers: LogPrinter[] = [];
+  let current: LogPrinter | null = null;
+  const follow = followAttempts(client, sub, { ...o, signal: followSignal }, printers, (p) => (current = p)).catch((err: unknown) => {
     if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
   });
   let st: JobStatus;
   for (;;) {
     st = await client.status(sub.jobId, o.signal);
-    const last = printer.steps.at(-1);
-    const current = last && last.exitCode === null ? `step ${last.index + 1}/${stepNames.length}: ${last.name}` : null;
-    o.ui.setActivity(sub.job.name, activity(st, stepNames, current));
+    const last = (current as LogPrinter | null)?.steps.at(-1);
+    const step = last && last.exitCode === null ? `step ${last.index + 1}/${stepNames.length}: ${last.name}` : null;
+    o.ui.setActivity(sub.job.name, activity(st, stepNames, step));
     if (isTerminal(st)) break;
     await o.clock.sleep(POLL_MS, o.signal);
   }
   // The follow stream ends with the job; give it a moment to deliver the tail, then stop it.
-  const settled = await Promise.race([follow.then(() => true), o.clock.sleep(10_000, o.signal).then(() => false)]);
+  const grace = new AbortController();
+  const settled = await Promise.race([follow.then(() => true), o.clock.sleep(10_000, AbortSignal.any([o.signal, grace.signal])).then(() => false, () => false)]);
+  grace.abort();
   if (!settled) followStop.abort();
   await follow;
-  printer.end();
+  for (const p of printers) p.end();
   o.ui.setActivity(sub.job.name, "");
   return st;
 }

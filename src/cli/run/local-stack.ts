@@ -4,7 +4,7 @@
  * processes for exactly the jobs at hand (warmed while the source is packed). `close()` stops
  * runners, controller and server and removes the temp dir, whatever happened.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino, type Logger } from "pino";
@@ -53,6 +53,9 @@ export function localPool(jobs: ParsedJob[], isolation: Isolation, workRoot: str
 
 export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
   const dir = await mkdtemp(join(tmpdir(), "deltaci-run-"));
+  // Sandboxed steps run as an unprivileged uid that must traverse down to its slot's work dir.
+  await chmod(dir, 0o711);
+  await mkdir(join(dir, "runners"), { mode: 0o711 });
   const logFile = join(dir, "deltaci.log");
   const logger: Logger = pino({ level: "info" }, pino.destination({ dest: logFile, sync: true }));
   let server: RunningServer | null = null;

@@ -13,6 +13,7 @@ import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } fr
 import { detectAppArmor, DEFAULT_APPARMOR_PROFILE } from "./apparmor.ts";
 import { bindMount, bundleConfig, CONTAINER_CAPS, type OciMount } from "./bundle.ts";
 import { prepareSeccomp, type PreparedSeccomp } from "./seccomp-bpf.ts";
+import { defaultResolve, EgressProxy, type ResolveHost } from "./egress-proxy.ts";
 import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
@@ -41,7 +42,14 @@ export interface CrunSandboxOptions {
   seccompMode?: "bpf" | "json";
   /** AppArmor profile applied where AppArmor is enabled and the profile is loaded. */
   apparmorProfile?: string;
+  /** Name resolution of the egress proxy (default: the host's resolver). */
+  resolveHost?: ResolveHost;
+  /** Short-path dir for the egress proxies' unix sockets (108-byte limit). */
+  socketDir?: string;
 }
+
+/** Port of the egress proxy inside a job's network namespace. */
+export const PROXY_PORT = 3128;
 
 interface Prepared {
   crun: CrunCli;
@@ -66,10 +74,12 @@ export class CrunSandboxFactory implements SandboxFactory {
   private prepared: Promise<Prepared> | null = null;
   private readonly cacheDir: string;
   private readonly cgroupParent: string;
+  private readonly socketDir: string;
 
   constructor(private readonly opts: CrunSandboxOptions) {
     this.cacheDir = opts.cacheDir ?? "/var/cache/deltaci";
     this.cgroupParent = opts.cgroupParent ?? "deltaci";
+    this.socketDir = opts.socketDir ?? "/run/deltaci/egress";
   }
 
   /** One-time work (building helpers, detecting cgroups); `create` calls it, callers may warm up early. */
@@ -111,9 +121,13 @@ export class CrunSandboxFactory implements SandboxFactory {
     const jobDir = join(spec.slot.workDir, jobDirName(spec.jobId));
     const cgroupPath = this.cgroupPath(spec.slot, containerId);
     const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
+    const sockDir = join(this.socketDir, containerId);
+    let proxy: EgressProxy | null = null;
     let tornDown: Promise<void> | null = null;
     const teardown = () => (tornDown ??= (async () => {
-      const removed = [...(await removeContainer(td, containerId, cgroupPath)), ...(await removeJobFiles(jobDir))];
+      const removed = await removeContainer(td, containerId, cgroupPath);
+      await proxy?.close();
+      removed.push(...(await removeJobFiles(jobDir)), ...(await removeJobFiles(sockDir)));
       this.opts.logger.info({ jobId: spec.jobId, removed: removed.length }, "sandbox disposed");
     })());
     try {
@@ -129,7 +143,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, d), uid, uid);
       }
-      for (const d of ["steps", "bundle", "run"]) await mkdir(join(jobDir, d), { mode: 0o755 });
+      for (const d of ["steps", "bundle"]) await mkdir(join(jobDir, d), { mode: 0o755 });
       if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, join(diskMount, "workspace"), { owner: { uid, gid: uid } });
       signal?.throwIfAborted();
       const rootfs = join(jobDir, "rootfs");
@@ -142,6 +156,23 @@ export class CrunSandboxFactory implements SandboxFactory {
         bindMount(p.helper.dir, "/.deltaci/bin", true),
         bindMount(join(jobDir, "steps"), "/.deltaci/steps", true),
       );
+      const initArgs = [HELPER_IN_SANDBOX, "init"];
+      const extraEnv: Record<string, string> = {};
+      if (spec.network.egress === "allowlist") {
+        await mkdir(sockDir, { recursive: true, mode: 0o755 });
+        proxy = await EgressProxy.start({
+          socketPath: join(sockDir, "egress.sock"),
+          jobId: spec.jobId,
+          allow: spec.network.allow,
+          auditLogPath: spec.auditLogPath,
+          resolve: this.opts.resolveHost ?? defaultResolve,
+          logger: this.opts.logger,
+        });
+        mounts.push(bindMount(sockDir, "/.deltaci/run", true));
+        initArgs.push(String(PROXY_PORT), "/.deltaci/run/egress.sock");
+        const url = `http://127.0.0.1:${PROXY_PORT}`;
+        Object.assign(extraEnv, { http_proxy: url, https_proxy: url, HTTP_PROXY: url, HTTPS_PROXY: url, no_proxy: "localhost,127.0.0.1,::1", NO_PROXY: "localhost,127.0.0.1,::1" });
+      }
       const config = bundleConfig({
         rootfs,
         rootReadonly: true,
@@ -154,7 +185,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         cpus: spec.limits.cpus,
         tmpMiB: Math.max(16, Math.min(spec.limits.memoryMiB, 1024)),
         mounts,
-        initArgs: [HELPER_IN_SANDBOX, "init"],
+        initArgs,
         env: ["PATH=/usr/bin:/bin"],
         seccomp: p.seccomp.profile,
         annotations: {
@@ -174,7 +205,7 @@ export class CrunSandboxFactory implements SandboxFactory {
           cgroup: new JobCgroup(p.layout, cgroupPath),
           uidBase: uid,
           hasBash: existsSync("/usr/bin/bash") || existsSync("/bin/bash"),
-          extraEnv: {},
+          extraEnv,
           limits: { memoryMiB: spec.limits.memoryMiB, pids: spec.limits.pids, diskMiB: spec.limits.diskMiB },
           apparmorProfile: p.apparmor,
         },
@@ -198,6 +229,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     }
     for (const mp of await mountsBelow(slot.workDir)) found.push(`mount ${mp}`);
     for (const dev of await loopDevicesBelow(slot.workDir)) found.push(`loop ${dev}`);
+    for (const name of await readdir(this.socketDir).catch(() => [])) if (name.startsWith(slotPrefix(slot.index))) found.push(`dir ${join(this.socketDir, name)}`);
     const names = await readdir(slot.workDir).catch(() => []);
     for (const name of names) found.push(`dir ${join(slot.workDir, name)}`);
     return found;
@@ -211,6 +243,9 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (id.startsWith(slotPrefix(slot.index))) removed.push(...(await removeContainer(td, id, this.cgroupPath(slot, id))));
     }
     for (const dir of await removeCgroupTree(p.layout, this.cgroupPath(slot, null))) removed.push(`cgroup ${dir}`);
+    for (const name of await readdir(this.socketDir).catch(() => [])) {
+      if (name.startsWith(slotPrefix(slot.index))) removed.push(...(await removeJobFiles(join(this.socketDir, name))), `dir ${join(this.socketDir, name)}`);
+    }
     if (existsSync(slot.workDir)) {
       for (const name of await readdir(slot.workDir)) removed.push(...(await removeJobFiles(join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
     }

@@ -1,6 +1,7 @@
 /*
  * deltaci sandbox helper, built once per content hash (see native-tools.ts).
- *   init                      pid 1 of a job container: reaps orphans, ignores signals.
+ *   init [PORT SOCKET]        pid 1 of a job container: reaps orphans, ignores signals; with PORT and
+ *                             SOCKET forwards 127.0.0.1:PORT to the egress proxy's unix socket.
  *   step [-C DIR] CMD ARGS... runs one step in DIR (created if missing): reports "pid N" then "exit N" / "signal N" on fd 3,
  *                             runs CMD in its own session with default signal dispositions.
  *   unshare-cgroup2 DIR CMD.. host side: private mount namespace without the cgroup2 mount at DIR
@@ -14,22 +15,87 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
 #include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-__attribute__((noreturn)) static void run_init(void) {
+/* Copies both ways between a and b until both directions are closed (one child per connection). */
+__attribute__((noreturn)) static void relay(int a, int b) {
+  char buf[65536];
+  int fds[2] = {a, b}, open_[2] = {1, 1};
+  while (open_[0] || open_[1]) {
+    struct pollfd p[2] = {{open_[0] ? a : -1, POLLIN, 0}, {open_[1] ? b : -1, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) { if (errno == EINTR) continue; break; }
+    for (int i = 0; i < 2; i++) {
+      if (!open_[i] || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = read(fds[i], buf, sizeof buf);
+      if (n <= 0) { open_[i] = 0; shutdown(fds[1 - i], SHUT_WR); continue; }
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(fds[1 - i], buf + off, (size_t)(n - off));
+        if (w <= 0) _exit(0);
+        off += w;
+      }
+    }
+  }
+  _exit(0);
+}
+
+static int listen_loopback(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) return -1;
+  return fd;
+}
+
+static int connect_unix(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  strncpy(sa.sun_path, path, sizeof sa.sun_path - 1);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) { if (fd >= 0) close(fd); return -1; }
+  return fd;
+}
+
+/* pid 1: reaps orphans; with PORT and SOCKET, forwards 127.0.0.1:PORT to the egress proxy's socket. */
+__attribute__((noreturn)) static void run_init(char **argv) {
   /* crun run -d hands us its stdio: let go of it so the caller's pipes close. */
   int null = open("/dev/null", O_RDWR);
   if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); if (null > 2) close(null); }
-  sigset_t all;
+  sigset_t all, none;
   sigfillset(&all);
+  sigemptyset(&none);
   sigprocmask(SIG_BLOCK, &all, NULL);
+  int sfd = signalfd(-1, &all, SFD_CLOEXEC);
+  int lfd = argv[0] && argv[1] ? listen_loopback(atoi(argv[0])) : -1;
   for (;;) {
-    int sig = 0;
-    sigwait(&all, &sig);
-    while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    struct pollfd p[2] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) continue;
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      ssize_t r = read(sfd, &si, sizeof si);
+      (void)r;
+      while (waitpid(-1, NULL, WNOHANG) > 0) {}
+    }
+    if (lfd >= 0 && (p[1].revents & POLLIN)) {
+      int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      int u = connect_unix(argv[1]);
+      if (u >= 0 && fork() == 0) {
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        relay(c, u);
+      }
+      close(c);
+      if (u >= 0) close(u);
+    }
   }
 }
 
@@ -96,7 +162,7 @@ static int run_unshare(char *dir, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "init") == 0) run_init();
+  if (argc >= 2 && strcmp(argv[1], "init") == 0) run_init(argv + 2);
   if (argc >= 3 && strcmp(argv[1], "step") == 0) return run_step(argv + 2);
   if (argc >= 4 && strcmp(argv[1], "unshare-cgroup2") == 0) return run_unshare(argv[2], argv + 3);
   fprintf(stderr, "usage: %s init | step CMD... | unshare-cgroup2 DIR CMD...\n", argv[0]);

@@ -125,3 +125,29 @@ void test("follow streams bytes as they commit and ends when the job ends", asyn
     await s.close();
   }
 });
+
+void test("follow of an attempt ends when that attempt is lost; the retry is followed by attempt number", async () => {
+  const s = await startTestServer({ leaseTtlMs: 1000, maxAttempts: 2 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    await s.log(l.leaseToken, 0, "attempt one\n");
+    const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
+    assert.equal(res.headers["x-deltaci-attempt"], "1");
+    // no heartbeat: the lease expires and attempt 2 is queued; the stream of attempt 1 ends
+    assert.equal(await res.body.text(), "attempt one\n");
+    const st = await s.waitFor(jobId, (x) => x.attempts.length === 2);
+    assert.equal(st.state, "queued");
+    const l2 = await s.lease(await s.runner(), 1000);
+    assert.ok(l2);
+    await s.log(l2.leaseToken, 0, "attempt two\n");
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "attempt two\n");
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log?attempt=1`)).raw.toString(), "attempt one\n");
+    const list = await s.api("GET", "/v1/jobs?limit=5");
+    assert.equal(list.body.jobs[0].jobId, jobId);
+    assert.equal(list.body.jobs[0].attempts.length, 2);
+  } finally {
+    await s.close();
+  }
+});

@@ -79,21 +79,3 @@ export function jobStatus(ctx: EngineContext, jobId: string): JobStatus {
     transitions: ctx.store.listTransitions(jobId).map((t) => ({ at: new Date(t.at).toISOString(), attempt: t.attempt, from: t.from, to: t.to, reason: t.reason })),
   };
 }
-
-export interface JobSummary {
-  jobId: string;
-  runId: string;
-  name: string;
-  state: JobState;
-  attempt: number;
-  createdAt: string;
-  finishedAt: string | null;
-  unschedulable: string | null;
-}
-
-export function listJobs(ctx: EngineContext, filter: { state?: JobState; limit: number }): JobSummary[] {
-  return ctx.store.listJobs(filter).map((j) => ({
-    jobId: j.id, runId: j.runId, name: j.name, state: j.state, attempt: j.attempt,
-    createdAt: new Date(j.createdAt).toISOString(), finishedAt: iso(j.finishedAt), unschedulable: j.state === "queued" ? j.unschedulable : null,
-  }));
-}

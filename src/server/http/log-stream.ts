@@ -3,45 +3,31 @@ import { Readable } from "node:stream";
 import type { EngineContext } from "../engine/context.ts";
 import { readLog } from "../engine/log-ops.ts";
 import { keys } from "../engine/notifier.ts";
-import { TERMINAL_JOB } from "../engine/transitions.ts";
+import type { AttemptState } from "../../protocol/schemas.ts";
 
 const PIECE_BYTES = 256 * 1024;
 const FOLLOW_WAIT_MS = 30_000;
+/** Attempt states whose log may still grow. */
+const FOLLOWED: ReadonlySet<AttemptState> = new Set(["queued", "leased", "running", "canceling"]);
 
 /**
- * Follows attempt `attempt` from `offset`. When a newer attempt supersedes it (a retry), a marker
- * line is written and the stream continues with the new attempt from its start. Ends when the
- * job is terminal and every committed byte was sent, or when `signal` aborts.
+ * Follows attempt `attempt` from `offset`: bytes are sent as they commit. Ends once every
+ * committed byte was sent and the attempt is over (terminal or lost). Without a retry that is
+ * when the job ends; after a retry the client follows the next attempt (`?attempt=N`,
+ * `X-Deltaci-Attempt`). Bytes arriving later in the tail window are read without follow.
  */
 export function followLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, signal: AbortSignal): Readable {
   async function* gen(): AsyncGenerator<Buffer> {
     let at = offset;
-    let n = attempt;
     while (!signal.aborted) {
-      const bytes = readLog(ctx, jobId, n, at, PIECE_BYTES);
+      const bytes = readLog(ctx, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length > 0) {
         at += bytes.length;
         yield bytes;
         continue;
       }
-      const job = ctx.store.getJob(jobId);
-      if (!job) return;
-      if (job.attempt > n) {
-        const a = ctx.store.getAttempt(jobId, n);
-        const next = job.attempt;
-        const more = readLog(ctx, jobId, n, at, 1);
-        if (more.length > 0) continue;
-        yield Buffer.from(`\n[deltaci] attempt ${n} ended (${a?.state ?? "unknown"}); attempt ${next} follows\n`);
-        n = next;
-        at = 0;
-        continue;
-      }
-      if (TERMINAL_JOB.has(job.state)) {
-        const a = ctx.store.getAttempt(jobId, n);
-        // The tail window lets a finished attempt's last lines arrive late; wait for them only while the runner is still sending.
-        if (!a || readLog(ctx, jobId, n, at, 1).length === 0) return;
-        continue;
-      }
+      const a = ctx.store.getAttempt(jobId, attempt);
+      if (!a || !FOLLOWED.has(a.state)) return;
       await ctx.events.wait([keys.log(jobId), keys.job(jobId), keys.shutdown], FOLLOW_WAIT_MS, ctx.clock, signal);
     }
   }

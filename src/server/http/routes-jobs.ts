@@ -7,7 +7,7 @@ import { CancelJobRequest, SubmitJobRequest, type JobState } from "../../protoco
 import type { ContentStore } from "../blobs/cas.ts";
 import { findDownload } from "../engine/artifact-ops.ts";
 import type { EngineContext } from "../engine/context.ts";
-import { cancelJob, jobStatus, listJobs, submitJob } from "../engine/job-ops.ts";
+import { cancelJob, jobStatus, submitJob } from "../engine/job-ops.ts";
 import type { StaticToken } from "./auth.ts";
 import { checkContentLength, clientGone, IdParams, queryInt, rawBody } from "./common.ts";
 import { followLog, readLogStream } from "./log-stream.ts";
@@ -26,7 +26,8 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Conte
     const state = req.query.state;
     if (state !== undefined && !STATES.includes(state as JobState)) throw new DeltaError("E_INVALID", `state must be one of ${STATES.join(", ")}`);
     const limit = queryInt(req.query.limit, "limit", 100, 1000);
-    return reply.send({ jobs: listJobs(ctx, { ...(state === undefined ? {} : { state: state as JobState }), limit }) });
+    const rows = ctx.store.listJobs({ ...(state === undefined ? {} : { state: state as JobState }), limit });
+    return reply.send({ jobs: rows.map((j) => jobStatus(ctx, j.id)) });
   });
 
   app.get<{ Params: { id: string } }>("/v1/jobs/:id", { schema: { params: IdParams }, onRequest }, async (req, reply) => {

@@ -27,6 +27,8 @@ export interface ControllerOptions extends Partial<Omit<Tunables, "maxRunners" |
   metricsListen?: { host: string; port: number } | null;
   /** Extra arguments passed to every runner. */
   runnerArgs?: string[];
+  /** First runner slot index (default 0); controllers sharing a host need disjoint ranges. */
+  slotBase?: number;
 }
 
 export interface ControllerDeps {
@@ -67,7 +69,7 @@ export async function startController(opts: ControllerOptions, deps: ControllerD
     deps.provider ??
     new LocalProvider({
       workRoot: opts.workRoot, command: deps.command as { command: string; args: string[] }, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
-      drainTimeoutMs: t.drainTimeoutMs, reaper: deps.reaper ?? workDirReaper, clock, logger: deps.logger, runnerArgs: opts.runnerArgs ?? [],
+      drainTimeoutMs: t.drainTimeoutMs, slotBase: opts.slotBase ?? 0, reaper: deps.reaper ?? workDirReaper, clock, logger: deps.logger, runnerArgs: opts.runnerArgs ?? [],
     });
   const reconciler = new Reconciler(
     {

@@ -24,6 +24,8 @@ export interface LocalProviderOptions {
   command: { command: string; args: string[] };
   runnerIdleTimeoutMs: number;
   drainTimeoutMs: number;
+  /** First slot index: controllers sharing a host need disjoint slot ranges (uid ranges, cgroups). */
+  slotBase?: number;
   reaper: SlotReaper;
   clock: Clock;
   logger?: Logger | undefined;
@@ -77,6 +79,8 @@ export class LocalProvider implements RunnerProvider {
   }
 
   async init(): Promise<InitResult> {
+    // the work root and slot dirs must be traversable (not listable) by the slots' mapped uids
+    await mkdir(this.root, { recursive: true, mode: 0o711 });
     const slotsDir = join(this.root, "controller");
     await mkdir(slotsDir, { recursive: true, mode: 0o700 });
     const adopted: RunnerRecord[] = [];
@@ -120,7 +124,7 @@ export class LocalProvider implements RunnerProvider {
 
   async launch(req: LaunchRequest): Promise<RunnerRecord> {
     if (this.closed) throw new DeltaError("E_CLOSED", "provider closed");
-    let index = 0;
+    let index = this.o.slotBase ?? 0;
     while (this.busySlots.has(index)) index++;
     this.busySlots.add(index);
     try {
@@ -135,7 +139,7 @@ export class LocalProvider implements RunnerProvider {
     const slot = this.slotRef(index);
     const now = this.o.clock.now();
     await mkdir(slot.dir, { recursive: true, mode: 0o700 });
-    await mkdir(slot.workDir, { recursive: true, mode: 0o700 });
+    await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
     const tokenFile = join(slot.dir, "registration-token");
     await writeFile(tokenFile, req.registrationToken, { mode: 0o600 });
     const id = `${req.pool.name}-${index}-${now.toString(36)}`;
@@ -304,7 +308,7 @@ export const workDirReaper: SlotReaper = {
     if (!(await hasEntries(slot.workDir))) return [];
     const entries = await readdir(slot.workDir);
     await rm(slot.workDir, { recursive: true, force: true });
-    await mkdir(slot.workDir, { recursive: true, mode: 0o700 });
+    await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
     return entries.map((e) => `dir ${join(slot.workDir, e)}`);
   },
 };

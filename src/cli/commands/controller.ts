@@ -30,6 +30,7 @@ export interface ControllerFlags {
   runnerIdleTimeout: string;
   idleGrace: string;
   metricsListen?: string;
+  slotBase?: string;
 }
 
 /** Adds the controller's scaling and runner flags (not `--server` / `--controller-token-file`). */
@@ -43,7 +44,8 @@ export function addControllerOptions(cmd: Command): Command {
     .option("--work-root <dir>", "where runner slots (state, logs, work dirs) live", controllerDefaults.workRoot)
     .option("--runner-idle-timeout <duration>", "a runner exits when no job came for this long", "5m")
     .option("--idle-grace <duration>", "an idle runner is drained only after this long", `${controllerDefaults.idleGraceMs}ms`)
-    .option("--metrics-listen <host:port>", "serve Prometheus /metrics here");
+    .option("--metrics-listen <host:port>", "serve Prometheus /metrics here")
+    .option("--slot-base <n>", "first runner slot index (slots select uid ranges and cgroups; controllers on one host need disjoint ranges)", "0");
 }
 
 function int(text: string, flag: string, min: number): number {
@@ -70,6 +72,7 @@ export function controllerOptionsFromFlags(flags: ControllerFlags, conn: { serve
     serverUrl: conn.serverUrl, controllerToken: conn.controllerToken, pools, maxRunners, workRoot,
     runnerIdleTimeoutMs: parseDurationMs(flags.runnerIdleTimeout), idleGraceMs: parseDurationMs(flags.idleGrace),
     metricsListen: flags.metricsListen ? parseListen(flags.metricsListen) : null,
+    slotBase: int(flags.slotBase ?? "0", "--slot-base", 0),
   };
 }
 

@@ -18,6 +18,7 @@ import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type Cgrou
 import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
+import { mountOverlay, unpackImage } from "./oci-image.ts";
 import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
@@ -148,8 +149,22 @@ export class CrunSandboxFactory implements SandboxFactory {
       signal?.throwIfAborted();
       const rootfs = join(jobDir, "rootfs");
       const mounts: OciMount[] = [];
-      if (spec.image.kind !== "host") throw new DeltaError("E_SANDBOX", "OCI images are not supported yet");
-      mounts.push(...(await hostRootfs(rootfs, p.etcDir, [])));
+      const extraEnv: Record<string, string> = {};
+      let hasBash = existsSync("/usr/bin/bash") || existsSync("/bin/bash");
+      let rootReadonly = true;
+      if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, [])));
+      else {
+        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, uid, spec.slot.uidCount);
+        for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });
+        await chown(join(diskMount, "upper"), uid, uid);
+        await mountOverlay(img.rootfs, join(diskMount, "upper"), join(diskMount, "work"), rootfs);
+        for (const kv of img.env) {
+          const eq = kv.indexOf("=");
+          if (eq > 0) extraEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
+        }
+        hasBash = img.hasBash;
+        rootReadonly = false;
+      }
       mounts.push(
         bindMount(join(diskMount, "workspace"), WORKSPACE, false),
         bindMount(join(diskMount, "home"), HOME, false),
@@ -157,7 +172,6 @@ export class CrunSandboxFactory implements SandboxFactory {
         bindMount(join(jobDir, "steps"), "/.deltaci/steps", true),
       );
       const initArgs = [HELPER_IN_SANDBOX, "init"];
-      const extraEnv: Record<string, string> = {};
       if (spec.network.egress === "allowlist") {
         await mkdir(sockDir, { recursive: true, mode: 0o755 });
         proxy = await EgressProxy.start({
@@ -175,7 +189,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       }
       const config = bundleConfig({
         rootfs,
-        rootReadonly: true,
+        rootReadonly,
         hostname: "sandbox",
         uidBase: uid,
         uidCount: spec.slot.uidCount,
@@ -204,7 +218,7 @@ export class CrunSandboxFactory implements SandboxFactory {
           diskMount,
           cgroup: new JobCgroup(p.layout, cgroupPath),
           uidBase: uid,
-          hasBash: existsSync("/usr/bin/bash") || existsSync("/bin/bash"),
+          hasBash,
           extraEnv,
           limits: { memoryMiB: spec.limits.memoryMiB, pids: spec.limits.pids, diskMiB: spec.limits.diskMiB },
           apparmorProfile: p.apparmor,

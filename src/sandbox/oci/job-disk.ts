@@ -34,7 +34,7 @@ export async function diskFull(mountPoint: string): Promise<boolean> {
   return freeBytes < Math.max(256 * 1024, (s.blocks * s.bsize) / 100) || s.ffree === 0;
 }
 
-/** Mount points at or below `dir` in the host mount table, deepest first. */
+/** Mount points at or below `dir` in the host mount table, last mounted first. */
 export async function mountsBelow(dir: string): Promise<string[]> {
   const text = await readFile("/proc/self/mountinfo", "utf8");
   const out: string[] = [];
@@ -44,7 +44,7 @@ export async function mountsBelow(dir: string): Promise<string[]> {
     const decoded = mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
     if (decoded === dir || decoded.startsWith(dir + "/")) out.push(decoded);
   }
-  return out.sort((a, b) => b.length - a.length);
+  return out.reverse(); // mountinfo lists in mount order: undo it backwards (an overlay before its upper's disk)
 }
 
 /** Unmounts everything at or below `dir` (lazily when busy). */

@@ -121,6 +121,9 @@ void test("SIGTERM shuts down cleanly: held long polls are answered", async () =
     const ctl = (await readFile(join(dir, "controller-token"), "utf8")).trim();
     const reg = (await call(child.url, "POST", "/v1/controller/registrations", ctl, { json: { count: 1, labels: [] } })).body.tokens[0] as string;
     const sess = (await call(child.url, "POST", "/v1/runner/register", reg, { json: { name: "r", version: "1", capabilities: capabilities() } })).body.sessionToken as string;
+    const api = (await readFile(join(dir, "api-token"), "utf8")).trim();
+    const jobId = (await call(child.url, "POST", "/v1/jobs", api, { json: { spec: jobSpec({ runsOn: { labels: ["elsewhere"] } }), fork: false } })).body.jobId as string;
+    const follow = call(child.url, "GET", `/v1/jobs/${jobId}/log?follow=1`, api);
     const held = call(child.url, "POST", "/v1/runner/lease", sess, { json: { waitMs: 60_000 } });
     const demand = call(child.url, "GET", "/v1/controller/demand?since=0&waitMs=60000", ctl);
     assert.equal((await demand).status, 200, "answered at once: since differs");
@@ -134,6 +137,7 @@ void test("SIGTERM shuts down cleanly: held long polls are answered", async () =
     child.proc.kill("SIGTERM");
     const res = await held;
     assert.equal(res.status, 204);
+    assert.equal((await follow).status, 200, "an open follow stream ends");
     assert.equal(await exited, 0);
   } finally {
     if (child) await kill9(child);

@@ -53,7 +53,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metrics = new ServerMetrics(store, waiters);
   const ctx: EngineContext = {
     store, clock: opts.clock, opts, events: new Notifier(), waiters, metrics, logger: opts.logger,
-    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(),
+    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), lifecycle: { stopping: false },
   };
   store.onHookError = (err) => opts.logger?.error({ err }, "after-commit hook failed");
   loadCapacity(ctx);
@@ -71,6 +71,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let closing: Promise<void> | null = null;
   const close = () => {
     closing ??= (async () => {
+      ctx.lifecycle.stopping = true;
       sweeperStop.abort();
       waiters.drain();
       ctx.events.emit(keys.shutdown);

@@ -31,4 +31,6 @@ export interface EngineContext {
   demand: { version: number };
   /** Artifact uploads being written now (one writer per artifact). */
   uploadsInFlight: Set<string>;
+  /** Set when the server begins to shut down: long polls and follow streams end. */
+  lifecycle: { stopping: boolean };
 }

@@ -48,7 +48,7 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
       const job = ctx.store.getJob(head.id);
       if (job) return claim(ctx, hooks, job, runner);
     }
-    if (wait <= 0 || signal.aborted) return null;
+    if (wait <= 0 || signal.aborted || ctx.lifecycle.stopping) return null;
     holder.held = new Promise<Lease | null>((resolve) => {
       const stop = new AbortController();
       const waiter = {

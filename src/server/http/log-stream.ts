@@ -19,7 +19,7 @@ const FOLLOWED: ReadonlySet<AttemptState> = new Set(["queued", "leased", "runnin
 export function followLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, signal: AbortSignal): Readable {
   async function* gen(): AsyncGenerator<Buffer> {
     let at = offset;
-    while (!signal.aborted) {
+    while (!signal.aborted && !ctx.lifecycle.stopping) {
       const bytes = readLog(ctx, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length > 0) {
         at += bytes.length;

@@ -19,6 +19,9 @@ import { startLocalController } from "../commands/controller.ts";
 
 export type Isolation = "oci" | "process";
 
+/** Most jobs of one run at once (more wait for a free runner); also the run's slot stride. */
+export const MAX_LOCAL_RUNNERS = 8;
+
 export interface LocalStack {
   client: JobApiClient;
   server: RunningServer;
@@ -47,8 +50,16 @@ export function localPool(jobs: ParsedJob[], isolation: Isolation, workRoot: str
     memoryMiB: Math.max(host.resources.memoryMiB, ...jobs.map((j) => j.spec.limits.memoryMiB)),
     diskMiB: Math.max(host.resources.diskMiB, ...jobs.map((j) => j.spec.limits.diskMiB)),
   };
-  const n = Math.max(1, jobs.length);
+  const n = Math.min(MAX_LOCAL_RUNNERS, Math.max(1, jobs.length));
   return { name: "local", os, arch, labels, resources, max: n, minIdle: n, isolation };
+}
+
+/**
+ * Slots pick host uid ranges, cgroups and container names, so concurrent runs (and a `deltaci up`
+ * on slots 0…) must not share them: each run takes MAX_LOCAL_RUNNERS slots derived from its pid, above 1024.
+ */
+export function runSlotBase(pid: number): number {
+  return 1024 + (pid % 8000) * MAX_LOCAL_RUNNERS;
 }
 
 export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
@@ -74,8 +85,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     controller = await startLocalController(
       {
         serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
-        maxRunners: Math.max(1, opts.jobs.length), workRoot, metricsListen: null,
-        runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000,
+        maxRunners: Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length)), workRoot, metricsListen: null,
+        runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase: runSlotBase(process.pid),
       },
       logger.child({ component: "controller" }),
     );

@@ -1,0 +1,85 @@
+/**
+ * Wall time of `deltaci run` of a one-step `echo` job, from the command's start to its exit
+ * (embedded server, controller, runner process and sandbox included), against `crun run` of an
+ * equivalent bundle (host /usr read-only, `sh -c echo`) and `sh -c echo`, in the same run.
+ * Also the CLI's own start-up: `deltaci --version` from the bundle and through tsx.
+ * Prints one JSON line. Usage: tsx bench/cli-run.ts [runs]   (goal: deltaci run ≤ 1 s)
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { projectRoot } from "../src/config/paths.ts";
+
+const runs = Number(process.argv[2] ?? 7);
+const root = projectRoot();
+const bin = join(root, "bin", "deltaci.js");
+const work = mkdtempSync(join(tmpdir(), "deltaci-bench-cli-"));
+
+function time(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): number {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, { cwd: opts.cwd ?? work, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  return ms;
+}
+
+function stats(samples: number[]) {
+  const s = [...samples].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
+  const r = (x: number) => Math.round(x * 10) / 10;
+  return { runs: s.length, p50Ms: r(q(0.5)), minMs: r(s[0] ?? 0), maxMs: r(s.at(-1) ?? 0) };
+}
+
+function measure(label: string, n: number, fn: () => number) {
+  fn(); // warm-up: caches (helper build, page cache), not counted
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) samples.push(fn());
+  process.stderr.write(`${label}: ${JSON.stringify(stats(samples))}\n`);
+  return stats(samples);
+}
+
+/** A bundle equivalent to the job: host /usr read-only under an empty root, `sh -c 'echo hello'`, no network. */
+function crunBundle(): string {
+  const bundle = join(work, "bundle");
+  const rootfs = join(bundle, "rootfs");
+  for (const d of ["usr", "proc", "dev", "tmp", "etc"]) mkdirSync(join(rootfs, d), { recursive: true });
+  for (const l of ["bin", "lib", "lib64", "sbin"]) symlinkSync(`usr/${l}`, join(rootfs, l));
+  spawnSync("crun", ["spec"], { cwd: bundle });
+  const spec = JSON.parse(spawnSync("cat", [join(bundle, "config.json")], { encoding: "utf8" }).stdout) as {
+    process: { args: string[]; terminal: boolean };
+    root: { path: string; readonly: boolean };
+    mounts: Array<Record<string, unknown>>;
+  };
+  spec.process.args = ["sh", "-c", "echo hello"];
+  spec.process.terminal = false;
+  spec.root = { path: "rootfs", readonly: true };
+  spec.mounts.push({ destination: "/usr", type: "bind", source: "/usr", options: ["rbind", "ro"] });
+  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
+  return bundle;
+}
+
+try {
+  const jobDir = join(work, "job");
+  mkdirSync(jobDir);
+  writeFileSync(join(jobDir, "deltaci.yml"), "jobs:\n  echo:\n    steps:\n      - run: echo hello\n");
+  const bundle = crunBundle();
+  const state = join(work, "crun-state");
+  let id = 0;
+  // crun 1.8 refuses this host's hybrid cgroups: run it where the cgroup2 mount is hidden (DESIGN.md).
+  const crunScript = `umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun --root ${state} run -b ${bundle} "$0"`;
+  const result = {
+    bench: "cli-run",
+    goalMs: 1000,
+    deltaciRunOci: measure("deltaci run (oci)", runs, () => time(process.execPath, [bin, "run"], { cwd: jobDir })),
+    deltaciRunProcess: measure("deltaci run (process)", runs, () => time(process.execPath, [bin, "run", "--isolation", "process"], { cwd: jobDir })),
+    crunRun: measure("crun run", runs * 3, () => time("unshare", ["--mount", "--propagation", "private", "sh", "-c", crunScript, `bench-${process.pid}-${id++}`])),
+    shEcho: measure("sh -c echo", runs * 3, () => time("sh", ["-c", "echo hello"])),
+    cliStartBundle: measure("deltaci --version (bundle)", runs, () => time(process.execPath, [bin, "--version"])),
+    cliStartTsx: measure("deltaci --version (tsx)", runs, () => time(process.execPath, [bin, "--version"], { env: { DELTACI_FROM_SOURCE: "1" } })),
+    nodeStart: measure("node -e 0", runs, () => time(process.execPath, ["-e", "0"])),
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}

@@ -65,24 +65,27 @@ export interface OciTestEnv extends ConformanceHarness {
   cleanup(): Promise<string[]>;
 }
 
-export function ociTestEnv(logger: SandboxLogger = capturingLogger()): OciTestEnv {
+export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean } = {}): OciTestEnv {
   const root = tempRoot("oci");
-  const factory = new CrunSandboxFactory({ clock: systemClock, logger, cacheDir: "/var/cache/deltaci" });
+  const factory = new CrunSandboxFactory({ clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches") });
   const slots: SlotInfo[] = [];
   return {
     factory,
     root,
     slots,
     spec: (over = {}) => {
-      const slot = randomSlot(root);
-      slots.push(slot);
+      const slot = opts.oneSlot && slots[0] ? slots[0] : randomSlot(root);
+      if (!slots.includes(slot)) slots.push(slot);
       return baseSpec(slot, over);
     },
     leftovers: (spec) => factory.inspectSlot(spec.slot),
     makeArchive: async (files) => makeArchiveIn(root, files),
     cleanup: async () => {
       const reaped: string[] = [];
-      for (const slot of slots) reaped.push(...(await factory.reapSlot(slot)));
+      for (const slot of slots) {
+        reaped.push(...(await factory.reapSlot(slot)));
+        await factory.pruneImages(slot);
+      }
       rmSync(root, { recursive: true, force: true });
       return reaped;
     },

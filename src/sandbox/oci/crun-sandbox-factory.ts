@@ -19,11 +19,12 @@ import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
 import { mountOverlay, unpackImage } from "./oci-image.ts";
+import { prepareCaches } from "./caches.ts";
 import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
 import { existsSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
+import { readdir, rm, stat } from "node:fs/promises";
 
 export interface CrunSandboxOptions {
   clock: Clock;
@@ -45,6 +46,8 @@ export interface CrunSandboxOptions {
   apparmorProfile?: string;
   /** Name resolution of the egress proxy (default: the host's resolver). */
   resolveHost?: ResolveHost;
+  /** Cache volumes, one dir per (scope, key); default `<cacheDir>/caches`. */
+  cacheRoot?: string;
   /** Short-path dir for the egress proxies' unix sockets (108-byte limit). */
   socketDir?: string;
 }
@@ -76,11 +79,13 @@ export class CrunSandboxFactory implements SandboxFactory {
   private readonly cacheDir: string;
   private readonly cgroupParent: string;
   private readonly socketDir: string;
+  private readonly cacheRoot: string;
 
   constructor(private readonly opts: CrunSandboxOptions) {
     this.cacheDir = opts.cacheDir ?? "/var/cache/deltaci";
     this.cgroupParent = opts.cgroupParent ?? "deltaci";
     this.socketDir = opts.socketDir ?? "/run/deltaci/egress";
+    this.cacheRoot = opts.cacheRoot ?? join(this.cacheDir, "caches");
   }
 
   /** One-time work (building helpers, detecting cgroups); `create` calls it, callers may warm up early. */
@@ -152,7 +157,9 @@ export class CrunSandboxFactory implements SandboxFactory {
       const extraEnv: Record<string, string> = {};
       let hasBash = existsSync("/usr/bin/bash") || existsSync("/bin/bash");
       let rootReadonly = true;
-      if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, [])));
+      const caches = await prepareCaches(this.cacheRoot, spec.caches, WORKSPACE, uid);
+      const skeletonPoints = caches.targets.filter((t) => !t.startsWith(WORKSPACE + "/") && !t.startsWith(HOME + "/") && t !== HOME);
+      if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
       else {
         const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, uid, spec.slot.uidCount);
         for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });
@@ -170,6 +177,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         bindMount(join(diskMount, "home"), HOME, false),
         bindMount(p.helper.dir, "/.deltaci/bin", true),
         bindMount(join(jobDir, "steps"), "/.deltaci/steps", true),
+        ...caches.mounts,
       );
       const initArgs = [HELPER_IN_SANDBOX, "init"];
       if (spec.network.egress === "allowlist") {
@@ -247,6 +255,18 @@ export class CrunSandboxFactory implements SandboxFactory {
     const names = await readdir(slot.workDir).catch(() => []);
     for (const name of names) found.push(`dir ${join(slot.workDir, name)}`);
     return found;
+  }
+
+  /** Removes the images unpacked for a slot's uid range (they are otherwise kept as a cache). */
+  async pruneImages(slot: SlotInfo): Promise<string[]> {
+    const dir = join(this.cacheDir, "images", "unpacked");
+    const removed: string[] = [];
+    for (const name of await readdir(dir).catch(() => [])) {
+      if (!name.endsWith(`-${slot.hostUidBase}`)) continue;
+      await rm(join(dir, name), { recursive: true, force: true });
+      removed.push(join(dir, name));
+    }
+    return removed;
   }
 
   async reapSlot(slot: SlotInfo): Promise<string[]> {

@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages the sandbox, its tests and the quick start use (checked by package, not by binary).
+pkgs=(crun umoci skopeo debootstrap nftables iproute2 e2fsprogs mount util-linux tar git gcc libc6-dev
+      libseccomp-dev golang-github-containers-common ca-certificates)
 need=()
-for pair in crun:crun umoci:umoci debootstrap:debootstrap nft:nftables ip:iproute2 mkfs.ext4:e2fsprogs losetup:mount tar:tar git:git; do
-  bin=${pair%%:*}; pkg=${pair##*:}
-  command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
+for pkg in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -1,0 +1,192 @@
+/**
+ * Controller pickup: submit → the first step's process running.
+ *   warm: min-idle 1, a runner already waits in its lease long poll;
+ *   cold: min-idle 0, the controller must start a runner (breakdown: controller reaction,
+ *         runner process start → registered, registered → leased, leased → step running).
+ * Measure: the step is `date +%s%N`; its first output line is the wall-clock time at which the
+ * step's first process ran (read from the job log afterwards, so the measure adds nothing to the
+ * path). Pickup = that time − the time just before `POST /v1/jobs` was sent. It includes one
+ * fork/exec of `date` (baseline below). Baselines in the same run: protocol-level pickup (a raw
+ * client waiting in lease, on the same server), sandbox create+start of a step, and process
+ * start of the CLI (bundle vs tsx) and of bare node.
+ * Usage: tsx bench/controller-pickup.ts [warmN=30] [coldN=12] [isolation=both|oci|process] [--runner=cli|runner-only]
+ */
+import { join } from "node:path";
+import { cpus, loadavg } from "node:os";
+import { performance } from "node:perf_hooks";
+import { systemClock } from "../src/base/clock.ts";
+import { CrunSandboxFactory } from "../src/sandbox/oci/crun-sandbox-factory.ts";
+import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
+import { slotInfo } from "../src/sandbox/slots.ts";
+import type { SandboxFactory } from "../src/sandbox/types.ts";
+import { ROOT, bundledCli, crunAvailable, runnerCommandFromArgv, runnerLog, runnerOnlyBundle, spec, startStack, summary, timeCommand, wallNowMs, type Stack } from "./lib/controller-bench.ts";
+
+const pos = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const warmN = Number(pos[0] ?? 30);
+const coldN = Number(pos[1] ?? 12);
+const which = pos[2] ?? "both";
+const STEP = "date +%s%N";
+
+async function stepStartedMs(s: Stack, id: string): Promise<number> {
+  const log = await s.log(id);
+  const line = log.split("\n").find((l) => /^\d{19}$/.test(l.trim()));
+  if (!line) throw new Error(`no timestamp in the log of ${id}: ${log.slice(0, 300)}`);
+  return Number(BigInt(line.trim()) / 1000n) / 1000;
+}
+
+async function waitDone(s: Stack, id: string): Promise<void> {
+  await s.until(`job ${id}`, async () => {
+    const j = await s.job(id);
+    if (j.state === "succeeded") return true;
+    if (["failed", "errored", "canceled"].includes(j.state)) throw new Error(`job ${id} ${j.state}: ${JSON.stringify(j.failure)}`);
+    return false;
+  });
+}
+
+/** Raw protocol client on the same server: a waiting lease, then submit; lease arrival − submit sent. */
+async function protocolPickup(s: Stack, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const { body } = await s.api.call<{ tokens: string[] }>({ method: "POST", path: "/v1/controller/registrations", token: s.server.controllerToken, json: { count: 1, labels: ["proto-bench"] } });
+    const caps = { os: process.platform, arch: process.arch, labels: ["proto-bench"], toolchains: {}, resources: { cpus: 2, memoryMiB: 4096, diskMiB: 4096 }, isolation: ["process"] };
+    const reg = await s.api.call<{ sessionToken: string }>({ method: "POST", path: "/v1/runner/register", token: body.tokens[0] as string, json: { name: "proto", version: "0", capabilities: caps } });
+    const before = await s.serverMetric("deltaci_lease_waiters");
+    let leasedAt = 0;
+    const lease = s.api.call<{ lease: { leaseToken: string } }>({ method: "POST", path: "/v1/runner/lease", token: reg.body.sessionToken, json: { waitMs: 30_000 } }).then((r) => {
+      leasedAt = wallNowMs();
+      return r.body.lease;
+    });
+    await s.until("raw waiter", async () => (await s.serverMetric("deltaci_lease_waiters")) > before);
+    const sent = wallNowMs();
+    const sp = spec(`proto-${i}`, "true");
+    sp.runsOn.labels = ["proto-bench"];
+    await s.submit(sp);
+    const l = await lease;
+    out.push(leasedAt - sent);
+    await s.api.call({ method: "POST", path: "/v1/runner/cancel-ack", token: l.leaseToken, json: { result: "error", exitCode: null, failure: null, steps: [], artifacts: [], log: { bytes: 0, sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" } } }).catch(() => {});
+  }
+  return out;
+}
+
+/** The sandbox alone: create + start the step + its process running (step prints its time) + dispose. */
+async function sandboxStart(factory: SandboxFactory, dir: string, n: number): Promise<{ createToStepMs: number[]; totalMs: number[] }> {
+  const createToStep: number[] = [];
+  const total: number[] = [];
+  const slot = { ...slotInfo(60_000 + (process.pid % 5000), dir), workDir: join(dir, "sandbox-slot") };
+  for (let i = 0; i < n; i++) {
+    const t0 = wallNowMs();
+    const p0 = performance.now();
+    const sb = await factory.create({
+      jobId: `bench-${i}`, slot, image: { kind: "host" }, limits: spec("x", "true").limits, network: { egress: "none" }, sourceArchive: null, caches: [], auditLogPath: null,
+    });
+    try {
+      const proc = sb.start({ run: STEP, shell: null, env: {}, workingDirectory: null, timeoutMs: 30_000 });
+      let out = "";
+      proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      proc.stderr.resume();
+      await proc.done;
+      createToStep.push(Number(BigInt(out.trim()) / 1000n) / 1000 - t0);
+    } finally {
+      await sb.dispose();
+    }
+    total.push(performance.now() - p0);
+  }
+  return { createToStepMs: createToStep, totalMs: total };
+}
+
+async function warm(isolation: "oci" | "process", command: { command: string; args: string[] }) {
+  const s = await startStack({ isolation, maxRunners: 2, minIdle: 1, command });
+  try {
+    const proto = await protocolPickup(s, 30);
+    const pickup: number[] = [];
+    const afterReturn: number[] = [];
+    const e2e: number[] = [];
+    for (let i = 0; i < warmN; i++) {
+      await s.until("a warm runner in lease", async () => (await s.serverMetric("deltaci_lease_waiters")) >= 1 && s.controller.provider.list().some((r) => r.state === "idle"));
+      const sent = wallNowMs();
+      const id = await s.submit(spec(`warm-${i}`, STEP));
+      const returned = wallNowMs();
+      await waitDone(s, id);
+      const done = wallNowMs();
+      const step = await stepStartedMs(s, id);
+      pickup.push(step - sent);
+      afterReturn.push(step - returned);
+      e2e.push(done - sent);
+    }
+    const factory: SandboxFactory = isolation === "oci"
+      ? new CrunSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} }, cgroupParent: "deltaci" })
+      : new ProcessSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} } });
+    const sb = await sandboxStart(factory, s.dir, 20);
+    return {
+      pickup: summary(pickup), pickupAfterSubmitReturned: summary(afterReturn), submitToJobSucceeded: summary(e2e),
+      baseline: { protocolPickup: summary(proto), sandboxCreateToStepRunning: summary(sb.createToStepMs), sandboxCreateRunDispose: summary(sb.totalMs) },
+    };
+  } finally {
+    await s.close();
+  }
+}
+
+async function cold(isolation: "oci" | "process", command: { command: string; args: string[] }) {
+  const s = await startStack({ isolation, maxRunners: 2, minIdle: 0, command });
+  const parts = { reaction: [] as number[], spawnToRegistered: [] as number[], registeredToLeased: [] as number[], leasedToStepRunning: [] as number[] };
+  const pickup: number[] = [];
+  try {
+    for (let i = 0; i < coldN; i++) {
+      await s.until("no runner", () => s.controller.provider.list().length === 0);
+      const nLaunch = s.launches.length;
+      const sent = wallNowMs();
+      const id = await s.submit(spec(`cold-${i}`, STEP));
+      await waitDone(s, id);
+      const step = await stepStartedMs(s, id);
+      pickup.push(step - sent);
+      await s.until("runner exit", () => s.controller.provider.list().length === 0);
+      const launch = s.launches[nLaunch];
+      if (!launch) throw new Error("no launch recorded");
+      const log = await runnerLog(s, launch.slot);
+      const registered = log.find((l) => l.msg === "registered")?.time ?? NaN;
+      const leased = log.find((l) => l.msg === "leased")?.time ?? NaN;
+      parts.reaction.push(launch.atMs - sent);
+      parts.spawnToRegistered.push(registered - launch.atMs);
+      parts.registeredToLeased.push(leased - registered);
+      parts.leasedToStepRunning.push(step - leased);
+    }
+    return {
+      pickup: summary(pickup),
+      breakdown: {
+        note: "ms; runner log times have 1 ms resolution",
+        controllerReaction_submitToSpawn: summary(parts.reaction),
+        processStartAndRegister_spawnToRegistered: summary(parts.spawnToRegistered),
+        lease_registeredToLeased: summary(parts.registeredToLeased),
+        sandboxAndStep_leasedToStepRunning: summary(parts.leasedToStepRunning),
+      },
+    };
+  } finally {
+    await s.close();
+  }
+}
+
+async function main() {
+  const loadAtStart = loadavg();
+  const { name: runnerEntry, command } = await runnerCommandFromArgv(process.argv);
+  const cli = await bundledCli();
+  const lean = await runnerOnlyBundle();
+  const processStart = {
+    unit: "ms (p50 of 10 runs, whole process to exit)",
+    nodeBare: timeCommand(process.execPath, ["-e", "0"], 10),
+    cliBundleVersion: timeCommand(cli.command, [...cli.args, "--version"], 10),
+    runnerOnlyBundleVersion: timeCommand(lean.command, [...lean.args, "--version"], 10),
+    cliTsxVersion: timeCommand(process.execPath, ["--import", "tsx", join(ROOT, "src", "cli", "main.ts"), "--version"], 10),
+    dateForkExec: timeCommand("date", ["+%s%N"], 10),
+  };
+  const isolations = (which === "both" ? ["process", "oci"] : [which]).filter((i) => i !== "oci" || crunAvailable()) as Array<"oci" | "process">;
+  const results: Record<string, unknown> = {};
+  for (const iso of isolations) results[iso] = { warm: await warm(iso, command), cold: await cold(iso, command) };
+  process.stdout.write(JSON.stringify({
+    bench: "controller-pickup", unit: "ms", goals: { warmPickupP50: "≤ 15 ms", coldPickupP50: "≤ 200 ms" },
+    measure: "submit sent → wall-clock time printed by the step's first process (`date +%s%N`), read from the job log",
+    machine: { cpus: cpus().length, loadavgAtStart: loadAtStart, loadavgAtEnd: loadavg() }, warmN, coldN, runnerEntry, processStart, results,
+  }) + "\n");
+}
+
+await main();
+process.exit(0);

@@ -50,7 +50,7 @@ export function hostProcessesWith(marker: string): number[] {
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
-      if (readFileSync(`/proc/${name}/cmdline`, "utf8").includes(marker)) out.push(Number(name));
+      if (readFileSync(`/proc/${name}/cmdline`, "utf8").replaceAll("\0", " ").includes(marker)) out.push(Number(name));
     } catch {}
   }
   return out;
@@ -140,6 +140,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
           if (seen.includes("started")) resolve();
         });
       });
+      assert.ok(hostProcessesWith(`sleep ${marker}`).length >= 1, "positive control: the background process is seen");
       p.stop(300);
       const result = await p.done;
       await Promise.all([out, err]);

@@ -1,0 +1,38 @@
+/** reapSlot removes what a SIGKILLed runner left in its slot. */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomInt } from "node:crypto";
+import { after, test } from "node:test";
+import { hostProcessesWith } from "../src/sandbox/conformance.ts";
+import { ociTestEnv } from "./support/sandbox-harness.ts";
+
+const env = ociTestEnv();
+after(async () => {
+  await env.cleanup();
+});
+
+for (const egress of ["none", "allowlist"]) {
+  void test(`reapSlot cleans up after a runner killed mid-step (network ${egress})`, { timeout: 180_000 }, async () => {
+    const slot = env.spec().slot;
+    const marker = String(randomInt(10_000_000, 99_999_999));
+    const fixture = new URL("./fixtures/sandbox-crash-runner.ts", import.meta.url).pathname;
+    const child = spawn(process.execPath, ["--import", "tsx", fixture, String(slot.index), slot.workDir.replace(/\/slot-\d+$/, ""), marker, egress], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
+        child.once("exit", (code) => reject(new Error(`crash runner exited early with ${code}`)));
+      });
+    } finally {
+      child.kill("SIGKILL");
+    }
+    await new Promise((resolve) => (child.exitCode === null && child.signalCode === null ? child.once("exit", resolve) : resolve(null)));
+    const left = await env.factory.inspectSlot(slot);
+    assert.ok(left.some((l) => l.startsWith("container ")), `a container is left: ${left.join(", ")}`);
+    assert.ok(left.some((l) => l.startsWith("mount ")), "mounts are left");
+    assert.equal(hostProcessesWith(`sleep ${marker}`).length, 1, "the step's process outlived the runner");
+    const reaped = await env.factory.reapSlot(slot);
+    assert.ok(reaped.length >= left.length - 1);
+    assert.deepEqual(await env.factory.inspectSlot(slot), []);
+    assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);
+  });
+}

@@ -3,7 +3,7 @@
  * start without tsx, an in-process server + controller (as `deltaci up` runs them), a cpuacct
  * cgroup around the whole process tree for CPU seconds, and small statistics.
  */
-import { mkdtemp, mkdir, readFile, rm, rmdir, writeFile, chmod } from "node:fs/promises";
+import { mkdtemp, mkdir, readFile, rm, rmdir, writeFile, chmod, symlink } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,9 +23,20 @@ import type { JobStatus, SubmittedJobSpec } from "../../src/protocol/schemas.ts"
 
 export const ROOT = join(import.meta.dirname, "..", "..");
 
+/**
+ * Where the bench bundles go. The oci sandbox finds its C helpers at `./native/` next to its
+ * module (import.meta.url), which in a bundle is the bundle's directory: link it there.
+ */
+async function benchDist(): Promise<string> {
+  const dir = join(ROOT, "dist", "controller-bench");
+  await mkdir(dir, { recursive: true });
+  if (!existsSync(join(dir, "native"))) await symlink(join(ROOT, "src", "sandbox", "oci", "native"), join(dir, "native"));
+  return dir;
+}
+
 /** Bundles the CLI (as `npm run build` does) to a file of our own, so runners skip tsx. */
 export async function bundledCli(): Promise<{ command: string; args: string[] }> {
-  const outfile = join(ROOT, "dist", "controller-bench.mjs");
+  const outfile = join(await benchDist(), "cli.mjs");
   await build({ entryPoints: [join(ROOT, "src", "cli", "main.ts")], outfile, bundle: true, platform: "node", format: "esm", target: "node20", packages: "external", logLevel: "warning" });
   return { command: process.execPath, args: [outfile] };
 }
@@ -35,7 +46,7 @@ export async function bundledCli(): Promise<{ command: string; args: string[] }>
  * and minified), to show what a lean runner entry point would save per runner start.
  */
 export async function runnerOnlyBundle(): Promise<{ command: string; args: string[] }> {
-  const outfile = join(ROOT, "dist", "controller-bench-runner-only.mjs");
+  const outfile = join(await benchDist(), "runner-only.mjs");
   const contents = `import { Command } from "commander"; import { registerRunnerCommand } from "./src/cli/commands/runner.ts";
 const p = new Command("deltaci").version("0.1.0"); registerRunnerCommand(p); await p.parseAsync(process.argv);`;
   await build({

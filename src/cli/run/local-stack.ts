@@ -1,7 +1,8 @@
 /**
  * The all-in-one stack of `deltaci run`: an embedded server on a free loopback port with its
- * state in a fresh temp dir, and the runner controller in this process starting local runner
- * processes for exactly the jobs at hand (warmed while the source is packed). `close()` stops
+ * state in a fresh temp dir, and the runner controller in this process starting runners for
+ * exactly the jobs at hand (warmed while the source is packed): in this process by default
+ * (InProcessProvider: no process start per job), or as `deltaci runner` child processes. `close()` stops
  * runners, controller and server and removes the temp dir, whatever happened.
  */
 import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
@@ -16,6 +17,11 @@ import type { Pool } from "../../controller/types.ts";
 import type { ParsedJob } from "../../jobfile/parse.ts";
 import { JobApiClient } from "../../client/job-api-client.ts";
 import { startLocalController } from "../commands/controller.ts";
+import { systemClock } from "../../base/clock.ts";
+import { startController } from "../../controller/index.ts";
+import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
+import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
+import { InProcessProvider } from "./in-process-provider.ts";
 
 export type Isolation = "oci" | "process";
 
@@ -36,6 +42,8 @@ export interface LocalStackOptions {
   isolation: Isolation;
   /** Keep the temp dir (for debugging) instead of removing it. */
   keep?: boolean;
+  /** Runners as child processes (`deltaci runner`, like `deltaci up`) instead of in this process. */
+  runnerProcesses?: boolean;
 }
 
 /** One pool whose runners can serve every selected job: their labels, and at least their limits. */
@@ -82,14 +90,26 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   try {
     server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
     const workRoot = join(dir, "runners");
-    controller = await startLocalController(
-      {
-        serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
-        maxRunners: Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length)), workRoot, metricsListen: null,
-        runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase: runSlotBase(process.pid),
-      },
-      logger.child({ component: "controller" }),
-    );
+    const controllerOpts = {
+      serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
+      maxRunners: Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length)), workRoot, metricsListen: null,
+      runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase: runSlotBase(process.pid),
+    };
+    const controllerLogger = logger.child({ component: "controller" });
+    if (opts.runnerProcesses) {
+      controller = await startLocalController(controllerOpts, controllerLogger);
+    } else {
+      const runnerLogger = logger.child({ component: "runner" });
+      const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };
+      const sandboxFactory = opts.isolation === "oci"
+        ? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" })
+        : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger });
+      const provider = new InProcessProvider({
+        workRoot, slotBase: controllerOpts.slotBase, maxSlots: MAX_LOCAL_RUNNERS, sandboxFactory, clock: systemClock,
+        logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs,
+      });
+      controller = await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock });
+    }
     client = new JobApiClient({ server: server.url, token: server.apiToken, timeoutMs: defaults.requestTimeoutMs });
     const s = server;
     const c = client;

@@ -29,6 +29,7 @@ interface RunFlags {
   json?: boolean;
   source?: string;
   keepState?: boolean;
+  runnerProcesses?: boolean;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -45,6 +46,7 @@ export function registerRunCommand(program: Command): void {
     .option("--source <dir>", "directory packed as the job's source (default: the job file's directory)")
     .option("--json", "print a JSON summary on stdout (logs go to stderr)")
     .option("--keep-state", "keep the run's temp dir (server state, runner logs) for debugging")
+    .option("--runner-processes", "start runners as child processes (`deltaci runner`, as `deltaci up` does) instead of in this process")
     .action((file: string | undefined, flags: RunFlags) => runCommand(file, flags));
 }
 
@@ -87,7 +89,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   let stack: LocalStack | null = null;
   const outcomes: JobOutcome[] = [];
   try {
-    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true });
+    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true });
     stack = await interrupt.race(starting).catch(async (err: unknown) => {
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;

@@ -47,6 +47,10 @@ export class SqliteDatabase {
     this.db.pragma(`synchronous = ${this.syncMode}`);
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
+    // Fewer, larger checkpoints: a page rewritten by many commits is copied to the db once.
+    this.db.pragma("wal_autocheckpoint = 8192");
+    this.db.pragma("cache_size = -65536");
+    this.db.pragma("temp_store = MEMORY");
     this.migrate();
     const p = (sql: string) => this.db.prepare(sql);
     this.tx = {

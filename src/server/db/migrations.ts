@@ -68,4 +68,10 @@ ALTER TABLE log_chunks_v3 RENAME TO log_chunks;
 CREATE UNIQUE INDEX log_chunks_key ON log_chunks(job_id, attempt, start_off);
 `,
   },
+  {
+    // jobs_queue (state, req_key, seq) serves every by-state query; one index less to update per move.
+    version: 4,
+    name: "drop-jobs-state-seq",
+    sql: "DROP INDEX jobs_state_seq;",
+  },
 ];

@@ -23,14 +23,37 @@ const ATTEMPT_COLS: Record<keyof Omit<AttemptRow, "jobId" | "attempt">, string> 
 const LIVE = "('leased','running','canceling')";
 
 function toJob(r: Raw): JobRow {
-  return {
-    id: r.id as string, runId: r.run_id as string, name: r.name as string, seq: r.seq as number,
-    spec: JSON.parse(r.spec as string), secrets: JSON.parse(r.secrets as string), fork: r.fork === 1,
+  const row = {
+    id: r.id as string, runId: r.run_id as string, name: r.name as string, seq: r.seq as number, fork: r.fork === 1,
     state: r.state as JobState, reqKey: r.req_key as string, attempt: r.attempt as number, maxAttempts: r.max_attempts as number,
     cancelMode: r.cancel_mode as JobRow["cancelMode"], cancelDeadline: r.cancel_deadline as number | null, logLimit: r.log_limit as number,
     failure: r.failure == null ? null : JSON.parse(r.failure as string), steps: r.steps == null ? null : JSON.parse(r.steps as string),
     unschedulable: r.unschedulable as string | null, createdAt: r.created_at as number, finishedAt: r.finished_at as number | null,
-  };
+  } as JobRow;
+  // The spec and secrets are parsed only when read: most state moves never look at them.
+  lazyJson(row, "spec", r.spec as string);
+  lazyJson(row, "secrets", r.secrets as string);
+  return row;
+}
+
+function lazyJson(obj: object, key: string, text: string): void {
+  let value: unknown;
+  let parsed = false;
+  Object.defineProperty(obj, key, {
+    enumerable: true,
+    configurable: true,
+    get: () => {
+      if (!parsed) {
+        value = JSON.parse(text);
+        parsed = true;
+      }
+      return value;
+    },
+    set: (v: unknown) => {
+      value = v;
+      parsed = true;
+    },
+  });
 }
 
 function toAttempt(r: Raw): AttemptRow {

@@ -86,7 +86,7 @@ function liveAttempt(ctx: EngineContext, leaseToken: string): { a: AttemptRow; j
 }
 
 export async function heartbeat(ctx: EngineContext, leaseToken: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
-  const { a, expiresAt } = await ctx.store.write(
+  const { a, expiresAt, cancel } = await ctx.store.write(
     (hooks) => {
       const { a, job } = liveAttempt(ctx, leaseToken);
       const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
@@ -96,13 +96,13 @@ export async function heartbeat(ctx: EngineContext, leaseToken: string, body: He
       } else {
         ctx.store.updateAttempt(a.jobId, a.attempt, { expiresAt });
       }
-      return { a, expiresAt };
+      return { a, expiresAt, cancel: job.cancelMode };
     },
     { durable: false },
   );
-  let mode = cancelModeOf(ctx, a.jobId);
+  let mode = cancel;
   const waitMs = Math.min(body.waitMs ?? 0, ctx.opts.heartbeatIntervalMs);
-  if (mode === "none" && waitMs > 0) {
+  if (mode === "none" && waitMs > 0 && !ctx.lifecycle.stopping) {
     await ctx.events.wait([keys.cancel(a.jobId, a.attempt), keys.shutdown], waitMs, ctx.clock, signal);
     mode = cancelModeOf(ctx, a.jobId);
   }

@@ -118,9 +118,10 @@ export class RunnerClient {
   async uploadArtifactRange(leaseToken: string, target: ArtifactUploadTarget, file: string, start: number, total: number, signal?: AbortSignal): Promise<void> {
     const headers: Record<string, string> = { ...target.headers, "content-type": "application/octet-stream" };
     if (total > 0) headers["content-range"] = `bytes ${start}-${total - 1}/${total}`;
+    headers["content-length"] = String(total - start);
     const body = total > 0 ? createReadStream(file, { start, end: total - 1, highWaterMark: 1 << 20 }) : Buffer.alloc(0);
     const timeoutMs = this.requestTimeoutMs + Math.ceil((total - start) / (1 << 20)) * 1000;
-    const res = await this.http.raw({ method: target.method, path: target.url, token: leaseToken, body, timeoutMs, ...(signal ? { signal } : {}) });
+    const res = await this.http.raw({ method: target.method as "PUT", path: target.url, token: leaseToken, body, headers, timeoutMs, signal });
     await res.body.dump();
   }
 

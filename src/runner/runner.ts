@@ -3,6 +3,7 @@
  * too long), run it, report, exit. `runRunner` is embeddable (tests, `deltaci up`); the CLI maps
  * its result to an exit status. The sandbox factory and the protocol client are passed in.
  */
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
@@ -55,10 +56,13 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     return { code, reason, jobId, runnerId };
   };
   try {
-    const [reaped, capabilities] = await Promise.all([
-      sandboxFactory.reapSlot(opts.slot),
-      probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir.replace(/\/[^/]+$/, "") || "/", cacheFile: opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null }),
-    ]);
+    // Reap first: the work dir may be removed by it, and disk space is measured there after.
+    const reaped = await sandboxFactory.reapSlot(opts.slot);
+    await mkdir(opts.slot.workDir, { recursive: true, mode: 0o700 });
+    const capabilities = await probeCapabilities({
+      labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir,
+      cacheFile: opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null,
+    });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
     let reg;

@@ -55,6 +55,9 @@ export class Reconciler {
   private running: Promise<void> | null = null;
   private loops: Promise<unknown>[] = [];
   private capacityDeclared = false;
+  /** False until the first demand arrives and while the control plane is unreachable: no launches, no drains. */
+  private connected = false;
+  private mintFailing = false;
   private lastUnschedulable = "";
   private readonly waiters = new Set<() => void>();
 
@@ -127,7 +130,7 @@ export class Reconciler {
     });
     this.report(plan);
     const launches: Promise<void>[] = [];
-    for (const dec of plan.decisions) {
+    for (const dec of this.connected ? plan.decisions : []) {
       const pool = this.s.pools.find((p) => p.name === dec.pool);
       if (!pool) continue;
       if (dec.kind === "launch") {
@@ -149,8 +152,10 @@ export class Reconciler {
     let tokens: string[];
     try {
       tokens = await this.d.api.registrations(count, pool.labels, this.s.registrationTtlMs, this.abort.signal);
+      this.mintFailing = false;
     } catch (err) {
-      if (!this.abort.signal.aborted) this.d.logger?.warn({ err, pool: pool.name }, "cannot mint registration tokens");
+      if (!this.abort.signal.aborted && !this.mintFailing) this.d.logger?.warn({ err: (err as Error).message, pool: pool.name }, "cannot mint registration tokens");
+      this.mintFailing = true;
       return;
     }
     await Promise.all(tokens.map(async (registrationToken) => {
@@ -168,7 +173,8 @@ export class Reconciler {
     this.d.metrics.countReaped(e.reaped);
     if (e.reaped.length > 0) this.d.logger?.info({ runner: e.runner.id, reaped: e.reaped }, "reaped what a runner left behind");
     const failed = e.code !== 0 || e.signal !== null;
-    const startCrash = failed && !e.requested && !e.runner.everBusy && !e.runner.adopted && e.lifetimeMs < this.s.startupGraceMs;
+    // exit code 2 is the runner's "could not start" (e.g. registration failed), whenever it comes
+    const startCrash = failed && !e.requested && !e.runner.everBusy && !e.runner.adopted && (e.code === 2 || e.lifetimeMs < this.s.startupGraceMs);
     const outcome = e.requested ? "killed" : startCrash ? "start_crash" : failed ? "failed" : "clean";
     this.d.metrics.exits.inc({ pool, outcome });
     if (startCrash) {
@@ -228,6 +234,7 @@ export class Reconciler {
         const snap = await this.d.api.demand(since, this.s.demandWaitMs, signal);
         if (failures > 0) this.d.logger?.info("control plane reachable again");
         failures = 0;
+        this.connected = true;
         const changed = snap.version === null || snap.version !== since;
         since = snap.version;
         this.demand = snap.demand;
@@ -239,6 +246,7 @@ export class Reconciler {
         if (failures === 0) this.d.logger?.warn({ err: (err as Error).message }, "cannot reach the control plane; retrying");
         since = null;
         this.capacityDeclared = false;
+        this.connected = false;
         await this.d.clock.sleep(backoffMs(failures++, this.s.serverRetryBaseMs, this.s.serverRetryMaxMs, this.d.random), signal).catch(() => {});
       }
     }

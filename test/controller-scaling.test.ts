@@ -50,7 +50,7 @@ void test("a burst of jobs scales up to the limit, never beyond, and back down t
   await h.waitFor("the min-idle runner", () => ctl.provider.list().some((r) => r.state === "idle"));
 
   const gate = join(h.dir, "gate");
-  const ids = [];
+  const ids: string[] = [];
   for (let i = 0; i < 8; i++) ids.push(await h.submit({ name: `burst-${i}`, steps: gated(gate) }));
   // three jobs run at once (the limit), the other five wait
   await h.waitFor("3 running jobs", async () => (await Promise.all(ids.map((id) => h.job(id)))).filter((j) => j.state === "running").length === 3);
@@ -77,9 +77,9 @@ void test("per-pool quotas and label routing", async (t) => {
   const s = sampler(ctl);
   t.after(() => s.stop());
   const gate = join(h.dir, "gate");
-  const gpuJobs = [];
+  const gpuJobs: string[] = [];
   for (let i = 0; i < 3; i++) gpuJobs.push(await h.submit({ name: `gpu-${i}`, runsOn: { labels: ["gpu"] }, steps: gated(gate) }));
-  const plainJobs = [];
+  const plainJobs: string[] = [];
   for (let i = 0; i < 2; i++) plainJobs.push(await h.submit({ name: `plain-${i}`, steps: gated(gate) }));
   // gpu jobs take both gpu runners; plain jobs the one plain runner
   await h.waitFor("3 running", async () => (await Promise.all([...gpuJobs, ...plainJobs].map((id) => h.job(id)))).filter((j) => j.state === "running").length === 3);

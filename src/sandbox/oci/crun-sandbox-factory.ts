@@ -48,6 +48,8 @@ export interface CrunSandboxOptions {
   resolveHost?: ResolveHost;
   /** Cache volumes, one dir per (scope, key); default `<cacheDir>/caches`. */
   cacheRoot?: string;
+  /** Called with the duration of each phase of create and dispose (benchmarks). */
+  trace?: (phase: string, ms: number) => void;
   /** Short-path dir for the egress proxies' unix sockets (108-byte limit). */
   socketDir?: string;
 }
@@ -55,7 +57,7 @@ export interface CrunSandboxOptions {
 /** Port of the egress proxy inside a job's network namespace. */
 export const PROXY_PORT = 3128;
 
-interface Prepared {
+export interface Prepared {
   crun: CrunCli;
   layout: CgroupLayout;
   helper: NativeTool;
@@ -130,13 +132,18 @@ export class CrunSandboxFactory implements SandboxFactory {
     const sockDir = join(this.socketDir, containerId);
     let proxy: EgressProxy | null = null;
     let tornDown: Promise<void> | null = null;
+    const mark = this.marker();
     const teardown = () => (tornDown ??= (async () => {
+      mark(null);
       const removed = await removeContainer(td, containerId, cgroupPath);
+      mark("dispose: crun delete + cgroups");
       await proxy?.close();
       removed.push(...(await removeJobFiles(jobDir)), ...(await removeJobFiles(sockDir)));
+      mark("dispose: unmount + remove files");
       this.opts.logger.info({ jobId: spec.jobId, removed: removed.length }, "sandbox disposed");
     })());
     try {
+      mark(null);
       signal?.throwIfAborted();
       await removeJobFiles(jobDir);
       await mkdir(jobDir, { recursive: true, mode: 0o755 });
@@ -144,7 +151,9 @@ export class CrunSandboxFactory implements SandboxFactory {
       await assertTraversable(spec.slot.workDir);
       const uid = spec.slot.hostUidBase;
       const diskMount = join(jobDir, "disk");
+      mark("create: job dir");
       await createJobDisk(join(jobDir, "disk.img"), diskMount, spec.limits.diskMiB);
+      mark("create: disk image + mkfs + mount");
       for (const d of ["workspace", "home"]) {
         await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, d), uid, uid);
@@ -217,7 +226,9 @@ export class CrunSandboxFactory implements SandboxFactory {
         apparmorProfile: p.apparmor,
       });
       await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
+      mark("create: rootfs + bundle");
       await p.crun.must(["run", "-d", "--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container");
+      mark("create: crun run -d");
       return new CrunSandbox(
         {
           jobId: spec.jobId,
@@ -238,6 +249,17 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (e instanceof DeltaError) throw e;
       throw new DeltaError("E_SANDBOX", `cannot create the sandbox: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
+  }
+
+  private marker(): (phase: string | null) => void {
+    const trace = this.opts.trace;
+    if (!trace) return () => {};
+    let last = performance.now();
+    return (phase) => {
+      const now = performance.now();
+      if (phase !== null) trace(phase, now - last);
+      last = now;
+    };
   }
 
   /** What a slot holds on the host (containers, cgroups, mounts, loop devices, dirs); empty when clean. */

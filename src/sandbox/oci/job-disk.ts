@@ -4,7 +4,7 @@
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
-import { mkdir, open, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
 
@@ -56,15 +56,13 @@ export async function unmountBelow(dir: string): Promise<string[]> {
   return mounts;
 }
 
-/** Loop devices whose backing file is below `dir`. */
+/** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */
 export async function loopDevicesBelow(dir: string): Promise<string[]> {
-  const res = await run("losetup", ["-n", "-O", "NAME,BACK-FILE", "-l"]).catch(() => ({ stdout: "" }));
   const out: string[] = [];
-  for (const line of String(res.stdout).split("\n")) {
-    const m = /^(\S+)\s+(.*)$/.exec(line.trim());
-    if (!m?.[1] || !m[2]) continue;
-    const back = m[2].replace(/ \(deleted\)$/, "");
-    if (back.startsWith(dir + "/")) out.push(m[1]);
+  for (const name of await readdir("/sys/block").catch(() => [])) {
+    if (!name.startsWith("loop")) continue;
+    const back = (await readFile(`/sys/block/${name}/loop/backing_file`, "utf8").catch(() => "")).trim().replace(/ \(deleted\)$/, "");
+    if (back.startsWith(dir + "/")) out.push(`/dev/${name}`);
   }
   return out;
 }

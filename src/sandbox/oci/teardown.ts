@@ -1,4 +1,6 @@
 /** Removing what a job left on the host; shared by `dispose()` and `reapSlot()`. Every step is idempotent. */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
@@ -15,9 +17,8 @@ export interface TeardownContext {
 export async function removeContainer(ctx: TeardownContext, id: string, cgroupPath: string): Promise<string[]> {
   const removed: string[] = [];
   const cgroup = new JobCgroup(ctx.layout, cgroupPath);
-  const state = await ctx.crun.run(["state", id]);
-  if (state.code === 0) {
-    await ctx.crun.run(["kill", id, "KILL"]);
+  // `delete -f` kills the init (and with it the pid namespace) and removes the state in one call.
+  if (existsSync(join(ctx.crun.stateRoot, id))) {
     const del = await ctx.crun.run(["delete", "-f", id]);
     if (del.code !== 0) await ctx.crun.run(["delete", "-f", id]);
     removed.push(`container ${id}`);
@@ -37,6 +38,7 @@ export async function removeContainer(ctx: TeardownContext, id: string, cgroupPa
 /** Unmounts everything below `dir`, detaches its loop devices and removes it. */
 export async function removeJobFiles(dir: string): Promise<string[]> {
   const removed: string[] = [];
+  if (!existsSync(dir)) return removed;
   for (const mp of await unmountBelow(dir)) removed.push(`mount ${mp}`);
   for (const dev of await detachLoops(dir)) removed.push(`loop ${dev}`);
   await removeDir(dir);

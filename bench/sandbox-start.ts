@@ -1,0 +1,153 @@
+/**
+ * Sandbox start-up: create + `true` as the first step + dispose of a fully hardened oci sandbox
+ * (host image, userns, all namespaces, seccomp BPF, cgroup limits, loop-mounted disk quota),
+ * against raw `crun run` of an equivalent bundle (same mounts, userns, limits; seccomp as JSON
+ * and as precompiled BPF) and plain fork/exec of /bin/true, measured in the same run. Prints JSON.
+ * Usage: tsx bench/sandbox-start.ts [runs=50]
+ */
+import { spawn } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { systemClock } from "../src/base/clock.ts";
+import { bindMount, bundleConfig } from "../src/sandbox/oci/bundle.ts";
+import { containerName } from "../src/sandbox/job-names.ts";
+import { CrunSandboxFactory } from "../src/sandbox/oci/crun-sandbox-factory.ts";
+import { hostRootfs } from "../src/sandbox/oci/host-rootfs.ts";
+import { JobCgroup } from "../src/sandbox/oci/cgroups.ts";
+import { slotInfo } from "../src/sandbox/slots.ts";
+import type { SandboxSpec } from "../src/sandbox/types.ts";
+
+const runs = Number(process.argv[2] ?? 50);
+const root = mkdtempSync(join(tmpdir(), "deltaci-bench-"));
+chmodSync(root, 0o755);
+const phases = new Map<string, number[]>();
+const factory = new CrunSandboxFactory({
+  clock: systemClock,
+  logger: { info: () => {}, warn: (_f, m) => process.stderr.write(`warn: ${m}\n`) },
+  trace: (phase, ms) => phases.set(phase, [...(phases.get(phase) ?? []), ms]),
+});
+const slot = slotInfo(40_000 + (process.pid % 1000), join(root, "slots"));
+
+function stats(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => Number((s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN).toFixed(2));
+  return { n: s.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), mean: Number((s.reduce((a, b) => a + b, 0) / s.length).toFixed(2)) };
+}
+
+function wait(cmd: string, args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { stdio: "ignore" });
+    c.once("error", reject);
+    c.once("exit", (code) => resolve(code ?? 1));
+  });
+}
+
+const spec = (i: number): SandboxSpec => ({
+  jobId: `bench-${process.pid}-${i}`,
+  slot,
+  image: { kind: "host" },
+  limits: { timeoutMs: 60_000, cpus: 1, memoryMiB: 512, diskMiB: 1024, pids: 512, logMiB: 64 },
+  network: { egress: "none" },
+  sourceArchive: null,
+  caches: [],
+  auditLogPath: null,
+});
+
+async function sandboxRun(i: number) {
+  const t0 = performance.now();
+  const sb = await factory.create(spec(i));
+  const t1 = performance.now();
+  const p = sb.start({ run: "true", shell: "sh", env: {}, workingDirectory: null, timeoutMs: 60_000 });
+  p.stdout.resume();
+  p.stderr.resume();
+  const r = await p.done;
+  if (r.exitCode !== 0) throw new Error(`step failed: ${JSON.stringify(r)}`);
+  const t2 = performance.now();
+  await sb.dispose();
+  const t3 = performance.now();
+  return { total: t3 - t0, create: t1 - t0, step: t2 - t1, dispose: t3 - t2 };
+}
+
+async function main() {
+  const prepared = await factory.prepare();
+  for (let i = 0; i < 3; i++) await sandboxRun(-1 - i);
+  phases.clear();
+  const sandbox = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[] };
+  for (let i = 0; i < runs; i++) {
+    const r = await sandboxRun(i);
+    for (const k of Object.keys(sandbox) as Array<keyof typeof sandbox>) sandbox[k].push(r[k]);
+  }
+
+  // memory held by one idle sandbox: its cgroup's charge and its init's RSS
+  const idle = await factory.create(spec(runs + 1));
+  const cg = new JobCgroup(prepared.layout, `/deltaci/slot-${slot.index}/${containerName(slot.index, spec(runs + 1).jobId)}`);
+  const memDir = prepared.layout.kind === "v1" ? join(prepared.layout.controllers.get("memory") ?? "", cg.path) : join(prepared.layout.root, cg.path);
+  const cgroupBytes = Number(readFileSync(join(memDir, prepared.layout.kind === "v1" ? "memory.usage_in_bytes" : "memory.current"), "utf8"));
+  const initPid = (await cg.pids())[0];
+  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${initPid}/status`, "utf8"))?.[1] ?? NaN);
+  await idle.dispose();
+
+  // raw crun run of an equivalent bundle (no disk image, no exec: the container's process is /usr/bin/true)
+  const rawDir = join(root, "raw");
+  const rootfs = join(rawDir, "rootfs");
+  mkdirSync(join(rawDir, "ws"), { recursive: true });
+  const mounts = await hostRootfs(rootfs, prepared.etcDir, []);
+  mounts.push(bindMount(join(rawDir, "ws"), "/workspace", false));
+  const raw: Record<string, number[]> = { "crun run (seccomp JSON)": [], "crun run (seccomp BPF)": [], "crun run (no seccomp)": [] };
+  const variants: Array<[string, object | null, Record<string, string>]> = [
+    ["crun run (seccomp JSON)", prepared.seccomp.profile, {}],
+    ["crun run (seccomp BPF)", prepared.seccomp.profile, prepared.seccomp.bpfBase64 ? { "run.oci.seccomp_bpf_data": prepared.seccomp.bpfBase64 } : {}],
+    ["crun run (no seccomp)", null, {}],
+  ];
+  for (const [name, seccomp, annotations] of variants) {
+    const bundle = join(rawDir, name.replace(/\W+/g, "-"));
+    mkdirSync(bundle, { recursive: true });
+    const config = bundleConfig({
+      rootfs, rootReadonly: true, hostname: "sandbox", uidBase: slot.hostUidBase, uidCount: slot.uidCount,
+      cgroupsPath: `/deltaci/slot-${slot.index}/raw`, memoryMiB: 512, pids: 512, cpus: 1, tmpMiB: 64, mounts,
+      initArgs: ["/usr/bin/true"], env: ["PATH=/usr/bin:/bin"], seccomp, annotations, apparmorProfile: null,
+    });
+    writeFileSync(join(bundle, "config.json"), JSON.stringify(config));
+    for (let i = 0; i < runs + 3; i++) {
+      const id = `deltaci-s${slot.index}-raw${i}`;
+      const [cmd, args] = prepared.crun.argv(["run", "--no-new-keyring", "--bundle", bundle, id]);
+      const t0 = performance.now();
+      const code = await wait(cmd, args);
+      const t1 = performance.now();
+      await prepared.crun.run(["delete", "-f", id]);
+      if (code !== 0) throw new Error(`${name} exited ${code}`);
+      if (i >= 3) raw[name]?.push(t1 - t0);
+    }
+  }
+  const fork: number[] = [];
+  for (let i = 0; i < runs + 3; i++) {
+    const t0 = performance.now();
+    await wait("/bin/true", []);
+    if (i >= 3) fork.push(performance.now() - t0);
+  }
+  await factory.reapSlot(slot);
+  rmSync(root, { recursive: true, force: true });
+
+  const sb = stats(sandbox.total);
+  const rawBpf = stats(raw["crun run (seccomp BPF)"] ?? []);
+  const rawJson = stats(raw["crun run (seccomp JSON)"] ?? []);
+  const out = {
+    bench: "sandbox-start",
+    runs,
+    unit: "ms",
+    sandbox: { createFirstStepDispose: sb, create: stats(sandbox.create), firstStepTrue: stats(sandbox.step), dispose: stats(sandbox.dispose) },
+    phasesP50: Object.fromEntries([...phases].map(([k, v]) => [k, stats(v).p50])),
+    baselines: Object.fromEntries([...Object.entries(raw).map(([k, v]) => [k, stats(v)]), ["fork/exec /bin/true (node spawn)", stats(fork)]]),
+    ratio: { sandboxP50OverRawCrunJsonP50: Number((sb.p50 / rawJson.p50).toFixed(2)), sandboxP50OverRawCrunBpfP50: Number((sb.p50 / rawBpf.p50).toFixed(2)) },
+    idleSandboxMemory: { cgroupBytes, initRssKiB: rssKiB },
+  };
+  process.stdout.write(JSON.stringify(out) + "\n");
+}
+
+main().catch(async (e: unknown) => {
+  process.stderr.write(`${String(e instanceof Error ? e.stack : e)}\n`);
+  await factory.reapSlot(slot).catch(() => {});
+  rmSync(root, { recursive: true, force: true });
+  process.exit(1);
+});

@@ -6,6 +6,7 @@
  * dir) and its own protocol client; they share one sandbox factory. A runner is idle once it
  * registered and busy once it leased (read from its log messages, like the local provider).
  */
+import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { HttpClient } from "../../client/http.ts";
@@ -73,6 +74,10 @@ export class InProcessProvider implements RunnerProvider {
   }
 
   async init(): Promise<InitResult> {
+    // Sandboxed steps run as an unprivileged uid that must traverse down to its slot's work dir.
+    const slots = join(this.o.workRoot, "slots");
+    await mkdir(slots, { recursive: true, mode: 0o711 });
+    await chmod(slots, 0o711);
     return { adopted: [], reaped: [] };
   }
 

@@ -102,7 +102,7 @@ for (const backend of backends) {
       assert.match(text, /\nhello\n/);
       assert.ok(!text.includes("must-not-run"));
       const ms = markers(log);
-      assert.deepEqual(ms.map((m) => `${m.kind}:${String(m.data.index ?? "")}`), [
+      assert.deepEqual(ms.map((m) => `${m.kind}:${typeof m.data.index === "number" ? m.data.index : ""}`), [
         "log-start:", "step-start:0", "step-end:0", "step-start:1", "step-end:1", "step-start:2", "step-end:2", "step-skipped:3", "job-end:",
       ]);
       const end2 = ms.find((m) => m.kind === "step-end" && m.data.index === 2);

@@ -121,7 +121,7 @@ export class RunnerClient {
     headers["content-length"] = String(total - start);
     const body = total > 0 ? createReadStream(file, { start, end: total - 1, highWaterMark: 1 << 20 }) : Buffer.alloc(0);
     const timeoutMs = this.requestTimeoutMs + Math.ceil((total - start) / (1 << 20)) * 1000;
-    const res = await this.http.raw({ method: target.method as "PUT", path: target.url, token: leaseToken, body, headers, timeoutMs, signal });
+    const res = await this.http.raw({ method: target.method, path: target.url, token: leaseToken, body, headers, timeoutMs, signal });
     await res.body.dump();
   }
 

@@ -58,7 +58,8 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
   try {
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
     const reaped = await sandboxFactory.reapSlot(opts.slot);
-    await mkdir(opts.slot.workDir, { recursive: true, mode: 0o700 });
+    // Traversable (not listable) by the sandbox's mapped uids: the oci backend mounts paths below it.
+    await mkdir(opts.slot.workDir, { recursive: true, mode: 0o711 });
     const capabilities = await probeCapabilities({
       labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir,
       cacheFile: opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null,

@@ -3,7 +3,7 @@
  * job API helpers, job spec builder, and an in-process runner (runRunner) with a chosen
  * sandbox backend. Every wait polls a condition with a generous timeout; nothing sleeps and hopes.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { systemClock } from "../../src/base/clock.ts";
@@ -26,6 +26,8 @@ export interface Harness {
 
 export async function startHarness(opts: Partial<ServerOptions> = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), "deltaci-runner-e2e-"));
+  // The oci backend's mapped uids must traverse the path down to the slot's work dir.
+  chmodSync(root, 0o711);
   const server = await startServer({ dataDir: join(root, "server"), port: 0, host: "127.0.0.1", leaseTtlMs: 4000, heartbeatIntervalMs: 1000, sweepIntervalMs: 100, durability: "normal", ...opts });
   const api = new Api(server.url, server.apiToken, server.controllerToken);
   return {
@@ -121,6 +123,7 @@ export async function runInProcess(h: Harness, factory: SandboxFactory, over: Pa
   const token = await h.api.registrationToken(over.labels ?? []);
   const index = 40 + (slotCounter++ % 100);
   const slot = { ...slotInfo(index, join(h.root, "slots")), workDir: join(h.root, "slots", `slot-${index}`, "work") };
+  mkdirSync(join(h.root, "slots", `slot-${index}`), { recursive: true, mode: 0o711 });
   const requestTimeoutMs = over.requestTimeoutMs ?? 5_000;
   const client = new RunnerClient({
     http: new HttpClient(over.serverUrl ?? h.server.url, { timeoutMs: requestTimeoutMs }),

@@ -12,6 +12,7 @@
  * Usage: tsx bench/controller-pickup.ts [warmN=30] [coldN=12] [isolation=both|oci|process] [--runner=cli|runner-only]
  */
 import { join } from "node:path";
+import { readdir } from "node:fs/promises";
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { systemClock } from "../src/base/clock.ts";
@@ -32,6 +33,16 @@ async function stepStartedMs(s: Stack, id: string): Promise<number> {
   const line = log.split("\n").find((l) => /^\d{19}$/.test(l.trim()));
   if (!line) throw new Error(`no timestamp in the log of ${id}: ${log.slice(0, 300)}`);
   return Number(BigInt(line.trim()) / 1000n) / 1000;
+}
+
+/** When the runner that ran `id` logged its lease (searching every slot's runner log). */
+async function leasedAt(s: Stack, id: string): Promise<number | null> {
+  for (const slot of await readdir(join(s.dir, "runners", "controller")).catch(() => [] as string[])) {
+    const log = await runnerLog(s, slot.replace(/^slot-/, ""));
+    const hit = log.find((l) => l.msg === "leased" && l.jobId === id);
+    if (hit) return hit.time;
+  }
+  return null;
 }
 
 async function waitDone(s: Stack, id: string): Promise<void> {
@@ -63,7 +74,8 @@ async function protocolPickup(s: Stack, n: number): Promise<number[]> {
     await s.submit(sp);
     const l = await lease;
     out.push(leasedAt - sent);
-    await s.api.call({ method: "POST", path: "/v1/runner/cancel-ack", token: l.leaseToken, json: { result: "error", exitCode: null, failure: null, steps: [], artifacts: [], log: { bytes: 0, sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" } } }).catch(() => {});
+    const empty = { bytes: 0, sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" };
+    await s.api.call({ method: "POST", path: "/v1/runner/complete", token: l.leaseToken, json: { result: "succeeded", exitCode: 0, failure: null, steps: [{ name: "s", exitCode: 0, signal: null, startedAt: null, finishedAt: null }], artifacts: [], log: empty } }).catch(() => {});
   }
   return out;
 }
@@ -101,6 +113,8 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
     const pickup: number[] = [];
     const afterReturn: number[] = [];
     const e2e: number[] = [];
+    const toLeased: number[] = [];
+    const leasedToStep: number[] = [];
     for (let i = 0; i < warmN; i++) {
       await s.until("a warm runner in lease", async () => (await s.serverMetric("deltaci_lease_waiters")) >= 1 && s.controller.provider.list().some((r) => r.state === "idle"));
       const sent = wallNowMs();
@@ -112,6 +126,11 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
       pickup.push(step - sent);
       afterReturn.push(step - returned);
       e2e.push(done - sent);
+      const leased = await leasedAt(s, id);
+      if (leased !== null) {
+        toLeased.push(leased - sent);
+        leasedToStep.push(step - leased);
+      }
     }
     const factory: SandboxFactory = isolation === "oci"
       ? new CrunSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} }, cgroupParent: "deltaci" })
@@ -119,6 +138,7 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
     const sb = await sandboxStart(factory, s.dir, 20);
     return {
       pickup: summary(pickup), pickupAfterSubmitReturned: summary(afterReturn), submitToJobSucceeded: summary(e2e),
+      breakdown: { submitToRunnerLogsLeased: summary(toLeased), leasedToStepRunning: summary(leasedToStep), note: "runner log times have 1 ms resolution" },
       baseline: { protocolPickup: summary(proto), sandboxCreateToStepRunning: summary(sb.createToStepMs), sandboxCreateRunDispose: summary(sb.totalMs) },
     };
   } finally {

@@ -5,7 +5,9 @@
  * every runner), from a cpuacct cgroup around it. Job containers run in their own cgroups, so
  * the steps' own CPU (here `true`) is not counted. Baseline in the same run: what starting the
  * runner process alone costs (bundled CLI `--version`) and the runner-bound ceiling it implies.
- * Usage: tsx bench/controller-throughput.ts [jobs=500] [maxRunners=8] [isolation=oci|process] [--runner=cli|runner-only]
+ * With `--in-process`, runners run inside this process (the CLI's in-process provider, what
+ * `deltaci run` uses): no process start per job.
+ * Usage: tsx bench/controller-throughput.ts [jobs=500] [maxRunners=8] [isolation=oci|process] [--runner=cli|runner-only] [--in-process]
  */
 import { cpus, loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
@@ -23,7 +25,8 @@ async function main() {
   const other = runnerEntry === "cli" ? await runnerOnlyBundle() : await bundledCli();
   const otherStart = timeCommand(other.command, [...other.args, "--version"], 10);
   const cg = await cpuCgroup();
-  const s = await startStack({ isolation, maxRunners, minIdle: maxRunners, command });
+  const inProcess = process.argv.includes("--in-process");
+  const s = await startStack({ isolation, maxRunners, minIdle: maxRunners, command, inProcess });
   try {
     await s.until("warm runners", () => s.controller.provider.list().filter((r) => r.state === "idle").length >= maxRunners, 300_000);
     const cpu0 = (await cg?.seconds()) ?? NaN;
@@ -43,7 +46,7 @@ async function main() {
     const cpuS = ((await cg?.seconds()) ?? NaN) - cpu0;
     const succeeded = await s.serverMetric('deltaci_jobs{state="succeeded"}');
     process.stdout.write(JSON.stringify({
-      bench: "controller-throughput", goal: "≥ 40 jobs/s", jobs: N, maxRunners, isolation, runnerEntry, succeeded,
+      bench: "controller-throughput", goal: "≥ 40 jobs/s", jobs: N, maxRunners, isolation, runners: inProcess ? "in-process" : `processes (${runnerEntry} bundle)`, succeeded,
       jobsPerSecond: Math.round((N / wallS) * 100) / 100, wallSeconds: Math.round(wallS * 100) / 100, submitSeconds: Math.round(submittedMs) / 1000,
       cpuSecondsPerJob: Math.round((cpuS / N) * 1000) / 1000, cpuSecondsTotal: Math.round(cpuS * 100) / 100,
       runnersLaunched: s.launches.length - launches0,

@@ -7,20 +7,22 @@
  */
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { Client, sessions, spawnBare, spawnDeltaci, jobSpec } from "./lib/protocol-client.ts";
+import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs } from "./lib/protocol-client.ts";
+import { loadavg } from "node:os";
 
 const CYCLES = Number(process.argv[2] ?? 4000);
 const CONC = Number(process.argv[3] ?? 16);
 const LOG = Buffer.alloc(4096, "x");
 const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
 
-async function bareRate(c: Client, total: number): Promise<number> {
+async function bareRate(c: Client, total: number, pid: number): Promise<{ perSec: number; cpuMsPerRequest: number }> {
   let next = 0;
+  const cpu0 = processCpuMs(pid);
   const t = performance.now();
   await Promise.all(Array.from({ length: CONC }, async () => {
     while (next++ < total) await c.call("POST", "/bare", null, { json: { state: "running", step: 0, logBytes: 0 } });
   }));
-  return total / ((performance.now() - t) / 1000);
+  return { perSec: total / ((performance.now() - t) / 1000), cpuMsPerRequest: (processCpuMs(pid) - cpu0) / total };
 }
 
 async function cycleRate(durability: "full" | "normal"): Promise<Record<string, number | string>> {
@@ -33,6 +35,8 @@ async function cycleRate(durability: "full" | "normal"): Promise<Record<string, 
     }
     let next = 0;
     let errors = 0;
+    const pid = srv.proc.pid as number;
+    const cpu0 = processCpuMs(pid);
     const t = performance.now();
     await Promise.all(Array.from({ length: CONC }, async () => {
       for (let i = next++; i < CYCLES; i = next++) {
@@ -51,7 +55,12 @@ async function cycleRate(durability: "full" | "normal"): Promise<Record<string, 
       }
     }));
     const secs = (performance.now() - t) / 1000;
-    return { durability, cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors };
+    const cpuMsPerCycle = (processCpuMs(pid) - cpu0) / CYCLES;
+    return {
+      durability, cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
+      serverCpuMsPerCycle: Math.round(cpuMsPerCycle * 1000) / 1000,
+      cyclesPerSecPerServerCore: Math.round(1000 / cpuMsPerCycle),
+    };
   } finally {
     await c.close();
     await srv.stop();
@@ -62,9 +71,13 @@ async function main(): Promise<void> {
   const bare = await spawnBare();
   const b = new Client(bare.url);
   let bareReqPerSec: number;
+  let bareCpuMsPerRequest: number;
+  const load = loadavg()[0];
   try {
-    await bareRate(b, 2000);
-    bareReqPerSec = Math.round(await bareRate(b, CYCLES * 4));
+    await bareRate(b, 2000, bare.proc.pid as number);
+    const r = await bareRate(b, CYCLES * 4, bare.proc.pid as number);
+    bareReqPerSec = Math.round(r.perSec);
+    bareCpuMsPerRequest = Math.round(r.cpuMsPerRequest * 1000) / 1000;
   } finally {
     await b.close();
     await bare.stop();
@@ -77,10 +90,12 @@ async function main(): Promise<void> {
     goal: "> 2000 cycles/s",
     full,
     normal,
-    baseline: { bareFastifyRequestsPerSec: bareReqPerSec, bareCyclesPerSecEquivalent: Math.round(bareReqPerSec / 4) },
+    loadAverageAtStart: load,
+    baseline: { bareFastifyRequestsPerSec: bareReqPerSec, bareCyclesPerSecEquivalent: Math.round(bareReqPerSec / 4), bareServerCpuMsPerRequest: bareCpuMsPerRequest },
     ratioToBare: {
       full: Math.round(((full.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
       normal: Math.round(((normal.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
+      serverCpuPerRequestFull: Math.round(((full.serverCpuMsPerCycle as number) / 4 / bareCpuMsPerRequest) * 100) / 100,
     },
   }) + "\n");
 }

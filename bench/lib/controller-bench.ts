@@ -16,6 +16,10 @@ import { startServer, type RunningServer } from "../../src/server/index.ts";
 import { startController, type RunningController } from "../../src/controller/index.ts";
 import { LocalProvider } from "../../src/controller/local-provider.ts";
 import { defaultSlotReaper } from "../../src/cli/commands/controller.ts";
+import { InProcessProvider } from "../../src/cli/run/in-process-provider.ts";
+import type { RunnerProvider } from "../../src/controller/provider.ts";
+import { CrunSandboxFactory } from "../../src/sandbox/oci/crun-sandbox-factory.ts";
+import { ProcessSandboxFactory } from "../../src/sandbox/process/process-sandbox.ts";
 import { hostPoolDefaults } from "../../src/config/controller-config.ts";
 import { systemClock } from "../../src/base/clock.ts";
 import type { Pool } from "../../src/controller/types.ts";
@@ -128,7 +132,11 @@ export function spec(name: string, run: string, isolationLimits = true): Submitt
   };
 }
 
-export async function startStack(o: { isolation: "oci" | "process"; maxRunners: number; minIdle: number; command: { command: string; args: string[] } }): Promise<Stack> {
+export async function startStack(o: {
+  isolation: "oci" | "process"; maxRunners: number; minIdle: number; command: { command: string; args: string[] };
+  /** Runners inside this process (the CLI's in-process provider, as `deltaci run` uses) instead of processes. */
+  inProcess?: boolean;
+}): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), "dci-ctl-bench-"));
   await chmod(dir, 0o711);
   const server = await startServer({ dataDir: join(dir, "server"), port: 0 });
@@ -138,10 +146,18 @@ export async function startStack(o: { isolation: "oci" | "process"; maxRunners: 
   const pool: Pool = { name: "default", ...host, labels: [], max: o.maxRunners, minIdle: o.minIdle, isolation: o.isolation };
   const workRoot = join(dir, "runners");
   const launches: Stack["launches"] = [];
-  const provider = new LocalProvider({
-    workRoot, command: o.command, runnerIdleTimeoutMs: 10 * 60_000, drainTimeoutMs: 10_000, slotBase: 20_000 + (process.pid % 20_000),
-    reaper: defaultSlotReaper([pool], logger), clock: systemClock, logger,
-  });
+  const slotBase = 20_000 + (process.pid % 20_000);
+  const sandboxLogger = { info: () => {}, warn: (f: Record<string, unknown>, m: string) => logger.warn(f, m) };
+  const provider: RunnerProvider = o.inProcess
+    ? new InProcessProvider({
+      workRoot, slotBase, maxSlots: o.maxRunners, clock: systemClock, idleTimeoutMs: 10 * 60_000,
+      logger: { info: () => {}, warn: (f, m) => logger.warn(f, m), error: (f, m) => logger.error(f, m) },
+      sandboxFactory: o.isolation === "oci" ? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" }) : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger }),
+    })
+    : new LocalProvider({
+      workRoot, command: o.command, runnerIdleTimeoutMs: 10 * 60_000, drainTimeoutMs: 10_000, slotBase,
+      reaper: defaultSlotReaper([pool], logger), clock: systemClock, logger,
+    });
   const launch = provider.launch.bind(provider);
   provider.launch = async (req) => {
     const atMs = wallNowMs();

@@ -158,3 +158,12 @@ void test("a second Ctrl-C cancels hard: a step that ignores SIGTERM is killed a
   assert.match(r.stdout, /canceling hard/);
   assert.match(r.stdout, /⊘ stubborn +canceled/);
 });
+
+void test("a job nothing on this machine can run (another os) is reported and canceled, not waited for", async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "deltaci.yml"), "jobs:\n  win:\n    runs-on: {os: windows}\n    steps: [{run: echo hi}]\n");
+  const r = await runCli(["run", ...P], { cwd: dir });
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /cannot run here: .*needs os windows/);
+  assert.match(r.stdout, /⊘ win +canceled/);
+});

@@ -20,6 +20,8 @@ export interface WatchUi {
 }
 
 const POLL_MS = 250;
+/** How long a job may stay unschedulable (the controller re-checks its capacity) before `run` gives up on it. */
+const UNSCHEDULABLE_GIVE_UP_MS = 3_000;
 
 export function isTerminal(st: Pick<JobStatus, "state">): boolean {
   return TERMINAL_JOB_STATES.includes(st.state);
@@ -85,8 +87,16 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
     if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
   });
   let st: JobStatus;
+  let unschedulableSince: number | null = null;
   for (;;) {
     st = await client.status(sub.jobId, o.signal);
+    // Nothing on this machine can ever run it (another os/arch): say so and cancel, not wait forever.
+    unschedulableSince = st.state === "queued" && st.unschedulable ? (unschedulableSince ?? o.clock.now()) : null;
+    if (unschedulableSince !== null && o.clock.now() - unschedulableSince >= UNSCHEDULABLE_GIVE_UP_MS) {
+      o.ui.print(`${o.prefix}${o.style.red(`cannot run here: ${st.unschedulable ?? ""}; canceling`)}\n`);
+      await client.cancel(sub.jobId, "hard", o.signal);
+      unschedulableSince = null;
+    }
     const last = (current as LogPrinter | null)?.steps.at(-1);
     const step = last && last.exitCode === null ? `step ${last.index + 1}/${stepNames.length}: ${last.name}` : null;
     o.ui.setActivity(sub.job.name, activity(st, stepNames, step));

@@ -50,8 +50,8 @@ export interface LocalStackOptions {
 export function localPool(jobs: ParsedJob[], isolation: Isolation, workRoot: string): Pool {
   const host = hostPoolDefaults(workRoot);
   const labels = [...new Set(jobs.flatMap((j) => j.spec.runsOn.labels))];
-  const os = jobs.map((j) => j.spec.runsOn.os).find((o) => o !== undefined) ?? host.os;
-  const arch = jobs.map((j) => j.spec.runsOn.arch).find((a) => a !== undefined) ?? host.arch;
+  // os and arch are facts of this machine: a job asking for others is reported unschedulable.
+  const { os, arch } = host;
   // A local run serves what the file asks: a limit above this machine's size is simply not binding.
   const resources = {
     cpus: Math.max(host.resources.cpus, ...jobs.map((j) => j.spec.limits.cpus)),

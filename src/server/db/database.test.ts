@@ -1,0 +1,51 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SqliteDatabase } from "./database.ts";
+import { migrations } from "./migrations.ts";
+
+function withDb(fn: (db: SqliteDatabase) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
+  const db = new SqliteDatabase(join(dir, "state.db"), "full");
+  return fn(db).finally(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+}
+
+void test("migrations are applied once, in order", () =>
+  withDb(async (db) => {
+    assert.equal(db.schemaVersion(), migrations.at(-1)?.version);
+  }));
+
+void test("ops of one turn share one commit; a failing op is rolled back alone", () =>
+  withDb(async (db) => {
+    const put = (k: string) => db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES (?, 'v')").run(k));
+    const undone: string[] = [];
+    const results = await Promise.allSettled([
+      put("a"),
+      db.write((hooks) => {
+        db.db.prepare("INSERT INTO kv(key, value) VALUES ('b', 'v')").run();
+        hooks.onRollback(() => undone.push("b"));
+        throw new Error("no");
+      }),
+      put("c"),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+    assert.deepEqual(undone, ["b"]);
+    assert.deepEqual(db.db.prepare("SELECT key FROM kv ORDER BY key").pluck().all(), ["a", "c"]);
+    assert.equal(db.stats.commits, 1);
+    assert.equal(db.stats.ops, 3);
+  }));
+
+void test("after-commit hooks run after the commit, before the op resolves", () =>
+  withDb(async (db) => {
+    const seen: string[] = [];
+    await db.write((hooks) => {
+      db.db.prepare("INSERT INTO kv(key, value) VALUES ('k', 'v')").run();
+      hooks.afterCommit(() => seen.push(db.db.inTransaction ? "in tx" : "committed"));
+    });
+    assert.deepEqual(seen, ["committed"]);
+  }));

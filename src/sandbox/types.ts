@@ -25,6 +25,8 @@ export interface SandboxSpec {
   caches: Cache[];
   /** Where connection decisions are appended (JSON lines: time, job, destination, port, decision). */
   auditLogPath: string | null;
+  /** Values of the job's secrets: a writable cache containing one (raw or base64) is not saved after the job. */
+  secretValues?: string[];
 }
 
 export interface SlotInfo {

@@ -19,7 +19,7 @@ import { CrunCli } from "./crun-cli.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
 import { mountOverlay, unpackImage } from "./oci-image.ts";
-import { prepareCaches } from "./caches.ts";
+import { prepareCaches, saveCaches, type WritableCache } from "./caches.ts";
 import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
@@ -131,12 +131,18 @@ export class CrunSandboxFactory implements SandboxFactory {
     const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
     const sockDir = join(this.socketDir, containerId);
     let proxy: EgressProxy | null = null;
+    let writableCaches: WritableCache[] = [];
+    let started = false;
     let tornDown: Promise<void> | null = null;
     const mark = this.marker();
     const teardown = () => (tornDown ??= (async () => {
       mark(null);
       const removed = await removeContainer(td, containerId, cgroupPath);
       mark("dispose: crun delete + cgroups");
+      if (started && writableCaches.length > 0) {
+        const saved = await saveCaches(writableCaches, spec.secretValues ?? [], spec.slot.hostUidBase, this.opts.logger);
+        removed.push(...saved.map((k) => `saved cache ${k}`));
+      }
       await proxy?.close();
       removed.push(...(await removeJobFiles(jobDir)), ...(await removeJobFiles(sockDir)));
       mark("dispose: unmount + remove files");
@@ -166,7 +172,8 @@ export class CrunSandboxFactory implements SandboxFactory {
       const extraEnv: Record<string, string> = {};
       let hasBash = existsSync("/usr/bin/bash") || existsSync("/bin/bash");
       let rootReadonly = true;
-      const caches = await prepareCaches(this.cacheRoot, spec.caches, WORKSPACE, uid);
+      const caches = await prepareCaches(this.cacheRoot, spec.caches, WORKSPACE, uid, jobDir, diskMount);
+      writableCaches = caches.writable;
       const skeletonPoints = caches.targets.filter((t) => !t.startsWith(WORKSPACE + "/") && !t.startsWith(HOME + "/") && t !== HOME);
       if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
       else {
@@ -229,6 +236,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       mark("create: rootfs + bundle");
       await p.crun.must(["run", "-d", "--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container");
       mark("create: crun run -d");
+      started = true;
       return new CrunSandbox(
         {
           jobId: spec.jobId,

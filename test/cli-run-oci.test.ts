@@ -5,7 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { exampleCopy, parseJson, runCli } from "./cli-helpers.ts";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { exampleCopy, killOnExit, parseJson, runCli, startCli, tempDir } from "./cli-helpers.ts";
 
 interface RunJson {
   exitCode: number;
@@ -50,4 +52,24 @@ void test("oci: the Node.js example passes in the host image", async (t) => {
   const r = await runCli(["run"], { cwd: dir });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /# pass 2/);
+});
+
+void test("oci: artifacts come back to ./.deltaci/artifacts/<job>/", async (t) => {
+  const dir = exampleCopy(t, "artifacts-cache");
+  const r = await runCli(["run"], { cwd: dir });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(readFileSync(join(dir, ".deltaci", "artifacts", "build", "report"), "utf8"), /^report of job job_/);
+  assert.match(r.stdout, /cache: this is build number \d+ seen by the cache/);
+});
+
+void test("oci: Ctrl-C cancels the sandboxed job and exits 130", async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "deltaci.yml"), "jobs:\n  slow:\n    steps:\n      - run: echo started; sleep 120\n");
+  const run = startCli(["run", "--json"], { cwd: dir });
+  killOnExit(t, run);
+  await run.waitFor(/^started$/m);
+  run.child.kill("SIGINT");
+  const r = await run.result;
+  assert.equal(r.code, 130, r.stderr);
+  assert.equal(parseJson<RunJson>(r.stdout).jobs[0]?.state, "canceled");
 });

@@ -41,6 +41,11 @@ void describe("oci isolation", { timeout: 300_000 }, () => {
     assert.equal(kill.out.trim(), "denied");
   });
 
+  void it("cannot ptrace a process outside the sandbox", async () => {
+    const r = await sh(`python3 -c "import ctypes,os;l=ctypes.CDLL(None,use_errno=True);r=l.ptrace(16,${process.pid},0,0);print(r, os.strerror(ctypes.get_errno()))"`);
+    assert.match(r.out, /^-1 (No such process|Operation not permitted)\n$/);
+  });
+
   void it("cannot read the host's secrets, /root, /home, /work or /var", async () => {
     const r = await sh("for p in /etc/shadow /root /work /var/lib /home/runner /run/deltaci /proc/kcore; do test -r $p && test -s $p && echo \"readable $p\"; done; ls /home; true");
     assert.equal(r.out, "deltaci\n");

@@ -22,7 +22,7 @@ export function detectCgroupLayout(mountinfo = readFileSync("/proc/self/mountinf
     if (fstype === "cgroup2") v2 ??= mountPoint;
     if (fstype === "cgroup") {
       for (const opt of superOpts.split(",")) {
-        if (["rw", "ro", "relatime", "noexec", "nosuid", "nodev", "clone_children"].includes(opt) || opt.startsWith("release_agent")) continue;
+        if (["rw", "ro", "relatime", "noexec", "nosuid", "nodev", "clone_children", "xattr"].includes(opt) || opt.startsWith("release_agent")) continue;
         v1.set(opt, mountPoint);
       }
     }

@@ -118,3 +118,23 @@ void test("sources: upload once, jobs reference them by digest, the lease's runn
     await s.close();
   }
 });
+
+void test("an upload left unfinished when its attempt ends is removed", async () => {
+  const s = await startTestServer({ leaseTtlMs: 1000, maxAttempts: 1 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    const data = Buffer.from("half of it and the rest");
+    const created = await s.call("POST", "/v1/runner/artifacts", { token: l.leaseToken, json: { name: "half.bin", size: data.length, sha256: sha(data) } });
+    assert.equal((await put(s, created.body.upload.url, l.leaseToken, data.subarray(0, 5), 0, data.length)).status, 202);
+    assert.equal((await readdir(join(s.dir, "uploads"))).length, 1);
+    await s.waitFor(jobId, (st) => st.state === "errored");
+    for (let i = 0; (await readdir(join(s.dir, "uploads"))).length > 0; i++) {
+      assert.ok(i < 200, "the partial upload is removed");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    await s.close();
+  }
+});

@@ -54,6 +54,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const ctx: EngineContext = {
     store, clock: opts.clock, opts, events: new Notifier(), waiters, metrics, logger: opts.logger,
     capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), lifecycle: { stopping: false },
+    discardUpload: (id) => {
+      blobs.discardUpload(id).catch((err: unknown) => opts.logger?.warn({ err, artifactId: id }, "could not remove an abandoned upload"));
+    },
   };
   store.onHookError = (err) => opts.logger?.error({ err }, "after-commit hook failed");
   loadCapacity(ctx);

@@ -31,6 +31,8 @@ export interface EngineContext {
   demand: { version: number };
   /** Artifact uploads being written now (one writer per artifact). */
   uploadsInFlight: Set<string>;
+  /** Deletes the partial upload of an artifact that can no longer complete (after commit). */
+  discardUpload(artifactId: string): void;
   /** Set when the server begins to shut down: long polls and follow streams end. */
   lifecycle: { stopping: boolean };
 }

@@ -43,7 +43,15 @@ export function setAttemptState(
   ctx.store.updateAttempt(a.jobId, a.attempt, full);
   ctx.store.addTransition(a.jobId, { at: now, attempt: a.attempt, from: `attempt:${a.state}`, to: `attempt:${to}`, reason });
   Object.assign(a, full);
-  if (terminal) hooks.afterCommit(() => ctx.events.emit(keys.cancel(a.jobId, a.attempt)));
+  if (terminal) {
+    // Uploads that did not finish before the attempt ended can never become visible: drop them.
+    for (const art of ctx.store.listArtifacts(a.jobId, a.attempt)) {
+      if (art.state !== "pending") continue;
+      ctx.store.deleteArtifact(art.id);
+      hooks.afterCommit(() => ctx.discardUpload(art.id));
+    }
+    hooks.afterCommit(() => ctx.events.emit(keys.cancel(a.jobId, a.attempt)));
+  }
 }
 
 /** Queues attempt `n` of `job` and hands it to a waiting runner when one matches. */

@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectRoot } from "../src/config/paths.ts";
 
@@ -16,13 +16,23 @@ const root = projectRoot();
 const bin = join(root, "bin", "deltaci.js");
 const work = mkdtempSync(join(tmpdir(), "deltaci-bench-cli-"));
 
-function time(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): number {
+/** Phase marks of the deltaci runs (`--json` → timingsMs), for where the time goes. */
+const phases: Record<string, Record<string, number[]>> = {};
+
+function time(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; phasesOf?: string } = {}): number {
   const t0 = process.hrtime.bigint();
   const r = spawnSync(cmd, args, { cwd: opts.cwd ?? work, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"], encoding: "utf8" });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  if (opts.phasesOf) {
+    const marks = (JSON.parse(r.stdout) as { timingsMs: Record<string, number> }).timingsMs;
+    const into = (phases[opts.phasesOf] ??= {});
+    for (const [k, v] of Object.entries(marks)) (into[k] ??= []).push(v);
+  }
   return ms;
 }
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
 function stats(samples: number[]) {
   const s = [...samples].sort((a, b) => a - b);
@@ -71,13 +81,17 @@ try {
   const result = {
     bench: "cli-run",
     goalMs: 1000,
-    deltaciRunOci: measure("deltaci run (oci)", runs, () => time(process.execPath, [bin, "run"], { cwd: jobDir })),
-    deltaciRunProcess: measure("deltaci run (process)", runs, () => time(process.execPath, [bin, "run", "--isolation", "process"], { cwd: jobDir })),
+    deltaciRunOci: measure("deltaci run (oci)", runs, () => time(process.execPath, [bin, "run", "--json"], { cwd: jobDir, phasesOf: "oci" })),
+    deltaciRunProcess: measure("deltaci run (process)", runs, () => time(process.execPath, [bin, "run", "--json", "--isolation", "process"], { cwd: jobDir, phasesOf: "process" })),
+    deltaciRunOciRunnerProcesses: measure("deltaci run (oci, runner child processes)", runs, () => time(process.execPath, [bin, "run", "--json", "--runner-processes"], { cwd: jobDir, phasesOf: "ociRunnerProcesses" })),
     crunRun: measure("crun run", runs * 3, () => time("unshare", ["--mount", "--propagation", "private", "sh", "-c", crunScript, `bench-${process.pid}-${id++}`])),
     shEcho: measure("sh -c echo", runs * 3, () => time("sh", ["-c", "echo hello"])),
     cliStartBundle: measure("deltaci --version (bundle)", runs, () => time(process.execPath, [bin, "--version"])),
     cliStartTsx: measure("deltaci --version (tsx)", runs, () => time(process.execPath, [bin, "--version"], { env: { DELTACI_FROM_SOURCE: "1" } })),
     nodeStart: measure("node -e 0", runs, () => time(process.execPath, ["-e", "0"])),
+    /** Median ms since the CLI process started at which each phase of `deltaci run` ended. */
+    phasesP50Ms: Object.fromEntries(Object.entries(phases).map(([k, marks]) => [k, Object.fromEntries(Object.entries(marks).map(([m, xs]) => [m, median(xs)]))])),
+    loadAverage: loadavg().map((x) => Math.round(x * 100) / 100),
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } finally {

@@ -30,6 +30,7 @@ interface RunFlags {
   source?: string;
   keepState?: boolean;
   runnerProcesses?: boolean;
+  timings?: boolean;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -46,12 +47,16 @@ export function registerRunCommand(program: Command): void {
     .option("--source <dir>", "directory packed as the job's source (default: the job file's directory)")
     .option("--json", "print a JSON summary on stdout (logs go to stderr)")
     .option("--keep-state", "keep the run's temp dir (server state, runner logs) for debugging")
+    .option("--timings", "print where the time went (phases, ms since the process started) to stderr")
     .option("--runner-processes", "start runners as child processes (`deltaci runner`, as `deltaci up` does) instead of in this process")
     .action((file: string | undefined, flags: RunFlags) => runCommand(file, flags));
 }
 
 async function runCommand(file: string | undefined, flags: RunFlags): Promise<void> {
   const started = systemClock.now();
+  // Phase marks for --timings: ms since this process started (node's own start-up included).
+  const marks: Array<[string, number]> = [["cli ready", Math.round(performance.now())]];
+  const mark = (name: string) => marks.push([name, Math.round(performance.now())]);
   const cwd = process.cwd();
   const path = resolveJobFile(file, cwd);
   const jobs = selectJobs(loadJobs(path, cwd), flags.job);
@@ -77,6 +82,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
 
   if (isolation === "process") line.print(style.yellow("warning: --isolation process runs the steps WITHOUT a sandbox, as this user on this machine (development only)\n"));
   const isolationProblem = isolation === "oci" ? await checkIsolation() : null;
+  mark("isolation checked");
   if (isolationProblem) {
     throw usageError(`deltaci: the oci sandbox (crun) does not work on this machine: ${isolationProblem}\n` +
       `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
@@ -94,10 +100,12 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;
     });
+    mark("server and controller up");
     setActivity("", "packing the source");
     const submitted = await interrupt.race(
       submitJobs(stack.client, { jobs, sourceDir, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
     );
+    mark("source uploaded, jobs submitted");
     setActivity("", "");
     const client = stack.client;
     interrupt.onCancel = (mode) => {
@@ -114,6 +122,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
         }),
       ),
     );
+    mark("jobs ended, logs complete");
     line.set("downloading artifacts");
     for (const [i, st] of finals.entries()) {
       const sub = submitted[i] as SubmittedJob;
@@ -130,12 +139,15 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   } finally {
     line.stop();
     interrupt.uninstall();
+    mark("artifacts downloaded");
     await stack?.close();
+    mark("stack closed");
   }
   const durationMs = systemClock.now() - started;
   const exitCode = interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
+  if (flags.timings) process.stderr.write(`${marks.map(([n, ms]) => `timing: ${String(ms).padStart(6)} ms  ${n}`).join("\n")}\n`);
   if (flags.json) {
-    process.stdout.write(`${JSON.stringify(jsonSummary(outcomes, exitCode, durationMs, cwd), null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ ...jsonSummary(outcomes, exitCode, durationMs, cwd), timingsMs: Object.fromEntries(marks) }, null, 2)}\n`);
   } else {
     human.write(formatSummary(outcomes, { style, cwd, durationMs }));
   }

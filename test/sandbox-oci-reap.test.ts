@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import { hostProcessesWith } from "../src/sandbox/conformance.ts";
 import { ociTestEnv } from "./support/sandbox-harness.ts";
@@ -30,7 +32,10 @@ for (const egress of ["none", "allowlist"]) {
     assert.ok(left.some((l) => l.startsWith("container ")), `a container is left: ${left.join(", ")}`);
     assert.ok(left.some((l) => l.startsWith("mount ")), "mounts are left");
     assert.equal(hostProcessesWith(`sleep ${marker}`).length, 1, "the step's process outlived the runner");
+    mkdirSync(join(slot.workDir, "runner"), { recursive: true });
+    writeFileSync(join(slot.workDir, "runner", "keep.txt"), "the runner's own files are not the sandbox's to reap");
     const reaped = await env.factory.reapSlot(slot);
+    assert.equal(existsSync(join(slot.workDir, "runner", "keep.txt")), true);
     assert.ok(reaped.length >= left.length - 1);
     assert.deepEqual(await env.factory.inspectSlot(slot), []);
     assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);

@@ -7,6 +7,11 @@ export function jobDirName(jobId: string): string {
   return `job-${readable}-${createHash("sha256").update(jobId).digest("hex").slice(0, 8)}`;
 }
 
+/** True for names `jobDirName` makes: the only entries of a slot dir that the sandbox reaps. */
+export function isJobDirName(name: string): boolean {
+  return /^job-.*-[0-9a-f]{8}$/.test(name);
+}
+
 /** Container id, cgroup leaf and netns name of a job in a slot (all share the slot prefix). */
 export function slotPrefix(slotIndex: number): string {
   return `deltaci-s${slotIndex}-`;

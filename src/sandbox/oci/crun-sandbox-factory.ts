@@ -7,7 +7,7 @@ import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { DeltaError } from "../../base/errors.ts";
-import { containerName, jobDirName, slotPrefix } from "../job-names.ts";
+import { containerName, isJobDirName, jobDirName, slotPrefix } from "../job-names.ts";
 import { extractSourceArchive } from "../source-archive.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } from "../types.ts";
 import { detectAppArmor, DEFAULT_APPARMOR_PROFILE } from "./apparmor.ts";
@@ -283,7 +283,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     for (const dev of await loopDevicesBelow(slot.workDir)) found.push(`loop ${dev}`);
     for (const name of await readdir(this.socketDir).catch(() => [])) if (name.startsWith(slotPrefix(slot.index))) found.push(`dir ${join(this.socketDir, name)}`);
     const names = await readdir(slot.workDir).catch(() => []);
-    for (const name of names) found.push(`dir ${join(slot.workDir, name)}`);
+    for (const name of names) if (isJobDirName(name)) found.push(`dir ${join(slot.workDir, name)}`);
     return found;
   }
 
@@ -311,7 +311,9 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (name.startsWith(slotPrefix(slot.index))) removed.push(...(await removeJobFiles(join(this.socketDir, name))), `dir ${join(this.socketDir, name)}`);
     }
     if (existsSync(slot.workDir)) {
-      for (const name of await readdir(slot.workDir)) removed.push(...(await removeJobFiles(join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
+      for (const name of await readdir(slot.workDir)) {
+        if (isJobDirName(name)) removed.push(...(await removeJobFiles(join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
+      }
     }
     return removed;
   }

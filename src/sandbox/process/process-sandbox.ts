@@ -6,7 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
@@ -15,7 +15,7 @@ import { extractSourceArchive } from "../source-archive.ts";
 import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
 import { StepControl } from "../step-control.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, StepProcess, StepResult, StepSpec } from "../types.ts";
-import { jobDirName } from "../job-names.ts";
+import { isJobDirName, jobDirName } from "../job-names.ts";
 
 export interface ProcessSandboxOptions {
   clock: Clock;
@@ -46,10 +46,15 @@ export class ProcessSandboxFactory implements SandboxFactory {
     return new ProcessSandbox(jobDir, workspace, this.opts);
   }
 
+  /** Removes job dirs only: the slot dir also holds the runner's own files. */
   async reapSlot(slot: SlotInfo): Promise<string[]> {
-    if (!existsSync(slot.workDir)) return [];
-    await rm(slot.workDir, { recursive: true, force: true });
-    return [slot.workDir];
+    const removed: string[] = [];
+    for (const name of await readdir(slot.workDir).catch(() => [])) {
+      if (!isJobDirName(name)) continue;
+      await rm(join(slot.workDir, name), { recursive: true, force: true });
+      removed.push(join(slot.workDir, name));
+    }
+    return removed;
   }
 }
 

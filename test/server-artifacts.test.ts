@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { completeBody, startTestServer, type TestServer } from "./server-harness.ts";
+import { completeBody, JumpClock, startTestServer, type TestServer } from "./server-harness.ts";
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
@@ -120,7 +120,8 @@ void test("sources: upload once, jobs reference them by digest, the lease's runn
 });
 
 void test("an upload left unfinished when its attempt ends is removed", async () => {
-  const s = await startTestServer({ leaseTtlMs: 1000, maxAttempts: 1 });
+  const clock = new JumpClock();
+  const s = await startTestServer({ leaseTtlMs: 30_000, maxAttempts: 1, clock });
   try {
     const jobId = await s.submit();
     const l = await s.lease(await s.runner(), 1000);
@@ -129,6 +130,7 @@ void test("an upload left unfinished when its attempt ends is removed", async ()
     const created = await s.call("POST", "/v1/runner/artifacts", { token: l.leaseToken, json: { name: "half.bin", size: data.length, sha256: sha(data) } });
     assert.equal((await put(s, created.body.upload.url, l.leaseToken, data.subarray(0, 5), 0, data.length)).status, 202);
     assert.equal((await readdir(join(s.dir, "uploads"))).length, 1);
+    clock.advance(31_000);
     await s.waitFor(jobId, (st) => st.state === "errored");
     for (let i = 0; (await readdir(join(s.dir, "uploads"))).length > 0; i++) {
       assert.ok(i < 200, "the partial upload is removed");

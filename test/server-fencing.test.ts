@@ -1,15 +1,17 @@
 /** Fencing and claims: stale lease tokens change nothing; one job, one winner; long polls wake on submit. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { completeBody, startTestServer } from "./server-harness.ts";
+import { completeBody, JumpClock, startTestServer } from "./server-harness.ts";
 
 void test("after expiry the old lease token gets 409 everywhere and never changes the job", async () => {
-  const s = await startTestServer({ leaseTtlMs: 1000, maxAttempts: 3 });
+  const clock = new JumpClock();
+  const s = await startTestServer({ leaseTtlMs: 30_000, maxAttempts: 3, clock });
   try {
     const jobId = await s.submit();
     const old = await s.lease(await s.runner(), 1000);
     assert.ok(old);
     assert.equal((await s.log(old.leaseToken, 0, "first attempt\n")).status, 202);
+    clock.advance(31_000);
     await s.waitFor(jobId, (st) => st.attempts.length === 2 && st.attempts[0].state === "lost");
     const fresh = await s.lease(await s.runner(), 5000);
     assert.ok(fresh);

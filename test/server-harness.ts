@@ -1,4 +1,8 @@
-/** Test harness for the reference server: a real server on loopback with a temp data dir. */
+/**
+ * Test harness for the reference server: a real server on loopback with a temp data dir.
+ * Leases last 30 s by default; tests of expiry use a short ttl only where nothing must survive
+ * it, or a JumpClock to expire one lease while the next still has its whole ttl (load-proof).
+ */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -144,7 +148,7 @@ export function jobSpec(over: Partial<SubmittedJobSpec> = {}): SubmittedJobSpec 
 export async function startTestServer(over: Partial<ServerOptions> = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), "deltaci-server-test-"));
   try {
-    const srv = await startServer({ dataDir: dir, host: "127.0.0.1", port: 0, leaseTtlMs: 1000, heartbeatIntervalMs: 500, sweepIntervalMs: 100, ...over });
+    const srv = await startServer({ dataDir: dir, host: "127.0.0.1", port: 0, leaseTtlMs: 30_000, heartbeatIntervalMs: 500, sweepIntervalMs: 100, ...over });
     return new TestServer(srv, dir);
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

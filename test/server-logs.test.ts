@@ -127,12 +127,14 @@ void test("follow streams bytes as they commit and ends when the job ends", asyn
 });
 
 void test("follow of an attempt ends when that attempt is lost; the retry is followed by attempt number", async () => {
-  const s = await startTestServer({ leaseTtlMs: 1000, maxAttempts: 2 });
+  const clock = new JumpClock();
+  const s = await startTestServer({ leaseTtlMs: 30_000, maxAttempts: 2, clock });
   try {
     const jobId = await s.submit();
     const l = await s.lease(await s.runner(), 1000);
     assert.ok(l);
     await s.log(l.leaseToken, 0, "attempt one\n");
+    clock.advance(31_000);
     const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
     assert.equal(res.headers["x-deltaci-attempt"], "1");
     // no heartbeat: the lease expires and attempt 2 is queued; the stream of attempt 1 ends

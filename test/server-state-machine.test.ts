@@ -31,7 +31,7 @@ void test("expired leases are retried, then the job ends errored (runner_lost)",
       assert.ok(!Number.isNaN(Date.parse(t.at)), "every transition has a time");
       assert.ok(t.reason.length > 0, "every transition has a reason");
     }
-  }, { maxAttempts: 3 }));
+  }, { maxAttempts: 3, leaseTtlMs: 1000 }));
 
 void test("succeeded, failed (never retried) and running states", () =>
   withServer(async (s) => {

@@ -5,7 +5,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { projectRoot } from "../src/config/paths.ts";
 import { join } from "node:path";
 import { exampleCopy, killOnExit, parseJson, runCli, startCli, tempDir } from "./cli-helpers.ts";
 
@@ -72,4 +74,19 @@ void test("oci: Ctrl-C cancels the sandboxed job and exits 130", async (t) => {
   const r = await run.result;
   assert.equal(r.code, 130, r.stderr);
   assert.equal(parseJson<RunJson>(r.stdout).jobs[0]?.state, "canceled");
+});
+
+void test("oci: a job in an OCI image pinned by digest (the Debian test image, built once and cached)", { timeout: 1_800_000 }, async (t) => {
+  const script = join(projectRoot(), "scripts", "sandbox-build-debian-image.sh");
+  const built = spawnSync("bash", [script, "/var/cache/deltaci/images/debian", "bookworm"], { encoding: "utf8", timeout: 1_500_000, maxBuffer: 16 * 1024 * 1024 });
+  const m = /^(\S+) (sha256:[a-f0-9]{64})$/m.exec(built.stdout);
+  assert.ok(m?.[1] && m[2], `image builder output: ${built.stdout} ${built.stderr}`);
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "deltaci.yml"), `jobs:\n  deb:\n    image: "oci:${m[1]}@${m[2]}"\n    steps:\n      - run: echo "debian $(cat /etc/debian_version)"; id -u\n`);
+  const v = await runCli(["validate"], { cwd: dir });
+  assert.equal(v.code, 0, v.stderr);
+  const r = await runCli(["run"], { cwd: dir });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^debian 12\.\d+$/m);
+  assert.match(r.stdout, /^0$/m, "root inside the user namespace");
 });

@@ -4,7 +4,7 @@
  */
 import { Option, type Command } from "commander";
 import { pino, type Logger } from "pino";
-import { parseDurationMs, parseSizeBytes } from "../../base/units.ts";
+import { formatDurationMs, parseDurationMs, parseSizeBytes } from "../../base/units.ts";
 import { defaults } from "../../config/defaults.ts";
 import { serverEnv } from "../../config/server-config.ts";
 import { splitListen, startServer, type ServerOptions } from "../../server/index.ts";
@@ -30,25 +30,28 @@ export interface ServerFlags {
   durability?: string;
 }
 
+const d = (ms: number) => formatDurationMs(ms).replace(/\.0+s$/, "s").replace(/m0s$/, "m");
+const sz = (bytes: number) => (bytes % 1024 ** 3 === 0 ? `${bytes / 1024 ** 3}Gi` : `${bytes / 1024 ** 2}Mi`);
+
 /** Adds every server flag to `cmd` (durations like 2s/10m, sizes like 64Mi). */
 export function addServerOptions(cmd: Command): Command {
   return cmd
     .option("--listen <host:port>", "address to listen on", defaults.listen)
     .option("--data-dir <dir>", "state, logs, artifacts and token files", defaults.dataDir)
     .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent", "info")
-    .option("--lease-ttl <duration>", `lease lifetime without a heartbeat (default ${defaults.leaseTtlMs}ms)`)
-    .option("--heartbeat-interval <duration>", `heartbeat interval given to runners (default ${defaults.heartbeatIntervalMs}ms)`)
-    .option("--lease-wait-max <duration>", `longest lease long poll (default ${defaults.leaseWaitMaxMs}ms)`)
+    .option("--lease-ttl <duration>", `lease lifetime without a heartbeat (default ${d(defaults.leaseTtlMs)})`)
+    .option("--heartbeat-interval <duration>", `heartbeat interval given to runners (default ${d(defaults.heartbeatIntervalMs)})`)
+    .option("--lease-wait-max <duration>", `longest lease long poll (default ${d(defaults.leaseWaitMaxMs)})`)
     .option("--max-attempts <n>", `attempts per job for lost leases and runner errors (default ${defaults.maxAttempts})`)
-    .option("--log-limit <size>", `log bytes kept per job (default ${defaults.logLimitBytes})`)
-    .option("--tail-window <duration>", `how long a finished attempt may still send log (default ${defaults.tailWindowMs}ms)`)
-    .option("--hard-stop <duration>", `cancel-ack deadline before a hard stop (default ${defaults.hardStopMs}ms)`)
-    .option("--registration-ttl <duration>", `default registration token lifetime (default ${defaults.registrationTtlMs}ms)`)
-    .option("--session-ttl <duration>", `unused session token lifetime (default ${defaults.sessionTtlMs}ms)`)
-    .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${defaults.sweepIntervalMs}ms)`)
-    .option("--json-body-limit <size>", `largest JSON body (default ${defaults.jsonBodyLimitBytes})`)
-    .option("--log-chunk-limit <size>", `largest log chunk (default ${defaults.logChunkLimitBytes})`)
-    .option("--artifact-max <size>", `largest artifact (default ${defaults.artifactMaxBytes})`)
+    .option("--log-limit <size>", `log bytes kept per attempt (default ${sz(defaults.logLimitBytes)})`)
+    .option("--tail-window <duration>", `how long a finished attempt may still send log (default ${d(defaults.tailWindowMs)})`)
+    .option("--hard-stop <duration>", `cancel-ack deadline before a hard stop (default ${d(defaults.hardStopMs)})`)
+    .option("--registration-ttl <duration>", `default registration token lifetime (default ${d(defaults.registrationTtlMs)})`)
+    .option("--session-ttl <duration>", `unused session token lifetime (default ${d(defaults.sessionTtlMs)})`)
+    .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${d(defaults.sweepIntervalMs)})`)
+    .option("--json-body-limit <size>", `largest JSON body (default ${sz(defaults.jsonBodyLimitBytes)})`)
+    .option("--log-chunk-limit <size>", `largest log chunk (default ${sz(defaults.logChunkLimitBytes)})`)
+    .option("--artifact-max <size>", `largest artifact (default ${sz(defaults.artifactMaxBytes)})`)
     .option("--source-max <size>", "largest source archive (default 1Gi)")
     .addOption(new Option("--durability <mode>", "full: fsync every commit; normal: survives a killed server, not a power cut").choices(["full", "normal"]).default("full"));
 }

@@ -12,20 +12,25 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { selfCommand } from "../src/config/paths.ts";
 import { controllerOptionsFromFlags, startLocalController } from "../src/cli/commands/controller.ts";
+import { isSameProcess, readProcStat } from "../src/controller/proc.ts";
 import { alive, startHarness, type Harness } from "./controller-harness.ts";
 
 const gated = (gate: string) => [{ name: "wait", run: `while [ ! -e ${gate} ]; do sleep 0.02; done; echo done` }];
 
-/** Pids of processes whose working directory is under `dir` (a step's processes sit in the slot's work dir). */
-async function processesIn(dir: string): Promise<number[]> {
-  const out: number[] = [];
+/** Processes whose working directory is under `dir` (a step's processes sit in the slot's work dir), as pid + start time. */
+async function processesIn(dir: string): Promise<Array<{ pid: number; startTime: string }>> {
+  const out: Array<{ pid: number; startTime: string }> = [];
   for (const name of await readdir("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     const cwd = await readlink(`/proc/${name}/cwd`).catch(() => "");
-    if (cwd === dir || cwd.startsWith(`${dir}/`)) out.push(Number(name));
+    const st = await readProcStat(Number(name));
+    if (st && (cwd === dir || cwd.startsWith(`${dir}/`))) out.push({ pid: Number(name), startTime: st.startTime });
   }
   return out;
 }
+
+/** Still running: same pid and start time (a reused pid is another process). */
+const survives = (p: { pid: number; startTime: string }) => isSameProcess(p.pid, p.startTime);
 
 async function runnerPids(workRoot: string): Promise<Array<{ slot: string; pid: number }>> {
   const out = [];
@@ -77,7 +82,7 @@ void test("SIGKILL of the controller mid-run: jobs finish; a new controller adop
   assert.deepEqual(ctl.provider.list().map((r) => Number(r.handle)), [survivor.pid]);
   const reaped = (await ctl.metrics.reaped.get()).values;
   assert.ok((reaped.find((v) => v.labels.kind === "process")?.value ?? 0) >= 1, `reaped: ${JSON.stringify(reaped)}`);
-  for (const pid of strays) assert.ok(!(await alive(pid)), `stray step process ${pid} was killed`);
+  for (const p of strays) assert.ok(!(await survives(p)), `stray step process ${p.pid} was killed`);
 
   // the server retries the dead runner's job on a fresh runner; the adopted runner finishes its own
   await writeFile(gate, "");
@@ -107,7 +112,7 @@ void test("SIGKILL of a runner mid-job: the server retries on a fresh runner and
   process.kill(Number(runner.handle), "SIGKILL");
 
   await h.waitFor("the dead runner's slot reaped", async () => ((await ctl.metrics.reaped.get()).values.find((v) => v.labels.kind === "process")?.value ?? 0) >= 1);
-  for (const pid of strays) assert.ok(!(await alive(pid)), `stray ${pid} killed`);
+  for (const p of strays) assert.ok(!(await survives(p)), `stray ${p.pid} killed`);
   const exits = (await ctl.metrics.exits.get()).values;
   assert.equal(exits.find((v) => v.labels.outcome === "failed")?.value, 1, `exits: ${JSON.stringify(exits)}`);
   await h.waitJob(id, (j) => j.attempts.length === 2 && j.state === "running");

@@ -9,12 +9,21 @@
 import { createHash, type Hash } from "node:crypto";
 import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
+import { RetryPolicy } from "../client/retry-policy.ts";
 import type { LogSpool } from "./log-spool.ts";
 
-/** The slice of the protocol client the uploader needs (owned here, STYLE.md 7). */
+/**
+ * The slice of the protocol client the uploader needs (owned here, STYLE.md 7). `put` retries
+ * transient failures a few times (the client's retry policy) and then throws; the uploader then
+ * halves its chunk (a path that keeps cutting big requests still lets small ones through) and
+ * sends again, for as long as its signal lives.
+ */
 export interface LogSink {
   put(start: number, bytes: Uint8Array, signal: AbortSignal): Promise<{ status: "accepted" | "gap"; committed: number }>;
 }
+
+/** Smallest chunk the uploader shrinks to after transient failures. */
+export const MIN_CHUNK_BYTES = 16 * 1024;
 
 export type UploaderStop = "limit" | "stale" | "error" | null;
 
@@ -39,6 +48,7 @@ export class LogUploader {
   private hash: Hash = createHash("sha256");
   private hashedTo = 0;
   private lastSendAt = -Infinity;
+  private chunkLimit: number;
   private finishing = false;
   private stopReason: UploaderStop = null;
   private stopError: unknown = null;
@@ -50,6 +60,7 @@ export class LogUploader {
   constructor(opts: LogUploaderOptions) {
     this.o = opts;
     this.buf = Buffer.allocUnsafe(opts.chunkBytes);
+    this.chunkLimit = opts.chunkBytes;
   }
 
   get committed(): number {
@@ -128,13 +139,14 @@ export class LogUploader {
         continue;
       }
       const start = this.committedBytes;
-      const n = await spool.readAt(start, this.buf);
+      const n = await spool.readAt(start, this.buf.subarray(0, this.chunkLimit));
       if (n <= 0) return;
       const chunk = this.buf.subarray(0, n);
       this.lastSendAt = clock.now();
       try {
         const res = await this.o.sink.put(start, chunk, signal);
         this.setCommitted(res.committed);
+        this.chunkLimit = Math.min(this.o.chunkBytes, this.chunkLimit * 2);
         if (res.committed > this.hashedTo && res.committed <= start + n) {
           this.hashUpTo(start);
           this.hash.update(chunk.subarray(this.hashedTo - start, res.committed - start));
@@ -142,6 +154,10 @@ export class LogUploader {
         }
       } catch (err) {
         if (signal.aborted) return;
+        if (RetryPolicy.isTransient(err)) {
+          this.chunkLimit = Math.max(MIN_CHUNK_BYTES, Math.floor(this.chunkLimit / 2));
+          continue;
+        }
         this.stopError = err;
         this.stopReason = isDeltaError(err, "E_LOG_LIMIT") ? "limit" : isDeltaError(err, "E_LEASE_STALE") ? "stale" : "error";
       }

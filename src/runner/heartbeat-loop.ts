@@ -5,6 +5,7 @@
  */
 import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
+import { RetryPolicy } from "../client/retry-policy.ts";
 import type { CancelMode, HeartbeatRequest } from "../protocol/schemas.ts";
 import { deadlineSignal } from "./deadline.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
@@ -61,11 +62,14 @@ export class HeartbeatLoop {
       // Keep trying while the lease could still be renewed; a hung request is cut at expiry.
       const expiry = deadlineSignal(clock, this.expiresAt - sentAt, signal);
       try {
-        const waitMs = Math.max(0, Math.min(this.intervalMs, this.expiresAt - sentAt - this.o.ttlMs / 4));
-        const res = await client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: Math.floor(waitMs) }, {
-          signal: expiry.signal,
-          deadline: this.expiresAt,
-        });
+        const waitMs = Math.floor(Math.max(0, Math.min(this.intervalMs, this.expiresAt - sentAt - this.o.ttlMs / 4)));
+        // One held call; if it fails, renew without a hold (retried until expiry) so a healed
+        // network renews at once instead of after another hold.
+        const res = await client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs }, { signal: expiry.signal, maxAttempts: 1 })
+          .catch((err: unknown) => {
+            if (!RetryPolicy.isTransient(err)) throw err;
+            return client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: 0 }, { signal: expiry.signal, deadline: this.expiresAt });
+          });
         expiry.clear();
         this.expiresAt = sentAt + this.o.ttlMs;
         this.intervalMs = clampInterval(res.heartbeatIntervalMs, this.o.ttlMs);

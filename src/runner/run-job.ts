@@ -62,7 +62,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
   const leaseAlive = new AbortController();
   const uploader = new LogUploader({
     spool, clock, flushIntervalMs: timings.flushIntervalMs, flushBytes: timings.flushBytes, chunkBytes: timings.chunkBytes,
-    sink: { put: (start, bytes, signal) => client.putLog(token, start, bytes, { signal }) },
+    sink: { put: (start, bytes, signal) => client.putLog(token, start, bytes, { signal, maxAttempts: 4 }) },
   });
   let state: "preparing" | "running" | "finishing" = "preparing";
   let currentStep: number | null = null;

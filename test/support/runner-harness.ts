@@ -30,14 +30,16 @@ export async function startHarness(opts: Partial<ServerOptions> = {}): Promise<H
   chmodSync(root, 0o711);
   const server = await startServer({ dataDir: join(root, "server"), port: 0, host: "127.0.0.1", leaseTtlMs: 4000, heartbeatIntervalMs: 1000, sweepIntervalMs: 100, durability: "normal", ...opts });
   const api = new Api(server.url, server.apiToken, server.controllerToken);
-  return {
+  const h: Harness = {
     server, root, api,
+    // Through `h`: a test may replace the server (restart) and its Api.
     close: async () => {
-      await api.close();
-      await server.close();
+      await h.api.close().catch(() => {});
+      await h.server.close();
       rmSync(root, { recursive: true, force: true });
     },
   };
+  return h;
 }
 
 export class Api {
@@ -127,7 +129,7 @@ export async function runInProcess(h: Harness, factory: SandboxFactory, over: Pa
   const requestTimeoutMs = over.requestTimeoutMs ?? 5_000;
   const client = new RunnerClient({
     http: new HttpClient(over.serverUrl ?? h.server.url, { timeoutMs: requestTimeoutMs }),
-    retry: new RetryPolicy({ clock: systemClock, baseMs: 50, maxMs: 500 }),
+    retry: new RetryPolicy({ clock: systemClock, baseMs: 50, maxMs: 500, onRetry: (err, attempt, waitMs) => (over.logger ?? nullLogger).info({ err: String(err), attempt, waitMs }, "retry") }),
     requestTimeoutMs,
   });
   return runRunner({

@@ -49,3 +49,14 @@ void test("after-commit hooks run after the commit, before the op resolves", () 
     });
     assert.deepEqual(seen, ["committed"]);
   }));
+
+void test("a lone failing op leaves nothing behind and the next write works", () =>
+  withDb(async (db) => {
+    await assert.rejects(db.write(() => {
+      db.db.prepare("INSERT INTO kv(key, value) VALUES ('x', 'v')").run();
+      throw new Error("no");
+    }));
+    assert.equal(db.db.inTransaction, false);
+    await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('y', 'v')").run());
+    assert.deepEqual(db.db.prepare("SELECT key FROM kv").pluck().all(), ["y"]);
+  }));

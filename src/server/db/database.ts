@@ -100,33 +100,37 @@ export class SqliteDatabase {
     }
     const results: Array<{ ok: boolean; value: unknown; after: Array<() => void> }> = [];
     const rollbacks: Array<() => void> = [];
+    // A lone op needs no savepoint: if it fails, the whole (one-op) transaction is rolled back.
+    const guard = batch.length > 1;
     try {
       this.tx.begin.run();
       for (const op of batch) {
         const after: Array<() => void> = [];
         const undo: Array<() => void> = [];
         const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f) };
-        this.tx.savepoint.run();
+        if (guard) this.tx.savepoint.run();
         try {
           const value = op.fn(hooks);
-          this.tx.release.run();
+          if (guard) this.tx.release.run();
           results.push({ ok: true, value, after });
           rollbacks.push(...undo);
         } catch (err) {
-          this.tx.rollbackTo.run();
-          this.tx.release.run();
+          if (guard) {
+            this.tx.rollbackTo.run();
+            this.tx.release.run();
+          } else this.tx.rollback.run();
           for (const f of undo) f();
           results.push({ ok: false, value: err, after: [] });
         }
       }
-      this.tx.commit.run();
+      if (this.db.inTransaction) this.tx.commit.run();
     } catch (err) {
       if (this.db.inTransaction) this.tx.rollback.run();
       for (const f of rollbacks) f();
       for (const op of batch) op.reject(err);
       return;
     }
-    this.stats.commits++;
+    if (guard || results[0]?.ok) this.stats.commits++;
     this.stats.ops += batch.length;
     batch.forEach((op, i) => {
       const r = results[i];

@@ -55,6 +55,7 @@ const spec = (i: number): SandboxSpec => ({
 });
 
 async function sandboxRun(i: number) {
+  i += 1000;
   const t0 = performance.now();
   const sb = await factory.create(spec(i));
   const t1 = performance.now();
@@ -69,14 +70,62 @@ async function sandboxRun(i: number) {
   return { total: t3 - t0, create: t1 - t0, step: t2 - t1, dispose: t3 - t2 };
 }
 
+async function prepareRawBundles(prepared: Awaited<ReturnType<CrunSandboxFactory["prepare"]>>) {
+  const rawDir = join(root, "raw");
+  const rootfs = join(rawDir, "rootfs");
+  mkdirSync(join(rawDir, "ws"), { recursive: true });
+  const mounts = await hostRootfs(rootfs, prepared.etcDir, []);
+  mounts.push(bindMount(join(rawDir, "ws"), "/workspace", false));
+  const variants: Array<[string, object | null, Record<string, string>]> = [
+    ["crun run (seccomp JSON)", prepared.seccomp.profile, {}],
+    ["crun run (seccomp BPF)", prepared.seccomp.profile, prepared.seccomp.bpfBase64 ? { "run.oci.seccomp_bpf_data": prepared.seccomp.bpfBase64 } : {}],
+    ["crun run (no seccomp)", null, {}],
+  ];
+  const bundles: Array<[string, string]> = [];
+  for (const [name, seccomp, annotations] of variants) {
+    const bundle = join(rawDir, name.replace(/\W+/g, "-"));
+    mkdirSync(bundle, { recursive: true });
+    const config = bundleConfig({
+      rootfs, rootReadonly: true, hostname: "sandbox", uidBase: slot.hostUidBase, uidCount: slot.uidCount,
+      cgroupsPath: `/deltaci/slot-${slot.index}/raw`, memoryMiB: 512, pids: 512, cpus: 1, tmpMiB: 64, mounts,
+      initArgs: ["/usr/bin/true"], env: ["PATH=/usr/bin:/bin"], seccomp, annotations, apparmorProfile: null,
+    });
+    writeFileSync(join(bundle, "config.json"), JSON.stringify(config));
+    bundles.push([name, bundle]);
+  }
+  return bundles;
+}
+
+async function rawRun(prepared: Awaited<ReturnType<CrunSandboxFactory["prepare"]>>, bundle: string, i: number): Promise<number> {
+  const id = `deltaci-s${slot.index}-raw${i}`;
+  const [cmd, args] = prepared.crun.argv(["run", "--no-new-keyring", "--bundle", bundle, id]);
+  const t0 = performance.now();
+  const code = await wait(cmd, args);
+  const ms = performance.now() - t0;
+  await prepared.crun.run(["delete", "-f", id]);
+  if (code !== 0) throw new Error(`crun run of ${bundle} exited ${code}`);
+  return ms;
+}
+
 async function main() {
   const prepared = await factory.prepare();
-  for (let i = 0; i < 3; i++) await sandboxRun(-1 - i);
-  phases.clear();
+  const bundles = await prepareRawBundles(prepared);
   const sandbox = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[] };
-  for (let i = 0; i < runs; i++) {
+  const raw: Record<string, number[]> = Object.fromEntries(bundles.map(([name]) => [name, [] as number[]]));
+  const fork: number[] = [];
+  // Round-robin, so that load from other processes hits every variant alike.
+  for (let i = -3; i < runs; i++) {
+    if (i === 0) phases.clear();
     const r = await sandboxRun(i);
+    const rawTimes: Array<[string, number]> = [];
+    for (const [name, bundle] of bundles) rawTimes.push([name, await rawRun(prepared, bundle, i + 3)]);
+    const t0 = performance.now();
+    await wait("/bin/true", []);
+    const forkMs = performance.now() - t0;
+    if (i < 0) continue;
     for (const k of Object.keys(sandbox) as Array<keyof typeof sandbox>) sandbox[k].push(r[k]);
+    for (const [name, ms] of rawTimes) raw[name]?.push(ms);
+    fork.push(forkMs);
   }
 
   // memory held by one idle sandbox: its cgroup's charge and its init's RSS
@@ -87,45 +136,6 @@ async function main() {
   const initPid = (await cg.pids())[0];
   const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${initPid}/status`, "utf8"))?.[1] ?? NaN);
   await idle.dispose();
-
-  // raw crun run of an equivalent bundle (no disk image, no exec: the container's process is /usr/bin/true)
-  const rawDir = join(root, "raw");
-  const rootfs = join(rawDir, "rootfs");
-  mkdirSync(join(rawDir, "ws"), { recursive: true });
-  const mounts = await hostRootfs(rootfs, prepared.etcDir, []);
-  mounts.push(bindMount(join(rawDir, "ws"), "/workspace", false));
-  const raw: Record<string, number[]> = { "crun run (seccomp JSON)": [], "crun run (seccomp BPF)": [], "crun run (no seccomp)": [] };
-  const variants: Array<[string, object | null, Record<string, string>]> = [
-    ["crun run (seccomp JSON)", prepared.seccomp.profile, {}],
-    ["crun run (seccomp BPF)", prepared.seccomp.profile, prepared.seccomp.bpfBase64 ? { "run.oci.seccomp_bpf_data": prepared.seccomp.bpfBase64 } : {}],
-    ["crun run (no seccomp)", null, {}],
-  ];
-  for (const [name, seccomp, annotations] of variants) {
-    const bundle = join(rawDir, name.replace(/\W+/g, "-"));
-    mkdirSync(bundle, { recursive: true });
-    const config = bundleConfig({
-      rootfs, rootReadonly: true, hostname: "sandbox", uidBase: slot.hostUidBase, uidCount: slot.uidCount,
-      cgroupsPath: `/deltaci/slot-${slot.index}/raw`, memoryMiB: 512, pids: 512, cpus: 1, tmpMiB: 64, mounts,
-      initArgs: ["/usr/bin/true"], env: ["PATH=/usr/bin:/bin"], seccomp, annotations, apparmorProfile: null,
-    });
-    writeFileSync(join(bundle, "config.json"), JSON.stringify(config));
-    for (let i = 0; i < runs + 3; i++) {
-      const id = `deltaci-s${slot.index}-raw${i}`;
-      const [cmd, args] = prepared.crun.argv(["run", "--no-new-keyring", "--bundle", bundle, id]);
-      const t0 = performance.now();
-      const code = await wait(cmd, args);
-      const t1 = performance.now();
-      await prepared.crun.run(["delete", "-f", id]);
-      if (code !== 0) throw new Error(`${name} exited ${code}`);
-      if (i >= 3) raw[name]?.push(t1 - t0);
-    }
-  }
-  const fork: number[] = [];
-  for (let i = 0; i < runs + 3; i++) {
-    const t0 = performance.now();
-    await wait("/bin/true", []);
-    if (i >= 3) fork.push(performance.now() - t0);
-  }
   await factory.reapSlot(slot);
   rmSync(root, { recursive: true, force: true });
 
@@ -136,6 +146,7 @@ async function main() {
     bench: "sandbox-start",
     runs,
     unit: "ms",
+    loadAverage1m: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
     sandbox: { createFirstStepDispose: sb, create: stats(sandbox.create), firstStepTrue: stats(sandbox.step), dispose: stats(sandbox.dispose) },
     phasesP50: Object.fromEntries([...phases].map(([k, v]) => [k, stats(v).p50])),
     baselines: Object.fromEntries([...Object.entries(raw).map(([k, v]) => [k, stats(v)]), ["fork/exec /bin/true (node spawn)", stats(fork)]]),

@@ -2,8 +2,8 @@
  * The `oci` backend: one hardened crun container per job (see docs/sandbox.md). `create` builds
  * the job's disk, root file system, bundle and container; `dispose` and `reapSlot` remove them.
  */
-import { readFileSync } from "node:fs";
-import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
+import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { DeltaError } from "../../base/errors.ts";
@@ -22,9 +22,7 @@ import { mountOverlay, unpackImage } from "./oci-image.ts";
 import { prepareCaches, saveCaches, type WritableCache } from "./caches.ts";
 import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
-import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
-import { existsSync } from "node:fs";
-import { readdir, rm, stat } from "node:fs/promises";
+import { killCgroup, removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
 
 export interface CrunSandboxOptions {
   clock: Clock;
@@ -137,21 +135,26 @@ export class CrunSandboxFactory implements SandboxFactory {
     const mark = this.marker();
     const teardown = () => (tornDown ??= (async () => {
       mark(null);
-      const removed = await removeContainer(td, containerId, cgroupPath);
-      mark("dispose: crun delete + cgroups");
-      if (started && writableCaches.length > 0) {
-        const saved = await saveCaches(writableCaches, spec.secretValues ?? [], spec.slot.hostUidBase, this.opts.logger);
-        removed.push(...saved.map((k) => `saved cache ${k}`));
-      }
-      await proxy?.close();
-      removed.push(...(await removeJobFiles(jobDir)), ...(await removeJobFiles(sockDir)));
-      mark("dispose: unmount + remove files");
+      // Kill every process of the job first (the init too): then `crun delete` and the unmounting
+      // of the job's file systems no longer depend on each other and run side by side.
+      await killCgroup(td, cgroupPath);
+      mark("dispose: kill");
+      const [fromCrun, fromFiles] = await Promise.all([
+        removeContainer(td, containerId, cgroupPath),
+        (async () => {
+          const saved = started && writableCaches.length > 0 ? await saveCaches(writableCaches, spec.secretValues ?? [], spec.slot.hostUidBase, this.opts.logger) : [];
+          await proxy?.close();
+          return [...saved.map((k) => `saved cache ${k}`), ...(await removeJobFiles(td, jobDir)), ...(await removeJobFiles(td, sockDir))];
+        })(),
+      ]);
+      const removed = [...fromCrun, ...fromFiles];
+      mark("dispose: crun delete | unmount + remove files");
       this.opts.logger.info({ jobId: spec.jobId, removed: removed.length }, "sandbox disposed");
     })());
     try {
       mark(null);
       signal?.throwIfAborted();
-      await removeJobFiles(jobDir);
+      await removeJobFiles(td, jobDir);
       await mkdir(jobDir, { recursive: true, mode: 0o755 });
       await chmod(spec.slot.workDir, 0o755);
       await assertTraversable(spec.slot.workDir);
@@ -308,11 +311,11 @@ export class CrunSandboxFactory implements SandboxFactory {
     }
     for (const dir of await removeCgroupTree(p.layout, this.cgroupPath(slot, null))) removed.push(`cgroup ${dir}`);
     for (const name of await readdir(this.socketDir).catch(() => [])) {
-      if (name.startsWith(slotPrefix(slot.index))) removed.push(...(await removeJobFiles(join(this.socketDir, name))), `dir ${join(this.socketDir, name)}`);
+      if (name.startsWith(slotPrefix(slot.index))) removed.push(...(await removeJobFiles(td, join(this.socketDir, name))), `dir ${join(this.socketDir, name)}`);
     }
     if (existsSync(slot.workDir)) {
       for (const name of await readdir(slot.workDir)) {
-        if (isJobDirName(name)) removed.push(...(await removeJobFiles(join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
+        if (isJobDirName(name)) removed.push(...(await removeJobFiles(td, join(slot.workDir, name))), `dir ${join(slot.workDir, name)}`);
       }
     }
     return removed;

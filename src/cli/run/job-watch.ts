@@ -28,6 +28,7 @@ export function isTerminal(st: Pick<JobStatus, "state">): boolean {
 }
 
 function activity(st: JobStatus, stepNames: string[], currentStep: string | null): string {
+  if (currentStep && (st.state === "leased" || st.state === "running")) return `running ${currentStep}`;
   switch (st.state) {
     case "queued":
       return st.unschedulable ? `cannot be scheduled: ${st.unschedulable}` : "waiting for a runner";
@@ -88,6 +89,7 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
   });
   let st: JobStatus;
   let unschedulableSince: number | null = null;
+  const submittedAt = o.clock.now();
   for (;;) {
     st = await client.status(sub.jobId, o.signal);
     // Nothing on this machine can ever run it (another os/arch): say so and cancel, not wait forever.
@@ -99,7 +101,8 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
     }
     const last = (current as LogPrinter | null)?.steps.at(-1);
     const step = last && last.exitCode === null ? `step ${last.index + 1}/${stepNames.length}: ${last.name}` : null;
-    o.ui.setActivity(sub.job.name, activity(st, stepNames, step));
+    const what = activity(st, stepNames, step);
+    o.ui.setActivity(sub.job.name, what ? `${what} (${Math.floor((o.clock.now() - submittedAt) / 1000)}s)` : "");
     if (isTerminal(st)) break;
     await o.clock.sleep(POLL_MS, o.signal);
   }

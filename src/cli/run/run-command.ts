@@ -74,7 +74,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   const style = makeStyle(tty && !noColorRequested());
   const line = new StatusLine({ write: (t) => human.write(t), tty, clock: systemClock });
   const activities = new Map<string, string>();
-  const showActivities = () => line.set([...activities].filter(([, a]) => a).map(([n, a]) => (jobs.length > 1 ? `${n}: ${a}` : a)).join(" · "));
+  const showActivities = () => line.set([...activities].filter(([, a]) => a).map(([n, a]) => (jobs.length > 1 && n ? `${n}: ${a}` : a)).join(" · "));
   const setActivity = (name: string, text: string) => {
     activities.set(name, text);
     showActivities();

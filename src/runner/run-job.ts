@@ -60,6 +60,8 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
   const spool = new LogSpool(join(deps.jobDir, "log.spool"), job.limits.logMiB * 1024 * 1024);
   const log = new JobLog(spool, Object.values(job.secrets));
   const leaseAlive = new AbortController();
+  /** Aborted only when the server says the lease is stale: the final report's own bound. */
+  const leaseStale = new AbortController();
   const uploader = new LogUploader({
     spool, clock, flushIntervalMs: timings.flushIntervalMs, flushBytes: timings.flushBytes, chunkBytes: timings.chunkBytes,
     sink: { put: (start, bytes, signal) => client.putLog(token, start, bytes, { signal, maxAttempts: 4 }) },
@@ -69,6 +71,8 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
   // Written by the heartbeat's callbacks at any await: read through the object.
   const flags: { cancel: CancelMode; leaseEnd: LeaseEnd | null } = { cancel: "none", leaseEnd: null };
   let executor: StepExecutor | null = null;
+  /** Once the final report started, a failed renewal no longer aborts it (it has its own bound). */
+  let reporting = false;
   const prepare = new AbortController();
 
   const onCancel = (mode: Exclude<CancelMode, "none">) => {
@@ -83,6 +87,8 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
     status: () => ({ state, step: currentStep, logBytes: uploader.committed }),
     onCancel,
     onLeaseEnd: (why) => {
+      if (why === "stale") leaseStale.abort(new Error("lease stale"));
+      if (reporting) return;
       flags.leaseEnd = why;
       leaseAlive.abort(new Error(`lease ${why}`));
       prepare.abort(new Error(`lease ${why}`));
@@ -202,7 +208,12 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       tail.clear();
       report = flags.leaseEnd;
     } else {
-      const r = await report_(lease, body, flags.cancel !== "none", uploader, client, leaseAlive.signal, logger);
+      reporting = true;
+      // Teardown under its own bound (STYLE.md 4): a slow but reachable server still gets the
+      // report; a stale lease (409) or the bound ends it.
+      const bound = deadlineSignal(clock, 2 * lease.ttlMs + timings.tailUploadMs, leaseStale.signal);
+      const r = await report_(lease, body, flags.cancel !== "none", uploader, client, bound.signal, logger);
+      bound.clear();
       report = r.report;
       sent = r.sent;
     }

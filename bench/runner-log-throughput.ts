@@ -1,0 +1,83 @@
+/**
+ * Log throughput of the runner: a step writes 200 MiB to stdout; we time from the job turning
+ * `running` until the server holds every byte, and read the runner process's peak RSS (VmHWM).
+ * The runner is a child process (`bin/deltaci.js runner --isolation process`), the server runs
+ * in this process. Baseline in the same run: the same bytes through a pipe into `cat`.
+ * Prints one JSON document. Usage: tsx bench/runner-log-throughput.ts [MiB]
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { Api, jobSpec } from "../test/support/runner-harness.ts";
+import { startServer } from "../src/server/index.ts";
+
+const MiB = 1024 * 1024;
+const sizeMiB = Number(process.argv[2] ?? 200);
+const total = sizeMiB * MiB;
+const line = "2026-11-28T03:00:00.000Z INFO build step output line with some ordinary text 0123456789";
+const producer = `yes '${line}' | head -c ${total}`;
+
+function vmHwmKiB(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+// Baseline: the same bytes through a pipe.
+const b0 = performance.now();
+spawnSync("sh", ["-c", `${producer} | cat > /dev/null`]);
+const baselineS = (performance.now() - b0) / 1000;
+
+const root = mkdtempSync(join(tmpdir(), "deltaci-bench-runner-"));
+chmodSync(root, 0o711);
+const server = await startServer({ dataDir: join(root, "server"), port: 0, host: "127.0.0.1", logLimitBytes: total + 16 * MiB, durability: "normal" });
+const api = new Api(server.url, server.apiToken, server.controllerToken);
+try {
+  const jobId = await api.submit(jobSpec({
+    limits: { timeoutMs: 600_000, cpus: 1, memoryMiB: 512, diskMiB: 1024, pids: 256, logMiB: sizeMiB + 16 },
+    steps: [{ name: "flood", run: producer }],
+  }));
+  const tokenFile = join(root, "token");
+  writeFileSync(tokenFile, await api.registrationToken(), { mode: 0o600 });
+  mkdirSync(join(root, "slot"), { mode: 0o711 });
+  const runner = spawn(process.execPath, [
+    "bin/deltaci.js", "runner", "--server", server.url, "--registration-token-file", tokenFile, "--isolation", "process",
+    "--work-dir", join(root, "slot", "work"), "--slot", "9", "--idle-timeout", "60s", "--log-level", "warn",
+  ], { stdio: ["ignore", "ignore", "inherit"] });
+  const pid = runner.pid ?? 0;
+  let peakKiB = 0;
+  const rss = setInterval(() => (peakKiB = Math.max(peakKiB, vmHwmKiB(pid))), 20);
+  const exited = new Promise<number | null>((resolve) => runner.once("exit", (code) => resolve(code)));
+  const idleKiB = await (async () => {
+    await api.waitFor(jobId, (j) => j.state !== "queued", "leased", 120_000);
+    return vmHwmKiB(pid);
+  })();
+  await api.waitFor(jobId, (j) => j.state === "running", "running", 120_000);
+  const t0 = performance.now();
+  let held = 0;
+  while (held < total) {
+    held = (await api.job(jobId)).log.bytes;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const runnerS = (performance.now() - t0) / 1000;
+  const job = await api.waitDone(jobId, 120_000);
+  const code = await exited;
+  clearInterval(rss);
+  process.stdout.write(JSON.stringify({
+    bench: "runner-log-throughput",
+    bytes: total,
+    runner: { seconds: +runnerS.toFixed(3), mbPerS: +(total / 1e6 / runnerS).toFixed(1), peakRssMiB: +(peakKiB / 1024).toFixed(1), rssAtLeaseMiB: +(idleKiB / 1024).toFixed(1), exitCode: code, jobState: job.state, logBytes: job.log.bytes },
+    baselinePipeCat: { seconds: +baselineS.toFixed(3), mbPerS: +(total / 1e6 / baselineS).toFixed(1) },
+    goals: { mbPerS: 200, peakRssMiB: 100 },
+    note: "MB/s = 1e6 bytes/s, from the job turning running until the server holds every byte; peak RSS = VmHWM of the runner process",
+  }) + "\n");
+} finally {
+  await api.close();
+  await server.close();
+  rmSync(root, { recursive: true, force: true });
+}

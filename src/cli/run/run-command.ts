@@ -74,7 +74,12 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   const style = makeStyle(tty && !noColorRequested());
   const line = new StatusLine({ write: (t) => human.write(t), tty, clock: systemClock });
   const activities = new Map<string, string>();
-  const showActivities = () => line.set([...activities].filter(([, a]) => a).map(([n, a]) => (jobs.length > 1 && n ? `${n}: ${a}` : a)).join(" · "));
+  const showActivities = () => {
+    // Piped, a running job speaks through its log (step headers): only waits are worth a line.
+    const worth = ([, a]: [string, string]) => a !== "" && (tty || !a.startsWith("running "));
+    const shown = [...activities].filter(worth).map(([n, a]) => (jobs.length > 1 && n ? `${n}: ${a}` : a)).join(" · ");
+    line.set(shown, shown.replace(/ \(\d+s\)/g, ""));
+  };
   const setActivity = (name: string, text: string) => {
     activities.set(name, text);
     showActivities();

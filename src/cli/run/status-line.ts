@@ -42,11 +42,14 @@ export class StatusLine {
     this.clear();
   }
 
-  /** Sets the status text ("" hides it). Piped, a changed status is printed as a line. */
-  set(text: string): void {
+  /**
+   * Sets the status text ("" hides it). Piped, a status whose `identity` changed is printed as a
+   * line (the identity leaves out counters such as elapsed seconds, so they do not print a line each).
+   */
+  set(text: string, identity: string = text): void {
     this.status = text;
     if (this.o.tty) return this.draw();
-    if (text && text !== this.lastStatusPrinted) this.printStatus();
+    if (text && identity !== this.lastStatusPrinted) this.printStatus(identity);
   }
 
   /** Prints whole lines above the status line. */
@@ -60,11 +63,11 @@ export class StatusLine {
   private tick(): void {
     if (this.o.tty) return this.draw();
     const quietMs = this.o.quietReminderMs ?? 5_000;
-    if (this.status && this.o.clock.now() - this.lastPrintAt >= quietMs) this.printStatus();
+    if (this.status && this.o.clock.now() - this.lastPrintAt >= quietMs) this.printStatus(this.lastStatusPrinted);
   }
 
-  private printStatus(): void {
-    this.lastStatusPrinted = this.status;
+  private printStatus(identity: string): void {
+    this.lastStatusPrinted = identity;
     this.o.write(`… ${this.status}\n`);
     this.lastPrintAt = this.o.clock.now();
   }

@@ -154,6 +154,8 @@ export class CrunSandboxFactory implements SandboxFactory {
     try {
       mark(null);
       signal?.throwIfAborted();
+      // a predecessor that crashed without a reap may have left this job's container behind
+      if (existsSync(join(p.crun.stateRoot, containerId))) await removeContainer(td, containerId, cgroupPath);
       await removeJobFiles(td, jobDir);
       await mkdir(jobDir, { recursive: true, mode: 0o755 });
       await chmod(spec.slot.workDir, 0o755);

@@ -1,7 +1,7 @@
 /**
  * Log throughput of the runner: a step writes 200 MiB to stdout; we time from the job turning
  * `running` until the server holds every byte, and read the runner process's peak RSS (VmHWM).
- * The runner is a child process (`bin/deltaci.js runner --isolation process`), the server runs
+ * The runner is a child process (the CLI bundled, `runner --isolation process`), the server runs
  * in this process. Baseline in the same run: the same bytes through a pipe into `cat`.
  * Prints one JSON document. Usage: tsx bench/runner-log-throughput.ts [MiB]
  */
@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync, mkdirSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { build } from "esbuild";
 import { Api, jobSpec } from "../test/support/runner-harness.ts";
 import { startServer } from "../src/server/index.ts";
 
@@ -27,6 +28,11 @@ function vmHwmKiB(pid: number): number {
     return 0;
   }
 }
+
+// The CLI bundled once (as `npm run build` does, to a file of our own): the runner runs without tsx.
+const root0 = join(import.meta.dirname, "..");
+const cli = join(root0, "dist", "runner-bench", "cli.mjs");
+await build({ entryPoints: [join(root0, "src", "cli", "main.ts")], outfile: cli, bundle: true, platform: "node", format: "esm", target: "node20", packages: "external", logLevel: "warning" });
 
 // Baseline: the same bytes through a pipe.
 const b0 = performance.now();
@@ -46,7 +52,7 @@ try {
   writeFileSync(tokenFile, await api.registrationToken(), { mode: 0o600 });
   mkdirSync(join(root, "slot"), { mode: 0o711 });
   const runner = spawn(process.execPath, [
-    "bin/deltaci.js", "runner", "--server", server.url, "--registration-token-file", tokenFile, "--isolation", "process",
+    cli, "runner", "--server", server.url, "--registration-token-file", tokenFile, "--isolation", "process",
     "--work-dir", join(root, "slot", "work"), "--slot", "9", "--idle-timeout", "60s", "--log-level", "warn",
   ], { stdio: ["ignore", "ignore", "inherit"] });
   const pid = runner.pid ?? 0;

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHash, randomInt } from "node:crypto";
 import { readdirSync, readFileSync, existsSync } from "node:fs";
 import { after, describe, it } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import type { Readable } from "node:stream";
 import type { Sandbox, SandboxFactory, SandboxSpec, StepResult, StepSpec } from "./types.ts";
 
@@ -140,6 +141,8 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
           if (seen.includes("started")) resolve();
         });
       });
+      // positive control: the scan does see the background process (once it has exec'd sleep)
+      for (let i = 0; i < 400 && hostProcessesWith(`sleep ${marker}`).length === 0; i++) await delay(25);
       assert.ok(hostProcessesWith(`sleep ${marker}`).length >= 1, "positive control: the background process is seen");
       p.stop(300);
       const result = await p.done;

@@ -169,7 +169,8 @@ export class CrunSandboxFactory implements SandboxFactory {
         await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, d), uid, uid);
       }
-      for (const d of ["steps", "bundle"]) await mkdir(join(jobDir, d), { mode: 0o755 });
+      await mkdir(join(jobDir, "steps"), { mode: 0o755 });
+      await mkdir(join(jobDir, "bundle"), { mode: 0o700 }); // step process files hold the step's env (secrets)
       if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, join(diskMount, "workspace"), { owner: { uid, gid: uid } });
       signal?.throwIfAborted();
       const rootfs = join(jobDir, "rootfs");
@@ -202,7 +203,9 @@ export class CrunSandboxFactory implements SandboxFactory {
       );
       const initArgs = [HELPER_IN_SANDBOX, "init"];
       if (spec.network.egress === "allowlist") {
-        await mkdir(sockDir, { recursive: true, mode: 0o755 });
+        await mkdir(this.socketDir, { recursive: true, mode: 0o755 });
+        await mkdir(sockDir, { mode: 0o750 });
+        await chown(sockDir, 0, uid); // only this job's sandbox (its gid range) may reach the proxy
         proxy = await EgressProxy.start({
           socketPath: join(sockDir, "egress.sock"),
           jobId: spec.jobId,

@@ -34,9 +34,12 @@ export async function startHarness(opts: Partial<ServerOptions> = {}): Promise<H
     server, root, api,
     // Through `h`: a test may replace the server (restart) and its Api.
     close: async () => {
-      await h.api.close().catch(() => {});
-      await h.server.close();
-      rmSync(root, { recursive: true, force: true });
+      try {
+        await h.api.close().catch(() => {});
+        await h.server.close();
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
     },
   };
   return h;

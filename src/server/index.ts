@@ -68,7 +68,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   artifactRoutes(app, ctx, blobs);
   controllerRoutes(app, ctx, new StaticToken(ctl.token));
   jobRoutes(app, ctx, blobs, new StaticToken(api.token));
-  opsRoutes(app, metrics, () => ({ ok: true, schemaVersion: 1 }));
+  opsRoutes(app, metrics, () => ({ ok: !ctx.lifecycle.stopping, schemaVersion: store.schemaVersion(), leaseWaiters: waiters.size }));
 
   const sweeperStop = new AbortController();
   let closing: Promise<void> | null = null;

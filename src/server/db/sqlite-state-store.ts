@@ -95,6 +95,10 @@ export class SqliteStateStore implements StateStore {
     return this.sql.stats;
   }
 
+  schemaVersion(): number {
+    return this.sql.schemaVersion();
+  }
+
   set onHookError(fn: (err: unknown) => void) {
     this.sql.onHookError = fn;
   }

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from "fastify";
 import type { ServerMetrics } from "./metrics.ts";
 
-export function opsRoutes(app: FastifyInstance, metrics: ServerMetrics, health: () => { ok: boolean; schemaVersion: number }): void {
+export function opsRoutes(app: FastifyInstance, metrics: ServerMetrics, health: () => { ok: boolean; schemaVersion: number; leaseWaiters: number }): void {
   app.get("/healthz", async (_req, reply) => {
     const h = health();
     return reply.code(h.ok ? 200 : 503).send(h);

@@ -12,16 +12,18 @@ export interface SubmittedJob {
 
 export interface SubmitOptions {
   jobs: ParsedJob[];
-  /** Directory packed as the source, or null to send none. */
-  sourceDir: string | null;
+  /** Directory packed as the source, an archive already being packed, or null to send none. */
+  source: string | Promise<PackedSource> | null;
   secrets: Map<string, string>;
   fork: boolean;
   signal?: AbortSignal;
   onProgress?: (text: string) => void;
 }
 
-export async function uploadSource(client: JobApiClient, dir: string, onProgress?: (text: string) => void, signal?: AbortSignal): Promise<string> {
-  const packed = await packSource(dir);
+type PackedSource = Awaited<ReturnType<typeof packSource>>;
+
+export async function uploadSource(client: JobApiClient, source: string | Promise<PackedSource>, onProgress?: (text: string) => void, signal?: AbortSignal): Promise<string> {
+  const packed = await (typeof source === "string" ? packSource(source) : source);
   onProgress?.(`source: ${packed.files} files (${(packed.tar.length / 1024).toFixed(0)} KiB, ${packed.mode === "git" ? "git-tracked and untracked-not-ignored" : "not ignored by .gitignore"})`);
   const { sha256 } = await client.uploadSource(packed.tar, signal);
   return sha256;
@@ -30,7 +32,7 @@ export async function uploadSource(client: JobApiClient, dir: string, onProgress
 export async function submitJobs(client: JobApiClient, opts: SubmitOptions): Promise<SubmittedJob[]> {
   // Secrets are checked before anything is uploaded, so a missing one costs nothing.
   const secrets = new Map(opts.jobs.map((j) => [j.name, secretsForJob(j, opts.secrets, opts.fork)]));
-  const sha256 = opts.sourceDir === null ? null : await uploadSource(client, opts.sourceDir, opts.onProgress, opts.signal);
+  const sha256 = opts.source === null ? null : await uploadSource(client, opts.source, opts.onProgress, opts.signal);
   return Promise.all(
     opts.jobs.map(async (job) => {
       const spec = { ...job.spec, source: sha256 === null ? { kind: "none" as const } : { kind: "archive" as const, sha256 } };

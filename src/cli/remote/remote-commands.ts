@@ -65,7 +65,7 @@ export function registerRemoteCommands(program: Command): void {
       const jobs = selectJobs(loadJobs(path, cwd), opts.job);
       const secrets = parseSecretFlags(opts.secret);
       const sourceDir = opts.source === false ? null : resolve(cwd, opts.source ?? dirname(path));
-      const submitted = await withApi(opts, (client) => submitJobs(client, { jobs, sourceDir, secrets, fork: opts.fork === true }));
+      const submitted = await withApi(opts, (client) => submitJobs(client, { jobs, source: sourceDir, secrets, fork: opts.fork === true }));
       if (opts.json) printJson({ jobs: submitted.map((s) => ({ name: s.job.name, jobId: s.jobId, runId: s.runId })) });
       else for (const s of submitted) print(`${s.job.name}\t${s.jobId}`);
     });

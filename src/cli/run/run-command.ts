@@ -14,6 +14,7 @@ import { CliExit, ExitCode, usageError } from "../exit.ts";
 import { loadJobs, resolveJobFile, selectJobs } from "../load-jobs.ts";
 import { parseSecretFlags, secretsForJob } from "../secrets.ts";
 import { jobColour, makeStyle } from "../style.ts";
+import { packSource } from "../source-pack.ts";
 import { submitJobs, type SubmittedJob } from "../submit-jobs.ts";
 import { downloadArtifacts, watchJob, type DownloadedArtifact } from "./job-watch.ts";
 import { checkIsolation } from "./isolation.ts";
@@ -86,13 +87,6 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   };
 
   if (isolation === "process") line.print(style.yellow("warning: --isolation process runs the steps WITHOUT a sandbox, as this user on this machine (development only)\n"));
-  const isolationProblem = isolation === "oci" ? await checkIsolation() : null;
-  mark("isolation checked");
-  if (isolationProblem) {
-    throw usageError(`deltaci: the oci sandbox (crun) does not work on this machine: ${isolationProblem}\n` +
-      `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
-  }
-
   const interrupt = new Interrupts();
   interrupt.install();
   line.start();
@@ -100,15 +94,25 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   let stack: LocalStack | null = null;
   const outcomes: JobOutcome[] = [];
   try {
+    // Independent start-up work runs at once: the sandbox check, the stack, and packing the source.
+    const checking = isolation === "oci" ? checkIsolation() : Promise.resolve(null);
+    const packing = packSource(sourceDir);
+    packing.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
     const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true });
     stack = await interrupt.race(starting).catch(async (err: unknown) => {
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;
     });
     mark("server and controller up");
+    const isolationProblem = await interrupt.race(checking);
+    mark("isolation checked");
+    if (isolationProblem) {
+      throw usageError(`deltaci: the oci sandbox (crun) does not work on this machine: ${isolationProblem}\n` +
+        `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
+    }
     setActivity("", "packing the source");
     const submitted = await interrupt.race(
-      submitJobs(stack.client, { jobs, sourceDir, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
+      submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
     );
     mark("source uploaded, jobs submitted");
     setActivity("", "");

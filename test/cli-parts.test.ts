@@ -13,6 +13,8 @@ import { makeStyle } from "../src/cli/style.ts";
 import { CliExit } from "../src/cli/exit.ts";
 import { formatMarker, type MarkerKind } from "../src/logs/step-markers.ts";
 import { JobFileParser } from "../src/jobfile/parse.ts";
+import { StatusLine } from "../src/cli/run/status-line.ts";
+import { systemClock } from "../src/base/clock.ts";
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), "deltaci-cli-test-"));
@@ -129,4 +131,22 @@ void test("log printer: whole lines, step markers as headers with results, prefi
   r.push(bytes.subarray(0, 1));
   r.push(bytes.subarray(1));
   assert.equal(u, "é\n");
+});
+
+void test("status line, piped: a wait is printed once per change, counters do not churn, output lines pass through", () => {
+  let out = "";
+  const line = new StatusLine({ write: (t) => (out += t), tty: false, clock: systemClock });
+  line.set("waiting for a runner (0s)", "waiting for a runner");
+  line.set("waiting for a runner (1s)", "waiting for a runner");
+  line.print("a log line\n");
+  line.set("preparing the sandbox (2s)", "preparing the sandbox");
+  line.set("");
+  line.stop();
+  assert.equal(out, "… waiting for a runner (0s)\na log line\n… preparing the sandbox (2s)\n");
+  let tty = "";
+  const t = new StatusLine({ write: (s) => (tty += s), tty: true, clock: systemClock });
+  t.set("waiting");
+  t.print("line\n");
+  t.stop();
+  assert.ok(tty.includes("waiting") && tty.includes("\r\x1b[2Kline\n") && tty.endsWith("\r\x1b[2K"), JSON.stringify(tty));
 });

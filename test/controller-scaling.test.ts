@@ -15,9 +15,12 @@ import { startHarness, type Harness } from "./controller-harness.ts";
 const host = hostPoolDefaults("/tmp");
 const pool = (name: string, o: Partial<Pool> = {}): Pool => ({ name, ...host, labels: [], max: 2, minIdle: 0, isolation: "process", ...o });
 
-async function controller(h: Harness, pools: Pool[], maxRunners: number, o: { idleGraceMs?: number } = {}): Promise<RunningController> {
+async function controller(h: Harness, pools: Pool[], maxRunners: number, o: { idleGraceMs?: number; metrics?: boolean } = {}): Promise<RunningController> {
   return startController(
-    { serverUrl: h.server.url, controllerToken: h.server.controllerToken, workRoot: h.workRoot, pools, maxRunners, idleGraceMs: o.idleGraceMs ?? 500, runnerIdleTimeoutMs: 120_000 },
+    {
+      serverUrl: h.server.url, controllerToken: h.server.controllerToken, workRoot: h.workRoot, pools, maxRunners, idleGraceMs: o.idleGraceMs ?? 500, runnerIdleTimeoutMs: 120_000,
+      metricsListen: o.metrics ? { host: "127.0.0.1", port: 0 } : null,
+    },
     { command: selfCommand(), logger: h.logger },
   );
 }
@@ -99,7 +102,7 @@ void test("per-pool quotas and label routing", async (t) => {
 void test("a job no pool can serve is reported unschedulable, and nothing is launched for it", async (t) => {
   const h = await startHarness();
   t.after(() => h.cleanup());
-  const ctl = await controller(h, [pool("linux", { labels: ["linux"], max: 2 })], 2);
+  const ctl = await controller(h, [pool("linux", { labels: ["linux"], max: 2 })], 2, { metrics: true });
   t.after(() => ctl.stop({ runners: "terminate" }));
   const id = await h.submit({ name: "windows-job", runsOn: { labels: ["windows"] }, steps: [{ name: "s", run: "true" }] });
   const big = await h.submit({ name: "huge-job", runsOn: { labels: [] }, steps: [{ name: "s", run: "true" }], limits: { timeoutMs: 60_000, cpus: 1000, memoryMiB: 256, diskMiB: 256, pids: 64, logMiB: 1 } });
@@ -114,4 +117,11 @@ void test("a job no pool can serve is reported unschedulable, and nothing is lau
   const ok = await h.submit({ name: "linux-job", runsOn: { labels: ["linux"] }, steps: [{ name: "s", run: "true" }] });
   assert.equal((await h.waitJob(ok)).state, "succeeded");
   assert.equal((await h.job(id)).state, "queued");
+  // the same figures over HTTP, Prometheus text format
+  assert.ok(ctl.metricsUrl);
+  const text = await (await fetch(ctl.metricsUrl)).text();
+  assert.match(text, /^deltaci_controller_unschedulable_jobs 2$/m);
+  assert.match(text, /^deltaci_controller_scale_decisions_total\{pool="linux",kind="launch",reason="demand"\} [1-9]/m);
+  assert.match(text, /^deltaci_controller_spawn_seconds_count\{pool="linux"\} [1-9]/m);
+  assert.match(text, /^deltaci_controller_runners\{pool="linux",state="idle"\} \d+$/m);
 });

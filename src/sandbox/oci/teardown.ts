@@ -1,8 +1,9 @@
 /** Removing what a job left on the host; shared by `dispose()` and `reapSlot()`. Every step is idempotent. */
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { rmdir } from "node:fs/promises";
+import { join, posix } from "node:path";
 import type { Clock } from "../../base/clock.ts";
-import { JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
+import { cgroupDirs, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
 import { detachLoops, loopDevicesBelow, removeDir, unmountBelow } from "./job-disk.ts";
 
@@ -36,6 +37,8 @@ export async function removeContainer(ctx: TeardownContext, id: string, cgroupPa
   }
   await killCgroup(ctx, cgroupPath);
   for (const dir of await removeCgroupTree(ctx.layout, cgroupPath)) removed.push(`cgroup ${dir}`);
+  // the slot's parent cgroup too, when no other container of the slot uses it
+  for (const dir of cgroupDirs(ctx.layout, posix.dirname(cgroupPath))) await rmdir(dir).catch(() => {});
   return removed;
 }
 

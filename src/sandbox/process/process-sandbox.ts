@@ -101,6 +101,16 @@ class ProcessSandbox implements Sandbox {
   }
 }
 
+function groupAlive(pgid: number): boolean {
+  if (pgid <= 0) return false;
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function startProcessStep(argv: string[], cwd: string, env: Record<string, string>, script: string, step: StepSpec, opts: ProcessSandboxOptions): StepProcess {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
@@ -130,6 +140,8 @@ function startProcessStep(argv: string[], cwd: string, env: Record<string, strin
     const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
     const res = await exited;
     signalGroup("SIGKILL");
+    // `done` means the group is gone, not just signalled: wait (bounded) until it no longer exists.
+    for (let i = 0; i < 1000 && groupAlive(pgid); i++) await opts.clock.sleep(5);
     // A process that left the group may still hold the pipes: stop waiting for it after a while.
     const closeWait = new AbortController();
     await Promise.race([closed, opts.clock.sleep(5000, closeWait.signal).then(() => {

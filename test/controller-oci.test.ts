@@ -61,4 +61,8 @@ void test("SIGKILL of an oci runner mid-job: its container, cgroups, mounts and 
   assert.deepEqual(mountsUnder(h.workRoot), [], "no mount left");
   assert.deepEqual(loopsUnder(h.workRoot), [], "no loop device left");
   assert.deepEqual(cgroupDirs(slotBase), [], "no cgroup left");
+  // stopped with its runners, the controller also removes the slots' own (empty) parent cgroups
+  await ctl.stop({ runners: "terminate" });
+  const slotCgroups = ["memory", "pids", "cpu", "freezer"].map((c) => `/sys/fs/cgroup/${c}/deltaci/slot-${slotBase}`).filter((d) => existsSync(d));
+  assert.deepEqual(slotCgroups, []);
 });

@@ -95,7 +95,10 @@ export async function startController(opts: ControllerOptions, deps: ControllerD
     stop: (so = {}) =>
       (stopped ??= (async () => {
         await reconciler.stop();
-        if (so.runners === "drain" || so.runners === "terminate") await stopRunners(provider, clock, so.runners, so.timeoutMs ?? t.drainTimeoutMs, t.tickMs);
+        if (so.runners === "drain" || so.runners === "terminate") {
+          await stopRunners(provider, clock, so.runners, so.timeoutMs ?? t.drainTimeoutMs, t.tickMs);
+          if (provider.reapFreeSlots) metrics.countReaped(await provider.reapFreeSlots().catch(() => []));
+        }
         await provider.close();
         if (!deps.api) await api.close();
         await metricsServer?.close();

@@ -66,6 +66,8 @@ export class LocalProvider implements RunnerProvider {
   private readonly live = new Map<string, Live>();
   /** Slot indexes in use: live runners, launches in progress and slots being reaped. */
   private readonly busySlots = new Set<number>();
+  /** Every slot index a runner of this provider ran in. */
+  private readonly usedSlots = new Set<number>();
   private readonly listeners: Array<(e: RunnerExit) => void> = [];
   private closed = false;
 
@@ -110,6 +112,7 @@ export class LocalProvider implements RunnerProvider {
         if (record.state === "busy") record.everBusy = true;
         this.live.set(record.id, live);
         this.busySlots.add(slot.index);
+        this.usedSlots.add(slot.index);
         adopted.push({ ...record });
         this.o.logger?.info({ runner: record.id, pid, pool: record.pool, state: record.state }, "adopted a running runner");
       } else {
@@ -127,6 +130,7 @@ export class LocalProvider implements RunnerProvider {
     let index = this.o.slotBase ?? 0;
     while (this.busySlots.has(index)) index++;
     this.busySlots.add(index);
+    this.usedSlots.add(index);
     try {
       return await this.launchInSlot(index, req);
     } catch (err) {
@@ -291,6 +295,16 @@ export class LocalProvider implements RunnerProvider {
     } finally {
       if (![...this.live.values()].some((l) => l.slot.index === slot.index && !l.exiting)) this.busySlots.delete(slot.index);
     }
+  }
+
+  async reapFreeSlots(): Promise<string[]> {
+    const reaped: string[] = [];
+    for (const index of [...this.usedSlots].sort((a, b) => a - b)) {
+      if (this.busySlots.has(index)) continue;
+      reaped.push(...(await this.reap(this.slotRef(index))));
+      this.usedSlots.delete(index);
+    }
+    return reaped;
   }
 
   onExit(listener: (exit: RunnerExit) => void): void {

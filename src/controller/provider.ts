@@ -63,6 +63,12 @@ export interface RunnerProvider {
   drain(id: string): Promise<void>;
   terminate(id: string): Promise<void>;
   onExit(listener: (exit: RunnerExit) => void): void;
+  /**
+   * Reaps every slot this provider used that no runner holds now (a clean exit leaves the
+   * slot's empty per-slot objects, e.g. its parent cgroup, for the next runner of the slot).
+   * Called when the controller stops with its runners; optional for providers without slots.
+   */
+  reapFreeSlots?(): Promise<string[]>;
   close(): Promise<void>;
 }
 

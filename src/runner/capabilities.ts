@@ -5,7 +5,7 @@
  * binary's mtime and size, so a warm start costs a few stats.
  */
 import { execFile } from "node:child_process";
-import { readFile, stat, statfs, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, statfs, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import type { Capabilities } from "../protocol/schemas.ts";
 import type { Isolation } from "../sandbox/types.ts";
@@ -41,7 +41,7 @@ function run(path: string, args: string[], timeoutMs: number): Promise<string> {
 /** Toolchain name → version, probed in parallel (cached in `cacheFile` when given). */
 export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
   let cache: Record<string, CacheEntry> = {};
-  if (cacheFile) cache = await readFile(cacheFile, "utf8").then((t) => JSON.parse(t) as Record<string, CacheEntry>, () => ({}));
+  if (cacheFile) cache = await readFile(cacheFile, "utf8").then((t) => JSON.parse(t) as Record<string, CacheEntry>).catch(() => ({}));
   const next: Record<string, CacheEntry> = {};
   await Promise.all(Object.entries(PROBES).map(async ([name, p]) => {
     const bin = await findBin(p.bin);
@@ -54,7 +54,13 @@ export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000
     const m = p.pick.exec(await run(bin.path, p.args, timeoutMs));
     if (m?.[1]) next[name] = { key: bin.key, version: m[1].slice(0, 64) };
   }));
-  if (cacheFile) await writeFile(cacheFile, JSON.stringify(next), { mode: 0o600 }).catch(() => {});
+  // Runners share the cache file: write a private temp file and rename it, so a reader never sees half of it.
+  if (cacheFile) {
+    const tmp = `${cacheFile}.${process.pid}.tmp`;
+    await writeFile(tmp, JSON.stringify(next), { mode: 0o600 })
+      .then(() => rename(tmp, cacheFile))
+      .catch(() => unlink(tmp).catch(() => {}));
+  }
   return Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version]));
 }
 

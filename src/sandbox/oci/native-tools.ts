@@ -7,9 +7,9 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
+import { projectRoot } from "../../config/paths.ts";
 
 const run = promisify(execFile);
 
@@ -20,7 +20,7 @@ export interface NativeTool {
 }
 
 async function build(cacheDir: string, name: string, source: string, flags: string[]): Promise<NativeTool> {
-  const src = fileURLToPath(new URL(`./native/${source}`, import.meta.url));
+  const src = join(projectRoot(), "src", "sandbox", "oci", "native", source);
   const text = await readFile(src);
   const hash = createHash("sha256").update(text).update(flags.join(" ")).digest("hex").slice(0, 16);
   const dir = join(cacheDir, "bin", `${name}-${hash}`);

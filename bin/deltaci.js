@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Entry point. Runs the prebuilt bundle (dist/, made by `npm run build`) when it is newer than
 // every source file; otherwise the TypeScript sources through tsx, so a stale bundle never runs.
+// `deltaci runner` uses the runner-only bundle (no server or CLI libraries to load).
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const bundle = `${root}dist/deltaci.mjs`;
+const runnerOnly = process.argv[2] === "runner";
+const bundle = `${root}dist/${runnerOnly ? "runner" : "deltaci"}.mjs`;
 
 function bundleIsFresh() {
   if (process.env.DELTACI_FROM_SOURCE === "1" || !existsSync(bundle)) return false;
@@ -21,5 +23,5 @@ if (bundleIsFresh()) {
 } else {
   const { register } = await import("tsx/esm/api");
   register();
-  await import("../src/cli/main.ts");
+  await import(runnerOnly ? "../src/cli/runner-main.ts" : "../src/cli/main.ts");
 }

@@ -70,7 +70,6 @@ export class HeartbeatLoop {
             if (!RetryPolicy.isTransient(err)) throw err;
             return client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: 0 }, { signal: expiry.signal, deadline: this.expiresAt });
           });
-        expiry.clear();
         this.expiresAt = sentAt + this.o.ttlMs;
         this.intervalMs = clampInterval(res.heartbeatIntervalMs, this.o.ttlMs);
         if (res.cancel !== "none" && res.cancel !== this.cancelSeen && this.cancelSeen !== "hard") {
@@ -82,11 +81,13 @@ export class HeartbeatLoop {
         if (res.cancel === "none" && elapsed < waitMs / 2) await clock.sleep(waitMs - elapsed, signal).catch(() => {});
       } catch (err) {
         if (signal.aborted) return;
-        expiry.clear();
         const stale = isDeltaError(err, "E_LEASE_STALE");
         this.o.logger.warn({ err: String(err) }, stale ? "lease is stale" : "lease could not be renewed in time");
         this.o.onLeaseEnd(stale ? "stale" : "lost", err);
         return;
+      } finally {
+        // Always, also when stop() aborted the call: a pending expiry timer would hold the process open.
+        expiry.clear();
       }
     }
   }

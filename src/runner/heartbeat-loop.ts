@@ -25,6 +25,9 @@ export interface HeartbeatLoopOptions {
   onLeaseEnd: (why: LeaseEnd, err: unknown) => void;
 }
 
+/** How long a heartbeat is held while the sandbox is being prepared (steps start right after). */
+const PREPARING_HOLD_MS = 250;
+
 /** Server-sent intervals are clamped to sane bounds (STYLE.md 3). */
 export function clampInterval(ms: number, ttlMs: number): number {
   return Math.max(100, Math.min(ms, Math.floor(ttlMs / 2), 60_000));
@@ -62,10 +65,13 @@ export class HeartbeatLoop {
       // Keep trying while the lease could still be renewed; a hung request is cut at expiry.
       const expiry = deadlineSignal(clock, this.expiresAt - sentAt, signal);
       try {
-        const waitMs = Math.floor(Math.max(0, Math.min(this.intervalMs, this.expiresAt - sentAt - this.o.ttlMs / 4)));
+        const status = this.o.status();
+        // While preparing, hold only briefly, so the switch to running reaches the server at once.
+        const holdMs = status.state === "preparing" ? PREPARING_HOLD_MS : this.intervalMs;
+        const waitMs = Math.floor(Math.max(0, Math.min(holdMs, this.expiresAt - sentAt - this.o.ttlMs / 4)));
         // One held call; if it fails, renew without a hold (retried until expiry) so a healed
         // network renews at once instead of after another hold.
-        const res = await client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs }, { signal: expiry.signal, maxAttempts: 1 })
+        const res = await client.heartbeat(this.o.leaseToken, { ...status, waitMs }, { signal: expiry.signal, maxAttempts: 1 })
           .catch((err: unknown) => {
             if (!RetryPolicy.isTransient(err)) throw err;
             return client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: 0 }, { signal: expiry.signal, deadline: this.expiresAt });

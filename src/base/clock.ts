@@ -5,19 +5,28 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  sleep: (ms, signal) =>
-    new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal?.reason);
-      };
-      const timer = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }),
-};
+/**
+ * A clock on real timers. With `unref`, its timers never keep the process alive (for code
+ * embedded in a command that awaits everything it needs anyway).
+ */
+export function timerClock(opts: { now?: () => number; unref?: boolean } = {}): Clock {
+  return {
+    now: opts.now ?? (() => Date.now()),
+    sleep: (ms, signal) =>
+      new Promise<void>((resolve, reject) => {
+        if (signal?.aborted) return reject(signal.reason);
+        const onAbort = () => {
+          clearTimeout(timer);
+          reject(signal?.reason);
+        };
+        const timer = setTimeout(() => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        }, ms);
+        if (opts.unref) timer.unref();
+        signal?.addEventListener("abort", onAbort, { once: true });
+      }),
+  };
+}
+
+export const systemClock: Clock = timerClock();

@@ -8,7 +8,7 @@
  */
 import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { Clock } from "../../base/clock.ts";
+import { timerClock, type Clock } from "../../base/clock.ts";
 import { HttpClient } from "../../client/http.ts";
 import { RetryPolicy } from "../../client/retry-policy.ts";
 import { RunnerClient } from "../../client/runner-client.ts";
@@ -44,23 +44,7 @@ interface Live {
  * Everything the run waits for is awaited by the CLI, which holds the process open meanwhile.
  */
 export function unrefClock(base: Clock): Clock {
-  return {
-    now: () => base.now(),
-    sleep: (ms, signal) =>
-      new Promise<void>((resolve, reject) => {
-        if (signal?.aborted) return reject(signal.reason);
-        const onAbort = () => {
-          clearTimeout(timer);
-          reject(signal?.reason);
-        };
-        const timer = setTimeout(() => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        }, ms);
-        timer.unref();
-        signal?.addEventListener("abort", onAbort, { once: true });
-      }),
-  };
+  return timerClock({ now: () => base.now(), unref: true });
 }
 
 export class InProcessProvider implements RunnerProvider {

@@ -27,7 +27,7 @@ before(async () => {
     ["up", "--listen", "127.0.0.1:0", "--data-dir", join(root, "data"), "--work-root", join(root, "runners"), "--isolation", "process", "--max-runners", "3", "--min-idle", "1", "--log-level", "warn"],
     { cwd: root, timeoutMs: 900_000 },
   );
-  await up.waitFor(/server ready at http:\/\/127\.0\.0\.1:\d+/);
+  await up.waitFor(/server ready at http:\/\/127\.0\.0\.1:\d+[^]*API token: .*\n/);
   server = /server ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(up.output())?.[1] ?? "";
   tokenFile = join(root, "data", "api-token");
   assert.match(up.output(), new RegExp(`API token: +${tokenFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));

@@ -33,14 +33,17 @@ export function registerUpCommand(program: Command): void {
       await server.close();
       throw err;
     }
-    const out = process.stdout;
-    out.write(`deltaci up: server ready at ${server.url}\n`);
-    out.write(`  data dir:         ${server.dataDir}\n`);
-    out.write(`  API token:        ${server.apiTokenFile ?? "from DELTACI_API_TOKEN"}\n`);
-    out.write(`  controller token: ${server.controllerTokenFile ?? "from DELTACI_CONTROLLER_TOKEN"}\n`);
-    out.write(`  runners:          up to ${flags.maxRunners}, ${flags.isolation} isolation, work root ${resolve(flags.workRoot)}\n`);
-    out.write(`  try:              DELTACI_SERVER=${server.url} deltaci submit examples/hello/deltaci.yml${server.apiTokenFile ? ` --token-file ${server.apiTokenFile}` : ""}\n`);
-    if (flags.isolation === "process") out.write("  warning: --isolation process runs jobs WITHOUT a sandbox (development only)\n");
+    // One write, so a reader that sees the URL also sees where the tokens are.
+    const lines = [
+      `deltaci up: server ready at ${server.url}`,
+      `  data dir:         ${server.dataDir}`,
+      `  API token:        ${server.apiTokenFile ?? "from DELTACI_API_TOKEN"}`,
+      `  controller token: ${server.controllerTokenFile ?? "from DELTACI_CONTROLLER_TOKEN"}`,
+      `  runners:          up to ${flags.maxRunners}, ${flags.isolation} isolation, work root ${resolve(flags.workRoot)}`,
+      `  try:              DELTACI_SERVER=${server.url} deltaci submit examples/hello/deltaci.yml${server.apiTokenFile ? ` --token-file ${server.apiTokenFile}` : ""}`,
+    ];
+    if (flags.isolation === "process") lines.push("  warning: --isolation process runs jobs WITHOUT a sandbox (development only)");
+    process.stdout.write(`${lines.join("\n")}\n`);
     const running = controller;
     await new Promise<void>((done) => {
       let stopping = false;

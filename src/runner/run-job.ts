@@ -13,6 +13,7 @@ import { LogSpool } from "../logs/log-spool.ts";
 import { LogUploader } from "../logs/log-uploader.ts";
 import type { CancelMode, CompleteRequest, Failure, Lease } from "../protocol/schemas.ts";
 import type { Sandbox, SandboxFactory, SlotInfo } from "../sandbox/types.ts";
+import { cloneGitSource } from "./git-source.ts";
 import { StepExecutor, type StepsOutcome } from "./execute-steps.ts";
 import { HeartbeatLoop, type LeaseEnd } from "./heartbeat-loop.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
@@ -125,8 +126,6 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       } catch (err) {
         if (!prepare.signal.aborted) prepFailure = { reason: "source_error", step: null, message: `cannot fetch the source archive: ${(err as Error).message}` };
       }
-    } else if (job.source.kind === "git") {
-      prepFailure = { reason: "source_error", step: null, message: "git sources are not supported by this runner; submit an archive" };
     }
     if (prepFailure === null && !prepare.signal.aborted) {
       try {
@@ -141,6 +140,9 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       }
     }
     if (sourceArchive) await rm(sourceArchive, { force: true });
+    if (prepFailure === null && sandbox !== null && job.source.kind === "git" && !prepare.signal.aborted) {
+      prepFailure = await cloneGitSource(sandbox, job.source, log, Math.max(1, jobDeadline - clock.now()));
+    }
 
     if (prepFailure !== null) {
       log.notice(prepFailure.message);

@@ -29,10 +29,10 @@ function vmHwmKiB(pid: number): number {
   }
 }
 
-// The CLI bundled once (as `npm run build` does, to a file of our own): the runner runs without tsx.
+// The runner-only bundle, as `npm run build` makes it for `deltaci runner` (to a file of our own): no tsx.
 const root0 = join(import.meta.dirname, "..");
 const cli = join(root0, "dist", "runner-bench", "cli.mjs");
-await build({ entryPoints: [join(root0, "src", "cli", "main.ts")], outfile: cli, bundle: true, platform: "node", format: "esm", target: "node20", packages: "external", logLevel: "warning" });
+await build({ entryPoints: [join(root0, "src", "cli", "runner-main.ts")], outfile: cli, bundle: true, platform: "node", format: "esm", target: "node20", packages: "external", logLevel: "warning" });
 
 // Baseline: the same bytes through a pipe.
 const b0 = performance.now();

@@ -221,5 +221,19 @@ for (const backend of backends) {
       assert.equal(job.state, "succeeded", log.toString());
       assert.match(log.toString(), /hello-from-source/);
     });
+
+    void it("saves a writable cache for the next job, but never one that holds a secret's value", async (t) => {
+      if (skip) return t.skip(skip);
+      if (backend.name === "process") return t.skip("the process backend has no caches (development only)");
+      const cache = { key: `k${Date.now().toString(36)}`, path: "/opt/cache", scope: "e2e", readOnly: false };
+      const clean = await run({ caches: [cache], steps: [{ name: "fill", run: "echo kept > /opt/cache/fine" }] });
+      assert.equal(clean.job.state, "succeeded", clean.log.toString());
+      const leaky = await run({ caches: [cache], steps: [{ name: "leak", run: "echo \"$TOKEN\" > /opt/cache/leak" }] }, { TOKEN: "cache-secret-value-42" });
+      assert.equal(leaky.job.state, "succeeded", leaky.log.toString());
+      const check = await run({ caches: [cache], steps: [{ name: "read", run: "cat /opt/cache/fine; if [ -e /opt/cache/leak ]; then echo LEAKED; fi" }] });
+      assert.equal(check.job.state, "succeeded", check.log.toString());
+      assert.match(check.log.toString(), /kept/);
+      assert.doesNotMatch(check.log.toString(), /LEAKED/);
+    });
   });
 }

@@ -132,6 +132,8 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
         sandbox = await deps.sandboxFactory.create({
           jobId: lease.jobId, slot: deps.slot, image: job.image, limits: job.limits, network: job.network, sourceArchive,
           caches: job.caches, auditLogPath: join(deps.jobDir, "network-audit.jsonl"),
+          // Writable caches that hold any of these are not saved (caches never carry secrets).
+          secretValues: Object.values(job.secrets),
         }, prepare.signal);
       } catch (err) {
         if (!prepare.signal.aborted) {

@@ -222,9 +222,9 @@ for (const backend of backends) {
       assert.match(log.toString(), /hello-from-source/);
     });
 
-    void it("saves a writable cache for the next job, but never one that holds a secret's value", async (t) => {
+    // Caches exist only in the oci backend (the process backend is for development and has none).
+    if (backend.name === "oci") void it("saves a writable cache for the next job, but never one that holds a secret's value", async (t) => {
       if (skip) return t.skip(skip);
-      if (backend.name === "process") return t.skip("the process backend has no caches (development only)");
       const cache = { key: `k${Date.now().toString(36)}`, path: "/opt/cache", scope: "e2e", readOnly: false };
       const clean = await run({ caches: [cache], steps: [{ name: "fill", run: "echo kept > /opt/cache/fine" }] });
       assert.equal(clean.job.state, "succeeded", clean.log.toString());

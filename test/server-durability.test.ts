@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { capabilities, completeBody, jobSpec, type Json } from "./server-harness.ts";
+import { waitForReadyUrl } from "./support/ready-url.ts";
 
 const ROOT = join(import.meta.dirname, "..");
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -21,24 +22,7 @@ async function spawnServer(dataDir: string): Promise<Child> {
   const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--lease-ttl", "30s", "--log-level", "warn"], {
     cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: "", DELTACI_CONTROLLER_TOKEN: "" },
   });
-  let out = "";
-  let err = "";
-  proc.stderr?.on("data", (d: Buffer) => (err += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out} ${err}`)), 60_000);
-    proc.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /ready at (http:\/\/\S+)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited ${code}: ${err}`));
-    });
-  });
+  const url = await waitForReadyUrl(proc);
   return { proc, url };
 }
 

@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
+import { waitForReadyUrl } from "../../test/support/ready-url.ts";
 
 export const ROOT = join(import.meta.dirname, "..", "..");
 
@@ -12,27 +13,6 @@ export interface Child {
   url: string;
   proc: ChildProcess;
   stop(): Promise<void>;
-}
-
-async function waitReady(proc: ChildProcess): Promise<string> {
-  let out = "";
-  let err = "";
-  proc.stderr?.on("data", (d: Buffer) => (err += d.toString()));
-  return new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ready line: ${out} ${err}`)), 60_000);
-    proc.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /ready at (http:\/\/\S+)/.exec(out);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`exited ${code}: ${err}`));
-    });
-  });
 }
 
 function stopper(proc: ChildProcess, after?: () => Promise<void>): () => Promise<void> {
@@ -51,7 +31,7 @@ export async function spawnDeltaci(args: string[] = []): Promise<Child & { apiTo
   const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn", ...args], {
     cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: "", DELTACI_CONTROLLER_TOKEN: "" },
   });
-  const url = await waitReady(proc);
+  const url = await waitForReadyUrl(proc);
   const apiToken = (await readFile(join(dir, "api-token"), "utf8")).trim();
   const controllerToken = (await readFile(join(dir, "controller-token"), "utf8")).trim();
   return { url, proc, apiToken, controllerToken, stop: stopper(proc, () => rm(dir, { recursive: true, force: true })) };
@@ -59,7 +39,7 @@ export async function spawnDeltaci(args: string[] = []): Promise<Child & { apiTo
 
 export async function spawnBare(): Promise<Child> {
   const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench", "lib", "bare-fastify.ts")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-  const url = await waitReady(proc);
+  const url = await waitForReadyUrl(proc);
   return { url, proc, stop: stopper(proc) };
 }
 

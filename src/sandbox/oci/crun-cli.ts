@@ -4,6 +4,7 @@
  * 1.8 refuses; the host's mount table is not changed. On pure v1 or v2 hosts crun runs directly.
  */
 import { execFile, spawn, type ChildProcess, type StdioOptions } from "node:child_process";
+import type { Duplex } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 
 export interface CrunResult {
@@ -42,6 +43,32 @@ export class CrunCli {
     const res = await this.run(args, timeoutMs);
     if (res.code !== 0) throw new DeltaError("E_SANDBOX", `${what} failed: crun ${args[0] ?? ""} exited ${res.code}: ${res.stderr.trim()}`);
     return res.stdout;
+  }
+
+  /**
+   * `crun run -d` with a socketpair passed to the container's init as fd 3 (`--preserve-fds=1`):
+   * resolves with the host end once crun has started the container and exited.
+   */
+  async runDetachedWithChannel(args: string[], what: string, timeoutMs = 60_000): Promise<Duplex> {
+    const child = this.spawn(["run", "-d", "--preserve-fds=1", ...args], ["ignore", "ignore", "pipe", "pipe"]);
+    const channel = child.stdio[3] as Duplex;
+    let stderr = "";
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      if (stderr.length < 64 * 1024) stderr += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await new Promise<number>((resolve) => {
+      child.once("error", (err) => {
+        stderr += err.message;
+        resolve(127);
+      });
+      child.once("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
+    }).finally(() => clearTimeout(timer));
+    if (code !== 0) {
+      channel.destroy();
+      throw new DeltaError("E_SANDBOX", `${what} failed: crun run exited ${code}: ${stderr.trim()}`);
+    }
+    return channel;
   }
 
   spawn(args: string[], stdio: StdioOptions): ChildProcess {

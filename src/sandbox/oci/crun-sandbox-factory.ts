@@ -16,6 +16,7 @@ import { prepareSeccomp, type PreparedSeccomp } from "./seccomp-bpf.ts";
 import { defaultResolve, EgressProxy, type ResolveHost } from "./egress-proxy.ts";
 import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import { CrunCli } from "./crun-cli.ts";
+import { InitChannel } from "./init-channel.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
 import { mountOverlay, unpackImage } from "./oci-image.ts";
@@ -129,6 +130,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
     const sockDir = join(this.socketDir, containerId);
     let proxy: EgressProxy | null = null;
+    let channel: InitChannel | null = null;
     let writableCaches: WritableCache[] = [];
     let started = false;
     let tornDown: Promise<void> | null = null;
@@ -138,6 +140,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       // Kill every process of the job first (the init too): then `crun delete` and the unmounting
       // of the job's file systems no longer depend on each other and run side by side.
       await killCgroup(td, cgroupPath);
+      channel?.close();
       mark("dispose: kill");
       const [fromCrun, fromFiles] = await Promise.all([
         removeContainer(td, containerId, cgroupPath),
@@ -170,7 +173,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         await chown(join(diskMount, d), uid, uid);
       }
       await mkdir(join(jobDir, "steps"), { mode: 0o755 });
-      await mkdir(join(jobDir, "bundle"), { mode: 0o700 }); // step process files hold the step's env (secrets)
+      await mkdir(join(jobDir, "bundle"), { mode: 0o700 });
       if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, join(diskMount, "workspace"), { owner: { uid, gid: uid } });
       signal?.throwIfAborted();
       const rootfs = join(jobDir, "rootfs");
@@ -201,7 +204,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         bindMount(join(jobDir, "steps"), "/.deltaci/steps", true),
         ...caches.mounts,
       );
-      const initArgs = [HELPER_IN_SANDBOX, "init"];
+      const initArgs = [HELPER_IN_SANDBOX, "init", "3"];
       if (spec.network.egress === "allowlist") {
         await mkdir(this.socketDir, { recursive: true, mode: 0o755 });
         await mkdir(sockDir, { mode: 0o750 });
@@ -242,7 +245,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       });
       await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
       mark("create: rootfs + bundle");
-      await p.crun.must(["run", "-d", "--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container");
+      channel = new InitChannel(await p.crun.runDetachedWithChannel(["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container"));
       mark("create: crun run -d");
       started = true;
       return new CrunSandbox(
@@ -256,9 +259,8 @@ export class CrunSandboxFactory implements SandboxFactory {
           hasBash,
           extraEnv,
           limits: { memoryMiB: spec.limits.memoryMiB, pids: spec.limits.pids, diskMiB: spec.limits.diskMiB },
-          apparmorProfile: p.apparmor,
         },
-        { crun: p.crun, clock: this.opts.clock, logger: this.opts.logger, nsLevel: p.nsLevel, timeoutGraceMs: this.opts.timeoutGraceMs ?? 2000, teardown },
+        { channel, clock: this.opts.clock, logger: this.opts.logger, nsLevel: p.nsLevel, timeoutGraceMs: this.opts.timeoutGraceMs ?? 2000, teardown },
       );
     } catch (e) {
       await teardown().catch((te: unknown) => this.opts.logger.warn({ jobId: spec.jobId, err: String(te) }, "cleanup after a failed create failed"));

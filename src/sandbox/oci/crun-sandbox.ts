@@ -1,4 +1,4 @@
-/** One job's crun container: steps run one after another via `crun exec`; `dispose` removes everything. */
+/** One job's crun container: steps run one after another through its init; `dispose` removes everything. */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
@@ -6,8 +6,7 @@ import type { Clock } from "../../base/clock.ts";
 import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
 import type { LimitReason, Sandbox, SandboxLogger, StepProcess, StepSpec } from "../types.ts";
 import type { JobCgroup, LimitCounters } from "./cgroups.ts";
-import { ociProcess } from "./bundle.ts";
-import type { CrunCli } from "./crun-cli.ts";
+import type { InitChannel } from "./init-channel.ts";
 import { startCrunStep } from "./crun-step.ts";
 import { diskFull } from "./job-disk.ts";
 
@@ -25,11 +24,11 @@ export interface CrunJob {
   hasBash: boolean;
   extraEnv: Record<string, string>;
   limits: { memoryMiB: number; pids: number; diskMiB: number };
-  apparmorProfile: string | null;
 }
 
 export interface CrunSandboxDeps {
-  crun: CrunCli;
+  /** The control channel to the container's init, which starts the steps. */
+  channel: InitChannel;
   clock: Clock;
   logger: SandboxLogger;
   nsLevel: number;
@@ -62,21 +61,16 @@ export class CrunSandbox implements Sandbox {
     const stepsDir = join(this.job.jobDir, "steps");
     writeFileSync(join(stepsDir, `${n}.sh`), step.run, { mode: 0o644 });
     const env = { ...baseStepEnv(WORKSPACE, HOME, DEFAULT_PATH), ...this.job.extraEnv, ...step.env };
-    const args = [HELPER_IN_SANDBOX, "step", "-C", cwd, ...shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash)];
-    const processFile = join(this.job.jobDir, "bundle", `step-${n}.json`);
-    const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    writeFileSync(processFile, JSON.stringify(ociProcess(args, envList, WORKSPACE, this.job.apparmorProfile)));
     const proc = startCrunStep(
       {
-        crun: this.deps.crun,
-        containerId: this.job.containerId,
+        channel: this.deps.channel,
         cgroup: this.job.cgroup,
         clock: this.deps.clock,
         nsLevel: this.deps.nsLevel,
         timeoutGraceMs: this.deps.timeoutGraceMs,
         explain: (before, after) => this.explain(before, after),
       },
-      processFile,
+      { cwd, argv: shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash), env },
       step.timeoutMs,
     );
     this.current = proc;

@@ -1,22 +1,21 @@
 /**
- * One step of a crun job: `crun exec` of the sandbox helper's `step` wrapper, which runs the
- * script in its own session and reports its pid and exit status on fd 3. The step's process
- * tree is every process in the job's cgroup except the container's init (pid 1) and the
- * wrapper: it is signalled from the host, so daemonized children cannot escape it. When the
- * script ends, whatever it left behind is killed before `done` resolves.
+ * One step of a crun job, run by the container's init over its control channel (a step
+ * supervisor forked in the container runs the script in its own session and relays its output
+ * and end). The step's process tree is every process in the job's cgroup except init (pid 1) and
+ * the supervisor: it is signalled from the host, so daemonized children cannot escape it. When
+ * the script ends, whatever it left behind is killed before `done` resolves.
  */
 import { constants } from "node:os";
 import { readFile } from "node:fs/promises";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough } from "node:stream";
 import type { Clock } from "../../base/clock.ts";
 import { StepControl } from "../step-control.ts";
 import type { LimitReason, StepProcess, StepResult } from "../types.ts";
 import type { JobCgroup, LimitCounters } from "./cgroups.ts";
-import type { CrunCli } from "./crun-cli.ts";
+import type { InitChannel, StepRequest } from "./init-channel.ts";
 
 export interface CrunStepContext {
-  crun: CrunCli;
-  containerId: string;
+  channel: InitChannel;
   cgroup: JobCgroup;
   clock: Clock;
   /** Index of the container's pid in /proc/<pid>/status `NSpid` (our own pid-namespace depth). */
@@ -55,16 +54,17 @@ export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "ns
   while ((await signalJobProcesses(ctx, "SIGKILL", spare)) > 0 && ctx.clock.now() < until) await ctx.clock.sleep(5);
 }
 
-export function startCrunStep(ctx: CrunStepContext, processFile: string, timeoutMs: number): StepProcess {
+export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number): StepProcess {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
-  let wrapperPid: number | null = null;
+  let supervisorPid: number | null = null;
   let over = false;
+  let status = "";
   const control = new StepControl(
     ctx.clock,
     {
-      terminate: () => void signalJobProcesses(ctx, "SIGTERM", wrapperPid),
-      kill: () => void killJobProcesses(ctx, wrapperPid),
+      terminate: () => void signalJobProcesses(ctx, "SIGTERM", supervisorPid),
+      kill: () => void killJobProcesses(ctx, supervisorPid),
     },
     timeoutMs,
     ctx.timeoutGraceMs,
@@ -72,40 +72,49 @@ export function startCrunStep(ctx: CrunStepContext, processFile: string, timeout
   const started = ctx.clock.now();
   const done = (async (): Promise<StepResult> => {
     const before = await ctx.cgroup.counters();
-    const child = ctx.crun.spawn(["exec", "--process", processFile, "--preserve-fds=1", ctx.containerId], ["ignore", "pipe", "pipe", "pipe"]);
-    child.stdout?.pipe(stdout);
-    child.stderr?.pipe(stderr);
-    let status = "";
-    const statusStream = child.stdio[3] as Readable | null;
-    statusStream?.setEncoding("utf8");
-    statusStream?.on("data", (d: string) => {
-      status += d;
-      const m = /^pid (\d+)$/m.exec(status);
-      if (m && wrapperPid === null) {
-        wrapperPid = Number(m[1]);
-        if (control.stopped || control.timedOut) void killJobProcesses(ctx, wrapperPid);
-      }
-    });
-    const exited = new Promise<number | null>((resolve) => {
-      child.once("exit", (code) => resolve(code));
-      child.once("error", (err) => {
-        stderr.write(`deltaci: cannot run crun exec: ${err.message}\n`);
-        resolve(125);
+    let leftovers: Promise<void> = Promise.resolve();
+    let blocked = 0;
+    const relay = (to: PassThrough, data: Buffer) => {
+      if (to.write(data)) return;
+      if (blocked++ === 0) ctx.channel.pause();
+      to.once("drain", () => {
+        if (--blocked === 0) ctx.channel.resume();
+      });
+    };
+    const reaped = new Promise<number | null>((resolve) => {
+      ctx.channel.run(request, {
+        frame: (type, data) => {
+          if (type === "O") relay(stdout, data);
+          else if (type === "E") relay(stderr, data);
+          else if (type === "P") {
+            supervisorPid = Number(data.toString("latin1"));
+            if (control.stopped || control.timedOut) void killJobProcesses(ctx, supervisorPid);
+          } else if (type === "S") {
+            status = data.toString("latin1");
+            over = true;
+            // what the script left behind holds its pipes open: end it, so the supervisor finishes
+            leftovers = killJobProcesses(ctx, supervisorPid);
+          } else if (type === "R") resolve(Number(data.toString("latin1")));
+        },
+        closed: () => resolve(null),
       });
     });
-    const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
-    const crunCode = await exited;
+    const waitStatus = await reaped;
     over = true;
+    if (blocked > 0) ctx.channel.resume();
+    await leftovers;
     await killJobProcesses(ctx, null);
-    await closed;
     control.finish();
-    const sig = /^signal (\d+)$/m.exec(status);
-    const code = /^exit (\d+)$/m.exec(status);
-    let exitCode: number | null = code ? Number(code[1]) : sig ? null : crunCode;
+    stdout.end();
+    stderr.end();
+    const sig = /^signal (\d+)$/.exec(status);
+    const code = /^exit (\d+)$/.exec(status);
+    let exitCode: number | null = code ? Number(code[1]) : null;
     let signal: string | null = sig ? (signalNames.get(Number(sig[1])) ?? `SIG${sig[1]}`) : null;
-    if (!sig && !code && (control.stopped || control.timedOut)) {
+    if (!sig && !code) {
+      // the supervisor (or init) was killed before the script's end was seen: OOM, or a stop
       exitCode = null;
-      signal = "SIGKILL";
+      signal = waitStatus !== null && (waitStatus & 0x7f) !== 0 ? (signalNames.get(waitStatus & 0x7f) ?? "SIGKILL") : "SIGKILL";
     }
     const failed = exitCode !== 0 || signal !== null;
     // A hit limit is the cause even when the step then ran into its timeout (a fork bomb never ends).

@@ -1,9 +1,8 @@
 /*
  * deltaci sandbox helper, built once per content hash (see native-tools.ts).
- *   init [PORT SOCKET]        pid 1 of a job container: reaps orphans, ignores signals; with PORT and
- *                             SOCKET forwards 127.0.0.1:PORT to the egress proxy's unix socket.
- *   step [-C DIR] CMD ARGS... runs one step in DIR (created if missing): reports "pid N" then "exit N" / "signal N" on fd 3,
- *                             runs CMD in its own session with default signal dispositions.
+ *   init CTLFD [PORT SOCKET]  pid 1 of a job container: reaps orphans, ignores signals, runs steps on
+ *                             request over the control channel CTLFD (a socketpair the host keeps; see
+ *                             below); with PORT and SOCKET forwards 127.0.0.1:PORT to the egress proxy.
  *   unshare-cgroup2 DIR CMD.. host side: private mount namespace without the cgroup2 mount at DIR
  *                             (hybrid hosts, where crun 1.8 refuses to run), then exec CMD.
  */
@@ -65,25 +64,191 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
-/* pid 1: reaps orphans; with PORT and SOCKET, forwards 127.0.0.1:PORT to the egress proxy's socket. */
+/*
+ * Control channel (CTLFD, a stream socket): frames are [type u8][length u32 big-endian][data].
+ * host -> init  'X' run a step: data = NUL-terminated strings: cwd, argc, argv..., envc, env...
+ * init -> host  'P' the step supervisor's pid (decimal, in the container's pid namespace)
+ *               'O' / 'E' stdout / stderr bytes of the step, in order per stream
+ *               'S' the script's end: "exit N" or "signal N"
+ *               'R' the supervisor is gone (sent by init after reaping it): the step is over
+ * One step at a time: init does not read the channel while a supervisor runs. When the host
+ * closes the channel, init exits and the kernel kills every process of the container.
+ */
+#define FRAME_MAX 65536
+
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int read_all(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int send_frame(int fd, char type, const char *data, size_t len) {
+  unsigned char h[5] = {(unsigned char)type, (unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
+  return write_all(fd, h, sizeof h) == 0 && write_all(fd, data, len) == 0 ? 0 : -1;
+}
+
+static int send_text(int fd, char type, const char *fmt, int value) {
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, fmt, value);
+  return send_frame(fd, type, buf, n > 0 ? (size_t)n : 0);
+}
+
+static int mkdir_p(const char *dir);
+
+/* Splits a request's NUL-terminated strings; returns the count, or -1 when malformed. */
+static int split_strings(char *data, size_t len, char **out, int max) {
+  int n = 0;
+  for (size_t off = 0; off < len; n++) {
+    char *end = memchr(data + off, 0, len - off);
+    if (!end || n >= max) return -1;
+    out[n] = data + off;
+    off = (size_t)(end - data) + 1;
+  }
+  return n;
+}
+
+/*
+ * The step supervisor, forked from init per step: runs the script in its own session with its
+ * stdout and stderr on pipes, relays both as frames, reports its end, and exits once both pipes
+ * are closed (the host kills what the script left behind when it sees 'S'). It ignores the
+ * signals the host sends to the step's processes; the host spares it by its pid.
+ */
+__attribute__((noreturn)) static void run_supervisor(int ctl, char *req, size_t len) {
+  static char *strs[65536];
+  int n = split_strings(req, len, strs, 65535);
+  int argc = n >= 2 ? atoi(strs[1]) : -1;
+  int envc = argc >= 1 && n >= 3 + argc ? atoi(strs[2 + argc]) : -1;
+  int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
+  for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_IGN);
+  if (send_text(ctl, 'P', "%d", (int)getpid()) != 0) _exit(1);
+  if (envc < 0 || n != 3 + argc + envc) {
+    const char msg[] = "deltaci: malformed step request\n";
+    send_frame(ctl, 'E', msg, sizeof msg - 1);
+    send_text(ctl, 'S', "exit %d", 125);
+    _exit(0);
+  }
+  char **argv = strs + 2, **envp = strs + 3 + argc;
+  argv[argc] = NULL; /* overwrites the envc string, already parsed */
+  envp[envc] = NULL;
+  if (mkdir_p(strs[0]) != 0 || chdir(strs[0]) != 0) {
+    char msg[4200];
+    int m = snprintf(msg, sizeof msg, "deltaci: cannot enter working directory %s: %s\n", strs[0], strerror(errno));
+    send_frame(ctl, 'E', msg, m > 0 ? (size_t)m : 0);
+    send_text(ctl, 'S', "exit %d", 125);
+    _exit(0);
+  }
+  int out[2], err[2];
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || sfd < 0) {
+    send_text(ctl, 'S', "exit %d", 125);
+    _exit(0);
+  }
+  pid_t child = fork();
+  if (child < 0) {
+    const char msg[] = "deltaci: fork failed\n";
+    send_frame(ctl, 'E', msg, sizeof msg - 1);
+    send_text(ctl, 'S', "exit %d", 125);
+    _exit(0);
+  }
+  if (child == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_DFL);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    setsid();
+    environ = envp;
+    execvp(argv[0], argv);
+    fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+  close(out[1]);
+  close(err[1]);
+  int fds[2] = {out[0], err[0]};
+  char types[2] = {'O', 'E'};
+  int open_[2] = {1, 1}, reaped = 0;
+  static char buf[FRAME_MAX];
+  while (open_[0] || open_[1] || !reaped) {
+    struct pollfd p[3] = {{open_[0] ? fds[0] : -1, POLLIN, 0}, {open_[1] ? fds[1] : -1, POLLIN, 0}, {reaped ? -1 : sfd, POLLIN, 0}};
+    if (poll(p, 3, -1) < 0) { if (errno == EINTR) continue; _exit(1); }
+    for (int i = 0; i < 2; i++) {
+      if (!open_[i] || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t r = read(fds[i], buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) { open_[i] = 0; continue; }
+      if (send_frame(ctl, types[i], buf, (size_t)r) != 0) _exit(1);
+    }
+    if (!reaped && (p[2].revents & POLLIN)) {
+      struct signalfd_siginfo si;
+      ssize_t r = read(sfd, &si, sizeof si);
+      (void)r;
+      int status = 0;
+      if (waitpid(child, &status, WNOHANG) == child) {
+        reaped = 1;
+        if (WIFSIGNALED(status)) send_text(ctl, 'S', "signal %d", WTERMSIG(status));
+        else send_text(ctl, 'S', "exit %d", WIFEXITED(status) ? WEXITSTATUS(status) : 125);
+      }
+    }
+  }
+  _exit(0);
+}
+
+/* pid 1: reaps orphans, runs steps on request over CTLFD; with PORT and SOCKET, forwards
+ * 127.0.0.1:PORT to the egress proxy's socket. */
 __attribute__((noreturn)) static void run_init(char **argv) {
   /* crun run -d hands us its stdio: let go of it so the caller's pipes close. */
   int null = open("/dev/null", O_RDWR);
   if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); if (null > 2) close(null); }
+  int ctl = argv[0] ? atoi(argv[0]) : -1;
+  if (ctl < 3 || fcntl(ctl, F_SETFD, FD_CLOEXEC) != 0) _exit(2);
+  argv++;
   sigset_t all, none;
   sigfillset(&all);
   sigemptyset(&none);
   sigprocmask(SIG_BLOCK, &all, NULL);
   int sfd = signalfd(-1, &all, SFD_CLOEXEC);
   int lfd = argv[0] && argv[1] ? listen_loopback(atoi(argv[0])) : -1;
+  pid_t supervisor = 0;
+  static char req[1 << 20];
   for (;;) {
-    struct pollfd p[2] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}};
-    if (poll(p, 2, -1) < 0) continue;
+    struct pollfd p[3] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}, {supervisor ? -1 : ctl, POLLIN, 0}};
+    if (poll(p, 3, -1) < 0) continue;
     if (p[0].revents & POLLIN) {
       struct signalfd_siginfo si;
       ssize_t r = read(sfd, &si, sizeof si);
       (void)r;
-      while (waitpid(-1, NULL, WNOHANG) > 0) {}
+      pid_t pid;
+      int status;
+      while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid != supervisor) continue;
+        supervisor = 0;
+        if (send_text(ctl, 'R', "%d", status) != 0) _exit(0);
+      }
     }
     if (lfd >= 0 && (p[1].revents & POLLIN)) {
       int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -96,13 +261,22 @@ __attribute__((noreturn)) static void run_init(char **argv) {
       close(c);
       if (u >= 0) close(u);
     }
+    if (!supervisor && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      unsigned char h[5];
+      if (read_all(ctl, h, sizeof h) != 0) _exit(0); /* the host is gone: so is the job */
+      size_t len = ((size_t)h[1] << 24) | ((size_t)h[2] << 16) | ((size_t)h[3] << 8) | h[4];
+      if (h[0] != 'X' || len > sizeof req || read_all(ctl, req, len) != 0) _exit(0);
+      pid_t pid = fork();
+      if (pid == 0) {
+        close(sfd);
+        if (lfd >= 0) close(lfd);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        run_supervisor(ctl, req, len);
+      }
+      if (pid > 0) supervisor = pid;
+      else if (send_text(ctl, 'R', "%d", 0) != 0) _exit(0);
+    }
   }
-}
-
-static void report(const char *fmt, int value) {
-  char buf[64];
-  int n = snprintf(buf, sizeof buf, fmt, value);
-  if (n > 0) { ssize_t w = write(3, buf, (size_t)n); (void)w; }
 }
 
 static int mkdir_p(const char *dir) {
@@ -118,40 +292,6 @@ static int mkdir_p(const char *dir) {
   return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-static int run_step(char **argv) {
-  if (argv[0] && strcmp(argv[0], "-C") == 0 && argv[1]) {
-    if (mkdir_p(argv[1]) != 0 || chdir(argv[1]) != 0) {
-      fprintf(stderr, "deltaci: cannot enter working directory %s: %s\n", argv[1], strerror(errno));
-      return 125;
-    }
-    argv += 2;
-  }
-  if (!argv[0]) return 2;
-  int have_fd3 = fcntl(3, F_GETFD) != -1;
-  if (have_fd3) fcntl(3, F_SETFD, FD_CLOEXEC);
-  int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
-  for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_IGN);
-  if (have_fd3) report("pid %d\n", (int)getpid());
-  pid_t child = fork();
-  if (child < 0) { perror("deltaci: fork"); return 125; }
-  if (child == 0) {
-    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_DFL);
-    setsid();
-    execvp(argv[0], argv);
-    fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
-  }
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
-  if (WIFSIGNALED(status)) {
-    if (have_fd3) report("signal %d\n", WTERMSIG(status));
-    return 128 + WTERMSIG(status);
-  }
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 125;
-  if (have_fd3) report("exit %d\n", code);
-  return code;
-}
-
 static int run_unshare(char *dir, char **argv) {
   if (unshare(CLONE_NEWNS) != 0) { perror("deltaci: unshare"); return 125; }
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) { perror("deltaci: make-private"); return 125; }
@@ -162,9 +302,8 @@ static int run_unshare(char *dir, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "init") == 0) run_init(argv + 2);
-  if (argc >= 3 && strcmp(argv[1], "step") == 0) return run_step(argv + 2);
+  if (argc >= 3 && strcmp(argv[1], "init") == 0) run_init(argv + 2);
   if (argc >= 4 && strcmp(argv[1], "unshare-cgroup2") == 0) return run_unshare(argv[2], argv + 3);
-  fprintf(stderr, "usage: %s init | step CMD... | unshare-cgroup2 DIR CMD...\n", argv[0]);
+  fprintf(stderr, "usage: %s init CTLFD [PORT SOCKET] | unshare-cgroup2 DIR CMD...\n", argv[0]);
   return 2;
 }

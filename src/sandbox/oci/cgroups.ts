@@ -1,10 +1,12 @@
 /**
  * Cgroup layout detection and the per-job cgroup: its processes (for killing a step's tree) and
- * the counters that prove a limit was hit (OOM kills, refused forks). Works on v1, v2 and hybrid.
+ * the counters that prove a limit was hit (OOM kills, refused forks). Works on v1, v2 and hybrid;
+ * `assertCgroupSupport` refuses, with a clear reason, a host where the job limits cannot work.
  */
 import { readFileSync } from "node:fs";
 import { readdir, readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
+import { DeltaError } from "../../base/errors.ts";
 
 export type CgroupLayout =
   | { kind: "v1"; /** controller name → mount point */ controllers: Map<string, string>; /** the cgroup2 mount of a hybrid host, which crun 1.8 refuses */ hybridUnified: string | null }
@@ -102,4 +104,65 @@ export async function removeCgroupTree(layout: CgroupLayout, path: string): Prom
   };
   for (const dir of cgroupDirs(layout, path)) await visit(dir);
   return removed;
+}
+
+/** The controllers the bundle's limits need, and the limit each one enforces. */
+export const REQUIRED_CONTROLLERS: Record<string, string> = { memory: "memoryMiB", pids: "pids", cpu: "cpus" };
+
+/** What the preflight reads; tests pass their own. */
+export interface CgroupHostFacts {
+  /** `cgroup.controllers` of the v2 root (v2 layouts only). */
+  v2Controllers: string;
+  /** /proc/cgroups: a controller with a non-zero hierarchy id is bound to a v1 hierarchy. */
+  procCgroups: string;
+  /** /proc/self/status (CapEff) and /proc/self/limits (RLIMIT_MEMLOCK). */
+  status: string;
+  limits: string;
+}
+
+const CAP_SYS_RESOURCE = 24n;
+
+/** Reasons the sandbox cannot run its containers on this layout; empty when it can. */
+export function cgroupProblems(layout: CgroupLayout, facts: CgroupHostFacts): string[] {
+  const available = layout.kind === "v1" ? new Set(layout.controllers.keys()) : new Set(facts.v2Controllers.split(/\s+/).filter((c) => c !== ""));
+  const missing = Object.keys(REQUIRED_CONTROLLERS).filter((c) => !available.has(c));
+  const problems: string[] = [];
+  if (missing.length > 0) {
+    const where = layout.kind === "v1" ? "no cgroup v1 hierarchy offers" : `cgroup v2 at ${layout.root} does not offer`;
+    const limits = missing.map((c) => REQUIRED_CONTROLLERS[c] ?? c).join(", ");
+    let hint = "";
+    if (layout.kind === "v2") {
+      const boundToV1 = missing.filter((c) => new RegExp(`^${c}\\s+[1-9]\\d*\\s`, "m").test(facts.procCgroups));
+      if (boundToV1.length > 0) hint = ` (${boundToV1.join(", ")} bound to a cgroup v1 hierarchy, see /proc/cgroups: a hybrid host's cgroup2 gets no such controller)`;
+      hint += ` [available: ${[...available].join(" ") || "none"}]`;
+    }
+    problems.push(`${where} the ${missing.join(", ")} controller${missing.length > 1 ? "s" : ""} needed to enforce the job limits ${limits}${hint}`);
+  }
+  if (layout.kind === "v2") {
+    // crun 1.8 filters devices on v2 with an eBPF program and first raises RLIMIT_MEMLOCK to unlimited
+    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(facts.status)?.[1];
+    const hasSysResource = capEff !== undefined && ((BigInt(`0x${capEff}`) >> CAP_SYS_RESOURCE) & 1n) === 1n;
+    const hard = /^Max locked memory\s+\S+\s+(\S+)/m.exec(facts.limits)?.[1] ?? "unlimited";
+    if (!hasSysResource && hard !== "unlimited") {
+      problems.push(`crun loads the cgroup v2 device filter (eBPF) only after raising RLIMIT_MEMLOCK, but this process lacks CAP_SYS_RESOURCE and its hard limit is ${hard} bytes`);
+    }
+  }
+  return problems;
+}
+
+export async function readCgroupHostFacts(layout: CgroupLayout): Promise<CgroupHostFacts> {
+  const read = (path: string) => readFile(path, "utf8").catch(() => "");
+  const [v2Controllers, procCgroups, status, limits] = await Promise.all([
+    layout.kind === "v2" ? read(join(layout.root, "cgroup.controllers")) : "",
+    read("/proc/cgroups"),
+    read("/proc/self/status"),
+    read("/proc/self/limits"),
+  ]);
+  return { v2Controllers, procCgroups, status, limits };
+}
+
+/** Throws E_SANDBOX naming what is missing, before crun would fail with its own terse message. */
+export async function assertCgroupSupport(layout: CgroupLayout, facts?: CgroupHostFacts): Promise<void> {
+  const problems = cgroupProblems(layout, facts ?? (await readCgroupHostFacts(layout)));
+  if (problems.length > 0) throw new DeltaError("E_SANDBOX", `cgroups cannot enforce the sandbox's limits: ${problems.join("; ")}`, { details: { layout: layout.kind, problems } });
 }

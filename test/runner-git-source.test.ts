@@ -3,26 +3,19 @@
  * policy. A test host in our own network namespace serves a bare repository over dumb HTTP.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { systemClock } from "../src/base/clock.ts";
 import { CrunSandboxFactory } from "../src/sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
 import type { SandboxFactory } from "../src/sandbox/types.ts";
 import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
-import { createNetHost, type NetHost } from "./support/sandbox-nethost.ts";
+import { GIT_HTTP_PORT as PORT, startGitHttpHost, type GitHttpHost } from "./support/git-http-host.ts";
 
 const quiet = { info: () => {}, warn: () => {} };
-const PORT = 8090;
 
 void describe("runner git source", { timeout: 300_000 }, () => {
   let h: Harness;
-  let host: NetHost;
-  let git: ChildProcess | null = null;
-  const dir = mkdtempSync(join(tmpdir(), "deltaci-git-"));
+  let host: GitHttpHost;
   let first = "";
   let second = "";
   const oci = new CrunSandboxFactory({
@@ -34,38 +27,14 @@ void describe("runner git source", { timeout: 300_000 }, () => {
   });
 
   before(async () => {
-    const g = (cwd: string, ...args: string[]) => execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", ...args], { cwd, stdio: "pipe" }).toString().trim();
-    const work = join(dir, "work");
-    execFileSync("mkdir", ["-p", work]);
-    g(work, "init", "-q");
-    writeFileSync(join(work, "hello.txt"), "first\n");
-    g(work, "add", "hello.txt");
-    g(work, "commit", "-q", "-m", "one");
-    first = g(work, "rev-parse", "HEAD");
-    writeFileSync(join(work, "hello.txt"), "second\n");
-    g(work, "commit", "-q", "-am", "two");
-    second = g(work, "rev-parse", "HEAD");
-    g(dir, "clone", "-q", "--bare", work, join(dir, "repo.git"));
-    g(join(dir, "repo.git"), "update-server-info");
     h = await startHarness();
     await oci.prepare();
-    host = await createNetHost();
-    const srv = spawn("ip", ["netns", "exec", host.ns, "python3", "-m", "http.server", String(PORT), "--bind", host.address, "--directory", dir], { stdio: ["ignore", "pipe", "pipe"] });
-    git = srv;
-    await new Promise<void>((resolve, reject) => {
-      const onData = (c: Buffer) => {
-        if (c.toString().includes("Serving")) resolve();
-      };
-      srv.stdout?.on("data", onData);
-      srv.stderr?.on("data", onData);
-      srv.once("exit", (code) => reject(new Error(`git http server exited ${code}`)));
-    });
+    host = await startGitHttpHost();
+    ({ first, second } = host);
   });
   after(async () => {
-    if (git?.pid && git.exitCode === null) git.kill("SIGKILL");
-    host?.remove();
+    host?.close();
     await h?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   async function run(factory: SandboxFactory, spec: Parameters<typeof jobSpec>[0]) {

@@ -14,6 +14,8 @@ export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]{0,127}$";
 export const LABEL_PATTERN = "^[A-Za-z0-9._:/=-]{1,64}$";
 export const IMAGE_PATTERN = "^(host|\\S+@sha256:[a-f0-9]{64})$";
 export const ALLOW_PATTERN = "^(\\*\\.)?[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$";
+export const GIT_URL_PATTERN = "^https?://\\S+$";
+export const COMMIT_PATTERN = "^([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$";
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: "a duration like 30s, 10m or 1h30m" });
 const Size = Type.Union([Type.String({ pattern: SIZE_PATTERN }), Type.Integer({ minimum: 0 })], {
@@ -47,6 +49,13 @@ const Network = Type.Union([
   Obj({ allow: Type.Array(Type.String({ pattern: ALLOW_PATTERN, description: "host[:port], e.g. registry.npmjs.org:443 or *.example.org:443" }), { maxItems: 128 }) }),
 ], { description: `"none" or {allow: [host:port, ...]}` });
 
+// Further checks (credentials, ref syntax, the host on the allowlist) are in source.ts.
+const Source = Obj({
+  git: Type.String({ pattern: GIT_URL_PATTERN, maxLength: 2048, description: "the repository's http or https URL (not ssh: the clone goes through the job's HTTP egress proxy), without credentials, e.g. https://git.example.org/team/app.git" }),
+  ref: Type.String({ minLength: 1, maxLength: 256, description: "the branch or tag to clone, e.g. main or v1.2.0" }),
+  commit: Type.Optional(Type.String({ pattern: COMMIT_PATTERN, description: "a full commit sha (40 or 64 hex digits; quote it if it is all digits)" })),
+}, { description: "a git source: {git: URL, ref: branch or tag, commit?: sha}, cloned into the workspace (its host must be on network.allow)" });
+
 const Cache = Obj({
   key: Type.String({ pattern: NAME_PATTERN, description: "a cache key (letters, digits, . _ -)" }),
   path: Type.String({ minLength: 1, maxLength: 1024, description: "the directory to mount the cache at" }),
@@ -75,12 +84,13 @@ export const JobSchema = Obj({
   timeout: Type.Optional(Duration),
   resources: Type.Optional(Resources),
   network: Type.Optional(Network),
+  source: Type.Optional(Source),
   env: Type.Optional(EnvMap),
   secrets: Type.Optional(Type.Array(Type.String({ pattern: ENV_NAME_PATTERN, description: "a secret name (an environment variable name)" }), { maxItems: 128, uniqueItems: true })),
   cache: Type.Optional(Type.Array(Cache, { maxItems: 32 })),
   steps: Type.Array(Step, { minItems: 1, maxItems: 256, description: "a list of steps" }),
   artifacts: Type.Optional(Type.Array(Artifact, { maxItems: 64 })),
-}, { description: "a job: {runs-on, image, timeout, resources, network, env, secrets, cache, steps, artifacts}" });
+}, { description: "a job: {runs-on, image, timeout, resources, network, source, env, secrets, cache, steps, artifacts}" });
 
 export const JobFileSchema = Obj({
   jobs: Type.Object({}, {

@@ -4,6 +4,7 @@ import { defaults } from "../config/defaults.ts";
 import type { Image, Network, Step, SubmittedJobSpec } from "../protocol/schemas.ts";
 import type { PathSegment } from "./locate.ts";
 import type { ParsedJob } from "./parse.ts";
+import { sourceToSpec, type RawSource } from "./source.ts";
 
 type Scalar = string | number | boolean;
 export interface RawStep {
@@ -20,6 +21,7 @@ export interface RawJob {
   timeout?: string;
   resources?: { cpus?: number; memory?: string | number; disk?: string | number; pids?: number; log?: string | number };
   network?: "none" | { allow: string[] };
+  source?: RawSource;
   env?: Record<string, Scalar>;
   secrets?: string[];
   cache?: Array<{ key: string; path: string; "read-only"?: boolean }>;
@@ -75,6 +77,13 @@ export function jobToSpec(name: string, raw: RawJob): { job: ParsedJob | null; i
   });
 
   const res = raw.resources ?? {};
+  const net = network(raw.network);
+  let source: SubmittedJobSpec["source"] = { kind: "none" }; // filled in by the submitting command unless the file names a git source
+  if (raw.source !== undefined) {
+    const s = sourceToSpec(raw.source, net);
+    issues.push(...s.issues);
+    if (s.source) source = s.source;
+  }
   const spec: SubmittedJobSpec = {
     name,
     runsOn: runsOn(raw["runs-on"]),
@@ -89,8 +98,8 @@ export function jobToSpec(name: string, raw: RawJob): { job: ParsedJob | null; i
       pids: res.pids ?? defaults.pids,
       logMiB: sizeMiB(res.log, defaults.logMiB, 1, ["resources", "log"]),
     },
-    network: network(raw.network),
-    source: { kind: "none" },
+    network: net,
+    source,
     caches: (raw.cache ?? []).map((c) => ({ key: c.key, path: c.path, scope: DEFAULT_CACHE_SCOPE, readOnly: c["read-only"] ?? false })),
     artifacts: (raw.artifacts ?? []).map((a) => ({ name: a.name, paths: typeof a.path === "string" ? [a.path] : a.path, when: a.when ?? "on_success" })),
   };

@@ -15,7 +15,7 @@ import { loadJobs, resolveJobFile, selectJobs } from "../load-jobs.ts";
 import { parseSecretFlags, secretsForJob } from "../secrets.ts";
 import { jobColour, makeStyle } from "../style.ts";
 import { packSource } from "../source-pack.ts";
-import { submitJobs, type SubmittedJob } from "../submit-jobs.ts";
+import { submitJobs, takesLocalSource, type SubmittedJob } from "../submit-jobs.ts";
 import { downloadArtifacts, watchJob, type DownloadedArtifact } from "./job-watch.ts";
 import { checkIsolation } from "./isolation.ts";
 import { startLocalStack, type Isolation, type LocalStack } from "./local-stack.ts";
@@ -96,8 +96,8 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   try {
     // Independent start-up work runs at once: the sandbox check, the stack, and packing the source.
     const checking = isolation === "oci" ? checkIsolation() : Promise.resolve(null);
-    const packing = packSource(sourceDir);
-    packing.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
+    const packing = jobs.some(takesLocalSource) ? packSource(sourceDir) : null; // git-source jobs clone in the sandbox
+    packing?.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
     const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true });
     stack = await interrupt.race(starting).catch(async (err: unknown) => {
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
@@ -110,7 +110,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
       throw usageError(`deltaci: the oci sandbox (crun) does not work on this machine: ${isolationProblem}\n` +
         `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
     }
-    setActivity("", "packing the source");
+    if (packing) setActivity("", "packing the source");
     const submitted = await interrupt.race(
       submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
     );

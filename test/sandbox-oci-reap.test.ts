@@ -1,10 +1,11 @@
-/** reapSlot removes what a SIGKILLed runner left in its slot. */
+/** A SIGKILLed runner's job dies with it; reapSlot removes what it left in its slot. */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomInt } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
 import { hostProcessesWith } from "../src/sandbox/conformance.ts";
 import { ociTestEnv } from "./support/sandbox-harness.ts";
 
@@ -28,10 +29,13 @@ for (const egress of ["none", "allowlist"]) {
       child.kill("SIGKILL");
     }
     await new Promise((resolve) => (child.exitCode === null && child.signalCode === null ? child.once("exit", resolve) : resolve(null)));
+    // The runner's end of the init's control channel closed with it: init exits, and the kernel
+    // ends every process of the container's pid namespace, without waiting for a reaper.
+    for (let i = 0; i < 600 && hostProcessesWith(`sleep ${marker}`).length > 0; i++) await delay(25);
+    assert.deepEqual(hostProcessesWith(`sleep ${marker}`), [], "the step's process died with the runner");
     const left = await env.factory.inspectSlot(slot);
     assert.ok(left.some((l) => l.startsWith("container ")), `a container is left: ${left.join(", ")}`);
     assert.ok(left.some((l) => l.startsWith("mount ")), "mounts are left");
-    assert.equal(hostProcessesWith(`sleep ${marker}`).length, 1, "the step's process outlived the runner");
     mkdirSync(join(slot.workDir, "runner"), { recursive: true });
     writeFileSync(join(slot.workDir, "runner", "keep.txt"), "the runner's own files are not the sandbox's to reap");
     const reaped = await env.factory.reapSlot(slot);

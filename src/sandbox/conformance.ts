@@ -175,6 +175,39 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       await finish(sb, spec);
     });
 
+    void it("a prewarmed sandbox serves the next job of its shape, with that job's source", async () => {
+      h ??= await harness();
+      const archive = await h.makeArchive({ "job.txt": "from the job\n" });
+      const spec = h.spec({ sourceArchive: archive });
+      h.factory.prewarm(spec);
+      const sb = await h.factory.create(spec);
+      open.push({ sb, spec });
+      const r = await runStep(sb, 'cat job.txt; ls -A | wc -l; test "$PWD" = "$DELTACI_WORKSPACE"');
+      assert.equal(r.stdout.toString(), "from the job\n1\n", r.stderr.toString());
+      assert.equal(r.result.exitCode, 0);
+      await finish(sb, spec);
+      await h.factory.close();
+      assert.deepEqual(await h.leftovers(spec), []);
+    });
+
+    void it("a prewarmed sandbox of another shape is disposed of, and close() disposes of one nobody took", async () => {
+      h ??= await harness();
+      const first = h.spec();
+      h.factory.prewarm(first);
+      const other = { ...first, jobId: `${first.jobId}-other`, limits: { ...first.limits, memoryMiB: first.limits.memoryMiB + 64 } };
+      const sb = await h.factory.create(other);
+      open.push({ sb, spec: other });
+      const r = await runStep(sb, "echo ok");
+      assert.equal(r.stdout.toString(), "ok\n");
+      await sb.dispose();
+      await h.factory.close();
+      assert.deepEqual(await h.leftovers(other), [], "the unused warm sandbox is gone too");
+      const idle = h.spec();
+      h.factory.prewarm(idle);
+      await h.factory.close();
+      assert.deepEqual(await h.leftovers(idle), [], "close() disposes of a warm sandbox nobody took");
+    });
+
     void it("dispose() during a step kills it, removes everything, and is idempotent", async () => {
       const { sb, spec } = await make();
       const marker = String(randomInt(10_000_000, 99_999_999));

@@ -5,7 +5,8 @@
  * `Sandbox` per job with `create()`. The runner then calls `start()` for each step in order —
  * never two steps at once — and waits for `StepProcess.done`. It calls `dispose()` exactly once
  * at the end, whatever happened (also after a failed `create`: `create` cleans up what it made
- * before throwing). `dispose()` is idempotent and guarantees that no process of the job is left,
+ * before throwing). `prewarm()` may build a job's sandbox before the job is known; `close()`
+ * disposes of what no job took. `dispose()` is idempotent and guarantees that no process of the job is left,
  * and that its container, mounts, cgroups, network namespace, loop device and workspace are gone.
  */
 import type { Readable } from "node:stream";
@@ -28,6 +29,9 @@ export interface SandboxSpec {
   /** Values of the job's secrets: a writable cache containing one (raw or base64) is not saved after the job. */
   secretValues?: string[];
 }
+
+/** What a prewarmed sandbox is built from: a job's spec without the job (see warm-pool.ts). */
+export type WarmSpec = Omit<SandboxSpec, "jobId" | "sourceArchive" | "auditLogPath" | "secretValues">;
 
 export interface SlotInfo {
   index: number;
@@ -87,6 +91,14 @@ export interface SandboxFactory {
   create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox>;
   /** Removes whatever a crashed runner left in this slot (containers, mounts, cgroups, netns, loop devices, dirs). */
   reapSlot(slot: SlotInfo): Promise<string[]>;
+  /**
+   * Starts building a sandbox for jobs shaped like `spec` (same slot, image and limits), so that
+   * the next matching `create` returns at once. Never throws; a backend that cannot prebuild, or
+   * a spec that needs the job (caches, an egress allowlist), makes it a no-op.
+   */
+  prewarm(spec: WarmSpec): void;
+  /** Disposes of prewarmed sandboxes no job took; call before the process exits. */
+  close(): Promise<void>;
 }
 
 /** What a sandbox backend logs through (pino-compatible: fields first, then the message). */

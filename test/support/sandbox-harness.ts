@@ -1,7 +1,7 @@
 /** Test harnesses for the sandbox backends: fresh slots in temp dirs, leftovers, archives, cleanup. */
 import { execFileSync } from "node:child_process";
 import { randomInt } from "node:crypto";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { systemClock } from "../../src/base/clock.ts";
@@ -98,7 +98,7 @@ export function processTestEnv(logger: SandboxLogger = capturingLogger()): Confo
   return {
     factory,
     spec: (over = {}) => baseSpec(randomSlot(root), over),
-    leftovers: async (spec) => readdirSync(spec.slot.workDir, { withFileTypes: true }).map((e) => e.name),
+    leftovers: async (spec) => (existsSync(spec.slot.workDir) ? readdirSync(spec.slot.workDir) : []),
     makeArchive: async (files) => makeArchiveIn(root, files),
     cleanup: () => rmSync(root, { recursive: true, force: true }),
   };

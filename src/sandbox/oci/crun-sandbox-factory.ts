@@ -2,6 +2,7 @@
  * The `oci` backend: one hardened crun container per job (see docs/sandbox.md). `create` builds
  * the job's disk, root file system, bundle and container; `dispose` and `reapSlot` remove them.
  */
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -9,7 +10,8 @@ import type { Clock } from "../../base/clock.ts";
 import { DeltaError } from "../../base/errors.ts";
 import { containerName, isJobDirName, jobDirName, slotPrefix } from "../job-names.ts";
 import { extractSourceArchive } from "../source-archive.ts";
-import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo } from "../types.ts";
+import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, WarmSpec } from "../types.ts";
+import { WarmPool, warmKey } from "../warm-pool.ts";
 import { detectAppArmor, DEFAULT_APPARMOR_PROFILE } from "./apparmor.ts";
 import { bindMount, bundleConfig, CONTAINER_CAPS, type OciMount } from "./bundle.ts";
 import { prepareSeccomp, type PreparedSeccomp } from "./seccomp-bpf.ts";
@@ -77,6 +79,7 @@ async function assertTraversable(dir: string): Promise<void> {
 export class CrunSandboxFactory implements SandboxFactory {
   readonly isolation = "oci" as const;
   private prepared: Promise<Prepared> | null = null;
+  private readonly warm = new WarmPool<CrunSandbox>();
   private readonly cacheDir: string;
   private readonly cgroupParent: string;
   private readonly socketDir: string;
@@ -123,6 +126,40 @@ export class CrunSandboxFactory implements SandboxFactory {
   }
 
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox> {
+    const warm = this.warm.take(warmKey(spec), spec.slot.index);
+    const prebuilt = warm === null ? null : await warm;
+    if (prebuilt !== null) this.opts.logger.info({ jobId: spec.jobId, sandbox: prebuilt.jobId }, "took a prewarmed sandbox");
+    const sb = prebuilt ?? (await this.build(spec, signal));
+    sb.adopt(spec.jobId);
+    try {
+      signal?.throwIfAborted();
+      const uid = spec.slot.hostUidBase;
+      if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, sb.workspaceOnHost, { owner: { uid, gid: uid } });
+      return sb;
+    } catch (e) {
+      await sb.dispose();
+      if (e instanceof DeltaError) throw e;
+      throw new DeltaError("E_SANDBOX", `cannot create the sandbox: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+
+  /** Builds a sandbox for jobs shaped like `spec` in the background; `create` takes it when the job matches. */
+  prewarm(spec: WarmSpec): void {
+    const key = warmKey(spec);
+    if (key === null || this.warm.has(key)) return;
+    const jobId = `warm-${randomBytes(6).toString("hex")}`;
+    const building = this.build({ ...spec, jobId, sourceArchive: null, auditLogPath: null }).catch((e: unknown) => {
+      this.opts.logger.warn({ err: e instanceof Error ? e.message : String(e) }, "prewarming a sandbox failed: the next job builds its own");
+      return null;
+    });
+    this.warm.add(key, spec.slot.index, building);
+  }
+
+  close(): Promise<void> {
+    return this.warm.close();
+  }
+
+  private async build(spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {
     const p = await this.prepare();
     const containerId = containerName(spec.slot.index, spec.jobId);
     const jobDir = join(spec.slot.workDir, jobDirName(spec.jobId));
@@ -135,7 +172,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     let started = false;
     let tornDown: Promise<void> | null = null;
     const mark = this.marker();
-    const teardown = () => (tornDown ??= (async () => {
+    const teardown = (jobId: string) => (tornDown ??= (async () => {
       mark(null);
       // Kill every process of the job first (the init too): then `crun delete` and the unmounting
       // of the job's file systems no longer depend on each other and run side by side.
@@ -152,7 +189,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       ]);
       const removed = [...fromCrun, ...fromFiles];
       mark("dispose: crun delete | unmount + remove files");
-      this.opts.logger.info({ jobId: spec.jobId, removed: removed.length }, "sandbox disposed");
+      this.opts.logger.info({ jobId, removed: removed.length }, "sandbox disposed");
     })());
     try {
       mark(null);
@@ -174,7 +211,6 @@ export class CrunSandboxFactory implements SandboxFactory {
       }
       await mkdir(join(jobDir, "steps"), { mode: 0o755 });
       await mkdir(join(jobDir, "bundle"), { mode: 0o700 });
-      if (spec.sourceArchive !== null) await extractSourceArchive(spec.sourceArchive, join(diskMount, "workspace"), { owner: { uid, gid: uid } });
       signal?.throwIfAborted();
       const rootfs = join(jobDir, "rootfs");
       const mounts: OciMount[] = [];
@@ -263,7 +299,7 @@ export class CrunSandboxFactory implements SandboxFactory {
         { channel, clock: this.opts.clock, logger: this.opts.logger, nsLevel: p.nsLevel, timeoutGraceMs: this.opts.timeoutGraceMs ?? 2000, teardown },
       );
     } catch (e) {
-      await teardown().catch((te: unknown) => this.opts.logger.warn({ jobId: spec.jobId, err: String(te) }, "cleanup after a failed create failed"));
+      await teardown(spec.jobId).catch((te: unknown) => this.opts.logger.warn({ jobId: spec.jobId, err: String(te) }, "cleanup after a failed create failed"));
       if (e instanceof DeltaError) throw e;
       throw new DeltaError("E_SANDBOX", `cannot create the sandbox: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }

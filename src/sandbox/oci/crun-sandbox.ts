@@ -34,7 +34,7 @@ export interface CrunSandboxDeps {
   nsLevel: number;
   timeoutGraceMs: number;
   /** Removes the container, cgroups, mounts, loop device, files; called once. */
-  teardown(): Promise<void>;
+  teardown(jobId: string): Promise<void>;
 }
 
 export class CrunSandbox implements Sandbox {
@@ -45,12 +45,23 @@ export class CrunSandbox implements Sandbox {
   private current: StepProcess | null = null;
   private running: Promise<unknown> | null = null;
   private disposed: Promise<void> | null = null;
+  /** The job this sandbox serves: the one it was built for, or the one that took it prewarmed. */
+  private servedJobId: string;
 
   constructor(
     private readonly job: CrunJob,
     private readonly deps: CrunSandboxDeps,
   ) {
     this.workspaceOnHost = join(job.diskMount, "workspace");
+    this.servedJobId = job.jobId;
+  }
+
+  get jobId(): string {
+    return this.servedJobId;
+  }
+
+  adopt(jobId: string): void {
+    this.servedJobId = jobId;
   }
 
   start(step: StepSpec): StepProcess {
@@ -97,7 +108,7 @@ export class CrunSandbox implements Sandbox {
         await Promise.race([this.running, this.deps.clock.sleep(15_000, ac.signal).catch(() => {})]).catch(() => {});
         ac.abort();
       }
-      await this.deps.teardown();
+      await this.deps.teardown(this.jobId);
     })();
     return this.disposed;
   }

@@ -47,6 +47,13 @@ export class ProcessSandboxFactory implements SandboxFactory {
   }
 
   /** Removes job dirs only: the slot dir also holds the runner's own files. */
+  /** Nothing to build ahead: a process sandbox is a directory. */
+  prewarm(): void {}
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
   async reapSlot(slot: SlotInfo): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdir(slot.workDir).catch(() => [])) {

@@ -236,8 +236,10 @@ __attribute__((noreturn)) static void run_init(char **argv) {
   pid_t supervisor = 0;
   static char req[1 << 20];
   for (;;) {
-    struct pollfd p[3] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}, {supervisor ? -1 : ctl, POLLIN, 0}};
+    /* while a step runs its supervisor owns the channel's data: init watches only for the hang-up */
+    struct pollfd p[3] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}, {ctl, supervisor ? POLLRDHUP : POLLIN, 0}};
     if (poll(p, 3, -1) < 0) continue;
+    if (supervisor && (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR))) _exit(0); /* the host is gone: so is the job */
     if (p[0].revents & POLLIN) {
       struct signalfd_siginfo si;
       ssize_t r = read(sfd, &si, sizeof si);

@@ -1,0 +1,56 @@
+/**
+ * Sandboxes built ahead of a job, so that a job's start does not wait for its container. A warm
+ * sandbox is built for a shape (slot, image, limits); a job whose spec has the same shape and
+ * needs nothing job-specific at build time (no caches, no egress allowlist) takes it, and gets
+ * its source extracted into it. A slot runs one job at a time, so when a job of another shape
+ * arrives, the slot's warm sandbox is disposed of.
+ */
+import type { Sandbox, WarmSpec } from "./types.ts";
+
+/** The key a job must match to take a warm sandbox, or null when its spec cannot be prebuilt. */
+export function warmKey(spec: WarmSpec): string | null {
+  if (spec.network.egress !== "none" || spec.caches.length > 0) return null;
+  const { timeoutMs: _timeout, logMiB: _log, ...limits } = spec.limits;
+  const slot = [spec.slot.index, spec.slot.hostUidBase, spec.slot.uidCount, spec.slot.workDir];
+  return JSON.stringify([slot, spec.image, Object.entries(limits).sort(([a], [b]) => a.localeCompare(b))]);
+}
+
+interface Entry<T> {
+  key: string;
+  slotIndex: number;
+  sandbox: Promise<T | null>;
+}
+
+export class WarmPool<T extends Sandbox> {
+  private readonly entries: Array<Entry<T>> = [];
+  private readonly disposing = new Set<Promise<void>>();
+
+  has(key: string): boolean {
+    return this.entries.some((e) => e.key === key);
+  }
+
+  /** Keeps a sandbox being built; a failed build resolves to null (the job then builds its own). */
+  add(key: string, slotIndex: number, sandbox: Promise<T | null>): void {
+    this.entries.push({ key, slotIndex, sandbox });
+  }
+
+  /** Takes the warm sandbox for `key`, and disposes of the slot's others (in the background). */
+  take(key: string | null, slotIndex: number): Promise<T | null> | null {
+    const mine = this.entries.filter((e) => e.slotIndex === slotIndex);
+    const hit = key === null ? undefined : mine.find((e) => e.key === key);
+    for (const e of mine) this.entries.splice(this.entries.indexOf(e), 1);
+    for (const e of mine) if (e !== hit) this.dispose(e.sandbox);
+    return hit?.sandbox ?? null;
+  }
+
+  /** Disposes of every warm sandbox nobody took, and waits for those being disposed of. */
+  async close(): Promise<void> {
+    for (const e of this.entries.splice(0)) this.dispose(e.sandbox);
+    await Promise.all([...this.disposing]);
+  }
+
+  private dispose(sandbox: Promise<T | null>): void {
+    const p = sandbox.then((sb) => sb?.dispose()).catch(() => {}).finally(() => this.disposing.delete(p));
+    this.disposing.add(p);
+  }
+}

@@ -22,8 +22,8 @@ async function containersOf(slotSpec: Parameters<typeof env.factory.inspectSlot>
 void test("a job takes the container prewarmed for its shape", { timeout: 180_000 }, async () => {
   const archive = await env.makeArchive({ "hello.txt": "hi\n" });
   const spec = env.spec({ sourceArchive: archive });
-  env.factory.prewarm(spec);
-  env.factory.prewarm(spec); // a second call for the same shape builds nothing more
+  void env.factory.prewarm(spec);
+  void env.factory.prewarm(spec); // a second call for the same shape builds nothing more
   let warm: string[] = [];
   for (let i = 0; i < 2400 && warm.length === 0; i++) {
     warm = await containersOf(spec.slot);
@@ -41,8 +41,8 @@ void test("a job takes the container prewarmed for its shape", { timeout: 180_00
 
 void test("a job that needs an egress allowlist is never served a prewarmed sandbox", { timeout: 180_000 }, async () => {
   const spec = env.spec();
-  env.factory.prewarm({ ...spec, network: { egress: "allowlist", allow: ["example.invalid:443"] } });
-  env.factory.prewarm(spec);
+  void env.factory.prewarm({ ...spec, network: { egress: "allowlist", allow: ["example.invalid:443"] } });
+  void env.factory.prewarm(spec);
   const job = { ...spec, network: { egress: "allowlist" as const, allow: ["example.invalid:443"] } };
   messages.length = 0;
   const sb = await env.factory.create(job);

@@ -179,7 +179,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       h ??= await harness();
       const archive = await h.makeArchive({ "job.txt": "from the job\n" });
       const spec = h.spec({ sourceArchive: archive });
-      h.factory.prewarm(spec);
+      void h.factory.prewarm(spec);
       const sb = await h.factory.create(spec);
       open.push({ sb, spec });
       const r = await runStep(sb, 'cat job.txt; ls -A | wc -l; test "$PWD" = "$DELTACI_WORKSPACE"');
@@ -193,7 +193,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
     void it("a prewarmed sandbox of another shape is disposed of, and close() disposes of one nobody took", async () => {
       h ??= await harness();
       const first = h.spec();
-      h.factory.prewarm(first);
+      void h.factory.prewarm(first);
       const other = { ...first, jobId: `${first.jobId}-other`, limits: { ...first.limits, memoryMiB: first.limits.memoryMiB + 64 } };
       const sb = await h.factory.create(other);
       open.push({ sb, spec: other });
@@ -203,7 +203,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       await h.factory.close();
       assert.deepEqual(await h.leftovers(other), [], "the unused warm sandbox is gone too");
       const idle = h.spec();
-      h.factory.prewarm(idle);
+      void h.factory.prewarm(idle);
       await h.factory.close();
       assert.deepEqual(await h.leftovers(idle), [], "close() disposes of a warm sandbox nobody took");
     });

@@ -93,10 +93,11 @@ export interface SandboxFactory {
   reapSlot(slot: SlotInfo): Promise<string[]>;
   /**
    * Starts building a sandbox for jobs shaped like `spec` (same slot, image and limits), so that
-   * the next matching `create` returns at once. Never throws; a backend that cannot prebuild, or
-   * a spec that needs the job (caches, an egress allowlist), makes it a no-op.
+   * the next matching `create` returns at once. Resolves once it is built (or its build failed,
+   * which is logged and leaves the job to build its own); never rejects. A backend that cannot
+   * prebuild, or a spec that needs the job (caches, an egress allowlist), makes it a no-op.
    */
-  prewarm(spec: WarmSpec): void;
+  prewarm(spec: WarmSpec): Promise<void>;
   /** Disposes of prewarmed sandboxes no job took; call before the process exits. */
   close(): Promise<void>;
 }

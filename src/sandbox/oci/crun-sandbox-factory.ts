@@ -144,7 +144,7 @@ export class CrunSandboxFactory implements SandboxFactory {
   }
 
   /** Builds a sandbox for jobs shaped like `spec` in the background; `create` takes it when the job matches. */
-  prewarm(spec: WarmSpec): void {
+  async prewarm(spec: WarmSpec): Promise<void> {
     const key = warmKey(spec);
     if (key === null || this.warm.has(key)) return;
     const jobId = `warm-${randomBytes(6).toString("hex")}`;
@@ -153,6 +153,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       return null;
     });
     this.warm.add(key, spec.slot.index, building);
+    await building;
   }
 
   close(): Promise<void> {

@@ -48,7 +48,9 @@ export class ProcessSandboxFactory implements SandboxFactory {
 
   /** Removes job dirs only: the slot dir also holds the runner's own files. */
   /** Nothing to build ahead: a process sandbox is a directory. */
-  prewarm(): void {}
+  prewarm(): Promise<void> {
+    return Promise.resolve();
+  }
 
   close(): Promise<void> {
     return Promise.resolve();

@@ -34,6 +34,15 @@ void test("a git source becomes the JobSpec's {kind: git, url, ref, commit}", ()
   assert.deepEqual(plain.ok ? plain.jobs[0]!.spec.source : null, { kind: "none" }, "no source: key → filled in by the submitting command");
 });
 
+void test("ref defaults to HEAD, the remote's default branch; an explicit HEAD is the same", () => {
+  for (const source of [`git: https://git.example.org/a.git`, `git: https://git.example.org/a.git\nref: HEAD`]) {
+    const r = parser.parse(file(`${source}\ncommit: ${SHA1}`), "ci.yml");
+    assert.ok(r.ok, r.ok ? "" : r.issues.map(formatIssue).join("\n"));
+    assert.deepEqual(r.jobs[0]!.spec.source, { kind: "git", url: "https://git.example.org/a.git", ref: "HEAD", commit: SHA1 }, source);
+    assert.ok(Value.Check(SubmittedJobSpec, r.jobs[0]!.spec));
+  }
+});
+
 void test("the git host must be covered by network.allow: wildcard and port rules as the egress proxy's", () => {
   const ok = (network: string, url = "https://git.example.org/a.git") => parser.parse(file(`git: ${url}\nref: main`, network), "ci.yml").ok;
   assert.ok(ok(`network: {allow: ["*.example.org:443"]}`));
@@ -86,10 +95,10 @@ void test("URL errors: not http(s), credentials (with a hint to use a secret), q
 
 void test("ref and commit errors name the field and what a valid one looks like", () => {
   const cases: Array<[string, RegExp]> = [
-    [`git: https://git.example.org/a.git`, /^ci\.yml:5:7: jobs\.build\.source: missing required key "ref"$/],
     [`git: https://git.example.org/a.git\nrefs: main`, /^ci\.yml:6:7: jobs\.build\.source\.refs: unknown key "refs" — did you mean "ref"\?$/],
     [`git: https://git.example.org/a.git\nref: refs/heads/main`, /^ci\.yml:6:12: jobs\.build\.source\.ref: invalid ref "refs\/heads\/main": expected a short branch or tag name .* write "main"$/],
-    [`git: https://git.example.org/a.git\nref: HEAD`, /^ci\.yml:6:12: jobs\.build\.source\.ref: invalid ref "HEAD": "HEAD" is not a branch or tag name; name the branch, e\.g\. main$/],
+    [`git: https://git.example.org/a.git\nref: "@"`, /^ci\.yml:6:12: jobs\.build\.source\.ref: invalid ref "@": "@" is not a branch or tag name; write HEAD \(or leave ref out\) for the default branch/],
+    [`ref: main`, /^ci\.yml:5:7: jobs\.build\.source: missing required key "git"$/],
     [`git: https://git.example.org/a.git\nref: a..b`, /jobs\.build\.source\.ref: invalid ref "a\.\.b": a branch or tag name cannot contain "\.\."$/],
     [`git: https://git.example.org/a.git\nref: "-upload-pack=x"`, /jobs\.build\.source\.ref: invalid ref "-upload-pack=x": a branch or tag name cannot start with "-"$/],
     [`git: https://git.example.org/a.git\nref: "a b"`, /jobs\.build\.source\.ref: .*cannot contain spaces or control characters$/],
@@ -104,11 +113,11 @@ void test("ref and commit errors name the field and what a valid one looks like"
     assert.ok(issues.some((i) => re.test(formatIssue(i))), `for:\n${source}\nexpected ${re}, got:\n${issues.map(formatIssue).join("\n")}`);
   }
   const shape = issuesOf(`jobs:\n  a:\n    source: https://git.example.org/a.git\n    steps: [{run: x}]\n`);
-  assert.match(formatIssue(shape[0]!), /^ci\.yml:3:13: jobs\.a\.source: expected a git source: \{git: URL, ref: branch or tag, commit\?: sha\}/);
+  assert.match(formatIssue(shape[0]!), /^ci\.yml:3:13: jobs\.a\.source: expected a git source: \{git: URL, ref\?: branch or tag \(default: the default branch\), commit\?: sha on that ref\}/);
 });
 
 void test("refProblem accepts the branch and tag names git accepts", () => {
-  for (const ok of ["main", "v1.2.0", "release/2026-11", "feature/x_y", "a@b", "UPPER"]) assert.equal(refProblem(ok), null, ok);
+  for (const ok of ["HEAD", "main", "v1.2.0", "release/2026-11", "feature/x_y", "a@b", "UPPER"]) assert.equal(refProblem(ok), null, ok);
   for (const bad of ["/x", "x/", "a//b", "x.", ".hidden", "a/.b", "a@{1}", "a:b", "a?b", "a*b", "a[b", "a\\b", "a~1", "@", "a\tb"]) assert.notEqual(refProblem(bad), null, bad);
 });
 

@@ -52,9 +52,9 @@ const Network = Type.Union([
 // Further checks (credentials, ref syntax, the host on the allowlist) are in source.ts.
 const Source = Obj({
   git: Type.String({ pattern: GIT_URL_PATTERN, maxLength: 2048, description: "the repository's http or https URL (not ssh: the clone goes through the job's HTTP egress proxy), without credentials, e.g. https://git.example.org/team/app.git" }),
-  ref: Type.String({ minLength: 1, maxLength: 256, description: "the branch or tag to clone, e.g. main or v1.2.0" }),
+  ref: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: "the branch or tag to clone, e.g. main or v1.2.0; default HEAD, the remote's default branch" })),
   commit: Type.Optional(Type.String({ pattern: COMMIT_PATTERN, description: "a full commit sha (40 or 64 hex digits; quote it if it is all digits)" })),
-}, { description: "a git source: {git: URL, ref: branch or tag, commit?: sha}, cloned into the workspace (its host must be on network.allow)" });
+}, { description: "a git source: {git: URL, ref?: branch or tag (default: the default branch), commit?: sha on that ref}, cloned into the workspace (its host must be on network.allow)" });
 
 const Cache = Obj({
   key: Type.String({ pattern: NAME_PATTERN, description: "a cache key (letters, digits, . _ -)" }),

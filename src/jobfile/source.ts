@@ -1,14 +1,15 @@
 /**
- * A job file's `source: {git, ref, commit?}` → the protocol's git Source, with the checks the
+ * A job file's `source: {git, ref?, commit?}` → the protocol's git Source, with the checks the
  * schema cannot express: a URL the runner can clone through the egress proxy (http/https, no
- * credentials), a ref that `git clone --branch` takes, and a git host on the job's allowlist.
+ * credentials), a ref that `git clone --branch` takes (or HEAD, the default: the remote's default
+ * branch), and a git host on the job's allowlist.
  */
 import type { Network, Source } from "../protocol/schemas.ts";
 import type { PathSegment } from "./locate.ts";
 
 export interface RawSource {
   git: string;
-  ref: string;
+  ref?: string;
   commit?: string;
 }
 
@@ -39,9 +40,13 @@ export function allowlistCovers(allow: readonly string[], host: string, port: nu
   return null;
 }
 
-/** Why `ref` is not a branch or tag name `git clone --branch` accepts (git check-ref-format rules), or null. */
+/** The ref of a source without `ref:`: the remote's default branch (the runner clones without --branch). */
+export const DEFAULT_REF = "HEAD";
+
+/** Why `ref` is neither HEAD nor a branch or tag name `git clone --branch` accepts (git check-ref-format rules), or null. */
 export function refProblem(ref: string): string | null {
-  if (ref === "HEAD" || ref === "@") return `"${ref}" is not a branch or tag name; name the branch, e.g. main`;
+  if (ref === DEFAULT_REF) return null;
+  if (ref === "@") return `"@" is not a branch or tag name; write HEAD (or leave ref out) for the default branch, or name the branch, e.g. main`;
   if (ref.startsWith("refs/")) return `expected a short branch or tag name (e.g. main or v1.2.0), not a full ref: write "${ref.replace(/^refs\/(heads|tags)\//, "")}"`;
   if (ref.startsWith("-")) return `a branch or tag name cannot start with "-"`;
   if ([...ref].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f)) return `a branch or tag name cannot contain spaces or control characters`;
@@ -92,10 +97,11 @@ export function sourceToSpec(raw: RawSource, network: Network): { source: Source
       issues.push({ path: ["source", "git"], message: `the git host ${host}:${port} is not on the job's network allowlist (${where}): the clone runs inside the sandbox, through the job's egress policy; ${fix}` });
     }
   }
-  const refIssue = refProblem(raw.ref);
-  if (refIssue) issues.push({ path: ["source", "ref"], message: `invalid ref "${raw.ref}": ${refIssue}` });
+  const ref = raw.ref ?? DEFAULT_REF;
+  const refIssue = refProblem(ref);
+  if (refIssue) issues.push({ path: ["source", "ref"], message: `invalid ref "${ref}": ${refIssue}` });
   if (issues.length > 0) return { source: null, issues };
-  const source: Source = { kind: "git", url: raw.git, ref: raw.ref };
+  const source: Source = { kind: "git", url: raw.git, ref };
   if (raw.commit !== undefined) source.commit = raw.commit.toLowerCase();
   return { source, issues };
 }

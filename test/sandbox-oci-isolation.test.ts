@@ -46,6 +46,13 @@ void describe("oci isolation", { timeout: 300_000 }, () => {
     assert.match(r.out, /^-1 (No such process|Operation not permitted)\n$/);
   });
 
+  void it("cannot ptrace, stop or read the fds of the container's init, which holds the runner's control channel", async () => {
+    const r = await sh(`python3 -c "import ctypes,os;l=ctypes.CDLL(None,use_errno=True);r=l.ptrace(16,1,0,0);print(r, os.strerror(ctypes.get_errno()))"; readlink /proc/1/fd/3 2>/dev/null || echo denied; kill -STOP 1; kill -KILL 1; echo $PPID`);
+    assert.equal(r.out, "-1 Operation not permitted\ndenied\n1\n");
+    const next = await sh("echo init still serves steps");
+    assert.equal(next.out, "init still serves steps\n");
+  });
+
   void it("cannot read the host's secrets, /root, /home, /work or /var", async () => {
     const r = await sh("for p in /etc/shadow /root /work /var/lib /home/runner /run/deltaci /proc/kcore; do test -r $p && test -s $p && echo \"readable $p\"; done; ls /home; true");
     assert.equal(r.out, "deltaci\n");

@@ -16,7 +16,7 @@ import { detectAppArmor, DEFAULT_APPARMOR_PROFILE } from "./apparmor.ts";
 import { bindMount, bundleConfig, CONTAINER_CAPS, type OciMount } from "./bundle.ts";
 import { prepareSeccomp, type PreparedSeccomp } from "./seccomp-bpf.ts";
 import { defaultResolve, EgressProxy, type ResolveHost } from "./egress-proxy.ts";
-import { cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
+import { assertCgroupSupport, cgroupDirs, detectCgroupLayout, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import { CrunCli } from "./crun-cli.ts";
 import { InitChannel } from "./init-channel.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
@@ -105,6 +105,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     await mkdir(this.cacheDir, { recursive: true, mode: 0o755 });
     await chmod(this.cacheDir, 0o755);
     const layout = detectCgroupLayout();
+    await assertCgroupSupport(layout);
     const helper = await buildSandboxHelper(this.cacheDir);
     const unified = layout.kind === "v1" ? layout.hybridUnified : null;
     const wrapper = unified !== null ? [helper.path, "unshare-cgroup2", unified] : [];

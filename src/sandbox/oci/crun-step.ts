@@ -1,9 +1,9 @@
 /**
- * One step of a crun job, run by the container's init over its control channel (a step
- * supervisor forked in the container runs the script in its own session and relays its output
- * and end). The step's process tree is every process in the job's cgroup except init (pid 1) and
- * the supervisor: it is signalled from the host, so daemonized children cannot escape it. When
- * the script ends, whatever it left behind is killed before `done` resolves.
+ * One step of a crun job, run by the container's init over its control channel: init runs the
+ * script in its own session and relays its output and its end. The step's process tree is every
+ * process in the job's cgroup except init (pid 1): it is signalled from the host, so daemonized
+ * children cannot escape it. When the script ends, whatever it left behind is killed before
+ * `done` resolves.
  */
 import { constants } from "node:os";
 import { readFile } from "node:fs/promises";
@@ -34,12 +34,12 @@ async function containerPid(hostPid: number, level: number): Promise<number | nu
   return v === undefined ? null : Number(v);
 }
 
-/** Signals every process of the job but init and `spare`; returns how many were signalled. */
-export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel">, sig: NodeJS.Signals, spare: number | null): Promise<number> {
+/** Signals every process of the job but init; returns how many were signalled. */
+export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel">, sig: NodeJS.Signals): Promise<number> {
   let n = 0;
   for (const pid of await ctx.cgroup.pids()) {
     const inner = await containerPid(pid, ctx.nsLevel);
-    if (inner === null || inner === 1 || inner === spare) continue;
+    if (inner === null || inner === 1) continue;
     try {
       process.kill(pid, sig);
       n++;
@@ -48,23 +48,22 @@ export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "
   return n;
 }
 
-/** SIGKILLs the job's processes (but init and `spare`) until none is left or `maxMs` passed. */
-export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel" | "clock">, spare: number | null, maxMs = 10_000): Promise<void> {
+/** SIGKILLs the job's processes (but init) until none is left or `maxMs` passed. */
+export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel" | "clock">, maxMs = 10_000): Promise<void> {
   const until = ctx.clock.now() + maxMs;
-  while ((await signalJobProcesses(ctx, "SIGKILL", spare)) > 0 && ctx.clock.now() < until) await ctx.clock.sleep(5);
+  while ((await signalJobProcesses(ctx, "SIGKILL")) > 0 && ctx.clock.now() < until) await ctx.clock.sleep(5);
 }
 
 export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number): StepProcess {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
-  let supervisorPid: number | null = null;
   let over = false;
   let status = "";
   const control = new StepControl(
     ctx.clock,
     {
-      terminate: () => void signalJobProcesses(ctx, "SIGTERM", supervisorPid),
-      kill: () => void killJobProcesses(ctx, supervisorPid),
+      terminate: () => void signalJobProcesses(ctx, "SIGTERM"),
+      kill: () => void killJobProcesses(ctx),
     },
     timeoutMs,
     ctx.timeoutGraceMs,
@@ -81,29 +80,26 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
         if (--blocked === 0) ctx.channel.resume();
       });
     };
-    const reaped = new Promise<number | null>((resolve) => {
+    const finished = new Promise<void>((resolve) => {
       ctx.channel.run(request, {
         frame: (type, data) => {
           if (type === "O") relay(stdout, data);
           else if (type === "E") relay(stderr, data);
-          else if (type === "P") {
-            supervisorPid = Number(data.toString("latin1"));
-            if (control.stopped || control.timedOut) void killJobProcesses(ctx, supervisorPid);
-          } else if (type === "S") {
+          else if (type === "S") {
             status = data.toString("latin1");
             over = true;
-            // what the script left behind holds its pipes open: end it, so the supervisor finishes
-            leftovers = killJobProcesses(ctx, supervisorPid);
-          } else if (type === "R") resolve(Number(data.toString("latin1")));
+            // what the script left behind may hold its pipes open: end it, so that init finishes the step
+            leftovers = killJobProcesses(ctx);
+          } else if (type === "R") resolve();
         },
-        closed: () => resolve(null),
+        closed: () => resolve(),
       });
     });
-    const waitStatus = await reaped;
+    await finished;
     over = true;
     if (blocked > 0) ctx.channel.resume();
     await leftovers;
-    await killJobProcesses(ctx, null);
+    await killJobProcesses(ctx);
     control.finish();
     stdout.end();
     stderr.end();
@@ -112,9 +108,9 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     let exitCode: number | null = code ? Number(code[1]) : null;
     let signal: string | null = sig ? (signalNames.get(Number(sig[1])) ?? `SIG${sig[1]}`) : null;
     if (!sig && !code) {
-      // the supervisor (or init) was killed before the script's end was seen: OOM, or a stop
+      // init died (the OOM killer, a disposal) before the script's end was seen
       exitCode = null;
-      signal = waitStatus !== null && (waitStatus & 0x7f) !== 0 ? (signalNames.get(waitStatus & 0x7f) ?? "SIGKILL") : "SIGKILL";
+      signal = "SIGKILL";
     }
     const failed = exitCode !== 0 || signal !== null;
     // A hit limit is the cause even when the step then ran into its timeout (a fork bomb never ends).

@@ -6,7 +6,7 @@
  */
 import type { Duplex } from "node:stream";
 
-export type FrameType = "P" | "O" | "E" | "S" | "R";
+export type FrameType = "O" | "E" | "S" | "R";
 
 export interface StepRequest {
   cwd: string;
@@ -21,6 +21,8 @@ export interface FrameHandler {
 }
 
 const HEADER_BYTES = 5;
+/** Init never sends more in one frame (FRAME_MAX in sandbox-helper.c); a longer one means a broken channel. */
+const MAX_FRAME_BYTES = 64 * 1024;
 
 /** Encodes a step request: NUL-terminated cwd, argc, argv…, envc, env… (no NUL allowed inside). */
 export function encodeStepRequest(req: StepRequest): Buffer {
@@ -85,6 +87,10 @@ export class InitChannel {
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     while (this.pending.length >= HEADER_BYTES) {
       const len = this.pending.readUInt32BE(1);
+      if (len > MAX_FRAME_BYTES) {
+        this.close();
+        return;
+      }
       if (this.pending.length < HEADER_BYTES + len) break;
       const type = String.fromCharCode(this.pending[0] ?? 0) as FrameType;
       const data = this.pending.subarray(HEADER_BYTES, HEADER_BYTES + len);

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -67,11 +68,12 @@ static int connect_unix(const char *path) {
 /*
  * Control channel (CTLFD, a stream socket): frames are [type u8][length u32 big-endian][data].
  * host -> init  'X' run a step: data = NUL-terminated strings: cwd, argc, argv..., envc, env...
- * init -> host  'P' the step supervisor's pid (decimal, in the container's pid namespace)
- *               'O' / 'E' stdout / stderr bytes of the step, in order per stream
+ * init -> host  'O' / 'E' stdout / stderr bytes of the step, in order per stream
  *               'S' the script's end: "exit N" or "signal N"
- *               'R' the supervisor is gone (sent by init after reaping it): the step is over
- * One step at a time: init does not read the channel while a supervisor runs. When the host
+ *               'R' the step is over: its script has ended and both its pipes are closed
+ * One step at a time. Init itself runs the script and relays its output: as the pid namespace's
+ * init it cannot be stopped or killed from inside, and it is not dumpable, so a step cannot
+ * ptrace it; only init ever writes to the channel, so the frames stay whole. When the host
  * closes the channel, init exits and the kernel kills every process of the container.
  */
 #define FRAME_MAX 65536
@@ -100,15 +102,20 @@ static int read_all(int fd, void *buf, size_t n) {
   return 0;
 }
 
-static int send_frame(int fd, char type, const char *data, size_t len) {
-  unsigned char h[5] = {(unsigned char)type, (unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
-  return write_all(fd, h, sizeof h) == 0 && write_all(fd, data, len) == 0 ? 0 : -1;
+/* A frame leaves in one write, so a host that reads slowly never sees a torn one. */
+static void send_frame(int fd, char type, const char *data, size_t len) {
+  static char frame[5 + FRAME_MAX];
+  if (len > FRAME_MAX) len = FRAME_MAX;
+  frame[0] = type;
+  frame[1] = (char)(len >> 24); frame[2] = (char)(len >> 16); frame[3] = (char)(len >> 8); frame[4] = (char)len;
+  memcpy(frame + 5, data, len);
+  if (write_all(fd, frame, 5 + len) != 0) _exit(0); /* the host is gone: so is the job */
 }
 
-static int send_text(int fd, char type, const char *fmt, int value) {
+static void send_text(int fd, char type, const char *fmt, int value) {
   char buf[64];
   int n = snprintf(buf, sizeof buf, fmt, value);
-  return send_frame(fd, type, buf, n > 0 ? (size_t)n : 0);
+  send_frame(fd, type, buf, n > 0 ? (size_t)n : 0);
 }
 
 static int mkdir_p(const char *dir);
@@ -125,97 +132,67 @@ static int split_strings(char *data, size_t len, char **out, int max) {
   return n;
 }
 
-/*
- * The step supervisor, forked from init per step: runs the script in its own session with its
- * stdout and stderr on pipes, relays both as frames, reports its end, and exits once both pipes
- * are closed (the host kills what the script left behind when it sees 'S'). It ignores the
- * signals the host sends to the step's processes; the host spares it by its pid.
- */
-__attribute__((noreturn)) static void run_supervisor(int ctl, char *req, size_t len) {
-  static char *strs[65536];
-  int n = split_strings(req, len, strs, 65535);
+/* The step's script, in the forked child: working dir, pipes, own session, then exec. */
+__attribute__((noreturn)) static void exec_step(char **strs, int n, int out, int err) {
   int argc = n >= 2 ? atoi(strs[1]) : -1;
   int envc = argc >= 1 && n >= 3 + argc ? atoi(strs[2 + argc]) : -1;
-  int ignored[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE};
-  for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_IGN);
-  if (send_text(ctl, 'P', "%d", (int)getpid()) != 0) _exit(1);
+  dup2(out, 1);
+  dup2(err, 2);
+  int null = open("/dev/null", O_RDONLY);
+  if (null >= 0) dup2(null, 0);
   if (envc < 0 || n != 3 + argc + envc) {
-    const char msg[] = "deltaci: malformed step request\n";
-    send_frame(ctl, 'E', msg, sizeof msg - 1);
-    send_text(ctl, 'S', "exit %d", 125);
-    _exit(0);
+    fprintf(stderr, "deltaci: malformed step request\n");
+    _exit(125);
   }
   char **argv = strs + 2, **envp = strs + 3 + argc;
   argv[argc] = NULL; /* overwrites the envc string, already parsed */
   envp[envc] = NULL;
   if (mkdir_p(strs[0]) != 0 || chdir(strs[0]) != 0) {
-    char msg[4200];
-    int m = snprintf(msg, sizeof msg, "deltaci: cannot enter working directory %s: %s\n", strs[0], strerror(errno));
-    send_frame(ctl, 'E', msg, m > 0 ? (size_t)m : 0);
-    send_text(ctl, 'S', "exit %d", 125);
-    _exit(0);
+    fprintf(stderr, "deltaci: cannot enter working directory %s: %s\n", strs[0], strerror(errno));
+    _exit(125);
   }
+  setsid();
+  environ = envp;
+  execvp(argv[0], argv);
+  fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
+  _exit(errno == ENOENT ? 127 : 126);
+}
+
+/* The running step, as init sees it. */
+struct step {
+  pid_t pid;      /* 0: no step; -1: its script has ended */
+  int fds[2];     /* stdout, stderr read ends; -1 when closed */
+};
+
+/* Forks the step's script with its output on pipes; reports a failed start as its end. */
+static void start_step(int ctl, struct step *st, char *req, size_t len) {
+  static char *strs[65536];
+  int n = split_strings(req, len, strs, 65535);
   int out[2], err[2];
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, NULL);
-  int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 || sfd < 0) {
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
     send_text(ctl, 'S', "exit %d", 125);
-    _exit(0);
+    send_text(ctl, 'R', "%d", 0);
+    return;
   }
-  pid_t child = fork();
-  if (child < 0) {
-    const char msg[] = "deltaci: fork failed\n";
-    send_frame(ctl, 'E', msg, sizeof msg - 1);
-    send_text(ctl, 'S', "exit %d", 125);
-    _exit(0);
-  }
-  if (child == 0) {
+  pid_t pid = fork();
+  if (pid == 0) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) signal(ignored[i], SIG_DFL);
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    setsid();
-    environ = envp;
-    execvp(argv[0], argv);
-    fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(errno == ENOENT ? 127 : 126);
+    exec_step(strs, n, out[1], err[1]);
   }
   close(out[1]);
   close(err[1]);
-  int fds[2] = {out[0], err[0]};
-  char types[2] = {'O', 'E'};
-  int open_[2] = {1, 1}, reaped = 0;
-  static char buf[FRAME_MAX];
-  while (open_[0] || open_[1] || !reaped) {
-    struct pollfd p[3] = {{open_[0] ? fds[0] : -1, POLLIN, 0}, {open_[1] ? fds[1] : -1, POLLIN, 0}, {reaped ? -1 : sfd, POLLIN, 0}};
-    if (poll(p, 3, -1) < 0) { if (errno == EINTR) continue; _exit(1); }
-    for (int i = 0; i < 2; i++) {
-      if (!open_[i] || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t r = read(fds[i], buf, sizeof buf);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) { open_[i] = 0; continue; }
-      if (send_frame(ctl, types[i], buf, (size_t)r) != 0) _exit(1);
-    }
-    if (!reaped && (p[2].revents & POLLIN)) {
-      struct signalfd_siginfo si;
-      ssize_t r = read(sfd, &si, sizeof si);
-      (void)r;
-      int status = 0;
-      if (waitpid(child, &status, WNOHANG) == child) {
-        reaped = 1;
-        if (WIFSIGNALED(status)) send_text(ctl, 'S', "signal %d", WTERMSIG(status));
-        else send_text(ctl, 'S', "exit %d", WIFEXITED(status) ? WEXITSTATUS(status) : 125);
-      }
-    }
+  st->fds[0] = out[0];
+  st->fds[1] = err[0];
+  if (pid < 0) {
+    const char msg[] = "deltaci: fork failed\n";
+    send_frame(ctl, 'E', msg, sizeof msg - 1);
+    send_text(ctl, 'S', "exit %d", 125);
+    st->pid = -1;
+  } else {
+    st->pid = pid;
   }
-  _exit(0);
 }
 
 /* pid 1: reaps orphans, runs steps on request over CTLFD; with PORT and SOCKET, forwards
@@ -227,19 +204,34 @@ __attribute__((noreturn)) static void run_init(char **argv) {
   int ctl = argv[0] ? atoi(argv[0]) : -1;
   if (ctl < 3 || fcntl(ctl, F_SETFD, FD_CLOEXEC) != 0) _exit(2);
   argv++;
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* no ptrace and no /proc/1/fd for the job */
   sigset_t all, none;
   sigfillset(&all);
   sigemptyset(&none);
   sigprocmask(SIG_BLOCK, &all, NULL);
   int sfd = signalfd(-1, &all, SFD_CLOEXEC);
   int lfd = argv[0] && argv[1] ? listen_loopback(atoi(argv[0])) : -1;
-  pid_t supervisor = 0;
+  struct step st = {0, {-1, -1}};
   static char req[1 << 20];
+  static char buf[FRAME_MAX];
+  const char types[2] = {'O', 'E'};
   for (;;) {
-    /* while a step runs its supervisor owns the channel's data: init watches only for the hang-up */
-    struct pollfd p[3] = {{sfd, POLLIN, 0}, {lfd, POLLIN, 0}, {ctl, supervisor ? POLLRDHUP : POLLIN, 0}};
-    if (poll(p, 3, -1) < 0) continue;
-    if (supervisor && (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR))) _exit(0); /* the host is gone: so is the job */
+    int busy = st.pid != 0;
+    struct pollfd p[5] = {
+      {sfd, POLLIN, 0}, {lfd, POLLIN, 0},
+      /* while a step runs, init watches the channel only for the host's hang-up */
+      {ctl, busy ? POLLRDHUP : POLLIN, 0},
+      {st.fds[0], POLLIN, 0}, {st.fds[1], POLLIN, 0},
+    };
+    if (poll(p, 5, -1) < 0) continue;
+    if (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR)) _exit(0); /* the host is gone: so is the job */
+    for (int i = 0; i < 2; i++) {
+      if (st.fds[i] < 0 || !(p[3 + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t r = read(st.fds[i], buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) { close(st.fds[i]); st.fds[i] = -1; continue; }
+      send_frame(ctl, types[i], buf, (size_t)r);
+    }
     if (p[0].revents & POLLIN) {
       struct signalfd_siginfo si;
       ssize_t r = read(sfd, &si, sizeof si);
@@ -247,10 +239,16 @@ __attribute__((noreturn)) static void run_init(char **argv) {
       pid_t pid;
       int status;
       while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid != supervisor) continue;
-        supervisor = 0;
-        if (send_text(ctl, 'R', "%d", status) != 0) _exit(0);
+        if (pid != st.pid) continue;
+        st.pid = -1;
+        if (WIFSIGNALED(status)) send_text(ctl, 'S', "signal %d", WTERMSIG(status));
+        else send_text(ctl, 'S', "exit %d", WIFEXITED(status) ? WEXITSTATUS(status) : 125);
       }
+    }
+    /* the script has ended and what it left behind has let go of its pipes (the host kills it) */
+    if (st.pid == -1 && st.fds[0] < 0 && st.fds[1] < 0) {
+      st.pid = 0;
+      send_text(ctl, 'R', "%d", 0);
     }
     if (lfd >= 0 && (p[1].revents & POLLIN)) {
       int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -263,20 +261,12 @@ __attribute__((noreturn)) static void run_init(char **argv) {
       close(c);
       if (u >= 0) close(u);
     }
-    if (!supervisor && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+    if (!busy && (p[2].revents & POLLIN)) {
       unsigned char h[5];
-      if (read_all(ctl, h, sizeof h) != 0) _exit(0); /* the host is gone: so is the job */
+      if (read_all(ctl, h, sizeof h) != 0) _exit(0);
       size_t len = ((size_t)h[1] << 24) | ((size_t)h[2] << 16) | ((size_t)h[3] << 8) | h[4];
       if (h[0] != 'X' || len > sizeof req || read_all(ctl, req, len) != 0) _exit(0);
-      pid_t pid = fork();
-      if (pid == 0) {
-        close(sfd);
-        if (lfd >= 0) close(lfd);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        run_supervisor(ctl, req, len);
-      }
-      if (pid > 0) supervisor = pid;
-      else if (send_text(ctl, 'R', "%d", 0) != 0) _exit(0);
+      start_step(ctl, &st, req, len);
     }
   }
 }

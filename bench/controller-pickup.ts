@@ -35,23 +35,77 @@ async function stepStartedMs(s: Stack, id: string): Promise<number> {
   return Number(BigInt(line.trim()) / 1000n) / 1000;
 }
 
-/** When the runner that ran `id` logged its lease (searching every slot's runner log). */
-async function leasedAt(s: Stack, id: string): Promise<number | null> {
+/** When the runner that ran `id` logged its lease (searching every slot's runner log), and whether the job took a prewarmed sandbox. */
+async function leasedAt(s: Stack, id: string): Promise<{ time: number; tookPrewarmed: boolean } | null> {
   for (const slot of await readdir(join(s.dir, "runners", "controller")).catch(() => [] as string[])) {
     const log = await runnerLog(s, slot.replace(/^slot-/, ""));
     const hit = log.find((l) => l.msg === "leased" && l.jobId === id);
-    if (hit) return hit.time;
+    if (hit) return { time: hit.time, tookPrewarmed: log.some((l) => l.msg === "took a prewarmed sandbox" && l.jobId === id) };
   }
   return null;
 }
 
-async function waitDone(s: Stack, id: string): Promise<void> {
-  await s.until(`job ${id}`, async () => {
-    const j = await s.job(id);
-    if (j.state === "succeeded") return true;
-    if (["failed", "errored", "canceled"].includes(j.state)) throw new Error(`job ${id} ${j.state}: ${JSON.stringify(j.failure)}`);
-    return false;
+type Phases = Partial<Record<string, number>>;
+
+/** What a runner's exit tells (its log tail): the "job phases" marks (ms since lease) and when it logged its exit. */
+interface RunnerEnd { phases: Phases; exitsLoggedAt: number; processExitAt: number }
+
+/** Listens to runner exits: job id → phases, exit log time and process exit time. */
+function watchRunnerEnds(s: Stack): Map<string, RunnerEnd> {
+  const ends = new Map<string, RunnerEnd>();
+  s.controller.provider.onExit((e) => {
+    const lines = e.logTail.split("\n").filter((l) => l.startsWith("{")).flatMap((l) => {
+      try {
+        return [JSON.parse(l) as { msg: string; time: number; jobId?: string; phases?: Phases }];
+      } catch {
+        return []; // the tail's first line may be cut
+      }
+    });
+    const phases = lines.find((l) => l.msg === "job phases");
+    const exits = lines.find((l) => l.msg === "runner exits");
+    if (phases?.jobId && phases.phases && exits) ends.set(phases.jobId, { phases: phases.phases, exitsLoggedAt: exits.time, processExitAt: e.runner.launchedAtMs + e.lifetimeMs });
   });
+  return ends;
+}
+
+/** Per phase, the summary of its marks over all jobs (ms since lease). */
+function phaseSummary(all: Phases[], names: string[]): Record<string, ReturnType<typeof summary>> {
+  return Object.fromEntries(names.map((n) => [n, summary(all.flatMap((p) => (p[n] === undefined ? [] : [p[n]])))]));
+}
+
+/**
+ * Waits for the job to succeed; returns when the server finished it (wall ms). Polls every
+ * 20 ms, not faster: on 2 cores a tighter poll of this process (server included) takes CPU from
+ * the runner being measured. The finish time comes from the server, so the poll costs no precision.
+ */
+/**
+ * Warm means idle for a while: waits until an idle runner's log says its sandbox was prewarmed
+ * (polls every 10 ms for up to 10 s; a runner started with --no-prewarm never says so). False
+ * when none did in time.
+ */
+async function prewarmed(s: Stack): Promise<boolean> {
+  const ready = async () => {
+    for (const r of s.controller.provider.list().filter((x) => x.state === "idle")) {
+      if ((await runnerLog(s, r.id.split("-")[1] ?? "")).some((l) => l.msg === "prewarm done")) return true;
+    }
+    return false;
+  };
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+    if (await ready()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return false;
+}
+
+async function waitDone(s: Stack, id: string): Promise<number> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const j = await s.job(id);
+    if (j.state === "succeeded") return j.finishedAt ? Date.parse(j.finishedAt) : wallNowMs();
+    if (["failed", "errored", "canceled"].includes(j.state)) throw new Error(`job ${id} ${j.state}: ${JSON.stringify(j.failure)}`);
+    if (Date.now() > deadline) throw new Error(`timed out: job ${id}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** Raw protocol client on the same server: a waiting lease, then submit; lease arrival − submit sent. */
@@ -115,22 +169,43 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
     const e2e: number[] = [];
     const toLeased: number[] = [];
     const leasedToStep: number[] = [];
+    const ends = watchRunnerEnds(s);
+    const leasedAtOf = new Map<string, number>();
+    let notPrewarmed = 0;
+    let tookPrewarmed = 0;
     for (let i = 0; i < warmN; i++) {
       await s.until("a warm runner in lease", async () => (await s.serverMetric("deltaci_lease_waiters")) >= 1 && s.controller.provider.list().some((r) => r.state === "idle"));
+      if (!(await prewarmed(s))) notPrewarmed++;
       const sent = wallNowMs();
       const id = await s.submit(spec(`warm-${i}`, STEP));
       const returned = wallNowMs();
-      await waitDone(s, id);
-      const done = wallNowMs();
+      const done = await waitDone(s, id);
       const step = await stepStartedMs(s, id);
       pickup.push(step - sent);
       afterReturn.push(step - returned);
       e2e.push(done - sent);
-      const leased = await leasedAt(s, id);
+      const at = await leasedAt(s, id);
+      if (at?.tookPrewarmed) tookPrewarmed++;
+      const leased = at?.time ?? null;
       if (leased !== null) {
         toLeased.push(leased - sent);
         leasedToStep.push(step - leased);
+        leasedAtOf.set(id, leased);
       }
+    }
+    await s.until("every warm runner exited", () => [...leasedAtOf.keys()].every((id) => ends.has(id)), 60_000).catch(() => {});
+    const phases: Phases[] = [];
+    const exitPath = { stepsDoneToReported: [] as number[], reportedToDisposed: [] as number[], stepsDoneToExitLogged: [] as number[], stepsDoneToProcessExit: [] as number[] };
+    for (const [id, leased] of leasedAtOf) {
+      const end = ends.get(id);
+      if (!end) continue;
+      const p = end.phases;
+      phases.push(p);
+      if (p.stepsDone === undefined) continue;
+      if (p.reported !== undefined) exitPath.stepsDoneToReported.push(p.reported - p.stepsDone);
+      if (p.reported !== undefined && p.disposed !== undefined) exitPath.reportedToDisposed.push(p.disposed - p.reported);
+      exitPath.stepsDoneToExitLogged.push(end.exitsLoggedAt - leased - p.stepsDone);
+      exitPath.stepsDoneToProcessExit.push(end.processExitAt - leased - p.stepsDone);
     }
     const factory: SandboxFactory = isolation === "oci"
       ? new CrunSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} }, cgroupParent: "deltaci" })
@@ -138,7 +213,12 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
     const sb = await sandboxStart(factory, s.dir, 20);
     return {
       pickup: summary(pickup), pickupAfterSubmitReturned: summary(afterReturn), submitToJobSucceeded: summary(e2e),
-      breakdown: { submitToRunnerLogsLeased: summary(toLeased), leasedToStepRunning: summary(leasedToStep), note: "runner log times have 1 ms resolution" },
+      breakdown: {
+        submitToRunnerLogsLeased: summary(toLeased), leasedToStepRunning: summary(leasedToStep), note: "runner log times have 1 ms resolution",
+        jobsSubmittedBeforeTheRunnerHadPrewarmed: notPrewarmed, jobsThatTookThePrewarmedSandbox: tookPrewarmed,
+        runnerPhasesSinceLease: phaseSummary(phases, ["jobDir", "logStarted", "sandboxCreated", "firstStepStarted", "firstHeartbeat", "firstLogPut", "stepsDone", "reported", "heartbeatStopped", "disposed", "cleanedUp"]),
+        exitPath: Object.fromEntries(Object.entries(exitPath).map(([k, v]) => [k, summary(v)])),
+      },
       baseline: { protocolPickup: summary(proto), sandboxCreateToStepRunning: summary(sb.createToStepMs), sandboxCreateRunDispose: summary(sb.totalMs) },
     };
   } finally {
@@ -148,7 +228,8 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
 
 async function cold(isolation: "oci" | "process", command: { command: string; args: string[] }) {
   const s = await startStack({ isolation, maxRunners: 2, minIdle: 0, command });
-  const parts = { reaction: [] as number[], spawnToRegistered: [] as number[], registeredToLeased: [] as number[], leasedToStepRunning: [] as number[] };
+  const parts = { reaction: [] as number[], spawnToRegistered: [] as number[], registeredToLeased: [] as number[], leasedToStepRunning: [] as number[], leasedToSandboxCreated: [] as number[] };
+  let tookPrewarmed = 0;
   const pickup: number[] = [];
   try {
     for (let i = 0; i < coldN; i++) {
@@ -169,6 +250,9 @@ async function cold(isolation: "oci" | "process", command: { command: string; ar
       parts.spawnToRegistered.push(registered - launch.atMs);
       parts.registeredToLeased.push(leased - registered);
       parts.leasedToStepRunning.push(step - leased);
+      const created = log.find((l) => l.msg === "job phases")?.phases as Phases | undefined;
+      if (created?.sandboxCreated !== undefined) parts.leasedToSandboxCreated.push(created.sandboxCreated);
+      if (log.some((l) => l.msg === "took a prewarmed sandbox")) tookPrewarmed++;
     }
     return {
       pickup: summary(pickup),
@@ -178,6 +262,8 @@ async function cold(isolation: "oci" | "process", command: { command: string; ar
         processStartAndRegister_spawnToRegistered: summary(parts.spawnToRegistered),
         lease_registeredToLeased: summary(parts.registeredToLeased),
         sandboxAndStep_leasedToStepRunning: summary(parts.leasedToStepRunning),
+        of_which_leasedToSandboxCreated: summary(parts.leasedToSandboxCreated),
+        jobsThatTookThePrewarmedSandbox: tookPrewarmed,
       },
     };
   } finally {

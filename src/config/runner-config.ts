@@ -21,6 +21,8 @@ export interface RunnerFlags {
   logFlushInterval?: string;
   logFlushBytes?: string;
   logLevel?: string;
+  /** false with --no-prewarm. */
+  prewarm?: boolean;
 }
 
 export interface RunnerConfig {
@@ -45,6 +47,8 @@ export interface RunnerConfig {
   tailUploadMs: number;
   disposeMs: number;
   logLevel: string;
+  /** Build a sandbox for the expected job while waiting for a lease. */
+  prewarm: boolean;
 }
 
 /** Environment variables the runner reads (documented in docs/runner.md). */
@@ -99,5 +103,6 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
     tailUploadMs: 10_000,
     disposeMs: 60_000,
     logLevel: pick("logLevel") ?? "info",
+    prewarm: flags.prewarm !== false,
   };
 }

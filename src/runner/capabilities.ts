@@ -64,8 +64,9 @@ export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000
   return Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version]));
 }
 
-export async function probeCapabilities(opts: { labels: string[]; isolation: Isolation; workDir: string; cacheFile: string | null }): Promise<Capabilities> {
-  const [toolchains, fs] = await Promise.all([probeToolchains(opts.cacheFile), statfs(opts.workDir).catch(() => null)]);
+/** `toolchains`: the probe, started by the caller (probeToolchains) as early as it likes. */
+export async function probeCapabilities(opts: { labels: string[]; isolation: Isolation; workDir: string; toolchains: Promise<Record<string, string>> }): Promise<Capabilities> {
+  const [toolchains, fs] = await Promise.all([opts.toolchains, statfs(opts.workDir).catch(() => null)]);
   return {
     os: os.platform(),
     arch: os.arch(),

@@ -13,7 +13,7 @@ import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
 export type LeaseEnd = "stale" | "lost";
 
 export interface HeartbeatLoopOptions {
-  client: RunnerProtocol;
+  client: Pick<RunnerProtocol, "heartbeat">;
   leaseToken: string;
   clock: Clock;
   logger: RunnerLogger;

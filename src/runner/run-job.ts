@@ -18,6 +18,7 @@ import { StepExecutor, type StepsOutcome } from "./execute-steps.ts";
 import { HeartbeatLoop, type LeaseEnd } from "./heartbeat-loop.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
 import { deadlineSignal } from "./deadline.ts";
+import { JobPhases } from "./job-phases.ts";
 
 export interface RunJobTimings {
   flushIntervalMs: number;
@@ -57,7 +58,9 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
   const { client, clock, logger, timings } = deps;
   const token = lease.leaseToken;
   const job = lease.job;
+  const phases = new JobPhases(clock);
   await mkdir(deps.jobDir, { recursive: true, mode: 0o700 });
+  phases.mark("jobDir");
   const spool = new LogSpool(join(deps.jobDir, "log.spool"), job.limits.logMiB * 1024 * 1024);
   const log = new JobLog(spool, Object.values(job.secrets));
   const leaseAlive = new AbortController();
@@ -65,7 +68,13 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
   const leaseStale = new AbortController();
   const uploader = new LogUploader({
     spool, clock, flushIntervalMs: timings.flushIntervalMs, flushBytes: timings.flushBytes, chunkBytes: timings.chunkBytes,
-    sink: { put: (start, bytes, signal) => client.putLog(token, start, bytes, { signal, maxAttempts: 4 }) },
+    sink: {
+      put: async (start, bytes, signal) => {
+        const res = await client.putLog(token, start, bytes, { signal, maxAttempts: 4 });
+        phases.mark("firstLogPut");
+        return res;
+      },
+    },
   });
   let state: "preparing" | "running" | "finishing" = "preparing";
   let currentStep: number | null = null;
@@ -84,7 +93,14 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
     executor?.stop("canceled", mode === "hard" ? 0 : timings.cancelGraceMs, `canceled (${mode})`);
   };
   const heartbeat = new HeartbeatLoop({
-    client, leaseToken: token, clock, logger, ttlMs: lease.ttlMs, heartbeatIntervalMs: lease.heartbeatIntervalMs,
+    client: {
+      heartbeat: async (t, b, o) => {
+        const res = await client.heartbeat(t, b, o);
+        phases.mark("firstHeartbeat");
+        return res;
+      },
+    },
+    leaseToken: token, clock, logger, ttlMs: lease.ttlMs, heartbeatIntervalMs: lease.heartbeatIntervalMs,
     status: () => ({ state, step: currentStep, logBytes: uploader.committed }),
     onCancel,
     onLeaseEnd: (why) => {
@@ -114,6 +130,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
     log.start({ jobId: lease.jobId, runId: lease.runId, attempt: lease.attempt, job: job.name });
     uploader.start();
     heartbeat.start();
+    phases.mark("logStarted");
     const jobDeadline = clock.now() + job.limits.timeoutMs;
 
     // Prepare: source, then the sandbox.
@@ -123,6 +140,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       sourceArchive = join(deps.jobDir, "source.tar");
       try {
         await client.downloadSource(token, sourceArchive, { signal: prepare.signal });
+        phases.mark("sourceFetched");
       } catch (err) {
         if (!prepare.signal.aborted) prepFailure = { reason: "source_error", step: null, message: `cannot fetch the source archive: ${(err as Error).message}` };
       }
@@ -135,6 +153,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
           // Writable caches that hold any of these are not saved (caches never carry secrets).
           secretValues: Object.values(job.secrets),
         }, prepare.signal);
+        phases.mark("sandboxCreated");
       } catch (err) {
         if (!prepare.signal.aborted) {
           prepFailure = { reason: isDeltaError(err, "E_SOURCE") ? "source_error" : "sandbox_error", step: null, message: (err as Error).message };
@@ -144,6 +163,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
     if (sourceArchive) await rm(sourceArchive, { force: true });
     if (prepFailure === null && sandbox !== null && job.source.kind === "git" && !prepare.signal.aborted) {
       prepFailure = await cloneGitSource(sandbox, job.source, log, Math.max(1, jobDeadline - clock.now()));
+      phases.mark("gitSource");
     }
 
     if (prepFailure !== null) {
@@ -151,11 +171,18 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       outcome = { steps: job.steps.map((s) => ({ name: s.name, exitCode: null, signal: null, startedAt: null, finishedAt: null })), failure: prepFailure, exitCode: null };
     } else if (sandbox !== null) {
       state = "running";
-      executor = new StepExecutor({ sandbox, lease, log, clock, jobDeadline, onStep: (i) => (currentStep = i) });
+      executor = new StepExecutor({ sandbox, lease, log, clock, jobDeadline, onStep: (i) => {
+        currentStep = i;
+        if (i !== null) {
+          phases.mark("firstStepStarted");
+          logger.info({ jobId: lease.jobId, phases: phases.snapshot() }, "first step started");
+        }
+      } });
       if (flags.cancel !== "none") executor.stop("canceled", 0, `canceled (${flags.cancel})`);
       if (flags.leaseEnd !== null) executor.stop("lease_ended", 0, `lease ${flags.leaseEnd}`);
       if (deps.signal?.aborted) executor.stop("runner_stopped", 0, "the runner was stopped");
       outcome = await executor.run();
+      phases.mark("stepsDone");
     } else {
       const why = deps.signal?.aborted ? { reason: "runner_error" as const, message: "the runner was stopped before the first step" } : { reason: "step_failed" as const, message: "canceled before the first step" };
       outcome = { steps: job.steps.map((s) => ({ name: s.name, exitCode: null, signal: null, startedAt: null, finishedAt: null })), failure: { ...why, step: null }, exitCode: null };
@@ -181,6 +208,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       if (broken && outcome.failure === null && flags.cancel === "none" && flags.leaseEnd === null) {
         outcome = { ...outcome, failure: { reason: "runner_error", step: null, message: `artifact ${broken.name} could not be uploaded: ${(broken.error as Error).message}` } };
       }
+      phases.mark("artifactsDone");
     }
   } catch (err) {
     logger.error({ err: String(err), stack: (err as Error).stack }, "runner error");
@@ -221,8 +249,10 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       report = r.report;
       sent = r.sent;
     }
+    phases.mark("reported");
   } finally {
     await heartbeat.stop();
+    phases.mark("heartbeatStopped");
     uploader.cancel(new Error("job over"));
     spool.close();
     if (sandbox !== null) {
@@ -231,8 +261,11 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
         logger.error({ err: String(err) }, "sandbox dispose failed");
       });
       bound.clear();
+      phases.mark("disposed");
     }
     await rm(deps.jobDir, { recursive: true, force: true });
+    phases.mark("cleanedUp");
+    logger.info({ jobId: lease.jobId, report, phases: phases.snapshot() }, "job phases");
   }
   if (report === "stale" || report === "lost") logger.warn({ jobId: lease.jobId, report }, "job not reported: lease ended");
   return { report, result: sent };

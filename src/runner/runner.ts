@@ -9,9 +9,10 @@ import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
 import type { Lease } from "../protocol/schemas.ts";
 import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
-import { probeCapabilities } from "./capabilities.ts";
+import { probeCapabilities, probeToolchains } from "./capabilities.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
 import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
+import { rememberShape, warmSpec } from "./warm-shape.ts";
 
 export interface RunnerOptions {
   registrationToken: string;
@@ -27,6 +28,13 @@ export interface RunnerOptions {
   /** How long to keep retrying `register` against an unreachable server. */
   registerDeadlineMs: number;
   timings: RunJobTimings;
+  /**
+   * Build a sandbox for the expected job (the shape of the last job leased on this host, kept in
+   * `cacheDir`, else the defaults) while registering and waiting for a lease, so that a matching
+   * job starts with its first step. The caller owns the factory and calls its `close()` after
+   * `runRunner` returns (an untaken warm sandbox is disposed of there).
+   */
+  prewarm?: boolean;
 }
 
 export interface RunnerDeps {
@@ -55,15 +63,22 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     logger.info({ code, reason, jobId, runnerId }, "runner exits");
     return { code, reason, jobId, runnerId };
   };
+  const shapeFile = opts.prewarm && opts.cacheDir ? join(opts.cacheDir, "warm-shape.json") : null;
   try {
+    // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
+    const toolchains = probeToolchains(opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null);
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
+    // (The oci factory's one-time preparation, helpers, cgroups, seccomp, happens in reapSlot.)
     const reaped = await sandboxFactory.reapSlot(opts.slot);
     // Traversable (not listable) by the sandbox's mapped uids: the oci backend mounts paths below it.
     await mkdir(opts.slot.workDir, { recursive: true, mode: 0o711 });
-    const capabilities = await probeCapabilities({
-      labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir,
-      cacheFile: opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null,
-    });
+    // Built while we register and wait; never rejects; the factory's owner closes it.
+    if (opts.prewarm) {
+      const spec = await warmSpec(shapeFile, opts.slot);
+      const since = clock.now();
+      void sandboxFactory.prewarm(spec).then(() => logger.info({ ms: clock.now() - since, image: spec.image.kind, limits: spec.limits }, "prewarm done"));
+    }
+    const capabilities = await probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir, toolchains });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
     let reg;
@@ -96,11 +111,14 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
       }
     }
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
+    // For the runner started next on this host (written beside the job, never rejects).
+    const remembered = rememberShape(shapeFile, lease.job);
     const res = await runJob(lease, {
       client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
       jobDir: join(opts.slot.workDir, "runner"),
       ...(deps.signal ? { signal: deps.signal } : {}),
     });
+    await remembered;
     const reported = res.report === "completed" || res.report === "canceled";
     return exit(reported ? 0 : 1, reported ? "reported" : res.report, lease.jobId, reg.runnerId);
   } finally {

@@ -36,6 +36,7 @@ export function registerRunnerCommand(program: Command): void {
     .option("--request-timeout <duration>", "hard timeout of one request (default 15s)")
     .option("--log-flush-interval <duration>", "log upload interval (default 250ms)")
     .option("--name <name>", "runner name shown by the control plane")
+    .option("--no-prewarm", "do not build a sandbox for the expected job while waiting for one")
     .option("--log-level <level>", "runner's own diagnostics on stderr: error|warn|info|debug|silent", undefined)
     .action(async (flags: RunnerFlags) => {
       // Exit explicitly: a runner must end once its job is reported, whatever handle lingers.
@@ -58,7 +59,7 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
 
   const slot = { ...slotInfo(cfg.slot, cfg.cacheDir), workDir: cfg.workDir };
   const sandboxFactory: SandboxFactory = cfg.isolation === "oci"
-    ? new CrunSandboxFactory({ clock: systemClock, logger, cgroupParent: "deltaci" })
+    ? new CrunSandboxFactory({ clock: systemClock, logger, cgroupParent: "deltaci", trace: (phase, ms) => logger.debug({ phase, ms: Math.round(ms * 10) / 10 }, "sandbox phase") })
     : new ProcessSandboxFactory({ clock: systemClock, logger });
   const retry = new RetryPolicy({ clock: systemClock, onRetry: (err, attempt, waitMs) => logger.debug({ err: String(err), attempt, waitMs }, "retrying") });
   const client = new RunnerClient({ http: new HttpClient(cfg.serverUrl, { timeoutMs: cfg.requestTimeoutMs }), retry, requestTimeoutMs: cfg.requestTimeoutMs });
@@ -69,14 +70,20 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
   };
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
-  const res = await runRunner({
-    registrationToken: token, name: cfg.name, version: VERSION, labels: cfg.labels, slot, cacheDir: cfg.cacheDir,
-    idleTimeoutMs: cfg.idleTimeoutMs, leaseWaitMs: cfg.leaseWaitMs, registerDeadlineMs: cfg.registerDeadlineMs,
-    timings: {
-      flushIntervalMs: cfg.logFlushIntervalMs, flushBytes: cfg.logFlushBytes, chunkBytes: cfg.logChunkBytes,
-      cancelGraceMs: cfg.cancelGraceMs, tailUploadMs: cfg.tailUploadMs, disposeMs: cfg.disposeMs,
-    },
-  }, { client, sandboxFactory, clock: systemClock, logger, signal: stop.signal });
+  let res;
+  try {
+    res = await runRunner({
+      registrationToken: token, name: cfg.name, version: VERSION, labels: cfg.labels, slot, cacheDir: cfg.cacheDir,
+      idleTimeoutMs: cfg.idleTimeoutMs, leaseWaitMs: cfg.leaseWaitMs, registerDeadlineMs: cfg.registerDeadlineMs, prewarm: cfg.prewarm,
+      timings: {
+        flushIntervalMs: cfg.logFlushIntervalMs, flushBytes: cfg.logFlushBytes, chunkBytes: cfg.logChunkBytes,
+        cancelGraceMs: cfg.cancelGraceMs, tailUploadMs: cfg.tailUploadMs, disposeMs: cfg.disposeMs,
+      },
+    }, { client, sandboxFactory, clock: systemClock, logger, signal: stop.signal });
+  } finally {
+    // This process owns the factory: a prewarmed sandbox no job took is disposed of before exit.
+    await sandboxFactory.close().catch((err: unknown) => logger.error({ err: String(err) }, "closing the sandbox factory failed"));
+  }
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
   return res.code;

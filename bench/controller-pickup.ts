@@ -9,7 +9,11 @@
  * fork/exec of `date` (baseline below). Baselines in the same run: protocol-level pickup (a raw
  * client waiting in lease, on the same server), sandbox create+start of a step, and process
  * start of the CLI (bundle vs tsx) and of bare node.
- * Usage: tsx bench/controller-pickup.ts [warmN=30] [coldN=12] [isolation=both|oci|process] [--runner=cli|runner-only]
+ * Runner phases (from the runners' own "job phases" log lines): ms since the lease at which the
+ * spool, the sandbox and the first step were ready, and the exit path (step end → complete
+ * accepted → sandbox disposed → process exit). Warm means idle long enough to have prewarmed its
+ * sandbox (the runner logs "prewarm done"); `--no-prewarm` starts runners without prewarming.
+ * Usage: tsx bench/controller-pickup.ts [warmN=30] [coldN=12] [isolation=both|oci|process] [--runner=cli|runner-only] [--no-prewarm]
  */
 import { join } from "node:path";
 import { readdir } from "node:fs/promises";
@@ -27,6 +31,7 @@ const warmN = Number(pos[0] ?? 30);
 const coldN = Number(pos[1] ?? 12);
 const which = pos[2] ?? "both";
 const STEP = "date +%s%N";
+const prewarm = !process.argv.includes("--no-prewarm");
 
 async function stepStartedMs(s: Stack, id: string): Promise<number> {
   const log = await s.log(id);
@@ -175,7 +180,7 @@ async function warm(isolation: "oci" | "process", command: { command: string; ar
     let tookPrewarmed = 0;
     for (let i = 0; i < warmN; i++) {
       await s.until("a warm runner in lease", async () => (await s.serverMetric("deltaci_lease_waiters")) >= 1 && s.controller.provider.list().some((r) => r.state === "idle"));
-      if (!(await prewarmed(s))) notPrewarmed++;
+      if (prewarm && !(await prewarmed(s))) notPrewarmed++;
       const sent = wallNowMs();
       const id = await s.submit(spec(`warm-${i}`, STEP));
       const returned = wallNowMs();
@@ -273,6 +278,8 @@ async function cold(isolation: "oci" | "process", command: { command: string; ar
 
 async function main() {
   const loadAtStart = loadavg();
+  // The runners the controller spawns inherit this environment (src/config/runner-config.ts).
+  if (!prewarm) process.env.DELTACI_RUNNER_PREWARM = "0";
   const { name: runnerEntry, command } = await runnerCommandFromArgv(process.argv);
   const cli = await bundledCli();
   const lean = await runnerOnlyBundle();
@@ -290,7 +297,7 @@ async function main() {
   process.stdout.write(JSON.stringify({
     bench: "controller-pickup", unit: "ms", goals: { warmPickupP50: "≤ 15 ms", coldPickupP50: "≤ 200 ms" },
     measure: "submit sent → wall-clock time printed by the step's first process (`date +%s%N`), read from the job log",
-    machine: { cpus: cpus().length, loadavgAtStart: loadAtStart, loadavgAtEnd: loadavg() }, warmN, coldN, runnerEntry, processStart, results,
+    machine: { cpus: cpus().length, loadavgAtStart: loadAtStart, loadavgAtEnd: loadavg() }, warmN, coldN, runnerEntry, prewarm, processStart, results,
   }) + "\n");
 }
 

@@ -62,10 +62,11 @@ export const RUNNER_ENV = {
   idleTimeout: "DELTACI_RUNNER_IDLE_TIMEOUT",
   cancelGrace: "DELTACI_CANCEL_GRACE",
   logLevel: "DELTACI_LOG_LEVEL",
+  prewarm: "DELTACI_RUNNER_PREWARM",
 } as const;
 
 export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = process.env, hostname = "runner"): RunnerConfig {
-  const pick = (k: keyof typeof RUNNER_ENV): string | undefined => {
+  const pick = (k: Exclude<keyof typeof RUNNER_ENV, "prewarm">): string | undefined => {
     const v = flags[k] ?? env[RUNNER_ENV[k]];
     return v !== undefined && v.trim() !== "" ? v.trim() : undefined;
   };
@@ -103,6 +104,7 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
     tailUploadMs: 10_000,
     disposeMs: 60_000,
     logLevel: pick("logLevel") ?? "info",
-    prewarm: flags.prewarm !== false,
+    // --no-prewarm, or DELTACI_RUNNER_PREWARM=0|false|no (commander always sets the flag, so the flag can only turn it off).
+    prewarm: flags.prewarm !== false && !/^(0|false|no|off)$/i.test(env[RUNNER_ENV.prewarm]?.trim() ?? ""),
   };
 }

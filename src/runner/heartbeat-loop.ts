@@ -41,6 +41,8 @@ export class HeartbeatLoop {
   /** Local time by which the lease must be renewed. */
   private expiresAt: number;
   private intervalMs: number;
+  /** Cuts the current heartbeat while it is held (or paced) with the status "preparing". */
+  private preparingHold: AbortController | null = null;
 
   constructor(opts: HeartbeatLoopOptions) {
     this.o = opts;
@@ -50,6 +52,14 @@ export class HeartbeatLoop {
 
   start(): void {
     this.running ??= this.loop();
+  }
+
+  /**
+   * The status left "preparing" (the first step started): a heartbeat held while preparing is cut
+   * and the new status sent at once, so the job shows running without waiting out the hold.
+   */
+  wake(): void {
+    this.preparingHold?.abort(new Error("status changed"));
   }
 
   async stop(): Promise<void> {
@@ -66,12 +76,15 @@ export class HeartbeatLoop {
       const expiry = deadlineSignal(clock, this.expiresAt - sentAt, signal);
       try {
         const status = this.o.status();
-        // While preparing, hold only briefly, so the switch to running reaches the server at once.
-        const holdMs = status.state === "preparing" ? PREPARING_HOLD_MS : this.intervalMs;
+        // While preparing, hold only briefly (and wake() cuts it), so the switch to running reaches the server at once.
+        const hold = status.state === "preparing" ? new AbortController() : null;
+        this.preparingHold = hold;
+        const holdMs = hold ? PREPARING_HOLD_MS : this.intervalMs;
         const waitMs = Math.floor(Math.max(0, Math.min(holdMs, this.expiresAt - sentAt - this.o.ttlMs / 4)));
         // One held call; if it fails, renew without a hold (retried until expiry) so a healed
         // network renews at once instead of after another hold.
-        const res = await client.heartbeat(this.o.leaseToken, { ...status, waitMs }, { signal: expiry.signal, maxAttempts: 1 })
+        const held = hold ? AbortSignal.any([expiry.signal, hold.signal]) : expiry.signal;
+        const res = await client.heartbeat(this.o.leaseToken, { ...status, waitMs }, { signal: held, maxAttempts: 1 })
           .catch((err: unknown) => {
             if (!RetryPolicy.isTransient(err)) throw err;
             return client.heartbeat(this.o.leaseToken, { ...this.o.status(), waitMs: 0 }, { signal: expiry.signal, deadline: this.expiresAt });
@@ -84,9 +97,10 @@ export class HeartbeatLoop {
         }
         // A server that answers at once (no hold) must not make us spin.
         const elapsed = clock.now() - sentAt;
-        if (res.cancel === "none" && elapsed < waitMs / 2) await clock.sleep(waitMs - elapsed, signal).catch(() => {});
+        if (res.cancel === "none" && elapsed < waitMs / 2) await clock.sleep(waitMs - elapsed, hold ? AbortSignal.any([signal, hold.signal]) : signal).catch(() => {});
       } catch (err) {
         if (signal.aborted) return;
+        if (this.preparingHold?.signal.aborted) continue; // woken: send the new status now
         const stale = isDeltaError(err, "E_LEASE_STALE");
         this.o.logger.warn({ err: String(err) }, stale ? "lease is stale" : "lease could not be renewed in time");
         this.o.onLeaseEnd(stale ? "stale" : "lost", err);
@@ -94,6 +108,7 @@ export class HeartbeatLoop {
       } finally {
         // Always, also when stop() aborted the call: a pending expiry timer would hold the process open.
         expiry.clear();
+        this.preparingHold = null;
       }
     }
   }

@@ -171,12 +171,14 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       outcome = { steps: job.steps.map((s) => ({ name: s.name, exitCode: null, signal: null, startedAt: null, finishedAt: null })), failure: prepFailure, exitCode: null };
     } else if (sandbox !== null) {
       state = "running";
+      let stepped = false;
       executor = new StepExecutor({ sandbox, lease, log, clock, jobDeadline, onStep: (i) => {
         currentStep = i;
-        if (i !== null) {
-          phases.mark("firstStepStarted");
-          logger.info({ jobId: lease.jobId, phases: phases.snapshot() }, "first step started");
-        }
+        if (i === null || stepped) return;
+        stepped = true;
+        heartbeat.wake(); // the job shows running now, not after the preparing hold
+        phases.mark("firstStepStarted");
+        logger.info({ jobId: lease.jobId, phases: phases.snapshot() }, "first step started");
       } });
       if (flags.cancel !== "none") executor.stop("canceled", 0, `canceled (${flags.cancel})`);
       if (flags.leaseEnd !== null) executor.stop("lease_ended", 0, `lease ${flags.leaseEnd}`);
@@ -251,8 +253,8 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
     }
     phases.mark("reported");
   } finally {
-    await heartbeat.stop();
-    phases.mark("heartbeatStopped");
+    // The held heartbeat is let go while the sandbox is disposed of: neither waits for the other.
+    const stopping = heartbeat.stop().then(() => phases.mark("heartbeatStopped"));
     uploader.cancel(new Error("job over"));
     spool.close();
     if (sandbox !== null) {
@@ -263,6 +265,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       bound.clear();
       phases.mark("disposed");
     }
+    await stopping;
     await rm(deps.jobDir, { recursive: true, force: true });
     phases.mark("cleanedUp");
     logger.info({ jobId: lease.jobId, report, phases: phases.snapshot() }, "job phases");

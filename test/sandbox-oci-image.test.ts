@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import { chmodSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
@@ -85,6 +85,47 @@ void describe("oci images", { timeout: 1_800_000 }, () => {
     } finally {
       await fresh.dispose();
     }
+  });
+
+  void it("unpacks an image once for every slot, each seeing it through an idmapped mount as its own root", async () => {
+    const other = ociTestEnv();
+    const a = env.spec({ image });
+    const b = other.spec({ image });
+    const boxes = [await env.factory.create(a), await other.factory.create(b)];
+    try {
+      for (const [i, sb] of boxes.entries()) {
+        const spec = [a, b][i]!;
+        const r = await runStep(sb, "stat -c %u:%g /etc/passwd /usr/bin/passwd; test -u /usr/bin/passwd && echo set-uid");
+        assert.equal(r.stdout.toString(), "0:0\n0:0\nset-uid\n", r.stderr.toString());
+        const jobDir = join(sb.workspaceOnHost, "..", "..");
+        assert.equal(statSync(join(jobDir, "image", "etc", "passwd")).uid, spec.slot.hostUidBase, "the slot sees the image shifted into its range");
+      }
+      const shared = "/var/cache/deltaci/images/shared";
+      assert.equal(statSync(shared).mode & 0o777, 0o700, "the unshifted image (set-uid root binaries) is root's only");
+      assert.equal(statSync(join(shared, image.digest.slice(7, 39), "rootfs", "etc", "passwd")).uid, 0);
+      const perSlot = existsSync("/var/cache/deltaci/images/unpacked") ? readdirSync("/var/cache/deltaci/images/unpacked") : [];
+      assert.deepEqual(perSlot.filter((n) => n.endsWith(`-${a.slot.hostUidBase}`) || n.endsWith(`-${b.slot.hostUidBase}`)), [], "no per-slot copy");
+    } finally {
+      for (const sb of boxes) await sb.dispose();
+      assert.deepEqual([...(await env.leftovers(a)), ...(await other.leftovers(b))], []);
+      await other.cleanup();
+    }
+  });
+
+  void it("runs an image from an OCI archive (copied once into a layout with skopeo)", async () => {
+    const tar = join(env.root, "debian.tar");
+    await run("skopeo", ["copy", "--quiet", image.ref, `oci-archive:${tar}:bookworm`], { timeout: 600_000 });
+    const spec = env.spec({ image: { kind: "oci", ref: `oci-archive:${tar}:bookworm`, digest: image.digest } });
+    const sb = await env.factory.create(spec);
+    try {
+      const r = await runStep(sb, "cat /etc/debian_version");
+      assert.match(r.stdout.toString(), /^12\.\d+\n$/, r.stderr.toString());
+    } finally {
+      await sb.dispose();
+      assert.deepEqual(await env.leftovers(spec), []);
+    }
+    const bad = env.spec({ image: { kind: "oci", ref: `oci-archive:${join(env.root, "src.tar")}`, digest: image.digest } });
+    await assert.rejects(env.factory.create(bad), (e: Error & { code?: string }) => e.code === "E_SANDBOX" && /not an OCI archive/.test(e.message));
   });
 
   void it("refuses a digest that the layout does not list", async () => {

@@ -21,7 +21,7 @@ import { CrunCli } from "./crun-cli.ts";
 import { InitChannel } from "./init-channel.ts";
 import { CrunSandbox, HOME, HELPER_IN_SANDBOX, WORKSPACE } from "./crun-sandbox.ts";
 import { hostEtc, hostRootfs } from "./host-rootfs.ts";
-import { mountOverlay, unpackImage } from "./oci-image.ts";
+import { mountImageForSlot, mountOverlay, unpackImage } from "./oci-image.ts";
 import { prepareCaches, saveCaches, type WritableCache } from "./caches.ts";
 import { createJobDisk, loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildSandboxHelper, type NativeTool } from "./native-tools.ts";
@@ -224,10 +224,12 @@ export class CrunSandboxFactory implements SandboxFactory {
       const skeletonPoints = caches.targets.filter((t) => !t.startsWith(WORKSPACE + "/") && !t.startsWith(HOME + "/") && t !== HOME);
       if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
       else {
-        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, uid, spec.slot.uidCount);
+        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest);
         for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, "upper"), uid, uid);
-        await mountOverlay(img.rootfs, join(diskMount, "upper"), join(diskMount, "work"), rootfs);
+        const lower = join(jobDir, "image");
+        await mountImageForSlot(p.helper.path, img.rootfs, lower, uid, spec.slot.uidCount);
+        await mountOverlay(lower, join(diskMount, "upper"), join(diskMount, "work"), rootfs);
         for (const kv of img.env) {
           const eq = kv.indexOf("=");
           if (eq > 0) extraEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
@@ -335,7 +337,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     return found;
   }
 
-  /** Removes the images unpacked for a slot's uid range (they are otherwise kept as a cache). */
+  /** Removes per-slot image copies that versions before shared images unpacked for a slot's uid range. */
   async pruneImages(slot: SlotInfo): Promise<string[]> {
     const dir = join(this.cacheDir, "images", "unpacked");
     const removed: string[] = [];

@@ -1,12 +1,15 @@
 /**
- * OCI images from an OCI layout directory, pinned by manifest digest. Each (digest, slot uid
- * range) is unpacked once with umoci, owned by the slot's unprivileged uids so root in the
- * sandbox owns its files, and shared read-only by that slot's jobs as the overlay's lower layer.
- * `ref` is `<layout dir>` or `oci:<layout dir>[:<tag>]`; the digest must be listed in its index.
+ * OCI images from an OCI layout directory or an OCI archive, pinned by manifest digest. Each
+ * digest is unpacked once with umoci (owners as in the image) into a root-only cache dir and
+ * shared read-only by every slot: a job sees it through an idmapped mount that shifts the image's
+ * ids into the slot's unprivileged range, as the overlay's lower layer. `ref` is `<layout dir>`,
+ * `oci:<layout dir>[:<tag>]` or `oci-archive:<file.tar>[:<tag>]` (copied once into a layout with
+ * skopeo); the digest must be listed in the layout's index.
  */
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
@@ -23,35 +26,74 @@ interface IndexJson {
   manifests?: Array<{ digest: string; annotations?: Record<string, string> }>;
 }
 
-export function parseImageRef(ref: string): { layout: string; tag: string | null } {
-  const body = ref.startsWith("oci:") ? ref.slice(4) : ref;
+export function parseImageRef(ref: string): { layout: string; tag: string | null; archive: boolean } {
+  const archive = ref.startsWith("oci-archive:");
+  const body = archive ? ref.slice("oci-archive:".length) : ref.startsWith("oci:") ? ref.slice(4) : ref;
   const m = /^(.*?)(?::([A-Za-z0-9_.-]+))?$/.exec(body);
-  return { layout: m?.[1] ?? body, tag: m?.[2] ?? null };
+  return { layout: m?.[1] ?? body, tag: m?.[2] ?? null, archive };
 }
 
-export async function unpackImage(cacheDir: string, ref: string, digest: string, uidBase: number, uidCount: number): Promise<UnpackedImage> {
-  const { layout } = parseImageRef(ref);
+const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+/** Creates `dir` by filling a temp dir next to it and renaming it; a concurrent winner's dir is used. */
+async function buildOnce(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  if (existsSync(dir)) return;
+  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    await fill(tmp);
+    await rename(tmp, dir).catch((e: unknown) => {
+      if (!existsSync(dir)) throw e;
+    });
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The layout dir of a ref: the dir itself, or an archive's copy in the cache, keyed by the
+ * archive's index.json (which names every manifest by digest), so one image is copied once.
+ */
+async function layoutOf(cacheDir: string, ref: string): Promise<string> {
+  const { layout, tag, archive } = parseImageRef(ref);
+  if (!archive) return layout;
+  let index: string;
+  try {
+    index = (await run("tar", ["-xOf", layout, "index.json"], { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 })).stdout;
+  } catch (e) {
+    throw new DeltaError("E_SANDBOX", `image ${ref}: not an OCI archive (no index.json): ${message(e)}`, { cause: e });
+  }
+  const key = createHash("sha256").update(index).update(`\0${tag ?? ""}`).digest("hex").slice(0, 32);
+  const dir = join(cacheDir, "images", "layouts", key);
+  await mkdir(join(cacheDir, "images", "layouts"), { recursive: true, mode: 0o700 });
+  try {
+    await buildOnce(dir, async (tmp) => {
+      await run("skopeo", ["copy", "--quiet", `oci-archive:${layout}${tag ? `:${tag}` : ""}`, `oci:${tmp}:${tag ?? "image"}`], { timeout: 600_000 });
+    });
+  } catch (e) {
+    throw new DeltaError("E_SANDBOX", `image ${ref}: cannot read the OCI archive: ${message(e)}`, { cause: e });
+  }
+  return dir;
+}
+
+export async function unpackImage(cacheDir: string, ref: string, digest: string): Promise<UnpackedImage> {
+  const layout = await layoutOf(cacheDir, ref);
   const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8").catch((e: unknown) => {
     throw new DeltaError("E_SANDBOX", `image ${ref}: no OCI layout (${String(e)})`);
   })) as IndexJson;
   const entry = index.manifests?.find((m) => m.digest === digest);
   const tag = entry?.annotations?.["org.opencontainers.image.ref.name"];
   if (!entry || !tag) throw new DeltaError("E_SANDBOX", `image ${ref}: digest ${digest} is not a tagged manifest of the layout`);
-  const dir = join(cacheDir, "images", "unpacked", `${digest.replace(/^sha256:/, "").slice(0, 32)}-${uidBase}`);
-  if (!existsSync(join(dir, "rootfs"))) {
-    await mkdir(join(cacheDir, "images", "unpacked"), { recursive: true, mode: 0o755 });
-    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-    try {
-      const map = `0:${uidBase}:${uidCount}`;
-      await run("umoci", ["unpack", "--uid-map", map, "--gid-map", map, "--image", `${layout}:${tag}`, tmp], { timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
-      await rename(tmp, dir).catch(async (e: unknown) => {
-        if (!existsSync(join(dir, "rootfs"))) throw e; // someone else won the race: use theirs
-      });
-    } catch (e) {
-      throw new DeltaError("E_SANDBOX", `image ${ref}@${digest}: unpack failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-    } finally {
-      await rm(tmp, { recursive: true, force: true });
-    }
+  // root only: the unpacked tree keeps the image's owners, set-uid root binaries included
+  const shared = join(cacheDir, "images", "shared");
+  await mkdir(shared, { recursive: true, mode: 0o700 });
+  await chmod(shared, 0o700);
+  const dir = join(shared, digest.replace(/^sha256:/, "").slice(0, 32));
+  try {
+    await buildOnce(dir, async (tmp) => {
+      await run("umoci", ["unpack", "--image", `${layout}:${tag}`, tmp], { timeout: 600_000, maxBuffer: 64 * 1024 * 1024 });
+    });
+  } catch (e) {
+    throw new DeltaError("E_SANDBOX", `image ${ref}@${digest}: unpack failed: ${message(e)}`, { cause: e });
   }
   const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8").catch(() => "{}")) as { process?: { env?: string[] } };
   const rootfs = join(dir, "rootfs");
@@ -60,6 +102,16 @@ export async function unpackImage(cacheDir: string, ref: string, digest: string,
     env: config.process?.env ?? [],
     hasBash: existsSync(join(rootfs, "usr/bin/bash")) || existsSync(join(rootfs, "bin/bash")),
   };
+}
+
+/** Mounts an unpacked image read-only at `target`, its ids shifted into the slot's range. */
+export async function mountImageForSlot(helper: string, rootfs: string, target: string, uidBase: number, uidCount: number): Promise<void> {
+  await mkdir(target, { recursive: true, mode: 0o755 });
+  try {
+    await run(helper, ["idmap-mount", rootfs, target, String(uidBase), String(uidCount)], { timeout: 60_000 });
+  } catch (e) {
+    throw new DeltaError("E_SANDBOX", `cannot mount the image for the slot (idmapped mounts need Linux 5.19 or later): ${message(e)}`, { cause: e });
+  }
 }
 
 /** Mounts the job's root: the image read-only below, the job disk's upper dir above. */

@@ -5,6 +5,9 @@
  *                             below); with PORT and SOCKET forwards 127.0.0.1:PORT to the egress proxy.
  *   unshare-cgroup2 DIR CMD.. host side: private mount namespace without the cgroup2 mount at DIR
  *                             (hybrid hosts, where crun 1.8 refuses to run), then exec CMD.
+ *   idmap-mount SRC DST BASE COUNT
+ *                             host side: mounts SRC at DST read-only (nosuid, nodev), with ids
+ *                             0..COUNT-1 of SRC seen as BASE..BASE+COUNT-1 (an idmapped mount).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -293,9 +296,63 @@ static int run_unshare(char *dir, char **argv) {
   return 127;
 }
 
+static int write_file(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = write_all(fd, text, strlen(text));
+  close(fd);
+  return rc;
+}
+
+/* A user namespace mapping 0..count-1 to base..: created by a child that waits until we hold it. */
+static int userns_fd(unsigned long base, unsigned long count) {
+  int ready[2], hold[2];
+  if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(hold, O_CLOEXEC) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    close(ready[0]);
+    close(hold[1]);
+    char c = unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    if (read(hold[0], &c, 1) < 0) _exit(1);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(hold[0]);
+  char c = 'n', path[64], map[64];
+  int fd = -1;
+  if (read(ready[0], &c, 1) == 1 && c == 'y') {
+    snprintf(map, sizeof map, "0 %lu %lu\n", base, count);
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+    int ok = write_file(path, map) == 0;
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+    ok = ok && write_file(path, map) == 0;
+    snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+    if (ok) fd = open(path, O_RDONLY | O_CLOEXEC);
+  }
+  close(hold[1]);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+  return fd;
+}
+
+static int run_idmap_mount(const char *src, const char *dst, const char *base, const char *count) {
+  int ns = userns_fd(strtoul(base, NULL, 10), strtoul(count, NULL, 10));
+  if (ns < 0) { perror("deltaci: user namespace for the id mapping"); return 125; }
+  int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (tree < 0) { perror("deltaci: open_tree"); return 125; }
+  struct mount_attr attr = {0};
+  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  attr.userns_fd = (uint64_t)ns;
+  if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) { perror("deltaci: mount_setattr (idmap)"); return 125; }
+  if (move_mount(tree, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) != 0) { perror("deltaci: move_mount"); return 125; }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "init") == 0) run_init(argv + 2);
   if (argc >= 4 && strcmp(argv[1], "unshare-cgroup2") == 0) return run_unshare(argv[2], argv + 3);
-  fprintf(stderr, "usage: %s init CTLFD [PORT SOCKET] | unshare-cgroup2 DIR CMD...\n", argv[0]);
+  if (argc == 6 && strcmp(argv[1], "idmap-mount") == 0) return run_idmap_mount(argv[2], argv[3], argv[4], argv[5]);
+  fprintf(stderr, "usage: %s init CTLFD [PORT SOCKET] | unshare-cgroup2 DIR CMD... | idmap-mount SRC DST BASE COUNT\n", argv[0]);
   return 2;
 }

@@ -98,8 +98,8 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     await finished;
     over = true;
     if (blocked > 0) ctx.channel.resume();
-    await leftovers;
-    await killJobProcesses(ctx);
+    // after 'S' the leftovers were killed before init could report 'R'; without it, init is gone
+    await (status !== "" ? leftovers : killJobProcesses(ctx));
     control.finish();
     stdout.end();
     stderr.end();

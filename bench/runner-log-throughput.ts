@@ -15,7 +15,12 @@ import { Api, jobSpec } from "../test/support/runner-harness.ts";
 import { startServer } from "../src/server/index.ts";
 
 const MiB = 1024 * 1024;
-const sizeMiB = Number(process.argv[2] ?? 200);
+const args = process.argv.slice(2);
+const profIdx = args.indexOf("--cpu-prof-dir");
+// `--cpu-prof-dir DIR`: the runner child writes a V8 CPU profile there (run the bench itself with
+// `node --cpu-prof --cpu-prof-dir DIR` to profile the server side too).
+const profDir = profIdx >= 0 ? args.splice(profIdx, 2)[1] : undefined;
+const sizeMiB = Number(args[0] ?? 200);
 const total = sizeMiB * MiB;
 const line = "2026-11-28T03:00:00.000Z INFO build step output line with some ordinary text 0123456789";
 const producer = `yes '${line}' | head -c ${total}`;
@@ -52,7 +57,7 @@ try {
   writeFileSync(tokenFile, await api.registrationToken(), { mode: 0o600 });
   mkdirSync(join(root, "slot"), { mode: 0o711 });
   const runner = spawn(process.execPath, [
-    cli, "runner", "--server", server.url, "--registration-token-file", tokenFile, "--isolation", "process",
+    ...(profDir ? ["--cpu-prof", "--cpu-prof-dir", profDir] : []), cli, "runner", "--server", server.url, "--registration-token-file", tokenFile, "--isolation", "process",
     "--work-dir", join(root, "slot", "work"), "--slot", "9", "--idle-timeout", "60s", "--log-level", "warn",
   ], { stdio: ["ignore", "ignore", "inherit"] });
   const pid = runner.pid ?? 0;

@@ -1,6 +1,7 @@
 /**
- * Streams the spool to the server: `PUT` chunks (≤ chunkBytes) at offsets, one request at a
- * time, flushing once `flushBytes` wait or `flushIntervalMs` after the previous send. The
+ * Streams the spool to the server: `PUT` chunks (≤ chunkBytes) at offsets, up to `inFlight`
+ * requests at once (each with its own reusable buffer; the server orders them by offset),
+ * flushing once `flushBytes` wait or `flushIntervalMs` after the previous send. The
  * server's `committed` is the truth: a 416 rewinds to it, resends before it are idempotent, and
  * the sha256 is computed over exactly the committed bytes, in order. Transient failures are
  * retried by the sink (the client's retry policy) until the signal aborts, so no byte is dropped.
@@ -25,6 +26,12 @@ export interface LogSink {
 /** Smallest chunk the uploader shrinks to after transient failures. */
 export const MIN_CHUNK_BYTES = 16 * 1024;
 
+/**
+ * Two PUTs in flight: the server commits one while the next is read from the spool and sent,
+ * so neither side idles (the server holds an early-arriving PUT until its offset is committed).
+ */
+export const DEFAULT_PUTS_IN_FLIGHT = 2;
+
 export type UploaderStop = "limit" | "stale" | "error" | null;
 
 export interface LogUploaderOptions {
@@ -34,6 +41,8 @@ export interface LogUploaderOptions {
   flushIntervalMs: number;
   flushBytes: number;
   chunkBytes: number;
+  /** PUTs kept in flight at once (default DEFAULT_PUTS_IN_FLIGHT); the server orders them. */
+  inFlight?: number;
 }
 
 export interface LogSummary {
@@ -43,8 +52,13 @@ export interface LogSummary {
 
 export class LogUploader {
   private readonly o: LogUploaderOptions;
-  private readonly buf: Buffer;
+  /** Chunk buffers not in flight (one per PUT the window allows). */
+  private readonly free: Buffer[] = [];
   private committedBytes = 0;
+  /** End of what was handed to the sink (≥ committed while PUTs are in flight). */
+  private sentTo = 0;
+  /** Set by a failed or short PUT: the loop sends again from here. */
+  private rewindTo: number | null = null;
   private hash: Hash = createHash("sha256");
   private hashedTo = 0;
   private lastSendAt = -Infinity;
@@ -59,7 +73,8 @@ export class LogUploader {
 
   constructor(opts: LogUploaderOptions) {
     this.o = opts;
-    this.buf = Buffer.allocUnsafe(opts.chunkBytes);
+    const window = Math.max(1, opts.inFlight ?? DEFAULT_PUTS_IN_FLIGHT);
+    for (let i = 0; i < window; i++) this.free.push(Buffer.allocUnsafe(opts.chunkBytes));
     this.chunkLimit = opts.chunkBytes;
   }
 
@@ -103,6 +118,8 @@ export class LogUploader {
   /** After a 412 on complete: the server holds `committed` bytes; send the rest again with `finish`. */
   rewind(committed: number): void {
     this.setCommitted(Math.min(committed, this.o.spool.size));
+    this.sentTo = this.committedBytes;
+    this.rewindTo = null;
     this.loop = null;
   }
 
@@ -126,41 +143,84 @@ export class LogUploader {
   private async run(): Promise<void> {
     const { spool, clock } = this.o;
     const signal = this.abort.signal;
-    while (!signal.aborted && this.stopReason === null) {
-      const pending = spool.size - this.committedBytes;
-      if (pending <= 0) {
-        if (this.finishing) return;
-        await this.waitForPoke();
-        continue;
-      }
-      const dueAt = this.lastSendAt + this.o.flushIntervalMs;
-      if (!this.finishing && pending < this.o.flushBytes && clock.now() < dueAt) {
-        await this.waitForPoke(dueAt - clock.now());
-        continue;
-      }
-      const start = this.committedBytes;
-      const n = await spool.readAt(start, this.buf.subarray(0, this.chunkLimit));
-      if (n <= 0) return;
-      const chunk = this.buf.subarray(0, n);
-      this.lastSendAt = clock.now();
-      try {
-        const res = await this.o.sink.put(start, chunk, signal);
-        this.setCommitted(res.committed);
-        this.chunkLimit = Math.min(this.o.chunkBytes, this.chunkLimit * 2);
-        if (res.committed > this.hashedTo && res.committed <= start + n) {
-          this.hashUpTo(start);
-          this.hash.update(chunk.subarray(this.hashedTo - start, res.committed - start));
-          this.hashedTo = res.committed;
+    const inflight = new Set<Promise<void>>();
+    try {
+      while (!signal.aborted && this.stopReason === null) {
+        if (this.rewindTo !== null) {
+          this.sentTo = Math.min(this.sentTo, this.rewindTo);
+          this.rewindTo = null;
         }
-      } catch (err) {
-        if (signal.aborted) return;
-        if (RetryPolicy.isTransient(err)) {
-          this.chunkLimit = Math.max(MIN_CHUNK_BYTES, Math.floor(this.chunkLimit / 2));
+        // Nothing in flight yet bytes sent but not held (a partial commit): send them again.
+        if (inflight.size === 0 && this.sentTo > this.committedBytes) this.sentTo = this.committedBytes;
+        const unsent = spool.size - this.sentTo;
+        if (unsent <= 0 || this.free.length === 0) {
+          if (unsent <= 0 && inflight.size === 0 && this.finishing) return;
+          await this.waitForPoke();
           continue;
         }
-        this.stopError = err;
-        this.stopReason = isDeltaError(err, "E_LOG_LIMIT") ? "limit" : isDeltaError(err, "E_LEASE_STALE") ? "stale" : "error";
+        const dueAt = this.lastSendAt + this.o.flushIntervalMs;
+        if (!this.finishing && unsent < this.o.flushBytes && clock.now() < dueAt) {
+          await this.waitForPoke(dueAt - clock.now());
+          continue;
+        }
+        const buf = this.free.pop() as Buffer;
+        const start = this.sentTo;
+        const want = Math.min(this.chunkLimit, unsent);
+        // Reserve the range before the read: completions that land meanwhile may rewind `sentTo`.
+        this.sentTo = start + want;
+        this.lastSendAt = clock.now();
+        let n: number;
+        try {
+          n = await spool.readAt(start, buf.subarray(0, want));
+        } catch (err) {
+          this.free.push(buf);
+          throw err;
+        }
+        if (n < want) this.rewindTo = Math.min(this.rewindTo ?? Infinity, start + Math.max(0, n));
+        if (n <= 0) {
+          this.free.push(buf);
+          return;
+        }
+        const sent: Promise<void> = this.send(start, buf.subarray(0, n)).finally(() => {
+          inflight.delete(sent);
+          this.free.push(buf);
+          this.poke();
+        });
+        inflight.add(sent);
       }
+    } finally {
+      await Promise.allSettled(inflight);
+    }
+  }
+
+  /** One PUT; its outcome updates `committed`, the hash, the chunk size, or stops the uploader. */
+  private async send(start: number, chunk: Buffer): Promise<void> {
+    const signal = this.abort.signal;
+    try {
+      const res = await this.o.sink.put(start, chunk, signal);
+      if (res.status === "gap") {
+        // The server holds less than this chunk's start: it is the truth (it may have lost bytes).
+        this.setCommitted(res.committed);
+        this.rewindTo = Math.min(this.rewindTo ?? Infinity, this.committedBytes);
+        return;
+      }
+      // Answers to overlapping PUTs may arrive out of order: an accepted `committed` only grows.
+      if (res.committed > this.committedBytes) this.setCommitted(res.committed);
+      this.chunkLimit = Math.min(this.o.chunkBytes, this.chunkLimit * 2);
+      const end = Math.min(res.committed, start + chunk.length);
+      if (end > this.hashedTo && this.hashedTo >= start) {
+        this.hash.update(chunk.subarray(this.hashedTo - start, end - start));
+        this.hashedTo = end;
+      }
+    } catch (err) {
+      if (signal.aborted || this.stopReason !== null) return;
+      if (RetryPolicy.isTransient(err)) {
+        this.chunkLimit = Math.max(MIN_CHUNK_BYTES, Math.floor(this.chunkLimit / 2));
+        this.rewindTo = Math.min(this.rewindTo ?? Infinity, start);
+        return;
+      }
+      this.stopError = err;
+      this.stopReason = isDeltaError(err, "E_LOG_LIMIT") ? "limit" : isDeltaError(err, "E_LEASE_STALE") ? "stale" : "error";
     }
   }
 
@@ -175,7 +235,7 @@ export class LogUploader {
 
   /** Brings the hash up to `to` by reading the spool (only when bytes were committed out of order). */
   private hashUpTo(to: number): void {
-    // Own scratch buffer: `this.buf` may hold the chunk in flight.
+    // Own scratch buffer: the chunk buffers may be in flight.
     const scratch = this.hashedTo < to ? Buffer.allocUnsafe(Math.min(1 << 16, to - this.hashedTo)) : null;
     while (scratch && this.hashedTo < to) {
       const n = this.o.spool.readAtSync(this.hashedTo, scratch.subarray(0, Math.min(scratch.length, to - this.hashedTo)));

@@ -10,6 +10,7 @@ import { SqliteStateStore } from "./db/sqlite-state-store.ts";
 import type { EngineContext } from "./engine/context.ts";
 import { loadCapacity } from "./engine/controller-ops.ts";
 import { LeaseWaiters } from "./engine/lease-waiters.ts";
+import { LogDigests } from "./engine/log-digests.ts";
 import { keys, Notifier } from "./engine/notifier.ts";
 import { runSweeper } from "./engine/sweeper.ts";
 import { buildApp } from "./http/app.ts";
@@ -53,7 +54,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metrics = new ServerMetrics(store, waiters);
   const ctx: EngineContext = {
     store, clock: opts.clock, opts, events: new Notifier(), waiters, metrics, logger: opts.logger,
-    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), lifecycle: { stopping: false },
+    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), logDigests: new LogDigests(), lifecycle: { stopping: false },
     discardUpload: (id) => {
       blobs.discardUpload(id).catch((err: unknown) => opts.logger?.warn({ err, artifactId: id }, "could not remove an abandoned upload"));
     },

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../../base/clock.ts";
 import type { ResolvedOptions } from "../options.ts";
 import type { LeaseWaiters } from "./lease-waiters.ts";
+import type { LogDigests } from "./log-digests.ts";
 import type { Pool } from "./matching.ts";
 import type { Notifier } from "./notifier.ts";
 import type { StateStore } from "./state-store.ts";
@@ -33,6 +34,8 @@ export interface EngineContext {
   uploadsInFlight: Set<string>;
   /** Deletes the partial upload of an artifact that can no longer complete (after commit). */
   discardUpload(artifactId: string): void;
+  /** Running digests of live attempts' logs (log-ops.ts). */
+  logDigests: LogDigests;
   /** Set when the server begins to shut down: long polls and follow streams end. */
   lifecycle: { stopping: boolean };
 }

@@ -30,12 +30,20 @@ export function parseContentRange(header: string | undefined): ContentRange {
 
 export type AppendResult = { status: 202; committed: number } | { status: 413; committed: number; truncated: true };
 
-export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, data: Buffer): Promise<AppendResult> {
+/**
+ * How long an append that arrived ahead of its offset (the runner keeps two PUTs in flight, on
+ * separate connections) waits for the appends before it to commit before answering 416.
+ */
+export const LOG_ORDER_WAIT_MS = 2_000;
+
+export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, data: Buffer, signal?: AbortSignal): Promise<AppendResult> {
   if (data.length !== range.end - range.start + 1) {
     throw new DeltaError("E_INVALID", `body has ${data.length} bytes, Content-Range says ${range.end - range.start + 1}`);
   }
+  const leaseHash = hashToken(leaseToken);
+  await awaitTurn(ctx, leaseHash, range.start, signal);
   return ctx.store.write((hooks) => {
-    const a = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+    const a = ctx.store.getAttemptByLeaseHash(leaseHash);
     if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
     const job = ctx.store.getJob(a.jobId);
     if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
@@ -49,7 +57,7 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
     if (fresh.length === 0) return { status: 202 as const, committed };
     const room = Math.max(0, job.logLimit - committed);
     const kept = fresh.subarray(0, room);
-    if (kept.length > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, Buffer.from(kept));
+    if (kept.length > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, kept);
     const now = committed + kept.length;
     const truncated = kept.length < fresh.length;
     ctx.store.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });
@@ -57,11 +65,24 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
       ctx.store.addTransition(a.jobId, { at: ctx.clock.now(), attempt: a.attempt, from: "log", to: "log:truncated", reason: `log limit of ${job.logLimit} bytes reached` });
     }
     hooks.afterCommit(() => {
+      if (kept.length > 0) ctx.logDigests.appended(a.jobId, a.attempt, committed, kept);
       ctx.metrics.logBytes(kept.length);
       ctx.events.emit(keys.log(a.jobId));
     });
     return truncated ? { status: 413 as const, committed: now, truncated: true as const } : { status: 202 as const, committed: now };
   });
+}
+
+/** Waits (bounded) until the attempt's committed log reaches `start`: PUTs may arrive out of order. */
+async function awaitTurn(ctx: EngineContext, leaseHash: string, start: number, signal?: AbortSignal): Promise<void> {
+  const deadline = ctx.clock.now() + LOG_ORDER_WAIT_MS;
+  for (;;) {
+    const a = ctx.store.getAttemptByLeaseHash(leaseHash);
+    const left = deadline - ctx.clock.now();
+    if (!a || a.logBytes >= start || left <= 0 || signal?.aborted || ctx.lifecycle.stopping) return;
+    // Subscribed in this same turn as the read: an append committing meanwhile still wakes us.
+    if (!(await ctx.events.wait([keys.log(a.jobId)], left, ctx.clock, signal))) return;
+  }
 }
 
 /** Live attempts log freely; a terminal one (not lost, not superseded) only within the tail window. */
@@ -76,8 +97,10 @@ function assertMayLog(ctx: EngineContext, a: AttemptRow, current: number): void 
   throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} ended and its tail window closed`);
 }
 
-/** sha256 of an attempt's committed log. */
+/** sha256 of an attempt's committed log (the running digest when it covers it, else read back). */
 export function logDigest(ctx: EngineContext, a: AttemptRow): string {
+  const running = ctx.logDigests.digest(a.jobId, a.attempt, a.logBytes);
+  if (running !== null) return running;
   const h = createHash("sha256");
   let offset = 0;
   for (;;) {

@@ -49,7 +49,7 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Co
     const range = parseContentRange(req.headers["content-range"]);
     checkContentLength(req, ctx.opts.logChunkLimitBytes);
     const data = await readCapped(rawBody(req), ctx.opts.logChunkLimitBytes);
-    const r = await appendLog(ctx, req.deltaToken, range, data);
+    const r = await appendLog(ctx, req.deltaToken, range, data, clientGone(reply));
     if (r.status === 413) {
       return reply.code(413).send({ error: { code: "E_LOG_LIMIT", message: "the job's log limit is reached; the log is truncated", committed: r.committed }, committed: r.committed, truncated: true });
     }

@@ -208,6 +208,19 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       assert.deepEqual(await h.leftovers(idle), [], "close() disposes of a warm sandbox nobody took");
     });
 
+    void it("reapSlot() discards the slot's warm sandbox: the next job builds a working one", async () => {
+      h ??= await harness();
+      const spec = h.spec();
+      await h.factory.prewarm(spec);
+      await h.factory.reapSlot(spec.slot);
+      assert.deepEqual(await h.leftovers(spec), []);
+      const sb = await h.factory.create(spec);
+      open.push({ sb, spec });
+      const r = await runStep(sb, "echo fresh");
+      assert.equal(r.stdout.toString(), "fresh\n");
+      await finish(sb, spec);
+    });
+
     void it("dispose() during a step kills it, removes everything, and is idempotent", async () => {
       const { sb, spec } = await make();
       const marker = String(randomInt(10_000_000, 99_999_999));

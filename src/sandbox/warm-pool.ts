@@ -43,6 +43,13 @@ export class WarmPool<T extends Sandbox> {
     return hit?.sandbox ?? null;
   }
 
+  /** Disposes of a slot's warm sandboxes and waits for it (before the slot is reaped under them). */
+  async discardSlot(slotIndex: number): Promise<void> {
+    const mine = this.entries.filter((e) => e.slotIndex === slotIndex);
+    for (const e of mine) this.entries.splice(this.entries.indexOf(e), 1);
+    await Promise.all(mine.map((e) => e.sandbox.then((sb) => sb?.dispose()).catch(() => {})));
+  }
+
   /** Disposes of every warm sandbox nobody took, and waits for those being disposed of. */
   async close(): Promise<void> {
     for (const e of this.entries.splice(0)) this.dispose(e.sandbox);

@@ -350,6 +350,7 @@ export class CrunSandboxFactory implements SandboxFactory {
   }
 
   async reapSlot(slot: SlotInfo): Promise<string[]> {
+    await this.warm.discardSlot(slot.index); // a warm sandbox must not be reaped from under the pool
     const p = await this.prepare();
     const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel };
     const removed: string[] = [];

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { runStep } from "../src/sandbox/conformance.ts";
+import { detectCgroupLayout, JobCgroup } from "../src/sandbox/oci/cgroups.ts";
 import type { SandboxLogger } from "../src/sandbox/types.ts";
 import { ociTestEnv } from "./support/sandbox-harness.ts";
 
@@ -52,4 +53,21 @@ void test("a job that needs an egress allowlist is never served a prewarmed sand
   await sb.dispose();
   await env.factory.close();
   assert.deepEqual(await env.factory.inspectSlot(spec.slot), [], "the warm sandbox of the other shape was disposed of");
+});
+
+void test("a prewarmed sandbox whose init died while it waited is replaced, not handed to the job", { timeout: 180_000 }, async () => {
+  const spec = env.spec();
+  await env.factory.prewarm(spec);
+  const [warm] = await containersOf(spec.slot);
+  assert.ok(warm, "a warm container exists");
+  const cgroup = new JobCgroup(detectCgroupLayout(), `/deltaci/slot-${spec.slot.index}/${warm.replace(/^container /, "")}`);
+  for (const pid of await cgroup.pids()) process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 400 && (await cgroup.pids()).length > 0; i++) await delay(25);
+  messages.length = 0;
+  const sb = await env.factory.create(spec);
+  assert.ok(messages.includes("the prewarmed sandbox died while it waited: building a new one"));
+  const r = await runStep(sb, "echo works");
+  assert.equal(r.stdout.toString(), "works\n");
+  await sb.dispose();
+  assert.deepEqual(await env.factory.inspectSlot(spec.slot), []);
 });

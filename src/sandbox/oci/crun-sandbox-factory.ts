@@ -128,7 +128,12 @@ export class CrunSandboxFactory implements SandboxFactory {
 
   async create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox> {
     const warm = this.warm.take(warmKey(spec), spec.slot.index);
-    const prebuilt = warm === null ? null : await warm;
+    let prebuilt = warm === null ? null : await warm;
+    if (prebuilt !== null && !prebuilt.alive) {
+      this.opts.logger.warn({ jobId: spec.jobId, sandbox: prebuilt.jobId }, "the prewarmed sandbox died while it waited: building a new one");
+      await prebuilt.dispose();
+      prebuilt = null;
+    }
     if (prebuilt !== null) this.opts.logger.info({ jobId: spec.jobId, sandbox: prebuilt.jobId }, "took a prewarmed sandbox");
     const sb = prebuilt ?? (await this.build(spec, signal));
     sb.adopt(spec.jobId);

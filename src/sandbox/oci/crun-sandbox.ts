@@ -60,6 +60,11 @@ export class CrunSandbox implements Sandbox {
     return this.servedJobId;
   }
 
+  /** False once its init is gone (the channel closed): the sandbox can run no step. */
+  get alive(): boolean {
+    return this.disposed === null && this.deps.channel.isOpen;
+  }
+
   adopt(jobId: string): void {
     this.servedJobId = jobId;
   }

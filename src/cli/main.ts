@@ -1,23 +1,10 @@
 /** The `deltaci` command: one composition root per subcommand, registered here. */
-import { Command, CommanderError } from "commander";
+import { CommanderError } from "commander";
 import { isDeltaError } from "../base/errors.ts";
-import { registerServerCommand } from "./commands/server.ts";
-import { registerRunnerCommand } from "./commands/runner.ts";
-import { registerControllerCommand } from "./commands/controller.ts";
-import { registerJobCommands } from "./commands/jobs.ts";
 import { CliExit, ExitCode } from "./exit.ts";
+import { buildProgram } from "./program.ts";
 
-const program = new Command("deltaci")
-  .description("Delta CI: run CI jobs in isolated, disposable sandboxes — locally or as a fleet")
-  .version("0.1.0")
-  .showHelpAfterError()
-  .enablePositionalOptions()
-  .exitOverride();
-
-registerJobCommands(program);
-registerServerCommand(program);
-registerControllerCommand(program);
-registerRunnerCommand(program);
+const program = buildProgram();
 
 /** Usage errors exit 2 (as documented), help and version 0, and a command's CliExit its own code. */
 function exitCodeOf(err: unknown): number {

@@ -2,6 +2,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { appendFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { request } from "undici";
 import { completeBody, JumpClock, startTestServer } from "./server-harness.ts";
 
@@ -149,6 +151,53 @@ void test("follow of an attempt ends when that attempt is lost; the retry is fol
     const list = await s.api("GET", "/v1/jobs?limit=5");
     assert.equal(list.body.jobs[0].jobId, jobId);
     assert.equal(list.body.jobs[0].attempts.length, 2);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("an append that arrives ahead of its offset waits for the one before it (two PUTs in flight)", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    // The second chunk is sent first, as a pipelining runner's later PUT may overtake the earlier one.
+    // (Without the hold, the server answers it 416 at once; a round trip lets it arrive first.)
+    const ahead = s.log(l.leaseToken, 10, "abcdefghij");
+    assert.equal((await s.status(jobId)).log.bytes, 0);
+    const first = await s.log(l.leaseToken, 0, "0123456789");
+    assert.equal(first.status, 202);
+    const second = await ahead;
+    assert.equal(second.status, 202, "held until its offset was committed, not 416");
+    assert.equal(second.body.committed, 20);
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "0123456789abcdefghij");
+  } finally {
+    await s.close();
+  }
+});
+
+void test("log bytes live in a file per attempt; bytes past the committed end are never served and are overwritten", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    assert.equal((await s.log(l.leaseToken, 0, "hello ")).body.committed, 6);
+    const file = join(s.dir, "logs", `${jobId}.1.log`);
+    assert.equal(readFileSync(file, "utf8"), "hello ");
+    // What a batch that rolled back (or a crash before the commit) leaves behind.
+    appendFileSync(file, "GARBAGE-NOT-COMMITTED");
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "hello ");
+    assert.equal((await s.status(jobId)).log.bytes, 6);
+    assert.equal((await s.log(l.leaseToken, 6, "world")).body.committed, 11);
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "hello world");
+    const done = await s.call("POST", "/v1/runner/complete", { token: l.leaseToken, json: completeBody({ log: { bytes: 11, sha256: sha("hello world") } }) });
+    assert.equal(done.status, 200);
+    const st = await s.status(jobId);
+    assert.equal(st.state, "succeeded");
+    assert.ok(Array.isArray(st.transitions) && st.transitions.length > 0);
+    assert.ok(!JSON.stringify(st.transitions).includes("digest differs"), "the running digest matches the committed bytes");
   } finally {
     await s.close();
   }

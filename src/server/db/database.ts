@@ -33,6 +33,9 @@ export class SqliteDatabase {
   /** Number of group commits and ops they carried (metrics, bench). */
   readonly stats = { commits: 0, ops: 0 };
 
+  /** Runs once per batch right before its COMMIT (e.g. fsync of files the batch wrote); a throw rolls the batch back. */
+  beforeCommit: (() => void) | null = null;
+
   /** Called when an after-commit hook throws; the commit itself stands. */
   onHookError: (err: unknown) => void = () => {};
 
@@ -123,7 +126,10 @@ export class SqliteDatabase {
           results.push({ ok: false, value: err, after: [] });
         }
       }
-      if (this.db.inTransaction) this.tx.commit.run();
+      if (this.db.inTransaction) {
+        this.beforeCommit?.();
+        this.tx.commit.run();
+      }
     } catch (err) {
       if (this.db.inTransaction) this.tx.rollback.run();
       for (const f of rollbacks) f();

@@ -1,10 +1,15 @@
 /** StateStore on SQLite: prepared statements cached once, rows mapped to engine types. */
+import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
 import type { StateStore, TxHooks } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
 import { SqliteDatabase } from "./database.ts";
+import { LogFiles } from "./log-files.ts";
+
+/** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
+const LOG_READ_PIECE_BYTES = 1024 * 1024;
 
 type Raw = Record<string, unknown>;
 
@@ -81,6 +86,7 @@ function sqlValue(key: string, v: unknown): unknown {
 
 export class SqliteStateStore implements StateStore {
   private readonly sql: SqliteDatabase;
+  private readonly logs: LogFiles;
   private readonly stmts = new Map<string, Statement>();
   private seq: number;
   /** Requirement sets that may have queued jobs (a superset; pruned lazily by queuedHeads). */
@@ -88,6 +94,8 @@ export class SqliteStateStore implements StateStore {
 
   constructor(file: string, durability: Durability) {
     this.sql = new SqliteDatabase(file, durability);
+    this.logs = new LogFiles(join(dirname(file), "logs"), durability === "full");
+    this.sql.beforeCommit = () => this.logs.syncWritten();
     this.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
   }
 
@@ -118,6 +126,7 @@ export class SqliteStateStore implements StateStore {
 
   close(): void {
     this.sql.close();
+    this.logs.close();
   }
 
   nextJobSeq(): number {
@@ -295,11 +304,23 @@ export class SqliteStateStore implements StateStore {
     return (this.st("SELECT * FROM artifacts WHERE job_id = ? AND attempt = ? ORDER BY name").all(jobId, attempt) as Raw[]).map(toArtifact);
   }
 
+  /** Log bytes go to a file per attempt (log-files.ts); a log an older server began in `log_chunks` stays there. */
   appendLogChunk(jobId: string, attempt: number, start: number, data: Buffer): void {
-    this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, start + data.length, data);
+    if (start > 0 && !this.logs.exists(jobId, attempt) && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt)) {
+      this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, start + data.length, data);
+      return;
+    }
+    this.logs.write(jobId, attempt, start, data);
   }
 
   readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Array<{ start: number; data: Buffer }> {
+    if (this.logs.exists(jobId, attempt)) {
+      // The file may hold bytes past the committed end (see log-files.ts): read only up to it.
+      const committed = (this.st("SELECT log_bytes FROM attempts WHERE job_id = ? AND attempt = ?").pluck().get(jobId, attempt) as number | undefined) ?? 0;
+      const len = Math.min(LOG_READ_PIECE_BYTES, committed - offset);
+      const data = len > 0 ? this.logs.read(jobId, attempt, offset, len) : null;
+      return data && data.length > 0 ? [{ start: offset, data }] : [];
+    }
     const rows = this.st("SELECT start_off, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND end_off > ? ORDER BY start_off LIMIT ?").all(jobId, attempt, offset, limit) as Raw[];
     return rows.map((r) => ({ start: r.start_off as number, data: r.data as Buffer }));
   }

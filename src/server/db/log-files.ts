@@ -1,0 +1,114 @@
+/**
+ * Job logs as files, one per attempt (`<dir>/<jobId>.<attempt>.log`), written at explicit offsets.
+ * The attempt's `log_bytes` in SQLite stays the truth: bytes past it (an append whose batch rolled
+ * back, or a crash between the write and the commit) are never read and the next append at that
+ * offset overwrites them. With `sync`, every file written in a batch is fdatasync'ed once before
+ * the batch's SQLite commit (group fsync: acknowledged bytes survive power loss); without it the
+ * page cache holds them, which survives a SIGKILL of the server as SQLite's NORMAL mode does.
+ * Logs left in the `log_chunks` table by older servers are still read (and appended to) there.
+ */
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, writeSync, constants } from "node:fs";
+import { join } from "node:path";
+
+/** Open log files kept at most; the least recently used one is closed first. */
+const MAX_OPEN = 64;
+const SAFE_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+export class LogFiles {
+  private readonly dir: string;
+  private readonly sync: boolean;
+  /** Open descriptors by `jobId.attempt`, least recently used first. */
+  private readonly fds = new Map<string, number>();
+  private readonly dirty = new Set<string>();
+  private dirDirty = false;
+
+  constructor(dir: string, sync: boolean) {
+    this.dir = dir;
+    this.sync = sync;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Writes `data` at `start` (synchronously: the caller is inside a write batch). */
+  write(jobId: string, attempt: number, start: number, data: Uint8Array): void {
+    const key = keyOf(jobId, attempt);
+    const fd = this.open(key, true);
+    if (fd === null) throw new Error(`log file ${key} cannot be opened`);
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off, start + off);
+    if (this.sync) this.dirty.add(key);
+  }
+
+  /** Reads up to `len` bytes at `position`; null when the attempt has no log file. */
+  read(jobId: string, attempt: number, position: number, len: number): Buffer | null {
+    const fd = this.open(keyOf(jobId, attempt), false);
+    if (fd === null) return null;
+    const buf = Buffer.allocUnsafe(len);
+    let n = 0;
+    while (n < len) {
+      const r = readSync(fd, buf, n, len - n, position + n);
+      if (r <= 0) break;
+      n += r;
+    }
+    return buf.subarray(0, n);
+  }
+
+  exists(jobId: string, attempt: number): boolean {
+    return this.open(keyOf(jobId, attempt), false) !== null;
+  }
+
+  /** Group fsync: called once per batch, before its SQLite commit. Throws when a sync fails. */
+  syncWritten(): void {
+    for (const key of this.dirty) {
+      const fd = this.fds.get(key);
+      if (fd !== undefined) fdatasyncSync(fd);
+    }
+    this.dirty.clear();
+    if (this.dirDirty) {
+      const d = openSync(this.dir, constants.O_RDONLY | constants.O_DIRECTORY);
+      try {
+        fsyncSync(d);
+      } finally {
+        closeSync(d);
+      }
+      this.dirDirty = false;
+    }
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+
+  private open(key: string, create: boolean): number | null {
+    const cached = this.fds.get(key);
+    if (cached !== undefined) {
+      this.fds.delete(key);
+      this.fds.set(key, cached);
+      return cached;
+    }
+    let fd: number;
+    try {
+      fd = openSync(join(this.dir, `${key}.log`), create ? constants.O_RDWR | constants.O_CREAT : constants.O_RDWR, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT" && !create) return null;
+      throw err;
+    }
+    if (create && this.sync) this.dirDirty = true;
+    this.fds.set(key, fd);
+    if (this.fds.size > MAX_OPEN) this.evictOldest();
+    return fd;
+  }
+
+  private evictOldest(): void {
+    const [key, fd] = this.fds.entries().next().value as [string, number];
+    // Not yet synced for its batch: sync now, or the commit would acknowledge unsynced bytes.
+    if (this.dirty.delete(key)) fdatasyncSync(fd);
+    this.fds.delete(key);
+    closeSync(fd);
+  }
+}
+
+function keyOf(jobId: string, attempt: number): string {
+  if (!SAFE_ID.test(jobId) || !Number.isSafeInteger(attempt) || attempt < 0) throw new Error(`bad log key ${jobId}/${attempt}`);
+  return `${jobId}.${attempt}`;
+}

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the sandbox, its tests and the quick start use (checked by package, not by binary).
 pkgs=(crun umoci skopeo debootstrap nftables iproute2 e2fsprogs mount util-linux tar git gcc libc6-dev
-      libseccomp-dev golang-github-containers-common ca-certificates apparmor)
+      libseccomp-dev golang-github-containers-common ca-certificates apparmor docker-registry)
 need=()
 for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")

@@ -31,6 +31,8 @@ export const defaults = {
   diskMiB: 4096,
   pids: 1024,
   logMiB: 64,
+  /** Bound on one registry image pull (manifest check and `skopeo copy`), on the host. */
+  imagePullTimeoutMs: 15 * 60_000,
 } as const;
 
 export type Defaults = typeof defaults;

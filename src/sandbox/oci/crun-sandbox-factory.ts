@@ -53,6 +53,10 @@ export interface CrunSandboxOptions {
   trace?: (phase: string, ms: number) => void;
   /** Short-path dir for the egress proxies' unix sockets (108-byte limit). */
   socketDir?: string;
+  /** `host[:port]` of image registries pulled from without TLS verification (plain HTTP, self-signed); default none. */
+  insecureRegistries?: readonly string[];
+  /** Bound on one registry image pull; default `defaults.imagePullTimeoutMs`. */
+  imagePullTimeoutMs?: number;
 }
 
 /** Port of the egress proxy inside a job's network namespace. */
@@ -229,7 +233,8 @@ export class CrunSandboxFactory implements SandboxFactory {
       const skeletonPoints = caches.targets.filter((t) => !t.startsWith(WORKSPACE + "/") && !t.startsWith(HOME + "/") && t !== HOME);
       if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
       else {
-        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest);
+        const pull = { insecureRegistries: this.opts.insecureRegistries ?? [], signal, ...(this.opts.imagePullTimeoutMs !== undefined ? { timeoutMs: this.opts.imagePullTimeoutMs } : {}) };
+        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, pull);
         for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, "upper"), uid, uid);
         const lower = join(jobDir, "image");

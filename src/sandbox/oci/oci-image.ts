@@ -4,15 +4,17 @@
  * shared read-only by every slot: a job sees it through an idmapped mount that shifts the image's
  * ids into the slot's unprivileged range, as the overlay's lower layer. `ref` is `<layout dir>`,
  * `oci:<layout dir>[:<tag>]` or `oci-archive:<file.tar>[:<tag>]` (copied once into a layout with
- * skopeo); the digest must be listed in the layout's index.
+ * skopeo); the digest must be listed in the layout's index. Any other ref is a registry reference,
+ * pulled by digest on the host (registry-pull.ts).
  */
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
+import { pullRegistryImage, registryRefOf, type PullOptions } from "./registry-pull.ts";
 
 const run = promisify(execFile);
 
@@ -36,9 +38,9 @@ export function parseImageRef(ref: string): { layout: string; tag: string | null
 const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
 /** Creates `dir` by filling a temp dir next to it and renaming it; a concurrent winner's dir is used. */
-async function buildOnce(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+export async function buildOnce(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
   if (existsSync(dir)) return;
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
   try {
     await fill(tmp);
     await rename(tmp, dir).catch((e: unknown) => {
@@ -75,8 +77,12 @@ async function layoutOf(cacheDir: string, ref: string): Promise<string> {
   return dir;
 }
 
-export async function unpackImage(cacheDir: string, ref: string, digest: string): Promise<UnpackedImage> {
-  const layout = await layoutOf(cacheDir, ref);
+/** Pulls a registry ref first (`pull`: TLS exceptions, timeout, cancel); the unpacked manifest is the platform's for an index. */
+export async function unpackImage(cacheDir: string, ref: string, pinned: string, pull: PullOptions = { insecureRegistries: [] }): Promise<UnpackedImage> {
+  const registry = registryRefOf(ref);
+  const pulled = registry === null ? null : await pullRegistryImage(cacheDir, ref, registry, pinned, pull, buildOnce);
+  const layout = pulled?.layout ?? (await layoutOf(cacheDir, ref));
+  const digest = pulled?.manifestDigest ?? pinned;
   const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8").catch((e: unknown) => {
     throw new DeltaError("E_SANDBOX", `image ${ref}: no OCI layout (${String(e)})`);
   })) as IndexJson;

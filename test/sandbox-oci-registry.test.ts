@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -131,6 +132,33 @@ void describe("oci images from a registry", { timeout: 1_800_000 }, () => {
       for (const r of boxes) if (r.status === "fulfilled") await r.value.dispose();
       assert.deepEqual([...(await insecure.inspectSlot(a.slot)), ...(await insecure.inspectSlot(b.slot))], []);
     }
+  });
+
+  void it("resolves a multi-platform image index to this host's manifest", async () => {
+    // an OCI index over the test image, pushed with --multi-arch all
+    const multi = join(regDir, "multi");
+    execFileSync("cp", ["-al", LAYOUT, multi]);
+    rmSync(join(multi, "index.json"));
+    const arch = process.arch === "x64" ? "amd64" : process.arch;
+    const entry = (a: string) => ({ mediaType: "application/vnd.oci.image.manifest.v1+json", digest, size: statSync(join(LAYOUT, "blobs/sha256", digest.slice(7))).size, platform: { architecture: a, os: "linux" } });
+    const indexBlob = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [entry("s390x"), entry(arch)] }));
+    const indexDigest = `sha256:${createHash("sha256").update(indexBlob).digest("hex")}`;
+    writeFileSync(join(multi, "blobs/sha256", indexDigest.slice(7)), indexBlob);
+    writeFileSync(join(multi, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.index.v1+json", digest: indexDigest, size: indexBlob.length, annotations: { "org.opencontainers.image.ref.name": "multi" } }] }));
+    const digestFile = join(regDir, "multi-digest");
+    await run("skopeo", ["copy", "--quiet", "--multi-arch", "all", "--dest-tls-verify=false", "--digestfile", digestFile, `oci:${multi}:multi`, `docker://${host}/debian-multi:latest`], { timeout: 600_000 });
+    assert.equal(readFileSync(digestFile, "utf8").trim(), indexDigest);
+    const s = spec(`${host}/debian-multi`, indexDigest);
+    const sb = await insecure.create(s);
+    try {
+      const out = await runStep(sb, "cat /etc/debian_version");
+      assert.match(out.stdout.toString(), /^12\.\d+\n$/, out.stderr.toString());
+    } finally {
+      await sb.dispose();
+      const target = registryRefOf(`${host}/debian-multi`);
+      if (target !== null) rmSync(registryLayoutDir(CACHE, target, indexDigest), { recursive: true, force: true });
+    }
+    assert.deepEqual(await insecure.inspectSlot(s.slot), []);
   });
 
   void it("fails with E_SANDBOX naming the image and digest when the registry does not have it", async () => {

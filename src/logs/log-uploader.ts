@@ -32,6 +32,9 @@ export const MIN_CHUNK_BYTES = 16 * 1024;
  */
 export const DEFAULT_PUTS_IN_FLIGHT = 2;
 
+/** The reason a wait's own timer is cleared with (an abort without one builds a DOMException). */
+const TIMER_DONE = new Error("wait over");
+
 export type UploaderStop = "limit" | "stale" | "error" | null;
 
 export interface LogUploaderOptions {
@@ -67,6 +70,8 @@ export class LogUploader {
   private stopReason: UploaderStop = null;
   private stopError: unknown = null;
   private wake: (() => void) | null = null;
+  /** The loop waits for a PUT to settle (the window is full), not for more output. */
+  private waitingForSlot = false;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
@@ -92,7 +97,15 @@ export class LogUploader {
 
   start(): void {
     if (this.loop) return;
-    this.unsubscribe = this.o.spool.onAppend(() => this.poke());
+    const onAppend = this.o.spool.onAppend(() => {
+      if (!this.waitingForSlot) this.poke();
+    });
+    const onAbort = () => this.poke();
+    this.abort.signal.addEventListener("abort", onAbort, { once: true });
+    this.unsubscribe = () => {
+      onAppend();
+      this.abort.signal.removeEventListener("abort", onAbort);
+    };
     this.loop = this.run().finally(() => this.unsubscribe?.());
   }
 
@@ -155,7 +168,7 @@ export class LogUploader {
         const unsent = spool.size - this.sentTo;
         if (unsent <= 0 || this.free.length === 0) {
           if (unsent <= 0 && inflight.size === 0 && this.finishing) return;
-          await this.waitForPoke();
+          await this.waitForPoke(undefined, unsent > 0);
           continue;
         }
         const dueAt = this.lastSendAt + this.o.flushIntervalMs;
@@ -245,19 +258,29 @@ export class LogUploader {
     }
   }
 
-  /** Waits for an append (or `ms`, through the clock), or the abort. */
-  private async waitForPoke(ms?: number): Promise<void> {
+  /**
+   * Waits for a poke (an append, a PUT settling, `cancel`), or `ms` through the clock, or the
+   * abort. `slotOnly`: the window is full, so appends do not wake the loop (a flood appends
+   * every 64 KiB; only a settling PUT can let it send more). No allocation beyond the promise
+   * unless a timer is needed.
+   */
+  private async waitForPoke(ms?: number, slotOnly = false): Promise<void> {
+    if (this.abort.signal.aborted) return;
+    this.waitingForSlot = slotOnly;
+    const poked = new Promise<void>((resolve) => (this.wake = resolve));
+    if (ms === undefined) {
+      try {
+        await poked;
+      } finally {
+        this.wake = null;
+      }
+      return;
+    }
     const timer = new AbortController();
-    const poked = new Promise<void>((resolve) => {
-      this.wake = resolve;
-      this.abort.signal.addEventListener("abort", () => resolve(), { once: true, signal: timer.signal });
-    });
-    const waits = [poked];
-    if (ms !== undefined) waits.push(this.o.clock.sleep(Math.max(0, ms), timer.signal).catch(() => {}));
     try {
-      await Promise.race(waits);
+      await Promise.race([poked, this.o.clock.sleep(Math.max(0, ms), timer.signal).catch(() => {})]);
     } finally {
-      timer.abort();
+      timer.abort(TIMER_DONE);
       this.wake = null;
     }
   }

@@ -105,7 +105,8 @@ export async function pullRegistryImage(
       if (!(await manifestsOf(tmp)).includes(manifest)) throw new Error(`the pulled layout does not hold manifest ${manifest}`);
     });
   } catch (e) {
-    const detail = message(e).replace(/\s+/g, " ").trim();
+    const killed = (e as { killed?: boolean }).killed === true && opts.signal?.aborted !== true;
+    const detail = (killed ? `timed out after ${timeoutMs} ms: ` : "") + message(e).replace(/\s+/g, " ").trim();
     throw new DeltaError("E_SANDBOX", `image ${ref}@${digest}: pull from ${target.host} failed: ${detail}`, { cause: e });
   }
   const manifests = await manifestsOf(dir);

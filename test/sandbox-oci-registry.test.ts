@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -193,6 +193,27 @@ void describe("oci images from a registry", { timeout: 1_800_000 }, () => {
       assert.match(e.message, /connection refused/i);
       return true;
     });
+  });
+
+  void it("bounds a pull by imagePullTimeoutMs (a registry that accepts and never answers)", async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((sock) => sockets.add(sock));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const addr = silent.address();
+    assert.ok(addr !== null && typeof addr === "object");
+    const hung = `127.0.0.1:${addr.port}`;
+    try {
+      const s = spec(`${hung}/debian`);
+      const factory = new CrunSandboxFactory({ clock: systemClock, logger: capturingLogger(), cacheDir: CACHE, cacheRoot: join(root, "caches"), insecureRegistries: [hung], imagePullTimeoutMs: 2_000 });
+      await assert.rejects(factory.create(s), (e: Error & { code?: string }) => {
+        assert.equal(e.code, "E_SANDBOX");
+        assert.match(e.message, /timed out after 2000 ms/);
+        return true;
+      });
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   void it("job files accept registry references pinned by digest", () => {

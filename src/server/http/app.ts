@@ -2,6 +2,7 @@
 import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { sendError } from "./errors.ts";
+import { lazyValidatorCompiler } from "./lazy-validators.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes: number; metrics: ServerMetrics | null }): FastifyInstance {
@@ -11,8 +12,9 @@ export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes:
     bodyLimit: opts.jsonBodyLimitBytes,
     return503OnClosing: true,
     forceCloseConnections: "idle",
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
   }) as unknown as FastifyInstance;
+  // Strict validation (no coercion, defaults or removal), compiled on a route's first request.
+  app.setValidatorCompiler(lazyValidatorCompiler());
   // Log chunks, artifact and source uploads arrive as streams; each route caps and consumes its own.
   // JSON endpoints take JSON only: anything else is 415, never a string that reaches validation.
   app.removeContentTypeParser("text/plain");

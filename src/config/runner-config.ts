@@ -23,6 +23,8 @@ export interface RunnerFlags {
   logLevel?: string;
   /** false with --no-prewarm. */
   prewarm?: boolean;
+  /** Comma-separated `host[:port]` registries pulled without TLS verification (--insecure-registries). */
+  insecureRegistries?: string;
 }
 
 export interface RunnerConfig {
@@ -49,6 +51,8 @@ export interface RunnerConfig {
   logLevel: string;
   /** Build a sandbox for the expected job while waiting for a lease. */
   prewarm: boolean;
+  /** Registries (`host[:port]`) whose images are pulled without TLS verification. */
+  insecureRegistries: string[];
 }
 
 /** Environment variables the runner reads (documented in docs/runner.md). */
@@ -63,6 +67,7 @@ export const RUNNER_ENV = {
   cancelGrace: "DELTACI_CANCEL_GRACE",
   logLevel: "DELTACI_LOG_LEVEL",
   prewarm: "DELTACI_RUNNER_PREWARM",
+  insecureRegistries: "DELTACI_INSECURE_REGISTRIES",
 } as const;
 
 export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = process.env, hostname = "runner"): RunnerConfig {
@@ -84,6 +89,8 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
   for (const l of labels) if (!/^[A-Za-z0-9._:/=-]{1,64}$/.test(l)) throw new DeltaError("E_INVALID", `invalid label ${JSON.stringify(l)}`);
   const workDir = resolve(pick("workDir") ?? `${defaults.dataDir}/runner/slot-${slot}`);
   const flushBytes = flags.logFlushBytes ? parseSizeBytes(flags.logFlushBytes) : defaults.logFlushBytes;
+  const insecureRegistries = (pick("insecureRegistries") ?? "").split(",").map((r) => r.trim()).filter((r) => r.length > 0);
+  for (const r of insecureRegistries) if (!/^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$/.test(r)) throw new DeltaError("E_INVALID", `--insecure-registries: expected host[:port] entries, got ${JSON.stringify(r)}`);
   return {
     serverUrl,
     registrationTokenFile: resolve(registrationTokenFile),
@@ -105,6 +112,7 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
     disposeMs: 60_000,
     logLevel: pick("logLevel") ?? "info",
     // --no-prewarm, or DELTACI_RUNNER_PREWARM=0|false|no (commander always sets the flag, so the flag can only turn it off).
+    insecureRegistries,
     prewarm: flags.prewarm !== false && !/^(0|false|no|off)$/i.test(env[RUNNER_ENV.prewarm]?.trim() ?? ""),
   };
 }

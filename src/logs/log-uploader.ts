@@ -70,8 +70,8 @@ export class LogUploader {
   private stopReason: UploaderStop = null;
   private stopError: unknown = null;
   private wake: (() => void) | null = null;
-  /** The loop waits for a PUT to settle (the window is full), not for more output. */
-  private waitingForSlot = false;
+  /** An append wakes the waiting loop only once the spool reaches this size (see waitForPoke). */
+  private wakeAtSize = 0;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
@@ -98,7 +98,7 @@ export class LogUploader {
   start(): void {
     if (this.loop) return;
     const onAppend = this.o.spool.onAppend(() => {
-      if (!this.waitingForSlot) this.poke();
+      if (this.o.spool.size >= this.wakeAtSize) this.poke();
     });
     const onAbort = () => this.poke();
     this.abort.signal.addEventListener("abort", onAbort, { once: true });
@@ -168,12 +168,13 @@ export class LogUploader {
         const unsent = spool.size - this.sentTo;
         if (unsent <= 0 || this.free.length === 0) {
           if (unsent <= 0 && inflight.size === 0 && this.finishing) return;
-          await this.waitForPoke(undefined, unsent > 0);
+          // Window full: only a settling PUT can let more go (a flood appends every 64 KiB).
+          await this.waitForPoke(undefined, unsent > 0 ? Infinity : 0);
           continue;
         }
         const dueAt = this.lastSendAt + this.o.flushIntervalMs;
         if (!this.finishing && unsent < this.o.flushBytes && clock.now() < dueAt) {
-          await this.waitForPoke(dueAt - clock.now());
+          await this.waitForPoke(dueAt - clock.now(), this.sentTo + this.o.flushBytes);
           continue;
         }
         const buf = this.free.pop() as Buffer;
@@ -259,14 +260,13 @@ export class LogUploader {
   }
 
   /**
-   * Waits for a poke (an append, a PUT settling, `cancel`), or `ms` through the clock, or the
-   * abort. `slotOnly`: the window is full, so appends do not wake the loop (a flood appends
-   * every 64 KiB; only a settling PUT can let it send more). No allocation beyond the promise
-   * unless a timer is needed.
+   * Waits for a poke (a PUT settling, `cancel`, an append that brings the spool to `wakeAtSize`),
+   * or `ms` through the clock, or the abort. No allocation beyond the promise unless a timer is
+   * needed.
    */
-  private async waitForPoke(ms?: number, slotOnly = false): Promise<void> {
+  private async waitForPoke(ms: number | undefined, wakeAtSize: number): Promise<void> {
     if (this.abort.signal.aborted) return;
-    this.waitingForSlot = slotOnly;
+    this.wakeAtSize = wakeAtSize;
     const poked = new Promise<void>((resolve) => (this.wake = resolve));
     if (ms === undefined) {
       try {

@@ -28,13 +28,17 @@ export class LogFiles {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Writes `data` at `start` (synchronously: the caller is inside a write batch). */
-  write(jobId: string, attempt: number, start: number, data: Uint8Array): void {
+  /** Writes `parts`, one after another, at `start` (synchronously: the caller is inside a write batch). */
+  write(jobId: string, attempt: number, start: number, parts: readonly Uint8Array[]): void {
     const key = keyOf(jobId, attempt);
     const fd = this.open(key, true);
     if (fd === null) throw new Error(`log file ${key} cannot be opened`);
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off, start + off);
+    let at = start;
+    for (const data of parts) {
+      let off = 0;
+      while (off < data.length) off += writeSync(fd, data, off, data.length - off, at + off);
+      at += data.length;
+    }
     if (this.sync) this.dirty.add(key);
   }
 

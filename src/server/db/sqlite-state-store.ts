@@ -305,12 +305,13 @@ export class SqliteStateStore implements StateStore {
   }
 
   /** Log bytes go to a file per attempt (log-files.ts); a log an older server began in `log_chunks` stays there. */
-  appendLogChunk(jobId: string, attempt: number, start: number, data: Buffer): void {
+  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): void {
     if (start > 0 && !this.logs.exists(jobId, attempt) && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt)) {
+      const data = Buffer.concat(parts);
       this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, start + data.length, data);
       return;
     }
-    this.logs.write(jobId, attempt, start, data);
+    this.logs.write(jobId, attempt, start, parts);
   }
 
   readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Array<{ start: number; data: Buffer }> {

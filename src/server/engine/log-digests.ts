@@ -16,8 +16,8 @@ const MAX_TRACKED = 10_000;
 export class LogDigests {
   private readonly byAttempt = new Map<string, Running>();
 
-  /** Bytes `[start, start + data.length)` of an attempt's log were committed. */
-  appended(jobId: string, attempt: number, start: number, data: Uint8Array): void {
+  /** Bytes `[start, start + length of parts)` of an attempt's log were committed. */
+  appended(jobId: string, attempt: number, start: number, parts: readonly Uint8Array[]): void {
     const key = `${jobId}/${attempt}`;
     let r = this.byAttempt.get(key);
     if (!r && start === 0) {
@@ -31,8 +31,10 @@ export class LogDigests {
       this.byAttempt.delete(key);
       return;
     }
-    r.hash.update(data);
-    r.bytes += data.length;
+    for (const p of parts) {
+      r.hash.update(p);
+      r.bytes += p.length;
+    }
   }
 
   /** The digest when it covers exactly `bytes`, else null. */

@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { DeltaError } from "../../base/errors.ts";
 import { hashToken } from "../../base/ids.ts";
+import { type ByteParts, partsLength, sliceParts } from "./byte-parts.ts";
 import type { EngineContext } from "./context.ts";
 import { keys } from "./notifier.ts";
 import { LIVE_ATTEMPT } from "./transitions.ts";
@@ -36,9 +37,11 @@ export type AppendResult = { status: 202; committed: number } | { status: 413; c
  */
 export const LOG_ORDER_WAIT_MS = 2_000;
 
-export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, data: Buffer, signal?: AbortSignal): Promise<AppendResult> {
-  if (data.length !== range.end - range.start + 1) {
-    throw new DeltaError("E_INVALID", `body has ${data.length} bytes, Content-Range says ${range.end - range.start + 1}`);
+/** Appends a body (as the parts it arrived in) at `range.start`; see PROTOCOL.md for the rules. */
+export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
+  const length = partsLength(body);
+  if (length !== range.end - range.start + 1) {
+    throw new DeltaError("E_INVALID", `body has ${length} bytes, Content-Range says ${range.end - range.start + 1}`);
   }
   const leaseHash = hashToken(leaseToken);
   await awaitTurn(ctx, leaseHash, range.start, signal);
@@ -53,20 +56,21 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
       throw new DeltaError("E_RANGE", `gap: the server holds ${committed} bytes`, { details: { committed } });
     }
     if (a.logTruncated) return { status: 413 as const, committed, truncated: true as const };
-    const fresh = data.subarray(committed - range.start);
-    if (fresh.length === 0) return { status: 202 as const, committed };
-    const room = Math.max(0, job.logLimit - committed);
-    const kept = fresh.subarray(0, room);
-    if (kept.length > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, kept);
-    const now = committed + kept.length;
-    const truncated = kept.length < fresh.length;
+    const skip = committed - range.start;
+    const freshLength = Math.max(0, length - skip);
+    if (freshLength === 0) return { status: 202 as const, committed };
+    const keptLength = Math.min(freshLength, Math.max(0, job.logLimit - committed));
+    const kept = sliceParts(body, skip, skip + keptLength);
+    if (keptLength > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, kept);
+    const now = committed + keptLength;
+    const truncated = keptLength < freshLength;
     ctx.store.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });
     if (truncated) {
       ctx.store.addTransition(a.jobId, { at: ctx.clock.now(), attempt: a.attempt, from: "log", to: "log:truncated", reason: `log limit of ${job.logLimit} bytes reached` });
     }
     hooks.afterCommit(() => {
-      if (kept.length > 0) ctx.logDigests.appended(a.jobId, a.attempt, committed, kept);
-      ctx.metrics.logBytes(kept.length);
+      if (keptLength > 0) ctx.logDigests.appended(a.jobId, a.attempt, committed, kept);
+      ctx.metrics.logBytes(keptLength);
       ctx.events.emit(keys.log(a.jobId));
     });
     return truncated ? { status: 413 as const, committed: now, truncated: true as const } : { status: 202 as const, committed: now };

@@ -57,7 +57,8 @@ export interface StateStore {
   deleteArtifact(id: string): void;
   listArtifacts(jobId: string, attempt: number): ArtifactRow[];
 
-  appendLogChunk(jobId: string, attempt: number, start: number, data: Buffer): void;
+  /** Writes `parts` (in order, as one run of bytes) at `start` of an attempt's log. */
+  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): void;
   /** Chunks that end after `offset`, in order, at most `limit`. */
   readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Array<{ start: number; data: Buffer }>;
 

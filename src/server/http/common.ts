@@ -26,7 +26,8 @@ export function rawBody(req: FastifyRequest): Readable {
   return b;
 }
 
-export async function readCapped(stream: Readable, limit: number): Promise<Buffer> {
+/** A body of at most `limit` bytes as the chunks it arrived in (no copy). */
+export async function readCappedParts(stream: Readable, limit: number): Promise<Buffer[]> {
   const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of stream) {
@@ -38,7 +39,7 @@ export async function readCapped(stream: Readable, limit: number): Promise<Buffe
     }
     parts.push(b);
   }
-  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+  return parts;
 }
 
 /** Aborts when the client goes away before the response is sent (long polls). */

@@ -9,7 +9,7 @@ import type { EngineContext } from "../engine/context.ts";
 import { appendLog, parseContentRange } from "../engine/log-ops.ts";
 import { cancelAck, complete, heartbeat, lease, register } from "../engine/runner-ops.ts";
 import { bearerOfKind } from "./auth.ts";
-import { checkContentLength, clientGone, rawBody, readCapped } from "./common.ts";
+import { checkContentLength, clientGone, rawBody, readCappedParts } from "./common.ts";
 
 export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: ContentStore): void {
   const { store } = ctx;
@@ -48,8 +48,8 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Co
   app.put("/v1/runner/log", { onRequest: leaseAuth }, async (req, reply) => {
     const range = parseContentRange(req.headers["content-range"]);
     checkContentLength(req, ctx.opts.logChunkLimitBytes);
-    const data = await readCapped(rawBody(req), ctx.opts.logChunkLimitBytes);
-    const r = await appendLog(ctx, req.deltaToken, range, data, clientGone(reply));
+    const body = await readCappedParts(rawBody(req), ctx.opts.logChunkLimitBytes);
+    const r = await appendLog(ctx, req.deltaToken, range, body, clientGone(reply));
     if (r.status === 413) {
       return reply.code(413).send({ error: { code: "E_LOG_LIMIT", message: "the job's log limit is reached; the log is truncated", committed: r.committed }, committed: r.committed, truncated: true });
     }

@@ -28,6 +28,11 @@ export interface InProcessProviderOptions {
   clock: Clock;
   logger: RunnerLogger;
   idleTimeoutMs: number;
+  /**
+   * Runners prewarm a sandbox while they register and wait (runRunner's `prewarm`: the shape in
+   * `workRoot`/warm-shape.json, else the defaults). The factory's owner closes it after `close()`.
+   */
+  prewarm?: boolean;
 }
 
 interface Live {
@@ -106,7 +111,7 @@ export class InProcessProvider implements RunnerProvider {
         const res = await runRunner(
           {
             registrationToken: req.registrationToken, name: record.id, version: "0.1.0", labels: req.pool.labels, slot,
-            cacheDir: this.o.workRoot, idleTimeoutMs: this.o.idleTimeoutMs, leaseWaitMs: defaults.leaseWaitDefaultMs, registerDeadlineMs: 60_000,
+            cacheDir: this.o.workRoot, prewarm: this.o.prewarm === true, idleTimeoutMs: this.o.idleTimeoutMs, leaseWaitMs: defaults.leaseWaitDefaultMs, registerDeadlineMs: 60_000,
             timings: {
               flushIntervalMs: defaults.logFlushIntervalMs, flushBytes: defaults.logFlushBytes, chunkBytes: defaults.logChunkLimitBytes,
               cancelGraceMs: defaults.cancelGraceMs, tailUploadMs: 10_000, disposeMs: 60_000,

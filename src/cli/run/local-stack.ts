@@ -21,6 +21,9 @@ import { systemClock } from "../../base/clock.ts";
 import { startController } from "../../controller/index.ts";
 import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
+import type { SandboxFactory } from "../../sandbox/types.ts";
+import { rememberShape } from "../../runner/warm-shape.ts";
+import type { EarlyCrunFactory } from "./early-factory.ts";
 import { InProcessProvider } from "./in-process-provider.ts";
 
 export type Isolation = "oci" | "process";
@@ -44,6 +47,8 @@ export interface LocalStackOptions {
   keep?: boolean;
   /** Runners as child processes (`deltaci runner`, like `deltaci up`) instead of in this process. */
   runnerProcesses?: boolean;
+  /** The in-process runners' oci factory (e.g. already being prepared by the isolation check); closed by `close()`. */
+  crunFactory?: EarlyCrunFactory | undefined;
 }
 
 /** One pool whose runners can serve every selected job: their labels, and at least their limits. */
@@ -60,6 +65,20 @@ export function localPool(jobs: ParsedJob[], isolation: Isolation, workRoot: str
   };
   const n = Math.min(MAX_LOCAL_RUNNERS, Math.max(1, jobs.length));
   return { name: "local", os, arch, labels, resources, max: n, minIdle: n, isolation };
+}
+
+/** The spec (image, limits, network, caches) most of `jobs` share. */
+export function commonShape(jobs: ParsedJob[]): ParsedJob["spec"] {
+  const counts = new Map<string, { n: number; spec: ParsedJob["spec"] }>();
+  for (const { spec } of jobs) {
+    const key = JSON.stringify([spec.image, spec.limits, spec.network, spec.caches]);
+    const c = counts.get(key) ?? { n: 0, spec };
+    c.n++;
+    counts.set(key, c);
+  }
+  const first = jobs[0];
+  if (!first) throw new Error("no jobs");
+  return [...counts.values()].reduce((best, c) => (c.n > best.n ? c : best), { n: 0, spec: first.spec }).spec;
 }
 
 /**
@@ -80,9 +99,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let server: RunningServer | null = null;
   let controller: RunningController | null = null;
   let client: JobApiClient | null = null;
+  let sandboxFactory: SandboxFactory | null = null;
   const close = async () => {
     await client?.close().catch(() => {});
     await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
+    await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
     await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
     logger.flush();
     if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
@@ -101,12 +122,18 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     } else {
       const runnerLogger = logger.child({ component: "runner" });
       const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };
-      const sandboxFactory = opts.isolation === "oci"
-        ? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" })
+      opts.crunFactory?.log.attach(sandboxLogger);
+      sandboxFactory = opts.isolation === "oci"
+        ? (opts.crunFactory?.factory ?? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" }))
         : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger });
+      // The jobs are known: each runner prewarms a sandbox of their most common shape while the
+      // source is packed and the jobs submitted (when that shape can be built ahead: no egress, no caches).
+      const shape = commonShape(opts.jobs);
+      const prewarm = shape.network.egress === "none" && shape.caches.length === 0;
+      if (prewarm) await rememberShape(join(workRoot, "warm-shape.json"), shape);
       const provider = new InProcessProvider({
         workRoot, slotBase: controllerOpts.slotBase, maxSlots: MAX_LOCAL_RUNNERS, sandboxFactory, clock: systemClock,
-        logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs,
+        logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm,
       });
       controller = await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock });
     }

@@ -18,6 +18,7 @@ import { packSource } from "../source-pack.ts";
 import { submitJobs, takesLocalSource, type SubmittedJob } from "../submit-jobs.ts";
 import { downloadArtifacts, watchJob, type DownloadedArtifact } from "./job-watch.ts";
 import { checkIsolation } from "./isolation.ts";
+import { newCrunFactory } from "./early-factory.ts";
 import { startLocalStack, type Isolation, type LocalStack } from "./local-stack.ts";
 import { StatusLine } from "./status-line.ts";
 import { formatSummary, jobResult, type JobOutcome } from "./summary.ts";
@@ -95,10 +96,12 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   const outcomes: JobOutcome[] = [];
   try {
     // Independent start-up work runs at once: the sandbox check, the stack, and packing the source.
-    const checking = isolation === "oci" ? checkIsolation() : Promise.resolve(null);
+    // The check prepares the in-process runners' own factory (helper build, cgroups, seccomp): done once.
+    const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory() : undefined;
+    const checking = isolation === "oci" ? checkIsolation(crunFactory?.factory) : Promise.resolve(null);
     const packing = jobs.some(takesLocalSource) ? packSource(sourceDir) : null; // git-source jobs clone in the sandbox
     packing?.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
-    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true });
+    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true, crunFactory });
     stack = await interrupt.race(starting).catch(async (err: unknown) => {
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;

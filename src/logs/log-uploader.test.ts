@@ -115,6 +115,47 @@ void describe("LogUploader", () => {
     spool.close();
   });
 
+  void it("with PUTs in flight, arrivals and answers out of order still give every byte once and the right digest", async () => {
+    const spool = new LogSpool(join(dir, "f.log"), 1 << 30);
+    const server = new FlakyLogServer();
+    let seed = 7;
+    const jitter = () => new Promise<void>((r) => setTimeout(r, (seed = (seed * 48271) % 2147483647) % 4));
+    let inFlight = 0;
+    let maxInFlight = 0;
+    // Each PUT reaches the server after a random delay (so a later one may arrive first and get
+    // a 416), and its answer comes back after another one.
+    const reordering: LogSink = {
+      put: async (start, bytes, signal) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        try {
+          await jitter();
+          const res = await server.put(start, bytes, signal);
+          await jitter();
+          return res;
+        } finally {
+          inFlight--;
+        }
+      },
+    };
+    const up = new LogUploader({ spool, sink: reordering, clock: systemClock, flushIntervalMs: 1, flushBytes: 1, chunkBytes: 7_000, inFlight: 3 });
+    up.start();
+    const written: Buffer[] = [];
+    for (let i = 0; i < 200; i++) {
+      const b = randomBytes(1 + ((i * 7919) % 9_000));
+      written.push(b);
+      spool.append(b);
+      if (i % 10 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    const sum = await up.finish(AbortSignal.timeout(60_000));
+    const all = Buffer.concat(written);
+    assert.ok(maxInFlight > 1, "PUTs overlapped");
+    assert.equal(sum.complete, true);
+    assert.deepEqual(Buffer.concat(server.held), all);
+    assert.equal(sum.sha256, createHash("sha256").update(all).digest("hex"));
+    spool.close();
+  });
+
   void it("the spool cuts appends at its limit", () => {
     const spool = new LogSpool(join(dir, "e.log"), 10);
     assert.equal(spool.append(Buffer.from("12345678")), 8);

@@ -2,10 +2,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { request } from "undici";
-import { completeBody, JumpClock, startTestServer } from "./server-harness.ts";
+import Database from "better-sqlite3";
+import { startServer } from "../src/server/index.ts";
+import { completeBody, JumpClock, startTestServer, TestServer } from "./server-harness.ts";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 
@@ -200,5 +202,35 @@ void test("log bytes live in a file per attempt; bytes past the committed end ar
     assert.ok(!JSON.stringify(st.transitions).includes("digest differs"), "the running digest matches the committed bytes");
   } finally {
     await s.close();
+  }
+});
+
+void test("a log an older server kept in the log_chunks table is still read and appended to there", async () => {
+  const first = await startTestServer({ leaseTtlMs: 60_000 });
+  let s: TestServer | null = null;
+  try {
+    const jobId = await first.submit();
+    const l = await first.lease(await first.runner(), 1000);
+    assert.ok(l);
+    assert.equal((await first.log(l.leaseToken, 0, "abc")).body.committed, 3);
+    await first.srv.close();
+    // What an older server left: the bytes as a chunk row, no log file.
+    rmSync(join(first.dir, "logs", `${jobId}.1.log`));
+    const db = new Database(join(first.dir, "state.db"));
+    db.prepare("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, 1, 0, 3, ?)").run(jobId, Buffer.from("abc"));
+    db.close();
+    s = new TestServer(await startServer({ dataDir: first.dir, host: "127.0.0.1", port: 0, leaseTtlMs: 60_000, heartbeatIntervalMs: 500, sweepIntervalMs: 100 }), first.dir);
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "abc");
+    assert.equal((await s.log(l.leaseToken, 3, "def")).body.committed, 6);
+    assert.equal((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.toString(), "abcdef");
+    assert.equal(existsSync(join(first.dir, "logs", `${jobId}.1.log`)), false, "appended to the table, not split across a file");
+    const done = await s.call("POST", "/v1/runner/complete", { token: l.leaseToken, json: completeBody({ log: { bytes: 6, sha256: sha("abcdef") } }) });
+    assert.equal(done.status, 200);
+    const st = await s.status(jobId);
+    assert.equal(st.state, "succeeded");
+    assert.ok(Array.isArray(st.transitions) && !JSON.stringify(st.transitions).includes("digest differs"));
+  } finally {
+    if (s) await s.close();
+    else await first.close();
   }
 });

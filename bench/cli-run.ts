@@ -3,7 +3,11 @@
  * (embedded server, controller, runner process and sandbox included), against `crun run` of an
  * equivalent bundle (host /usr read-only, `sh -c echo`) and `sh -c echo`, in the same run.
  * Also the CLI's own start-up: `deltaci --version` from the bundle and through tsx.
- * Prints one JSON line. Usage: tsx bench/cli-run.ts [runs]   (goal: deltaci run ≤ 1 s)
+ * The bundle is rebuilt first and run directly (dist/deltaci.mjs): bin/deltaci.js would run the
+ * sources through tsx whenever a file in src/ changed since the build.
+ * With `--baseline OTHER/dist/deltaci.mjs` (another checkout's bundle), also `deltaci run` (oci)
+ * of that bundle, its runs interleaved with this one's so that both see the same load.
+ * Prints one JSON line. Usage: tsx bench/cli-run.ts [runs] [--baseline BUNDLE]   (goal: deltaci run ≤ 1 s)
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -11,9 +15,15 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { projectRoot } from "../src/config/paths.ts";
 
-const runs = Number(process.argv[2] ?? 7);
+const args = process.argv.slice(2);
+const baselineAt = args.indexOf("--baseline");
+const baseline = baselineAt >= 0 ? args.splice(baselineAt, 2)[1] ?? null : null;
+const runs = Number(args[0] ?? 7);
 const root = projectRoot();
 const bin = join(root, "bin", "deltaci.js");
+const cliBundle = join(root, "dist", "deltaci.mjs");
+const built = spawnSync(process.execPath, [join(root, "scripts", "build.mjs")], { stdio: "inherit" });
+if (built.status !== 0) throw new Error("npm run build failed");
 const work = mkdtempSync(join(tmpdir(), "deltaci-bench-cli-"));
 
 /** Phase marks of the deltaci runs (`--json` → timingsMs), for where the time goes. */
@@ -39,6 +49,20 @@ function stats(samples: number[]) {
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
   const r = (x: number) => Math.round(x * 10) / 10;
   return { runs: s.length, p50Ms: r(q(0.5)), minMs: r(s[0] ?? 0), maxMs: r(s.at(-1) ?? 0) };
+}
+
+/** `a` and `b` alternately, n samples each (after one warm-up of each). */
+function measurePair(labels: [string, string], n: number, a: () => number, b: () => number) {
+  a();
+  b();
+  const sa: number[] = [];
+  const sb: number[] = [];
+  for (let i = 0; i < n; i++) {
+    sa.push(a());
+    sb.push(b());
+  }
+  process.stderr.write(`${labels[0]}: ${JSON.stringify(stats(sa))}\n${labels[1]}: ${JSON.stringify(stats(sb))}\n`);
+  return [stats(sa), stats(sb)] as const;
 }
 
 function measure(label: string, n: number, fn: () => number) {
@@ -78,15 +102,20 @@ try {
   let id = 0;
   // crun 1.8 refuses this host's hybrid cgroups: run it where the cgroup2 mount is hidden (DESIGN.md).
   const crunScript = `umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun --root ${state} run -b ${bundle} "$0"`;
+  const runOci = () => time(process.execPath, [cliBundle, "run", "--json"], { cwd: jobDir, phasesOf: "oci" });
+  const [deltaciRunOci, baselineRunOci] = baseline === null
+    ? [measure("deltaci run (oci)", runs, runOci), null]
+    : measurePair(["deltaci run (oci)", "baseline deltaci run (oci)"], runs, runOci, () => time(process.execPath, [baseline, "run", "--json"], { cwd: jobDir, phasesOf: "baselineOci" }));
   const result = {
     bench: "cli-run",
     goalMs: 1000,
-    deltaciRunOci: measure("deltaci run (oci)", runs, () => time(process.execPath, [bin, "run", "--json"], { cwd: jobDir, phasesOf: "oci" })),
-    deltaciRunProcess: measure("deltaci run (process)", runs, () => time(process.execPath, [bin, "run", "--json", "--isolation", "process"], { cwd: jobDir, phasesOf: "process" })),
-    deltaciRunOciRunnerProcesses: measure("deltaci run (oci, runner child processes)", runs, () => time(process.execPath, [bin, "run", "--json", "--runner-processes"], { cwd: jobDir, phasesOf: "ociRunnerProcesses" })),
+    deltaciRunOci,
+    ...(baseline === null ? {} : { baseline, baselineRunOci }),
+    deltaciRunProcess: measure("deltaci run (process)", runs, () => time(process.execPath, [cliBundle, "run", "--json", "--isolation", "process"], { cwd: jobDir, phasesOf: "process" })),
+    deltaciRunOciRunnerProcesses: measure("deltaci run (oci, runner child processes)", runs, () => time(process.execPath, [cliBundle, "run", "--json", "--runner-processes"], { cwd: jobDir, phasesOf: "ociRunnerProcesses" })),
     crunRun: measure("crun run", runs * 3, () => time("unshare", ["--mount", "--propagation", "private", "sh", "-c", crunScript, `bench-${process.pid}-${id++}`])),
     shEcho: measure("sh -c echo", runs * 3, () => time("sh", ["-c", "echo hello"])),
-    cliStartBundle: measure("deltaci --version (bundle)", runs, () => time(process.execPath, [bin, "--version"])),
+    cliStartBundle: measure("deltaci --version (bundle)", runs, () => time(process.execPath, [cliBundle, "--version"])),
     cliStartTsx: measure("deltaci --version (tsx)", runs, () => time(process.execPath, [bin, "--version"], { env: { DELTACI_FROM_SOURCE: "1" } })),
     nodeStart: measure("node -e 0", runs, () => time(process.execPath, ["-e", "0"])),
     /** Median ms since the CLI process started at which each phase of `deltaci run` ended. */

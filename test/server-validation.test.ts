@@ -100,3 +100,18 @@ void test("every endpoint rejects bad auth, malformed and oversized bodies with 
     await s.close();
   }
 });
+
+void test("a job whose env or secret value holds a NUL byte is refused with 400 E_INVALID", async () => {
+  const s = await startTestServer({});
+  try {
+    const env = await s.call("POST", "/v1/jobs", { token: s.srv.apiToken, json: { spec: { ...jobSpec(), env: { A: "x\u0000y" } }, fork: false } });
+    assert.equal(env.status, 400);
+    assert.equal(env.body.error.code, "E_INVALID");
+    const secret = await s.call("POST", "/v1/jobs", { token: s.srv.apiToken, json: { spec: { ...jobSpec(), secrets: { S: "\u0000" } }, fork: false } });
+    assert.equal(secret.status, 400);
+    const ok = await s.call("POST", "/v1/jobs", { token: s.srv.apiToken, json: { spec: { ...jobSpec(), env: { A: "x y" } }, fork: false } });
+    assert.equal(ok.status, 201);
+  } finally {
+    await s.close();
+  }
+});

@@ -8,8 +8,9 @@ const Obj = <T extends TProperties>(props: T, opts: ObjectOptions = {}) => Type.
 const Str = (maxLength = 256, minLength = 0) => Type.String({ maxLength, minLength });
 const Int = (minimum = 0, maximum = Number.MAX_SAFE_INTEGER) => Type.Integer({ minimum, maximum });
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+/** Names to values (env, secrets): a value cannot carry a NUL byte, which no process environment can hold. */
 const StrMap = (maxProperties = 256, valueMax = 65_536) =>
-  Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]{0,127}$" }), Str(valueMax), { maxProperties });
+  Type.Record(Type.String({ pattern: "^[A-Za-z_][A-Za-z0-9_]{0,127}$" }), Type.String({ maxLength: valueMax, pattern: "^[^\\u0000]*$" }), { maxProperties });
 
 export const Label = Type.String({ pattern: "^[A-Za-z0-9._:/=-]{1,64}$" });
 export const ArtifactName = Type.String({ pattern: "^[A-Za-z0-9._-]{1,128}$" });

@@ -87,6 +87,10 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       const c = await runStep(sb, 'test "$DELTACI_WORKSPACE" = "$PWD" && test -n "$HOME" && test -w "$HOME"');
       assert.equal(c.result.exitCode, 0, c.stderr.toString());
       assert.throws(() => sb.start(stepSpec("true", { workingDirectory: "../outside" })));
+      // a value no environment can hold is refused at once, and the sandbox stays usable
+      assert.throws(() => sb.start(stepSpec("true", { env: { BAD: "x\0y" } })));
+      const d = await runStep(sb, "echo after");
+      assert.equal(d.stdout.toString(), "after\n");
       await finish(sb, spec);
     });
 

@@ -30,3 +30,10 @@ export function baseStepEnv(workspace: string, home: string, path: string): Reco
 }
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** A step's environment as a process gets it: a NUL byte in a value cannot be passed, so it is refused. */
+export function assertPassableEnv(env: Record<string, string>): void {
+  for (const [k, v] of Object.entries(env)) {
+    if (v.includes("\0")) throw new DeltaError("E_INVALID", `step environment variable ${k} contains a NUL byte`);
+  }
+}

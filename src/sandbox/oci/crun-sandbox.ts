@@ -3,10 +3,10 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 import type { Clock } from "../../base/clock.ts";
-import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
+import { assertPassableEnv, baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
 import type { LimitReason, Sandbox, SandboxLogger, StepProcess, StepSpec } from "../types.ts";
 import type { JobCgroup, LimitCounters } from "./cgroups.ts";
-import type { InitChannel } from "./init-channel.ts";
+import { encodeStepRequest, type InitChannel } from "./init-channel.ts";
 import { startCrunStep } from "./crun-step.ts";
 import { diskFull } from "./job-disk.ts";
 
@@ -77,6 +77,9 @@ export class CrunSandbox implements Sandbox {
     const stepsDir = join(this.job.jobDir, "steps");
     writeFileSync(join(stepsDir, `${n}.sh`), step.run, { mode: 0o644 });
     const env = { ...baseStepEnv(WORKSPACE, HOME, DEFAULT_PATH), ...this.job.extraEnv, ...step.env };
+    assertPassableEnv(env);
+    const request = { cwd, argv: shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash), env };
+    encodeStepRequest(request); // a bad step (a NUL byte, too large) is refused here, synchronously
     const proc = startCrunStep(
       {
         channel: this.deps.channel,
@@ -86,14 +89,16 @@ export class CrunSandbox implements Sandbox {
         timeoutGraceMs: this.deps.timeoutGraceMs,
         explain: (before, after) => this.explain(before, after),
       },
-      { cwd, argv: shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash), env },
+      request,
       step.timeoutMs,
     );
     this.current = proc;
-    this.running = proc.done.finally(() => {
-      this.current = null;
-      this.running = null;
-    });
+    this.running = proc.done
+      .finally(() => {
+        this.current = null;
+        this.running = null;
+      })
+      .catch(() => {}); // the caller gets done's rejection; this copy only tracks the step
     return proc;
   }
 

@@ -5,6 +5,7 @@
  * One step at a time; closing the channel makes init exit, which ends the whole container.
  */
 import type { Duplex } from "node:stream";
+import { DeltaError } from "../../base/errors.ts";
 
 export type FrameType = "O" | "E" | "S" | "R";
 
@@ -21,15 +22,18 @@ export interface FrameHandler {
 }
 
 const HEADER_BYTES = 5;
+/** Init's request buffer (`req` in sandbox-helper.c). */
+const MAX_REQUEST_BYTES = 1 << 20;
 /** Init never sends more in one frame (FRAME_MAX in sandbox-helper.c); a longer one means a broken channel. */
 const MAX_FRAME_BYTES = 64 * 1024;
 
-/** Encodes a step request: NUL-terminated cwd, argc, argv…, envc, env… (no NUL allowed inside). */
+/** Encodes a step request: NUL-terminated cwd, argc, argv…, envc, env…; throws E_INVALID for a NUL inside or more than init takes. */
 export function encodeStepRequest(req: StepRequest): Buffer {
   const env = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
   const strings = [req.cwd, String(req.argv.length), ...req.argv, String(env.length), ...env];
-  if (strings.some((s) => s.includes("\0"))) throw new Error("a step's argv or environment contains a NUL byte");
+  if (strings.some((s) => s.includes("\0"))) throw new DeltaError("E_INVALID", "a step's command or environment contains a NUL byte");
   const body = Buffer.from(strings.map((s) => `${s}\0`).join(""), "utf8");
+  if (body.length > MAX_REQUEST_BYTES) throw new DeltaError("E_INVALID", `a step's command and environment take ${body.length} bytes, more than the ${MAX_REQUEST_BYTES} a step may have`);
   const header = Buffer.alloc(HEADER_BYTES);
   header.write("X", 0, "latin1");
   header.writeUInt32BE(body.length, 1);
@@ -55,12 +59,13 @@ export class InitChannel {
   /** Sends a step request; its frames go to `handler` up to and including 'R'. */
   run(req: StepRequest, handler: FrameHandler): void {
     if (this.handler !== null) throw new Error("a step is already running on this channel");
+    const frame = encodeStepRequest(req); // throws before anything is registered
     this.handler = handler;
     if (this.ended) {
       this.finish()?.closed();
       return;
     }
-    this.socket.write(encodeStepRequest(req));
+    this.socket.write(frame);
   }
 
   /** Flow control: stop reading frames until `resume()` (the step blocks on its output). */

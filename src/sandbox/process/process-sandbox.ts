@@ -12,7 +12,7 @@ import { PassThrough } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import type { Clock } from "../../base/clock.ts";
 import { extractSourceArchive } from "../source-archive.ts";
-import { baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
+import { assertPassableEnv, baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
 import { StepControl } from "../step-control.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, StepProcess, StepResult, StepSpec } from "../types.ts";
 import { isJobDirName, jobDirName } from "../job-names.ts";
@@ -91,6 +91,7 @@ class ProcessSandbox implements Sandbox {
     const cwd = stepCwd(this.workspaceOnHost, step.workingDirectory);
     const argv = shellArgv(step, script, existsSync("/bin/bash"));
     const env = { ...baseStepEnv(this.workspaceOnHost, join(this.jobDir, "home"), DEFAULT_PATH), ...step.env };
+    assertPassableEnv(env);
     const proc = startProcessStep(argv, cwd, env, script, step, this.opts);
     this.current = proc;
     this.running = proc.done.finally(() => {

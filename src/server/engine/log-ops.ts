@@ -85,7 +85,7 @@ async function awaitTurn(ctx: EngineContext, leaseHash: string, start: number, s
     const left = deadline - ctx.clock.now();
     if (!a || a.logBytes >= start || left <= 0 || signal?.aborted || ctx.lifecycle.stopping) return;
     // Subscribed in this same turn as the read: an append committing meanwhile still wakes us.
-    if (!(await ctx.events.wait([keys.log(a.jobId)], left, ctx.clock, signal))) return;
+    if (!(await ctx.events.wait([keys.log(a.jobId), keys.shutdown], left, ctx.clock, signal))) return;
   }
 }
 

@@ -54,6 +54,23 @@ export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "ns
   while ((await signalJobProcesses(ctx, "SIGKILL")) > 0 && ctx.clock.now() < until) await ctx.clock.sleep(5);
 }
 
+/** After the script's end and its leftovers' kill, 'R' must follow; a pipe held from outside the job gets drained, then the sandbox is given up. */
+const END_WAIT_MS = 2_000;
+
+async function awaitEnd(ctx: CrunStepContext, finished: Promise<void>, giveUp: () => void): Promise<void> {
+  const ac = new AbortController();
+  const late = (ms: number) => ctx.clock.sleep(ms, ac.signal).then(() => true, () => false);
+  try {
+    if (!(await Promise.race([finished.then(() => false), late(END_WAIT_MS)]))) return;
+    ctx.channel.drain();
+    if (!(await Promise.race([finished.then(() => false), late(END_WAIT_MS)]))) return;
+    ctx.channel.close(); // init does not answer: the sandbox cannot run another step
+    giveUp();
+  } finally {
+    ac.abort();
+  }
+}
+
 export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number): StepProcess {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
@@ -80,7 +97,13 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
         if (--blocked === 0) ctx.channel.resume();
       });
     };
+    let sawEnd!: () => void;
     const finished = new Promise<void>((resolve) => {
+      sawEnd = resolve;
+      if (control.stopped || control.timedOut) {
+        resolve(); // stopped before it started: never run it
+        return;
+      }
       ctx.channel.run(request, {
         frame: (type, data) => {
           if (type === "O") relay(stdout, data);
@@ -89,7 +112,12 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
             status = data.toString("latin1");
             over = true;
             // what the script left behind may hold its pipes open: end it, so that init finishes the step
-            leftovers = killJobProcesses(ctx);
+            leftovers = killJobProcesses(ctx).then(() =>
+              awaitEnd(ctx, finished, () => {
+                stderr.write("deltaci: the sandbox's init did not finish the step after its end; the sandbox was given up\n");
+                sawEnd();
+              }),
+            );
           } else if (type === "R") resolve();
         },
         closed: () => resolve(),

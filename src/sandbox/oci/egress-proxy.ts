@@ -33,7 +33,13 @@ export interface EgressProxyOptions {
   resolve: ResolveHost;
   logger: SandboxLogger;
   connectTimeoutMs?: number;
+  /** A request header must arrive within this (default 10 s); then the connection is dropped. */
+  headerTimeoutMs?: number;
 }
+
+/** Per job: connections at once, and the largest request header. A job cannot use the proxy to exhaust the runner. */
+export const PROXY_MAX_CONNECTIONS = 256;
+const MAX_HEADER_BYTES = 8 * 1024;
 
 /** `host[:port]` or `*.domain[:port]` (any depth of subdomain, not the apex); no port means any. */
 export function allowMatch(patterns: string[], host: string, port: number): string | null {
@@ -84,6 +90,7 @@ export class EgressProxy {
   static async start(opts: EgressProxyOptions): Promise<EgressProxy> {
     await rm(opts.socketPath, { force: true });
     const server = createServer();
+    server.maxConnections = PROXY_MAX_CONNECTIONS;
     const proxy = new EgressProxy(server, opts);
     server.on("connection", (s) => proxy.handle(s));
     await new Promise<void>((resolve, reject) => {
@@ -103,14 +110,19 @@ export class EgressProxy {
     this.sockets.add(client);
     client.on("close", () => this.sockets.delete(client));
     client.on("error", () => client.destroy());
+    client.setTimeout(this.opts.headerTimeoutMs ?? 10_000, () => client.destroy());
     let head = Buffer.alloc(0);
     const onData = (d: Buffer) => {
       head = Buffer.concat([head, d]);
       const end = head.indexOf("\r\n\r\n");
       if (end === -1) {
-        if (head.length > 16 * 1024) client.end("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n");
+        if (head.length > MAX_HEADER_BYTES) {
+          client.off("data", onData);
+          this.refuse(client, "431 Request Header Fields Too Large", "deltaci: request header too large\n");
+        }
         return;
       }
+      client.setTimeout(0);
       client.off("data", onData);
       client.pause();
       void this.route(client, head.subarray(0, end).toString("latin1"), head.subarray(end + 4));
@@ -118,8 +130,9 @@ export class EgressProxy {
     client.on("data", onData);
   }
 
+  /** Answers and drops the connection: nothing the job sent after its request is kept (not even passed fds). */
   private refuse(client: Socket, status: string, text: string): void {
-    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+    client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`, () => client.destroy());
   }
 
   private async route(client: Socket, header: string, rest: Buffer): Promise<void> {

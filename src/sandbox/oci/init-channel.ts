@@ -68,6 +68,11 @@ export class InitChannel {
     this.socket.write(frame);
   }
 
+  /** Asks init to relay what the running step's pipes hold and close them (after its 'S'). */
+  drain(): void {
+    if (!this.ended) this.socket.write(Buffer.from([0x44, 0, 0, 0, 0])); // 'D', no data
+  }
+
   /** Flow control: stop reading frames until `resume()` (the step blocks on its output). */
   pause(): void {
     this.socket.pause();

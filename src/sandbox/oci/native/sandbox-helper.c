@@ -71,6 +71,9 @@ static int connect_unix(const char *path) {
 /*
  * Control channel (CTLFD, a stream socket): frames are [type u8][length u32 big-endian][data].
  * host -> init  'X' run a step: data = NUL-terminated strings: cwd, argc, argv..., envc, env...
+ *               'D' (during a step, after its 'S') relay what its pipes hold now, then close them:
+ *                   something outside the step's processes holds them open (the host has killed
+ *                   every process of the job but init), and the step must still end
  * init -> host  'O' / 'E' stdout / stderr bytes of the step, in order per stream
  *               'S' the script's end: "exit N" or "signal N"
  *               'R' the step is over: its script has ended and both its pipes are closed
@@ -141,7 +144,7 @@ __attribute__((noreturn)) static void exec_step(char **strs, int n, int out, int
   int envc = argc >= 1 && n >= 3 + argc ? atoi(strs[2 + argc]) : -1;
   dup2(out, 1);
   dup2(err, 2);
-  int null = open("/dev/null", O_RDONLY);
+  int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (null >= 0) dup2(null, 0);
   if (envc < 0 || n != 3 + argc + envc) {
     fprintf(stderr, "deltaci: malformed step request\n");
@@ -172,7 +175,9 @@ static void start_step(int ctl, struct step *st, char *req, size_t len) {
   static char *strs[65536];
   int n = split_strings(req, len, strs, 65535);
   int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+  if (pipe2(out, O_CLOEXEC) != 0) out[0] = out[1] = -1;
+  if (out[0] < 0 || pipe2(err, O_CLOEXEC) != 0) {
+    if (out[0] >= 0) { close(out[0]); close(out[1]); }
     send_text(ctl, 'S', "exit %d", 125);
     send_text(ctl, 'R', "%d", 0);
     return;
@@ -195,6 +200,20 @@ static void start_step(int ctl, struct step *st, char *req, size_t len) {
     st->pid = -1;
   } else {
     st->pid = pid;
+  }
+}
+
+/* Relays what a step's pipes hold right now, without waiting for more, and closes them. */
+static void drain_step(int ctl, struct step *st) {
+  static char buf[FRAME_MAX];
+  const char types[2] = {'O', 'E'};
+  for (int i = 0; i < 2; i++) {
+    if (st->fds[i] < 0) continue;
+    fcntl(st->fds[i], F_SETFL, O_NONBLOCK);
+    ssize_t r;
+    while ((r = read(st->fds[i], buf, sizeof buf)) > 0) send_frame(ctl, types[i], buf, (size_t)r);
+    close(st->fds[i]);
+    st->fds[i] = -1;
   }
 }
 
@@ -223,11 +242,16 @@ __attribute__((noreturn)) static void run_init(char **argv) {
     struct pollfd p[5] = {
       {sfd, POLLIN, 0}, {lfd, POLLIN, 0},
       /* while a step runs, init watches the channel only for the host's hang-up */
-      {ctl, busy ? POLLRDHUP : POLLIN, 0},
+      {ctl, busy ? POLLIN | POLLRDHUP : POLLIN, 0},
       {st.fds[0], POLLIN, 0}, {st.fds[1], POLLIN, 0},
     };
     if (poll(p, 5, -1) < 0) continue;
     if (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR)) _exit(0); /* the host is gone: so is the job */
+    if (busy && (p[2].revents & POLLIN)) {
+      unsigned char h[5];
+      if (read_all(ctl, h, sizeof h) != 0 || h[0] != 'D' || (h[1] | h[2] | h[3] | h[4]) != 0) _exit(0); /* only 'D' during a step */
+      drain_step(ctl, &st);
+    }
     for (int i = 0; i < 2; i++) {
       if (st.fds[i] < 0 || !(p[3 + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t r = read(st.fds[i], buf, sizeof buf);
@@ -242,7 +266,8 @@ __attribute__((noreturn)) static void run_init(char **argv) {
       pid_t pid;
       int status;
       while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid != st.pid) continue;
+        /* a traced script reports stops too: only its real end is the step's end */
+        if (pid != st.pid || !(WIFEXITED(status) || WIFSIGNALED(status))) continue;
         st.pid = -1;
         if (WIFSIGNALED(status)) send_text(ctl, 'S', "signal %d", WTERMSIG(status));
         else send_text(ctl, 'S', "exit %d", WIFEXITED(status) ? WEXITSTATUS(status) : 125);
@@ -256,13 +281,16 @@ __attribute__((noreturn)) static void run_init(char **argv) {
     if (lfd >= 0 && (p[1].revents & POLLIN)) {
       int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
       if (c < 0) continue;
-      int u = connect_unix(argv[1]);
-      if (u >= 0 && fork() == 0) {
+      /* the child connects: a busy proxy must never block init */
+      if (fork() == 0) {
         sigprocmask(SIG_SETMASK, &none, NULL);
+        close(ctl); close(sfd); close(lfd);
+        for (int i = 0; i < 2; i++) if (st.fds[i] >= 0) close(st.fds[i]);
+        int u = connect_unix(argv[1]);
+        if (u < 0) _exit(0);
         relay(c, u);
       }
       close(c);
-      if (u >= 0) close(u);
     }
     if (!busy && (p[2].revents & POLLIN)) {
       unsigned char h[5];

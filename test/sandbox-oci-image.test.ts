@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
@@ -126,6 +127,27 @@ void describe("oci images", { timeout: 1_800_000 }, () => {
     }
     const bad = env.spec({ image: { kind: "oci", ref: `oci-archive:${join(env.root, "src.tar")}`, digest: image.digest } });
     await assert.rejects(env.factory.create(bad), (e: Error & { code?: string }) => e.code === "E_SANDBOX" && /not an OCI archive/.test(e.message));
+  });
+
+  void it("refuses local images outside the image roots (also through a symlink) and never echoes a bad index.json", async () => {
+    const outside = mkdtempSync(join(tmpdir(), "deltaci-not-a-root-"));
+    try {
+      writeFileSync(join(outside, "index.json"), "root:secret-looking-bytes\n");
+      const link = join(env.root, "link-out");
+      symlinkSync(outside, link);
+      const inside = join(env.root, "bad-layout");
+      mkdirSync(inside);
+      writeFileSync(join(inside, "index.json"), "root:secret-looking-bytes\n");
+      for (const ref of [`oci:${outside}:x`, `oci:${link}:x`, "oci:/etc:x", `oci:${join(env.root, "missing")}:x`]) {
+        const spec = env.spec({ image: { kind: "oci", ref, digest: image.digest } });
+        await assert.rejects(env.factory.create(spec), (e: Error & { code?: string }) => e.code === "E_SANDBOX" && /not an image below the runner's image roots/.test(e.message), ref);
+        assert.deepEqual(await env.leftovers(spec), []);
+      }
+      const spec = env.spec({ image: { kind: "oci", ref: `oci:${inside}:x`, digest: image.digest } });
+      await assert.rejects(env.factory.create(spec), (e: Error & { code?: string }) => /index\.json is not valid JSON/.test(e.message) && !e.message.includes("secret"));
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
   });
 
   void it("refuses a digest that the layout does not list", async () => {

@@ -16,3 +16,9 @@ void test("prewarming is on unless --no-prewarm or DELTACI_RUNNER_PREWARM=0", ()
   assert.equal(runnerConfig({ ...base, prewarm: false }, {}).prewarm, false);
   assert.equal(runnerConfig(base, { DELTACI_RUNNER_PREWARM: "0" }).prewarm, false);
 });
+
+void test("image roots come from --image-roots or DELTACI_IMAGE_ROOTS, else the sandbox default", () => {
+  assert.equal(runnerConfig(base, {}).imageRoots, null);
+  assert.deepEqual(runnerConfig(base, { DELTACI_IMAGE_ROOTS: "/srv/images, /opt/img" }).imageRoots, ["/srv/images", "/opt/img"]);
+  assert.deepEqual(runnerConfig({ ...base, imageRoots: "/a" }, { DELTACI_IMAGE_ROOTS: "/b" }).imageRoots, ["/a"]);
+});

@@ -25,6 +25,8 @@ export interface RunnerFlags {
   prewarm?: boolean;
   /** Comma-separated `host[:port]` registries pulled without TLS verification (--insecure-registries). */
   insecureRegistries?: string;
+  /** Comma-separated dirs below which jobs may name local OCI layouts and archives (--image-roots). */
+  imageRoots?: string;
 }
 
 export interface RunnerConfig {
@@ -53,6 +55,8 @@ export interface RunnerConfig {
   prewarm: boolean;
   /** Registries (`host[:port]`) whose images are pulled without TLS verification. */
   insecureRegistries: string[];
+  /** Dirs below which jobs may name local images; null: the sandbox's default (its cache's images dir). */
+  imageRoots: string[] | null;
 }
 
 /** Environment variables the runner reads (documented in docs/runner.md). */
@@ -68,6 +72,7 @@ export const RUNNER_ENV = {
   logLevel: "DELTACI_LOG_LEVEL",
   prewarm: "DELTACI_RUNNER_PREWARM",
   insecureRegistries: "DELTACI_INSECURE_REGISTRIES",
+  imageRoots: "DELTACI_IMAGE_ROOTS",
 } as const;
 
 export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = process.env, hostname = "runner"): RunnerConfig {
@@ -113,6 +118,7 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
     logLevel: pick("logLevel") ?? "info",
     // --no-prewarm, or DELTACI_RUNNER_PREWARM=0|false|no (commander always sets the flag, so the flag can only turn it off).
     insecureRegistries,
+    imageRoots: pick("imageRoots")?.split(",").map((d) => d.trim()).filter((d) => d.length > 0).map((d) => resolve(d)) ?? null,
     prewarm: flags.prewarm !== false && !/^(0|false|no|off)$/i.test(env[RUNNER_ENV.prewarm]?.trim() ?? ""),
   };
 }

@@ -67,7 +67,8 @@ export interface OciTestEnv extends ConformanceHarness {
 
 export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean } = {}): OciTestEnv {
   const root = tempRoot("oci");
-  const factory = new CrunSandboxFactory({ clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches") });
+  // local images: the shared cache (the Debian test image) and this env's own temp dir
+  const factory = new CrunSandboxFactory({ clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches"), imageRoots: ["/var/cache/deltaci/images", root] });
   const slots: SlotInfo[] = [];
   return {
     factory,

@@ -38,6 +38,7 @@ export function registerRunnerCommand(program: Command): void {
     .option("--name <name>", "runner name shown by the control plane")
     .option("--no-prewarm", "do not build a sandbox for the expected job while waiting for one")
     .option("--insecure-registries <list>", "host[:port],... pulled without TLS verification (env DELTACI_INSECURE_REGISTRIES)")
+    .option("--image-roots <dirs>", "dirs below which jobs may name local OCI images (env DELTACI_IMAGE_ROOTS; default /var/cache/deltaci/images)")
     .option("--log-level <level>", "runner's own diagnostics on stderr: error|warn|info|debug|silent", undefined)
     .action(async (flags: RunnerFlags) => {
       // Exit explicitly: a runner must end once its job is reported, whatever handle lingers.
@@ -60,7 +61,7 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
 
   const slot = { ...slotInfo(cfg.slot, cfg.cacheDir), workDir: cfg.workDir };
   const sandboxFactory: SandboxFactory = cfg.isolation === "oci"
-    ? new CrunSandboxFactory({ clock: systemClock, logger, cgroupParent: "deltaci", insecureRegistries: cfg.insecureRegistries, trace: (phase, ms) => logger.debug({ phase, ms: Math.round(ms * 10) / 10 }, "sandbox phase") })
+    ? new CrunSandboxFactory({ clock: systemClock, logger, cgroupParent: "deltaci", insecureRegistries: cfg.insecureRegistries, ...(cfg.imageRoots ? { imageRoots: cfg.imageRoots } : {}), trace: (phase, ms) => logger.debug({ phase, ms: Math.round(ms * 10) / 10 }, "sandbox phase") })
     : new ProcessSandboxFactory({ clock: systemClock, logger });
   const retry = new RetryPolicy({ clock: systemClock, onRetry: (err, attempt, waitMs) => logger.debug({ err: String(err), attempt, waitMs }, "retrying") });
   const client = new RunnerClient({ http: new HttpClient(cfg.serverUrl, { timeoutMs: cfg.requestTimeoutMs }), retry, requestTimeoutMs: cfg.requestTimeoutMs });

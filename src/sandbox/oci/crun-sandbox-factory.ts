@@ -57,6 +57,8 @@ export interface CrunSandboxOptions {
   insecureRegistries?: readonly string[];
   /** Bound on one registry image pull; default `defaults.imagePullTimeoutMs`. */
   imagePullTimeoutMs?: number;
+  /** Local OCI layouts and archives a job may name must be below one of these (default `<cacheDir>/images`). */
+  imageRoots?: readonly string[];
 }
 
 /** Port of the egress proxy inside a job's network namespace. */
@@ -234,7 +236,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
       else {
         const pull = { insecureRegistries: this.opts.insecureRegistries ?? [], signal, ...(this.opts.imagePullTimeoutMs !== undefined ? { timeoutMs: this.opts.imagePullTimeoutMs } : {}) };
-        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, pull);
+        const img = await unpackImage(this.cacheDir, spec.image.ref, spec.image.digest, pull, this.opts.imageRoots ?? [join(this.cacheDir, "images")]);
         for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });
         await chown(join(diskMount, "upper"), uid, uid);
         const lower = join(jobDir, "image");

@@ -10,8 +10,8 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, mkdir, readFile, realpath, rename, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
 import { pullRegistryImage, registryRefOf, type PullOptions } from "./registry-pull.ts";
@@ -55,8 +55,10 @@ export async function buildOnce(dir: string, fill: (tmp: string) => Promise<void
  * The layout dir of a ref: the dir itself, or an archive's copy in the cache, keyed by the
  * archive's index.json (which names every manifest by digest), so one image is copied once.
  */
-async function layoutOf(cacheDir: string, ref: string): Promise<string> {
-  const { layout, tag, archive } = parseImageRef(ref);
+async function layoutOf(cacheDir: string, ref: string, imageRoots: readonly string[]): Promise<string> {
+  const parsed = parseImageRef(ref);
+  const { tag, archive } = parsed;
+  const layout = await underImageRoot(ref, parsed.layout, imageRoots);
   if (!archive) return layout;
   let index: string;
   try {
@@ -77,15 +79,35 @@ async function layoutOf(cacheDir: string, ref: string): Promise<string> {
   return dir;
 }
 
+/**
+ * A job names a local image by path, and the runner (root) reads it: only paths below the image
+ * roots the runner was given are allowed, symlinks resolved. One message for "not allowed" and
+ * "does not exist", so a job cannot probe the host's files.
+ */
+async function underImageRoot(ref: string, path: string, imageRoots: readonly string[]): Promise<string> {
+  const real = await realpath(resolve(path)).catch(() => null);
+  for (const root of imageRoots) {
+    const r = await realpath(root).catch(() => null);
+    if (real !== null && r !== null && (real === r || real.startsWith(r.endsWith("/") ? r : `${r}/`))) return real;
+  }
+  throw new DeltaError("E_SANDBOX", `image ${ref}: not an image below the runner's image roots (${imageRoots.join(", ")})`);
+}
+
 /** Pulls a registry ref first (`pull`: TLS exceptions, timeout, cancel); the unpacked manifest is the platform's for an index. */
-export async function unpackImage(cacheDir: string, ref: string, pinned: string, pull: PullOptions = { insecureRegistries: [] }): Promise<UnpackedImage> {
+export async function unpackImage(cacheDir: string, ref: string, pinned: string, pull: PullOptions = { insecureRegistries: [] }, imageRoots: readonly string[] = [join(cacheDir, "images")]): Promise<UnpackedImage> {
   const registry = registryRefOf(ref);
   const pulled = registry === null ? null : await pullRegistryImage(cacheDir, ref, registry, pinned, pull, buildOnce);
-  const layout = pulled?.layout ?? (await layoutOf(cacheDir, ref));
+  const layout = pulled?.layout ?? (await layoutOf(cacheDir, ref, imageRoots));
   const digest = pulled?.manifestDigest ?? pinned;
-  const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8").catch((e: unknown) => {
-    throw new DeltaError("E_SANDBOX", `image ${ref}: no OCI layout (${String(e)})`);
-  })) as IndexJson;
+  const text = await readFile(join(layout, "index.json"), "utf8").catch(() => {
+    throw new DeltaError("E_SANDBOX", `image ${ref}: no OCI layout (no readable index.json)`);
+  });
+  let index: IndexJson;
+  try {
+    index = JSON.parse(text) as IndexJson;
+  } catch {
+    throw new DeltaError("E_SANDBOX", `image ${ref}: the layout's index.json is not valid JSON`); // never echo its bytes
+  }
   const entry = index.manifests?.find((m) => m.digest === digest);
   const tag = entry?.annotations?.["org.opencontainers.image.ref.name"];
   if (!entry || !tag) throw new DeltaError("E_SANDBOX", `image ${ref}: digest ${digest} is not a tagged manifest of the layout`);

@@ -211,7 +211,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (existsSync(join(p.crun.stateRoot, containerId))) await removeContainer(td, containerId, cgroupPath);
       await removeJobFiles(td, jobDir);
       await mkdir(jobDir, { recursive: true, mode: 0o755 });
-      await chmod(spec.slot.workDir, 0o755);
+      await chmod(spec.slot.workDir, 0o711); // traversable for the sandbox's uids, not listable by host users
       await assertTraversable(spec.slot.workDir);
       const uid = spec.slot.hostUidBase;
       const diskMount = join(jobDir, "disk");

@@ -18,7 +18,7 @@ import type { RunnerState } from "../../controller/types.ts";
 import type { RunnerLogger } from "../../runner/ports.ts";
 import { runRunner } from "../../runner/runner.ts";
 import { slotInfo } from "../../sandbox/slots.ts";
-import type { SandboxFactory, SlotInfo, WarmSpec } from "../../sandbox/types.ts";
+import type { SandboxFactory, SlotInfo } from "../../sandbox/types.ts";
 
 export interface InProcessProviderOptions {
   workRoot: string;
@@ -57,8 +57,6 @@ export class InProcessProvider implements RunnerProvider {
   private readonly live = new Map<string, Live>();
   private readonly listeners: Array<(e: RunnerExit) => void> = [];
   private seq = 0;
-  /** Slots prewarmSlots reaped (then warmed): their first runner's reap must not discard that. */
-  private readonly fresh = new Set<number>();
 
   constructor(opts: InProcessProviderOptions) {
     this.o = opts;
@@ -119,7 +117,7 @@ export class InProcessProvider implements RunnerProvider {
               cancelGraceMs: defaults.cancelGraceMs, tailUploadMs: 10_000, disposeMs: 60_000,
             },
           },
-          { client, sandboxFactory: this.runnerFactory(), clock, logger, signal: stop.signal },
+          { client, sandboxFactory: this.o.sandboxFactory, clock, logger, signal: stop.signal },
         );
         code = res.code;
       } catch (err) {
@@ -135,41 +133,6 @@ export class InProcessProvider implements RunnerProvider {
     })();
     this.live.set(record.id, live);
     return record;
-  }
-
-  /**
-   * Before any runner starts (the server need not be up): reaps the first `count` slots and starts
-   * building a sandbox of `shape` in each, where the first runners will take them (lowest free
-   * slot first). Their runners skip their own reap, which would discard it. Resolves once the
-   * builds have started (the factory's `close()` then disposes of any no job took).
-   */
-  async prewarmSlots(shape: Omit<WarmSpec, "slot">, count: number): Promise<void> {
-    const slots = join(this.o.workRoot, "slots");
-    await Promise.all(Array.from({ length: Math.min(count, this.o.maxSlots) }, async (_, i) => {
-      const slot = slotInfo(this.o.slotBase + i, slots);
-      try {
-        const reaped = await this.o.sandboxFactory.reapSlot(slot);
-        if (reaped.length > 0) this.o.logger.warn({ slot: slot.index, reaped }, "reaped what a previous run left in this slot");
-        await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
-      } catch (err) {
-        this.o.logger.warn({ slot: slot.index, err: String(err) }, "could not prepare the slot for prewarming: its runner builds its own sandbox");
-        return;
-      }
-      this.fresh.add(slot.index);
-      void this.o.sandboxFactory.prewarm({ ...shape, slot }); // adds the warm entry now; never rejects
-    }));
-  }
-
-  /** The factory as one runner sees it: its first reap of a slot prewarmSlots just reaped is a no-op. */
-  private runnerFactory(): SandboxFactory {
-    const f = this.o.sandboxFactory;
-    return {
-      isolation: f.isolation,
-      create: (spec, signal) => f.create(spec, signal),
-      reapSlot: (slot) => (this.fresh.delete(slot.index) ? Promise.resolve([]) : f.reapSlot(slot)),
-      prewarm: (spec) => f.prewarm(spec),
-      close: () => f.close(),
-    };
   }
 
   async refresh(): Promise<void> {}

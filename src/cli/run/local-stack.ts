@@ -100,53 +100,43 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let controller: RunningController | null = null;
   let client: JobApiClient | null = null;
   let sandboxFactory: SandboxFactory | null = null;
-  let warming: Promise<void> = Promise.resolve();
   const close = async () => {
     await client?.close().catch(() => {});
     await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
-    await warming; // its warm sandboxes are registered with the factory before it is closed
     await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
     await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
     logger.flush();
     if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
   };
   try {
+    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
     const workRoot = join(dir, "runners");
-    const slotBase = runSlotBase(process.pid);
-    const maxRunners = Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length));
-    let provider: InProcessProvider | null = null;
-    if (!opts.runnerProcesses) {
+    const controllerOpts = {
+      serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
+      maxRunners: Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length)), workRoot, metricsListen: null,
+      runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase: runSlotBase(process.pid),
+    };
+    const controllerLogger = logger.child({ component: "controller" });
+    if (opts.runnerProcesses) {
+      controller = await startLocalController(controllerOpts, controllerLogger);
+    } else {
       const runnerLogger = logger.child({ component: "runner" });
       const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };
       opts.crunFactory?.log.attach(sandboxLogger);
       sandboxFactory = opts.isolation === "oci"
         ? (opts.crunFactory?.factory ?? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" }))
         : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger });
-      // The jobs are known: their most common shape is built in the first slots while the server
-      // starts and the source is packed (when it can be built ahead: no egress allowlist, no caches);
-      // runners prewarm it again after a job (the shape file).
+      // The jobs are known: each runner prewarms a sandbox of their most common shape while the
+      // source is packed and the jobs submitted (when that shape can be built ahead: no egress, no caches).
       const shape = commonShape(opts.jobs);
       const prewarm = shape.network.egress === "none" && shape.caches.length === 0;
-      provider = new InProcessProvider({
-        workRoot, slotBase, maxSlots: MAX_LOCAL_RUNNERS, sandboxFactory, clock: systemClock,
+      if (prewarm) await rememberShape(join(workRoot, "warm-shape.json"), shape);
+      const provider = new InProcessProvider({
+        workRoot, slotBase: controllerOpts.slotBase, maxSlots: MAX_LOCAL_RUNNERS, sandboxFactory, clock: systemClock,
         logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm,
       });
-      if (prewarm) {
-        await rememberShape(join(workRoot, "warm-shape.json"), shape);
-        warming = provider.prewarmSlots({ image: shape.image, limits: shape.limits, network: { egress: "none" }, caches: [] }, maxRunners);
-      }
+      controller = await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock });
     }
-    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
-    const controllerOpts = {
-      serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
-      maxRunners, workRoot, metricsListen: null,
-      runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase,
-    };
-    const controllerLogger = logger.child({ component: "controller" });
-    await warming; // the slots are reaped before their runners start (long done by now)
-    controller = provider
-      ? await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock })
-      : await startLocalController(controllerOpts, controllerLogger);
     client = new JobApiClient({ server: server.url, token: server.apiToken, timeoutMs: defaults.requestTimeoutMs });
     const s = server;
     const c = client;

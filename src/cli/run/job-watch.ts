@@ -77,6 +77,25 @@ interface WatchOptions {
   signal: AbortSignal;
 }
 
+/** Waits POLL_MS, or less when `wake` settles first (→ true). Rejects when `signal` aborts. */
+async function pollPause(clock: Clock, signal: AbortSignal, wake: Promise<void> | null): Promise<boolean> {
+  if (wake === null) {
+    await clock.sleep(POLL_MS, signal);
+    return false;
+  }
+  const cut = new AbortController();
+  void wake.then(() => cut.abort());
+  try {
+    await clock.sleep(POLL_MS, AbortSignal.any([signal, cut.signal]));
+    return false;
+  } catch (err) {
+    if (signal.aborted || !cut.signal.aborted) throw err;
+    return true;
+  } finally {
+    cut.abort();
+  }
+}
+
 /** Follows the log and polls the state until the job ends; returns its final status. */
 export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: WatchOptions): Promise<JobStatus> {
   const stepNames = sub.job.spec.steps.map((s) => s.name);
@@ -87,6 +106,8 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
   const follow = followAttempts(client, sub, { ...o, signal: followSignal }, printers, (p) => (current = p)).catch((err: unknown) => {
     if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
   });
+  // The log ends with the job: then the state is polled at once (once), not up to POLL_MS later.
+  let wake: Promise<void> | null = follow;
   let st: JobStatus;
   let unschedulableSince: number | null = null;
   const submittedAt = o.clock.now();
@@ -104,7 +125,7 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
     const what = activity(st, stepNames, step);
     o.ui.setActivity(sub.job.name, what ? `${what} (${Math.floor((o.clock.now() - submittedAt) / 1000)}s)` : "");
     if (isTerminal(st)) break;
-    await o.clock.sleep(POLL_MS, o.signal);
+    if (await pollPause(o.clock, o.signal, wake)) wake = null;
   }
   // The follow stream ends with the job; give it a moment to deliver the tail, then stop it.
   const grace = new AbortController();

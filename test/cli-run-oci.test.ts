@@ -90,3 +90,34 @@ void test("oci: a job in an OCI image pinned by digest (the Debian test image, b
   assert.match(r.stdout, /^debian 12\.\d+$/m);
   assert.match(r.stdout, /^0$/m, "root inside the user namespace");
 });
+
+void test("oci: a job may name a local OCI image below its source dir, not one elsewhere on the host", { timeout: 1_500_000 }, async (t) => {
+  const built = spawnSync("bash", [join(projectRoot(), "scripts/sandbox-build-debian-image.sh"), "/var/cache/deltaci/images/debian", "bookworm"], { encoding: "utf8", timeout: 1_500_000 });
+  const m = /^(\S+) (sha256:[a-f0-9]{64})$/m.exec(built.stdout);
+  assert.ok(m?.[2], `image builder: ${built.stdout} ${built.stderr}`);
+  const digest = m[2];
+  const dir = tempDir(t);
+  const elsewhere = tempDir(t, "deltaci-cli-elsewhere-");
+  for (const target of [join(dir, "image"), join(elsewhere, "image")]) spawnSync("cp", ["-r", "/var/cache/deltaci/images/debian", target]);
+  writeFileSync(join(dir, ".gitignore"), "image/\n"); // not packed as the source
+  writeFileSync(join(dir, "deltaci.yml"), [
+    "jobs:",
+    "  inside:",
+    `    image: oci:${join(dir, "image")}:bookworm@${digest}`,
+    "    steps:",
+    "      - run: cat /etc/debian_version",
+    "  outside:",
+    `    image: oci:${join(elsewhere, "image")}:bookworm@${digest}`,
+    "    steps:",
+    "      - run: cat /etc/debian_version",
+    "",
+  ].join("\n"));
+  const r = await runCli(["run", "--json"], { cwd: dir, timeoutMs: 600_000 });
+  assert.equal(r.code, 1, r.stderr);
+  const jobs = parseJson<RunJson>(r.stdout).jobs;
+  assert.equal(jobs.find((j) => j.name === "inside")?.state, "succeeded", r.stderr);
+  const outside = jobs.find((j) => j.name === "outside");
+  assert.equal(outside?.failure?.reason, "sandbox_error", r.stderr);
+  assert.match(outside?.failure?.message ?? "", /not an image below the runner's image roots/);
+  assert.match(r.stderr, /^inside +│ 12\.\d+$/m, "the inside job printed the image's Debian version");
+});

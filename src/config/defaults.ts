@@ -33,6 +33,8 @@ export const defaults = {
   logMiB: 64,
   /** Bound on one registry image pull (manifest check and `skopeo copy`), on the host. */
   imagePullTimeoutMs: 15 * 60_000,
+  /** The oci sandbox's cache: built helpers, compiled seccomp, images (local layouts a job may name live below `images/`). */
+  sandboxCacheDir: "/var/cache/deltaci",
 } as const;
 
 export type Defaults = typeof defaults;

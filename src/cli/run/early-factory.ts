@@ -38,7 +38,8 @@ export interface EarlyCrunFactory {
   log: PendingLog;
 }
 
-export function newCrunFactory(): EarlyCrunFactory {
+/** `imageRoots`: where the run's jobs may name local OCI images (the shared cache, and the run's own source dir). */
+export function newCrunFactory(imageRoots: string[]): EarlyCrunFactory {
   const log = new PendingLog();
-  return { factory: new CrunSandboxFactory({ clock: systemClock, logger: log, cgroupParent: "deltaci" }), log };
+  return { factory: new CrunSandboxFactory({ clock: systemClock, logger: log, cgroupParent: "deltaci", imageRoots }), log };
 }

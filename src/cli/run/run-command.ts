@@ -18,6 +18,7 @@ import { packSource } from "../source-pack.ts";
 import { submitJobs, takesLocalSource, type SubmittedJob } from "../submit-jobs.ts";
 import { downloadArtifacts, watchJob, type DownloadedArtifact } from "./job-watch.ts";
 import { checkIsolation } from "./isolation.ts";
+import { defaults } from "../../config/defaults.ts";
 import { newCrunFactory } from "./early-factory.ts";
 import { startLocalStack, type Isolation, type LocalStack } from "./local-stack.ts";
 import { StatusLine } from "./status-line.ts";
@@ -97,7 +98,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   try {
     // Independent start-up work runs at once: the sandbox check, the stack, and packing the source.
     // The check prepares the in-process runners' own factory (helper build, cgroups, seccomp): done once.
-    const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory() : undefined;
+    const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory([join(defaults.sandboxCacheDir, "images"), sourceDir]) : undefined;
     const checking = isolation === "oci" ? checkIsolation(crunFactory?.factory) : Promise.resolve(null);
     const packing = jobs.some(takesLocalSource) ? packSource(sourceDir) : null; // git-source jobs clone in the sandbox
     packing?.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile

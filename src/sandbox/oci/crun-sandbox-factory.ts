@@ -8,6 +8,7 @@ import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from "node:fs/promi
 import { dirname, join } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { DeltaError } from "../../base/errors.ts";
+import { defaults } from "../../config/defaults.ts";
 import { containerName, isJobDirName, jobDirName, slotPrefix } from "../job-names.ts";
 import { extractSourceArchive } from "../source-archive.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, WarmSpec } from "../types.ts";
@@ -92,7 +93,7 @@ export class CrunSandboxFactory implements SandboxFactory {
   private readonly cacheRoot: string;
 
   constructor(private readonly opts: CrunSandboxOptions) {
-    this.cacheDir = opts.cacheDir ?? "/var/cache/deltaci";
+    this.cacheDir = opts.cacheDir ?? defaults.sandboxCacheDir;
     this.cgroupParent = opts.cgroupParent ?? "deltaci";
     this.socketDir = opts.socketDir ?? "/run/deltaci/egress";
     this.cacheRoot = opts.cacheRoot ?? join(this.cacheDir, "caches");

@@ -53,7 +53,7 @@ export function processCaps(): object {
   return { bounding: CONTAINER_CAPS, effective: CONTAINER_CAPS, permitted: CONTAINER_CAPS, inheritable: [], ambient: [] };
 }
 
-/** The `process` object for `crun exec --process` (and the container's init). */
+/** The `process` object of the container's init (every step inherits its confinement). */
 export function ociProcess(args: string[], env: string[], cwd: string, apparmorProfile: string | null): object {
   return {
     terminal: false,

@@ -36,28 +36,33 @@ export class WarmPool<T extends Sandbox> {
 
   /** Takes the warm sandbox for `key`, and disposes of the slot's others (in the background). */
   take(key: string | null, slotIndex: number): Promise<T | null> | null {
-    const mine = this.entries.filter((e) => e.slotIndex === slotIndex);
+    const mine = this.removeSlot(slotIndex);
     const hit = key === null ? undefined : mine.find((e) => e.key === key);
-    for (const e of mine) this.entries.splice(this.entries.indexOf(e), 1);
-    for (const e of mine) if (e !== hit) this.dispose(e.sandbox);
+    for (const e of mine) if (e !== hit) void this.dispose(e.sandbox);
     return hit?.sandbox ?? null;
   }
 
   /** Disposes of a slot's warm sandboxes and waits for it (before the slot is reaped under them). */
   async discardSlot(slotIndex: number): Promise<void> {
-    const mine = this.entries.filter((e) => e.slotIndex === slotIndex);
-    for (const e of mine) this.entries.splice(this.entries.indexOf(e), 1);
-    await Promise.all(mine.map((e) => e.sandbox.then((sb) => sb?.dispose()).catch(() => {})));
+    await Promise.all(this.removeSlot(slotIndex).map((e) => this.dispose(e.sandbox)));
   }
 
   /** Disposes of every warm sandbox nobody took, and waits for those being disposed of. */
   async close(): Promise<void> {
-    for (const e of this.entries.splice(0)) this.dispose(e.sandbox);
+    for (const e of this.entries.splice(0)) void this.dispose(e.sandbox);
     await Promise.all([...this.disposing]);
   }
 
-  private dispose(sandbox: Promise<T | null>): void {
-    const p = sandbox.then((sb) => sb?.dispose()).catch(() => {}).finally(() => this.disposing.delete(p));
+  private removeSlot(slotIndex: number): Array<Entry<T>> {
+    const mine = this.entries.filter((e) => e.slotIndex === slotIndex);
+    for (const e of mine) this.entries.splice(this.entries.indexOf(e), 1);
+    return mine;
+  }
+
+  /** Never rejects; `close()` waits for every disposal started here. */
+  private dispose(sandbox: Promise<T | null>): Promise<void> {
+    const p: Promise<void> = sandbox.then((sb) => sb?.dispose()).catch(() => {}).finally(() => this.disposing.delete(p));
     this.disposing.add(p);
+    return p;
   }
 }

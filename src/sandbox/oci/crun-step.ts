@@ -34,11 +34,12 @@ async function containerPid(hostPid: number, level: number): Promise<number | nu
   return v === undefined ? null : Number(v);
 }
 
-/** Signals every process of the job but init; returns how many were signalled. */
-export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel">, sig: NodeJS.Signals): Promise<number> {
+/** Signals every process of the job but init; returns how many were signalled. Stops once `until` is aborted. */
+export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel">, sig: NodeJS.Signals, until?: AbortSignal): Promise<number> {
   let n = 0;
   for (const pid of await ctx.cgroup.pids()) {
     const inner = await containerPid(pid, ctx.nsLevel);
+    if (until?.aborted) return n;
     if (inner === null || inner === 1) continue;
     try {
       process.kill(pid, sig);
@@ -49,9 +50,9 @@ export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "
 }
 
 /** SIGKILLs the job's processes (but init) until none is left or `maxMs` passed. */
-export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel" | "clock">, maxMs = 10_000): Promise<void> {
-  const until = ctx.clock.now() + maxMs;
-  while ((await signalJobProcesses(ctx, "SIGKILL")) > 0 && ctx.clock.now() < until) await ctx.clock.sleep(5);
+export async function killJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel" | "clock">, maxMs = 10_000, until?: AbortSignal): Promise<void> {
+  const deadline = ctx.clock.now() + maxMs;
+  while ((await signalJobProcesses(ctx, "SIGKILL", until)) > 0 && ctx.clock.now() < deadline && !until?.aborted) await ctx.clock.sleep(5);
 }
 
 /** After the script's end and its leftovers' kill, 'R' must follow; a pipe held from outside the job gets drained, then the sandbox is given up. */
@@ -76,11 +77,13 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
   const stderr = new PassThrough();
   let over = false;
   let status = "";
+  // a stop's signalling must end with the step: the next step's processes are in the same cgroup
+  const stepOver = new AbortController();
   const control = new StepControl(
     ctx.clock,
     {
-      terminate: () => void signalJobProcesses(ctx, "SIGTERM"),
-      kill: () => void killJobProcesses(ctx),
+      terminate: () => void signalJobProcesses(ctx, "SIGTERM", stepOver.signal),
+      kill: () => void killJobProcesses(ctx, 10_000, stepOver.signal),
     },
     timeoutMs,
     ctx.timeoutGraceMs,
@@ -129,6 +132,7 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     // after 'S' the leftovers were killed before init could report 'R'; without it, init is gone
     await (status !== "" ? leftovers : killJobProcesses(ctx));
     control.finish();
+    stepOver.abort();
     stdout.end();
     stderr.end();
     const sig = /^signal (\d+)$/.exec(status);

@@ -87,6 +87,8 @@ export class CrunSandboxFactory implements SandboxFactory {
   readonly isolation = "oci" as const;
   private prepared: Promise<Prepared> | null = null;
   private readonly warm = new WarmPool<CrunSandbox>();
+  /** Aborts the prewarm builds still running when the factory is closed (an image pull can be long). */
+  private closing = new AbortController();
   private readonly cacheDir: string;
   private readonly cgroupParent: string;
   private readonly socketDir: string;
@@ -161,7 +163,9 @@ export class CrunSandboxFactory implements SandboxFactory {
     const key = warmKey(spec);
     if (key === null || this.warm.has(key)) return;
     const jobId = `warm-${randomBytes(6).toString("hex")}`;
-    const building = this.build({ ...spec, jobId, sourceArchive: null, auditLogPath: null }).catch((e: unknown) => {
+    const closed = this.closing.signal;
+    const building = this.build({ ...spec, jobId, sourceArchive: null, auditLogPath: null }, closed).catch((e: unknown) => {
+      if (closed.aborted) return null; // closed while it was built: nothing to report
       this.opts.logger.warn({ err: e instanceof Error ? e.message : String(e) }, "prewarming a sandbox failed: the next job builds its own");
       return null;
     });
@@ -170,6 +174,8 @@ export class CrunSandboxFactory implements SandboxFactory {
   }
 
   close(): Promise<void> {
+    this.closing.abort();
+    this.closing = new AbortController(); // later prewarms (a factory may be used again) are not affected
     return this.warm.close();
   }
 
@@ -298,6 +304,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       });
       await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
       mark("create: rootfs + bundle");
+      signal?.throwIfAborted();
       channel = new InitChannel(await p.crun.runDetachedWithChannel(["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container"));
       mark("create: crun run -d");
       started = true;

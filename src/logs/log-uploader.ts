@@ -222,6 +222,8 @@ export class LogUploader {
       if (res.committed > this.committedBytes) this.setCommitted(res.committed);
       this.chunkLimit = Math.min(this.o.chunkBytes, this.chunkLimit * 2);
       const end = Math.min(res.committed, start + chunk.length);
+      // an earlier chunk's answer is still on its way: hash its bytes from the spool now, so the hash keeps up
+      if (end > start && this.hashedTo < start) this.hashUpTo(start);
       if (end > this.hashedTo && this.hashedTo >= start) {
         this.hash.update(chunk.subarray(this.hashedTo - start, end - start));
         this.hashedTo = end;

@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { systemClock } from "../src/base/clock.ts";
 import { CrunSandboxFactory } from "../src/sandbox/oci/crun-sandbox-factory.ts";
+import { rememberShape } from "../src/runner/warm-shape.ts";
 import { slotInfo } from "../src/sandbox/slots.ts";
 import type { SlotInfo } from "../src/sandbox/types.ts";
 import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
@@ -78,6 +79,8 @@ void describe("runner prewarming (oci)", () => {
 
   void it("the next job of the remembered shape takes the sandbox prewarmed while its runner registered", { timeout: 180_000 }, async (t) => {
     if (skip) return t.skip(skip);
+    // the shape a previous job left (also when this test runs alone)
+    await rememberShape(join(cacheDir, "warm-shape.json"), jobSpec({ steps: [], limits: small }));
     // The timeout and log limit are not part of the shape.
     const next = await runOne({ ...small, timeoutMs: 90_000, logMiB: 8 });
     assert.equal(next.took, true, `the job took the prewarmed sandbox; factory log: ${JSON.stringify(factoryLog)}`);

@@ -67,6 +67,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
   try {
     // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
     const toolchains = probeToolchains(opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null);
+    toolchains.catch(() => {}); // awaited below; if set-up fails first, its rejection is not left unhandled
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
     // (The oci factory's one-time preparation, helpers, cgroups, seccomp, happens in reapSlot.)
     const reaped = await sandboxFactory.reapSlot(opts.slot);

@@ -77,22 +77,14 @@ interface WatchOptions {
   signal: AbortSignal;
 }
 
-/** Waits POLL_MS, or less when `wake` settles first (→ true). Rejects when `signal` aborts. */
-async function pollPause(clock: Clock, signal: AbortSignal, wake: Promise<void> | null): Promise<boolean> {
-  if (wake === null) {
-    await clock.sleep(POLL_MS, signal);
-    return false;
-  }
-  const cut = new AbortController();
-  void wake.then(() => cut.abort());
+/** Waits POLL_MS, or less when `wake` is aborted first (→ true). Rejects when `signal` aborts. */
+async function pollPause(clock: Clock, signal: AbortSignal, wake: AbortSignal | null): Promise<boolean> {
   try {
-    await clock.sleep(POLL_MS, AbortSignal.any([signal, cut.signal]));
+    await clock.sleep(POLL_MS, wake === null ? signal : AbortSignal.any([signal, wake]));
     return false;
   } catch (err) {
-    if (signal.aborted || !cut.signal.aborted) throw err;
+    if (signal.aborted || wake === null || !wake.aborted) throw err;
     return true;
-  } finally {
-    cut.abort();
   }
 }
 
@@ -107,7 +99,9 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
     if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
   });
   // The log ends with the job: then the state is polled at once (once), not up to POLL_MS later.
-  let wake: Promise<void> | null = follow;
+  const logEnded = new AbortController();
+  void follow.then(() => logEnded.abort());
+  let wake: AbortSignal | null = logEnded.signal;
   let st: JobStatus;
   let unschedulableSince: number | null = null;
   const submittedAt = o.clock.now();

@@ -106,7 +106,10 @@ export class LogFiles {
   private evictOldest(): void {
     const [key, fd] = this.fds.entries().next().value as [string, number];
     // Not yet synced for its batch: sync now, or the commit would acknowledge unsynced bytes.
-    if (this.dirty.delete(key)) fdatasyncSync(fd);
+    if (this.dirty.has(key)) {
+      fdatasyncSync(fd); // throws (EIO) with the key still dirty: the batch fails, nothing is acknowledged unsynced
+      this.dirty.delete(key);
+    }
     this.fds.delete(key);
     closeSync(fd);
   }

@@ -42,12 +42,4 @@ export class LogDigests {
     const r = this.byAttempt.get(`${jobId}/${attempt}`);
     return r && r.bytes === bytes ? r.hash.copy().digest("hex") : null;
   }
-
-  forget(jobId: string, attempt: number): void {
-    this.byAttempt.delete(`${jobId}/${attempt}`);
-  }
-
-  get size(): number {
-    return this.byAttempt.size;
-  }
 }

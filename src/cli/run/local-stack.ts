@@ -17,9 +17,10 @@ import type { Pool } from "../../controller/types.ts";
 import type { ParsedJob } from "../../jobfile/parse.ts";
 import { JobApiClient } from "../../client/job-api-client.ts";
 import { startLocalController } from "../commands/controller.ts";
+import { DeltaError } from "../../base/errors.ts";
 import { systemClock } from "../../base/clock.ts";
 import { startController } from "../../controller/index.ts";
-import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
+import type { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
 import type { SandboxFactory } from "../../sandbox/types.ts";
 import { rememberShape } from "../../runner/warm-shape.ts";
@@ -124,7 +125,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };
       opts.crunFactory?.log.attach(sandboxLogger);
       sandboxFactory = opts.isolation === "oci"
-        ? (opts.crunFactory?.factory ?? new CrunSandboxFactory({ clock: systemClock, logger: sandboxLogger, cgroupParent: "deltaci" }))
+        ? requireCrunFactory(opts.crunFactory)
         : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger });
       // The jobs are known: each runner prewarms a sandbox of their most common shape while the
       // source is packed and the jobs submitted (when that shape can be built ahead: no egress, no caches).
@@ -145,4 +146,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     await close();
     throw err;
   }
+}
+
+/** In-process oci runners share the factory the isolation check prepared (it carries the run's image roots). */
+function requireCrunFactory(early: EarlyCrunFactory | undefined): CrunSandboxFactory {
+  if (!early) throw new DeltaError("E_SANDBOX", "in-process oci runners need the run's sandbox factory");
+  return early.factory;
 }

@@ -11,7 +11,7 @@ const banned = (from, patterns) => ({
 });
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "dist/**", ".deltaci/**", "bin/**", "eslint.config.js"] },
+  { ignores: ["node_modules/**", "dist/**", ".deltaci/**", "bin/**", "eslint.config.js", "bench/lib/*.mjs"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

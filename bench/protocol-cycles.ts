@@ -1,17 +1,22 @@
 /**
  * Full protocol cycles per second: lease → heartbeat → log 4 KiB → complete, 16 concurrent
- * runners, against `deltaci server` in its own process (durability full, then normal). Jobs and
- * runner sessions are prepared before the clock starts. Baseline in the same run: requests/s
- * of a bare Fastify JSON route with the same concurrency and client.
- * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16]
+ * runners, against `deltaci server` in its own process: SQLite (durability full, then normal),
+ * then PostgreSQL with 1 and 2 replicas (runners spread over them; server CPU is the replicas'
+ * node processes, PostgreSQL's own CPU not included), then the cross-replica pickup latency.
+ * Jobs and runner sessions are prepared before the clock starts. Baseline in the same run:
+ * requests/s of a bare Fastify JSON route with the same concurrency and client.
+ * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100]
  */
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs } from "./lib/protocol-client.ts";
+import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs, type Child } from "./lib/protocol-client.ts";
+import { crossReplicaPickup, startReplicas } from "./lib/replica-bench.ts";
 import { loadavg } from "node:os";
 
 const CYCLES = Number(process.argv[2] ?? 4000);
 const CONC = Number(process.argv[3] ?? 16);
+const PICKUPS = Number(process.argv[4] ?? 100);
 const LOG = Buffer.alloc(4096, "x");
 const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
 
@@ -25,9 +30,31 @@ async function bareRate(c: Client, total: number, pid: number): Promise<{ perSec
   return { perSec: total / ((performance.now() - t) / 1000), cpuMsPerRequest: (processCpuMs(pid) - cpu0) / total };
 }
 
-async function cycleRate(durability: "full" | "normal"): Promise<Record<string, number | string>> {
+type Server = Child & { apiToken: string; controllerToken: string };
+
+async function sqliteRate(durability: "full" | "normal"): Promise<Record<string, number | string>> {
   const srv = await spawnDeltaci(["--durability", durability, "--lease-ttl", "5m"]);
-  const c = new Client(srv.url);
+  try {
+    return { store: "sqlite", durability, ...(await cycleRate([srv])) };
+  } finally {
+    await srv.stop();
+  }
+}
+
+async function pgRate(replicas: number): Promise<Record<string, number | string>> {
+  const r = await startReplicas(replicas, ["--lease-ttl", "5m"]);
+  try {
+    return { store: "postgres", replicas, ...(await cycleRate(r.servers)) };
+  } finally {
+    await r.stop();
+  }
+}
+
+/** Runner `i` talks to server `i % servers.length` for its whole cycle. */
+async function cycleRate(servers: Server[]): Promise<Record<string, number | string>> {
+  const clients = servers.map((s) => new Client(s.url));
+  const c = clients[0] as Client;
+  const srv = servers[0] as Server;
   try {
     const sess = await sessions(c, srv.controllerToken, CYCLES);
     for (let i = 0; i < CYCLES; i += 64) {
@@ -35,10 +62,11 @@ async function cycleRate(durability: "full" | "normal"): Promise<Record<string, 
     }
     let next = 0;
     let errors = 0;
-    const pid = srv.proc.pid as number;
-    const cpu0 = processCpuMs(pid);
+    const cpu = () => servers.reduce((n, s) => n + processCpuMs(s.proc.pid as number), 0);
+    const cpu0 = cpu();
     const t = performance.now();
-    await Promise.all(Array.from({ length: CONC }, async () => {
+    await Promise.all(Array.from({ length: CONC }, async (_, w) => {
+      const c = clients[w % clients.length] as Client;
       for (let i = next++; i < CYCLES; i = next++) {
         const l = await c.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 0 } });
         if (l.status !== 200) {
@@ -55,15 +83,14 @@ async function cycleRate(durability: "full" | "normal"): Promise<Record<string, 
       }
     }));
     const secs = (performance.now() - t) / 1000;
-    const cpuMsPerCycle = (processCpuMs(pid) - cpu0) / CYCLES;
+    const cpuMsPerCycle = (cpu() - cpu0) / CYCLES;
     return {
-      durability, cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
+      cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
       serverCpuMsPerCycle: Math.round(cpuMsPerCycle * 1000) / 1000,
       cyclesPerSecPerServerCore: Math.round(1000 / cpuMsPerCycle),
     };
   } finally {
-    await c.close();
-    await srv.stop();
+    for (const x of clients) await x.close();
   }
 }
 
@@ -82,15 +109,23 @@ async function main(): Promise<void> {
     await b.close();
     await bare.stop();
   }
-  const full = await cycleRate("full");
-  const normal = await cycleRate("normal");
+  const full = await sqliteRate("full");
+  const normal = await sqliteRate("normal");
+  const pg1 = await pgRate(1);
+  const pg2 = await pgRate(2);
+  const pickup = await crossReplicaPickup(PICKUPS);
   process.stdout.write(JSON.stringify({
     bench: "protocol-cycles",
     concurrency: CONC,
     goal: "> 2000 cycles/s",
     full,
     normal,
+    postgres1: pg1,
+    postgres2: pg2,
+    crossReplicaPickupMs: { ...pickup, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
+    postgresCluster: "test cluster from scripts/services/postgres.sh (fsync off); PostgreSQL's CPU not counted in serverCpuMsPerCycle",
     loadAverageAtStart: load,
+    loadAverageAtEnd: loadavg()[0],
     baseline: { bareFastifyRequestsPerSec: bareReqPerSec, bareCyclesPerSecEquivalent: Math.round(bareReqPerSec / 4), bareServerCpuMsPerRequest: bareCpuMsPerRequest },
     ratioToBare: {
       full: Math.round(((full.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,

@@ -1,9 +1,11 @@
 /**
  * Sandbox start-up: create + `true` as the first step + dispose of a fully hardened oci sandbox
  * (host image, userns, all namespaces, seccomp BPF, cgroup limits, loop-mounted disk quota),
- * built on demand and prewarmed (built before the clock starts, as a runner does while it waits),
- * against raw `crun run` of an equivalent bundle (same mounts, userns, limits; seccomp as JSON
- * and as precompiled BPF) and plain fork/exec of /bin/true, measured in the same run. Prints JSON.
+ * built on demand (cold, in its own slot) and prewarmed (built before the clock starts, as a
+ * runner does while it waits), plus the slot recycle as the runner host does it: job end
+ * (dispose) → the slot's next sandbox prewarmed and ready. Against raw `crun run` of an
+ * equivalent bundle (same mounts, userns, limits; seccomp as JSON and as precompiled BPF) and
+ * plain fork/exec of /bin/true, measured round-robin in the same run. Prints JSON.
  * Usage: tsx bench/sandbox-start.ts [runs=50]
  */
 import { spawn } from "node:child_process";
@@ -23,12 +25,17 @@ const runs = Number(process.argv[2] ?? 50);
 const root = mkdtempSync(join(tmpdir(), "deltaci-bench-"));
 chmodSync(root, 0o755);
 const phases = new Map<string, number[]>();
-const factory = new CrunSandboxFactory({
-  clock: systemClock,
-  logger: { info: () => {}, warn: (_f, m) => process.stderr.write(`warn: ${m}\n`) },
-  trace: (phase, ms) => phases.set(phase, [...(phases.get(phase) ?? []), ms]),
-});
+const phasesNoSpare = new Map<string, number[]>();
+const logger = { info: () => {}, warn: (_f: Record<string, unknown>, m: string) => process.stderr.write(`warn: ${m}\n`) };
+const record = (into: Map<string, number[]>) => (phase: string, ms: number) => into.set(phase, [...(into.get(phase) ?? []), ms]);
+/** As the runner host runs it: spare disks made while a slot's job runs. */
+const factory = new CrunSandboxFactory({ clock: systemClock, logger, trace: record(phases), spareDisks: true });
+/** Without spare disks: every build writes its disk from the template and mounts it (a slot's first job). */
+const plainFactory = new CrunSandboxFactory({ clock: systemClock, logger, trace: record(phasesNoSpare) });
 const slot = slotInfo(40_000 + (process.pid % 1000), join(root, "slots"));
+/** Cold runs get slots of their own: the recycled slot always holds a warm sandbox of the same shape. */
+const coldSlot = slotInfo(41_000 + (process.pid % 1000), join(root, "slots"));
+const plainSlot = slotInfo(42_000 + (process.pid % 1000), join(root, "slots"));
 
 function stats(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
@@ -44,9 +51,9 @@ function wait(cmd: string, args: string[]): Promise<number> {
   });
 }
 
-const spec = (i: number): SandboxSpec => ({
+const spec = (i: number, inSlot = slot): SandboxSpec => ({
   jobId: `bench-${process.pid}-${i}`,
-  slot,
+  slot: inSlot,
   image: { kind: "host" },
   limits: { timeoutMs: 60_000, cpus: 1, memoryMiB: 512, diskMiB: 1024, pids: 512, logMiB: 64 },
   network: { egress: "none" },
@@ -55,12 +62,19 @@ const spec = (i: number): SandboxSpec => ({
   auditLogPath: null,
 });
 
-/** One job's sandbox: built on demand (cold), or prewarmed before the job and taken by `create` (warm). */
-async function sandboxRun(i: number, warm: boolean) {
-  i += warm ? 100_000 : 1000;
-  if (warm) await factory.prewarm(spec(i));
+/**
+ * One job's sandbox: built on demand in its own slot (cold), or prewarmed and taken by `create`
+ * (warm). A warm run ends as the runner host's slot recycle does: right after `dispose`, the slot's
+ * next sandbox is prewarmed; `recycle` is job end → that sandbox ready.
+ */
+async function sandboxRun(i: number, mode: "cold" | "coldNoSpare" | "warm") {
+  const warm = mode === "warm";
+  const f = mode === "coldNoSpare" ? plainFactory : factory;
+  const inSlot = { cold: coldSlot, coldNoSpare: plainSlot, warm: slot }[mode];
+  i += { cold: 1000, coldNoSpare: 50_000, warm: 100_000 }[mode];
+  if (warm) await factory.prewarm(spec(i)); // a no-op when the previous run's recycle left one
   const t0 = performance.now();
-  const sb = await factory.create(spec(i));
+  const sb = await f.create(spec(i, inSlot));
   const t1 = performance.now();
   const p = sb.start({ run: "true", shell: "sh", env: {}, workingDirectory: null, timeoutMs: 60_000 });
   p.stdout.resume();
@@ -70,7 +84,12 @@ async function sandboxRun(i: number, warm: boolean) {
   const t2 = performance.now();
   await sb.dispose();
   const t3 = performance.now();
-  return { total: t3 - t0, create: t1 - t0, step: t2 - t1, dispose: t3 - t2 };
+  if (warm) await factory.prewarm(spec(i + 1));
+  const t4 = performance.now();
+  // the background teardown ends before the next measurement
+  await f.settle(inSlot);
+  const teardown = performance.now() - t3;
+  return { total: t3 - t0, create: t1 - t0, step: t2 - t1, dispose: t3 - t2, recycle: t4 - t2, teardown };
 }
 
 async function prepareRawBundles(prepared: Awaited<ReturnType<CrunSandboxFactory["prepare"]>>) {
@@ -113,15 +132,20 @@ async function rawRun(prepared: Awaited<ReturnType<CrunSandboxFactory["prepare"]
 async function main() {
   const prepared = await factory.prepare();
   const bundles = await prepareRawBundles(prepared);
-  const sandbox = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[] };
-  const warm = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[], createAndStep: [] as number[] };
+  const sandbox = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[], teardown: [] as number[] };
+  const noSpare = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[], teardown: [] as number[] };
+  const warm = { total: [] as number[], create: [] as number[], step: [] as number[], dispose: [] as number[], teardown: [] as number[], createAndStep: [] as number[], recycle: [] as number[] };
   const raw: Record<string, number[]> = Object.fromEntries(bundles.map(([name]) => [name, [] as number[]]));
   const fork: number[] = [];
   // Round-robin, so that load from other processes hits every variant alike.
   for (let i = -3; i < runs; i++) {
-    if (i === 0) phases.clear();
-    const r = await sandboxRun(i, false);
-    const w = await sandboxRun(i, true);
+    if (i === 0) {
+      phases.clear();
+      phasesNoSpare.clear();
+    }
+    const r = await sandboxRun(i, "cold");
+    const n = await sandboxRun(i, "coldNoSpare");
+    const w = await sandboxRun(i, "warm");
     const rawTimes: Array<[string, number]> = [];
     for (const [name, bundle] of bundles) rawTimes.push([name, await rawRun(prepared, bundle, i + 3)]);
     const t0 = performance.now();
@@ -130,14 +154,17 @@ async function main() {
     if (i < 0) continue;
     for (const k of Object.keys(sandbox) as Array<keyof typeof sandbox>) {
       sandbox[k].push(r[k]);
+      noSpare[k].push(n[k]);
       warm[k].push(w[k]);
     }
     warm.createAndStep.push(w.create + w.step);
+    warm.recycle.push(w.recycle);
     for (const [name, ms] of rawTimes) raw[name]?.push(ms);
     fork.push(forkMs);
   }
 
-  // memory held by one idle sandbox: its cgroup's charge and its init's RSS
+  // memory held by one idle sandbox: its cgroup's charge and its init's RSS (built for its job, not the warm one)
+  await factory.close();
   const idle = await factory.create(spec(runs + 1));
   const cg = new JobCgroup(prepared.layout, `/deltaci/slot-${slot.index}/${containerName(slot.index, spec(runs + 1).jobId)}`);
   const memDir = prepared.layout.kind === "v1" ? join(prepared.layout.controllers.get("memory") ?? "", cg.path) : join(prepared.layout.root, cg.path);
@@ -145,7 +172,12 @@ async function main() {
   let rssKiB = 0;
   for (const pid of await cg.pids()) rssKiB += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
   await idle.dispose();
+  await factory.close();
+  await plainFactory.close();
+  const left = [...(await factory.inspectSlot(slot)), ...(await factory.inspectSlot(coldSlot)), ...(await plainFactory.inspectSlot(plainSlot))];
   await factory.reapSlot(slot);
+  await factory.reapSlot(coldSlot);
+  await plainFactory.reapSlot(plainSlot);
   rmSync(root, { recursive: true, force: true });
 
   const sb = stats(sandbox.total);
@@ -156,17 +188,27 @@ async function main() {
     runs,
     unit: "ms",
     loadAverage1m: Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]),
-    sandbox: { createFirstStepDispose: sb, create: stats(sandbox.create), firstStepTrue: stats(sandbox.step), dispose: stats(sandbox.dispose) },
+    // dispose resolves once the job is dead and off its path; `backgroundTeardown` is the rest, after it
+    // cold: no prewarmed container; the slot's spare disk (made while its previous job ran) is taken
+    sandbox: { createFirstStepDispose: sb, create: stats(sandbox.create), firstStepTrue: stats(sandbox.step), dispose: stats(sandbox.dispose), backgroundTeardown: stats(sandbox.teardown) },
+    // cold without spare disks: the disk is written from the template and mounted in create
+    sandboxNoSpare: { createFirstStepDispose: stats(noSpare.total), create: stats(noSpare.create), firstStepTrue: stats(noSpare.step), dispose: stats(noSpare.dispose), backgroundTeardown: stats(noSpare.teardown) },
     // prewarm() ran before the clock started (a runner does it while it waits for a lease)
     prewarmed: { createFirstStepDispose: stats(warm.total), takeWarm: stats(warm.create), firstStepTrue: stats(warm.step), takeAndFirstStep: stats(warm.createAndStep), dispose: stats(warm.dispose) },
+    // job end (dispose called) → the slot's next sandbox prewarmed and ready (the runner host's recycle)
+    slotRecycle: stats(warm.recycle),
     phasesP50: Object.fromEntries([...phases].map(([k, v]) => [k, stats(v).p50])),
+    phasesNoSpareP50: Object.fromEntries([...phasesNoSpare].map(([k, v]) => [k, stats(v).p50])),
     baselines: Object.fromEntries([...Object.entries(raw).map(([k, v]) => [k, stats(v)]), ["fork/exec /bin/true (node spawn)", stats(fork)]]),
     ratio: {
       sandboxP50OverRawCrunJsonP50: Number((sb.p50 / rawJson.p50).toFixed(2)),
       sandboxP50OverRawCrunBpfP50: Number((sb.p50 / rawBpf.p50).toFixed(2)),
+      sandboxNoSpareP50OverRawCrunBpfP50: Number((stats(noSpare.total).p50 / rawBpf.p50).toFixed(2)),
+      slotRecycleP50OverRawCrunBpfP50: Number((stats(warm.recycle).p50 / rawBpf.p50).toFixed(2)),
       prewarmedTakeAndFirstStepP50OverRawCrunJsonP50: Number((stats(warm.createAndStep).p50 / rawJson.p50).toFixed(2)),
     },
     idleSandboxMemory: { cgroupBytes, initRssKiB: rssKiB },
+    leftAfterClose: left,
   };
   process.stdout.write(JSON.stringify(out) + "\n");
 }
@@ -174,6 +216,8 @@ async function main() {
 main().catch(async (e: unknown) => {
   process.stderr.write(`${String(e instanceof Error ? e.stack : e)}\n`);
   await factory.reapSlot(slot).catch(() => {});
+  await factory.reapSlot(coldSlot).catch(() => {});
+  await plainFactory.reapSlot(plainSlot).catch(() => {});
   rmSync(root, { recursive: true, force: true });
   process.exit(1);
 });

@@ -2,12 +2,12 @@
 // Entry point. Runs the prebuilt bundle (dist/, made by `npm run build`) when it is newer than
 // every source file and the installed packages (it bundles them); otherwise the TypeScript
 // sources through tsx, so a stale bundle never runs.
-// `deltaci runner` uses the runner-only bundle (no server or CLI libraries to load).
+// `deltaci runner` and `deltaci runner-host` use the runner-only bundle (no server or CLI libraries to load).
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const runnerOnly = process.argv[2] === "runner";
+const runnerOnly = process.argv[2] === "runner" || process.argv[2] === "runner-host";
 const bundle = `${root}dist/${runnerOnly ? "runner" : "deltaci"}.mjs`;
 
 function bundleIsFresh() {

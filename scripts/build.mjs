@@ -4,7 +4,9 @@
 // a few hundred package files cost ~0.2 s per start), except better-sqlite3 (a native addon).
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
+// dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 import { build } from "esbuild";
+import { buildWeb } from "./build-web.mjs";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -16,4 +18,5 @@ const common = {
 await Promise.all([
   build({ ...common, entryPoints: [`${root}src/cli/main.ts`], outfile: `${root}dist/deltaci.mjs` }),
   build({ ...common, entryPoints: [`${root}src/cli/runner-main.ts`], outfile: `${root}dist/runner.mjs` }),
+  buildWeb(root),
 ]);

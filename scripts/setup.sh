@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the sandbox, its tests and the quick start use (checked by package, not by binary).
+# Debian packages the sandbox, its tests and the quick start use (checked by package, not by binary);
+# python3-swift + memcached: the S3 test service (scripts/services/s3.sh).
 pkgs=(crun umoci skopeo debootstrap nftables iproute2 e2fsprogs mount util-linux tar git gcc libc6-dev
-      libseccomp-dev golang-github-containers-common ca-certificates apparmor docker-registry)
+      libseccomp-dev golang-github-containers-common ca-certificates apparmor docker-registry
+      chromium python3-swift memcached postgresql)
 need=()
 for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")

@@ -122,6 +122,19 @@ void test("wrong types and values say what was expected and what was found", () 
   }
 });
 
+void test("report: junit marks an artifact as a test report, kept by default even when the job fails", () => {
+  const r = parser.parse(`jobs:\n  a:\n    steps: [{run: x}]\n    artifacts:\n      - {name: junit, path: [reports/*.xml], report: junit}\n      - {name: j2, path: r.xml, report: junit, when: on_success}\n`, "ci.yml");
+  assert.ok(r.ok, r.ok ? "" : r.issues.map(formatIssue).join("\n"));
+  assert.deepEqual(r.jobs[0]?.spec.artifacts, [
+    { name: "junit", paths: ["reports/*.xml"], when: "always", report: "junit" },
+    { name: "j2", paths: ["r.xml"], when: "on_success", report: "junit" },
+  ]);
+  assert.ok(Value.Check(SubmittedJobSpec, r.jobs[0]?.spec));
+  assert.equal(formatIssue(only(`jobs:\n  a:\n    steps: [{run: x}]\n    artifacts:\n      - {name: t, path: r.xml, report: junitxml}\n`)),
+    `ci.yml:5:40: jobs.a.artifacts[0].report: expected "junit": the files are JUnit XML test reports, summarised by the server, got "junitxml"`);
+  assert.match(formatIssue(only(`jobs:\n  a:\n    steps: [{run: x}]\n    artifacts: [{name: t, path: r.xml, reprot: junit}]\n`)), /^ci\.yml:4:40: jobs\.a\.artifacts\[0\]\.reprot: unknown key "reprot" — did you mean "report"\?$/);
+});
+
 void test("YAML syntax errors and duplicate keys have positions", () => {
   const dup = issuesOf(`jobs:\n  a:\n    steps: [{run: x}]\n    steps: [{run: y}]\n`);
   assert.match(formatIssue(dup[0]!), /^ci\.yml:4:5: \(yaml\): .*unique/i);

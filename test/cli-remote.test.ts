@@ -98,7 +98,7 @@ void test("submit --json names each job's id; status, logs, jobs and artifacts f
   const arts = await cli(withToken(["artifacts", okId, "--download", dl, "--json"]));
   assert.equal(arts.code, 0, arts.stderr);
   assert.deepEqual(parseJson<Array<{ name: string }>>(arts.stdout).map((a) => a.name), ["result.txt"]);
-  assert.equal(readFileSync(join(dl, "result.txt"), "utf8"), "built\n");
+  assert.equal(readFileSync(join(dl, "result.txt", "out", "result.txt"), "utf8"), "built\n");
 });
 
 void test("cancel stops a running job; the token comes from DELTACI_API_TOKEN too", async () => {

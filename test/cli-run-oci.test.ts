@@ -60,7 +60,7 @@ void test("oci: artifacts come back to ./.deltaci/artifacts/<job>/", async (t) =
   const dir = exampleCopy(t, "artifacts-cache");
   const r = await runCli(["run"], { cwd: dir });
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.match(readFileSync(join(dir, ".deltaci", "artifacts", "build", "report"), "utf8"), /^report of job job_/);
+  assert.match(readFileSync(join(dir, ".deltaci", "artifacts", "build", "report", "dist", "report.txt"), "utf8"), /^report of job job_/);
   assert.match(r.stdout, /cache: this is build number \d+ seen by the cache/);
 });
 

@@ -60,7 +60,7 @@ void test("the Node.js example passes its tests in the host image", async (t) =>
   assert.match(r.stdout, /✓ unit tests/);
 });
 
-void test("artifacts are downloaded to ./.deltaci/artifacts/<job>/ (a file, and a tar of several extracted)", async (t) => {
+void test("artifacts are downloaded to ./.deltaci/artifacts/<job>/<name>/ (a file under its relative path, and a tar of several extracted)", async (t) => {
   const dir = exampleCopy(t, "artifacts-cache");
   const r = await runCli(["run", ...P, "--json"], { cwd: dir });
   assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -69,7 +69,7 @@ void test("artifacts are downloaded to ./.deltaci/artifacts/<job>/ (a file, and 
   assert.ok(job);
   assert.deepEqual(job.artifacts.map((a) => a.name).sort(), ["build-log", "report"]);
   const base = join(dir, ".deltaci", "artifacts", "build");
-  assert.match(readFileSync(join(base, "report"), "utf8"), /^report of job job_/);
+  assert.match(readFileSync(join(base, "report", "dist", "report.txt"), "utf8"), /^report of job job_/);
   const logDir = join(base, "build-log");
   const files = readdirSync(logDir, { recursive: true }).map(String).sort();
   assert.ok(files.some((f) => f.endsWith("report.txt")) && files.some((f) => f.endsWith("built-at.txt")), files.join(","));

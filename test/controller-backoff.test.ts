@@ -4,14 +4,15 @@
  * fails at once (a stand-in for a bad configuration). Time for the backoff is a controllable
  * clock: frozen, a blocked pool must stay blocked however often the loop runs.
  */
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
 import { systemClock, type Clock } from "../src/base/clock.ts";
 import { startController } from "../src/controller/index.ts";
 import { startHarness } from "./controller-harness.ts";
 
-void test("a runner that crashes at start backs its pool off with one error, within the limits", async (t) => {
+/** A real server and a controller whose runners (or runner host) exit at start; time is frozen until advanced. */
+async function crashingFleet(t: TestContext, runnerMode: "process" | "session") {
   const h = await startHarness();
   t.after(() => h.cleanup());
   let frozenAt = Date.now();
@@ -23,11 +24,16 @@ void test("a runner that crashes at start backs its pool off with one error, wit
   const ctl = await startController(
     {
       serverUrl: h.server.url, controllerToken: h.server.controllerToken, workRoot: h.workRoot, maxRunners: 2,
-      pools: [{ ...pool, name: "broken", max: 2 }], crashBackoffBaseMs: 1000, crashBackoffMaxMs: 60_000, tickMs: 20,
+      pools: [{ ...pool, name: "broken", max: 2 }], crashBackoffBaseMs: 1000, crashBackoffMaxMs: 60_000, tickMs: 20, runnerMode,
     },
     { command: crashing, clock, logger },
   );
   t.after(() => ctl.stop({ runners: "terminate" }));
+  return { h, ctl, logs, freeze: { advance: (ms: number) => void (frozenAt += ms) } };
+}
+
+void test("a runner that crashes at start backs its pool off with one error, within the limits", async (t) => {
+  const { h, ctl, logs, freeze } = await crashingFleet(t, "process");
   for (let i = 0; i < 5; i++) await h.submit({ steps: [{ name: "s", run: "true" }] });
 
   const exits = async () => {
@@ -51,12 +57,32 @@ void test("a runner that crashes at start backs its pool off with one error, wit
   assert.ok(backoff > 0, "backoff is visible in /metrics");
 
   // time passes beyond the backoff: exactly one more round of launches, then a longer backoff
-  frozenAt += 120_000;
+  freeze.advance(120_000);
   await h.waitFor("a launch after the backoff", async () => (await launches()) > launchedBefore);
   await h.waitFor("that runner to crash too", async () => (await exits()) >= launchedBefore + 1);
   await h.waitFor("all launched runners to exit", () => ctl.provider.list().length === 0);
   const afterSecond = await launches();
   for (let i = 0; i < 10; i++) await ctl.settled();
   assert.equal(await launches(), afterSecond);
+  assert.equal(logs.filter((l) => l.level >= 50).length, 1, "still one error: later crashes of the streak are not repeated at error level");
+});
+
+void test("a runner host that crashes at start: one error with the host's last words, the pool backs off", async (t) => {
+  const { h, ctl, logs, freeze } = await crashingFleet(t, "session");
+  for (let i = 0; i < 3; i++) await h.submit({ steps: [{ name: "s", run: "true" }] });
+  const launches = async () => (await ctl.metrics.decisions.get()).values.filter((v) => v.labels.kind === "launch").reduce((s, v) => s + v.value, 0);
+  const backoff = async () => (await ctl.metrics.backoff.get()).values.find((v) => v.labels.pool === "broken")?.value ?? 0;
+  await h.waitFor("the pool to back off", async () => (await backoff()) > 0);
+  const launchedBefore = await launches();
+  for (let i = 0; i < 20; i++) await ctl.settled();
+  assert.equal(await launches(), launchedBefore, "no launch while the pool backs off");
+  const errors = logs.filter((l) => l.level >= 50);
+  assert.equal(errors.length, 1, `one clear error, got: ${JSON.stringify(errors)}`);
+  assert.match(errors[0]?.msg ?? "", /the runner host did not start: it exited \(code 3\)/);
+  assert.match(JSON.stringify(errors[0]), /crun: executable file not found/, "the error shows the host's own last words");
+  assert.equal(ctl.provider.list().length, 0, "no runner is left waiting on a dead host");
+  freeze.advance(120_000);
+  await h.waitFor("a launch after the backoff", async () => (await launches()) > launchedBefore);
+  for (let i = 0; i < 10; i++) await ctl.settled();
   assert.equal(logs.filter((l) => l.level >= 50).length, 1, "still one error: later crashes of the streak are not repeated at error level");
 });

@@ -5,29 +5,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod } from "node:fs/promises";
 import { pino } from "pino";
 import { controllerOptionsFromFlags, startLocalController } from "../src/cli/commands/controller.ts";
 import { startHarness } from "./controller-harness.ts";
-
-const crunIds = (prefix: string) =>
-  execFileSync("crun", ["--root", "/run/deltaci/crun", "list", "-q"], { encoding: "utf8" }).split("\n").filter((l) => l.startsWith(prefix));
-const mountsUnder = (dir: string) => readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4]?.startsWith(dir));
-const loopsUnder = (dir: string) => {
-  const out = execFileSync("losetup", ["-l", "-n", "-O", "NAME,BACK-FILE"], { encoding: "utf8" });
-  return out.split("\n").filter((l) => l.includes(dir));
-};
-const cgroupDirs = (slot: number) =>
-  ["memory", "pids", "cpu", "cpuacct", "blkio", "freezer", "devices", "cpuset", "unified", ""].map((c) => `/sys/fs/cgroup/${c}/deltaci/slot-${slot}`.replace("//", "/")).filter((d) => existsSync(d) && childDirs(d).length > 0);
-function childDirs(d: string): string[] {
-  try {
-    return execFileSync("find", [d, "-mindepth", "1", "-type", "d"], { encoding: "utf8" }).split("\n").filter(Boolean);
-  } catch {
-    return [];
-  }
-}
+import { cgroupDirs, crunIds, loopsUnder, mountsUnder } from "./support/leftovers.ts";
 
 void test("SIGKILL of an oci runner mid-job: its container, cgroups, mounts and files are reaped; the job is retried", async (t) => {
   const h = await startHarness({ leaseTtlMs: 3000 });
@@ -36,7 +19,7 @@ void test("SIGKILL of an oci runner mid-job: its container, cgroups, mounts and 
   // a slot range of our own: slots select uid ranges, cgroups and container names host-wide
   const slotBase = 30_000 + Math.floor(Math.random() * 20_000);
   const opts = controllerOptionsFromFlags(
-    { maxRunners: "1", minIdle: "0", pool: [], isolation: "oci", workRoot: h.workRoot, runnerIdleTimeout: "2m", idleGrace: "500ms", slotBase: String(slotBase) },
+    { maxRunners: "1", minIdle: "0", pool: [], isolation: "oci", workRoot: h.workRoot, runnerIdleTimeout: "2m", idleGrace: "500ms", slotBase: String(slotBase), runnerMode: "process" },
     { serverUrl: h.server.url, controllerToken: h.server.controllerToken },
   );
   const ctl = await startLocalController(opts, pino({ level: "silent" }));

@@ -43,7 +43,7 @@ async function runnerPids(workRoot: string): Promise<Array<{ slot: string; pid: 
 
 function flags(h: Harness, extra: Partial<Record<string, unknown>> = {}) {
   return {
-    maxRunners: "2", minIdle: "0", pool: [] as string[], isolation: "process", workRoot: h.workRoot, runnerIdleTimeout: "2m", idleGrace: "500ms", ...extra,
+    maxRunners: "2", minIdle: "0", pool: [] as string[], isolation: "process", workRoot: h.workRoot, runnerIdleTimeout: "2m", idleGrace: "500ms", runnerMode: "process", ...extra,
   };
 }
 
@@ -53,7 +53,7 @@ void test("SIGKILL of the controller mid-run: jobs finish; a new controller adop
   const gate = join(h.dir, "gate");
   const self = selfCommand();
   const log = await open(join(h.dir, "controller-1.log"), "w");
-  const first = spawn(self.command, [...self.args, "controller", "--server", h.server.url, "--controller-token-file", h.tokenFile, "--work-root", h.workRoot, "--isolation", "process", "--max-runners", "2"], { stdio: ["ignore", log.fd, log.fd] });
+  const first = spawn(self.command, [...self.args, "controller", "--server", h.server.url, "--controller-token-file", h.tokenFile, "--work-root", h.workRoot, "--isolation", "process", "--max-runners", "2", "--runner-mode", "process"], { stdio: ["ignore", log.fd, log.fd] });
   await log.close();
   t.after(() => void (first.exitCode === null && first.kill("SIGKILL")));
 

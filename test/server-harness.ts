@@ -10,6 +10,8 @@ import { request } from "undici";
 import { systemClock, type Clock } from "../src/base/clock.ts";
 import { startServer, type RunningServer, type ServerOptions } from "../src/server/index.ts";
 import type { Capabilities, SubmittedJobSpec, Lease } from "../src/protocol/schemas.ts";
+import { newToken } from "../src/base/ids.ts";
+import { createTestDatabase, testStoreIsPostgres, type TestDatabase } from "./support/pg-test-db.ts";
 
 /** Parsed JSON bodies in tests are read loosely on purpose. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -23,7 +25,7 @@ export interface Res {
 }
 
 export class TestServer {
-  constructor(readonly srv: RunningServer, readonly dir: string) {}
+  constructor(readonly srv: RunningServer, readonly dir: string, private readonly db: TestDatabase | null = null) {}
 
   get url(): string {
     return this.srv.url;
@@ -110,6 +112,7 @@ export class TestServer {
   async close(): Promise<void> {
     await this.srv.close();
     await rm(this.dir, { recursive: true, force: true });
+    await this.db?.drop();
   }
 }
 
@@ -145,13 +148,25 @@ export function jobSpec(over: Partial<SubmittedJobSpec> = {}): SubmittedJobSpec 
   };
 }
 
-export async function startTestServer(over: Partial<ServerOptions> = {}): Promise<TestServer> {
+/**
+ * A server on loopback with a temp data dir; on SQLite, or on a fresh PostgreSQL database when
+ * DELTACI_TEST_STORE=postgres (the same tests then cover both stores). `sqliteOnly`: the test
+ * looks at SQLite's own files (the log files, the state.db), so it always runs on SQLite.
+ */
+export async function startTestServer(over: Partial<ServerOptions> = {}, opts: { sqliteOnly?: boolean } = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), "deltaci-server-test-"));
+  let db: TestDatabase | null = null;
   try {
-    const srv = await startServer({ dataDir: dir, host: "127.0.0.1", port: 0, leaseTtlMs: 30_000, heartbeatIntervalMs: 500, sweepIntervalMs: 100, ...over });
-    return new TestServer(srv, dir);
+    const pg: Partial<ServerOptions> = {};
+    if (testStoreIsPostgres() && over.databaseUrl === undefined && opts.sqliteOnly !== true) {
+      db = await createTestDatabase();
+      Object.assign(pg, { databaseUrl: db.url, apiToken: newToken("api"), controllerToken: newToken("controller") });
+    }
+    const srv = await startServer({ dataDir: dir, host: "127.0.0.1", port: 0, leaseTtlMs: 30_000, heartbeatIntervalMs: 500, sweepIntervalMs: 100, ...pg, ...over });
+    return new TestServer(srv, dir, db);
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
+    await db?.drop();
     throw err;
   }
 }

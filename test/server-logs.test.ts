@@ -180,7 +180,7 @@ void test("an append that arrives ahead of its offset waits for the one before i
 });
 
 void test("log bytes live in a file per attempt; bytes past the committed end are never served and are overwritten", async () => {
-  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  const s = await startTestServer({ leaseTtlMs: 30_000 }, { sqliteOnly: true });
   try {
     const jobId = await s.submit();
     const l = await s.lease(await s.runner(), 1000);
@@ -206,7 +206,7 @@ void test("log bytes live in a file per attempt; bytes past the committed end ar
 });
 
 void test("a log an older server kept in the log_chunks table is still read and appended to there", async () => {
-  const first = await startTestServer({ leaseTtlMs: 60_000 });
+  const first = await startTestServer({ leaseTtlMs: 60_000 }, { sqliteOnly: true });
   let s: TestServer | null = null;
   try {
     const jobId = await first.submit();

@@ -37,6 +37,19 @@ export async function spawnDeltaci(args: string[] = []): Promise<Child & { apiTo
   return { url, proc, apiToken, controllerToken, stop: stopper(proc, () => rm(dir, { recursive: true, force: true })) };
 }
 
+/** A `deltaci server` replica on PostgreSQL `databaseUrl`, with the given shared tokens. */
+export async function spawnDeltaciPg(databaseUrl: string, tokens: { apiToken: string; controllerToken: string }, args: string[] = []): Promise<Child & { apiToken: string; controllerToken: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "deltaci-bench-"));
+  const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--database", databaseUrl, "--log-level", "warn", ...args], {
+    cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: tokens.apiToken, DELTACI_CONTROLLER_TOKEN: tokens.controllerToken },
+  });
+  const url = await waitForReadyUrl(proc).catch(async (err: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  });
+  return { url, proc, ...tokens, stop: stopper(proc, () => rm(dir, { recursive: true, force: true })) };
+}
+
 export async function spawnBare(): Promise<Child> {
   const proc = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench", "lib", "bare-fastify.ts")], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const url = await waitForReadyUrl(proc);

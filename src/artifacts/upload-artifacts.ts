@@ -6,6 +6,7 @@
  */
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
+import { defaults } from "../config/defaults.ts";
 import type { ArtifactCreateRequest, ArtifactCreateResponse, ArtifactRule } from "../protocol/schemas.ts";
 import { collectFiles } from "./collect.ts";
 import { packTar, stageFile } from "./tar-pack.ts";
@@ -57,11 +58,22 @@ async function uploadOne(o: UploadArtifactsOptions, rule: ArtifactRule, staged: 
     const packed = single ? await stageFile(join(o.workspace, single.path), staged, o.signal) : await packTar(o.workspace, found.files, staged, o.signal);
     outcome.size = packed.size;
     outcome.sha256 = packed.sha256;
-    const created = await o.sink.create(
-      { name: rule.name, size: packed.size, sha256: packed.sha256, mediaType: single ? "application/octet-stream" : "application/x-tar" },
-      o.signal,
-    );
-    if (created.upload) await o.sink.upload(created.upload, staged, packed.size, o.signal);
+    const req: ArtifactCreateRequest = single
+      ? { name: rule.name, size: packed.size, sha256: packed.sha256, mediaType: "application/octet-stream", path: single.path }
+      : { name: rule.name, size: packed.size, sha256: packed.sha256, mediaType: "application/x-tar" };
+    let created = await o.sink.create(req, o.signal);
+    // A direct upload that failed (an expired URL, a refused commit) asks again: create is
+    // idempotent and its fresh descriptor lists only what the store still misses.
+    for (let round = 1; created.upload; round++) {
+      try {
+        await o.sink.upload(created.upload, staged, packed.size, o.signal);
+        break;
+      } catch (err) {
+        if (o.signal.aborted || created.upload.commitUrl === undefined || round >= defaults.directUploadRounds) throw err;
+        outcome.notes.push(`artifact ${rule.name}: upload failed (${(err as Error).message}); asking for fresh upload URLs`);
+        created = await o.sink.create(req, o.signal);
+      }
+    }
     outcome.artifactId = created.artifactId;
   } catch (err) {
     outcome.error = err;

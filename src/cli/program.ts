@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { registerControllerCommand } from "./commands/controller.ts";
 import { registerJobCommands } from "./commands/jobs.ts";
 import { registerRunnerCommand } from "./commands/runner.ts";
+import { registerRunnerHostCommand } from "./commands/runner-host.ts";
 import { registerServerCommand } from "./commands/server.ts";
 
 export function buildProgram(): Command {
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerServerCommand(program);
   registerControllerCommand(program);
   registerRunnerCommand(program);
+  registerRunnerHostCommand(program);
   return program;
 }
 

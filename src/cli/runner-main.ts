@@ -5,7 +5,9 @@
  */
 import { Command } from "commander";
 import { registerRunnerCommand } from "./commands/runner.ts";
+import { registerRunnerHostCommand } from "./commands/runner-host.ts";
 
 const program = new Command("deltaci").enablePositionalOptions();
 registerRunnerCommand(program);
+registerRunnerHostCommand(program);
 await program.parseAsync(process.argv);

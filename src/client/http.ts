@@ -3,6 +3,8 @@
  * a hard timeout on every request, and typed errors (`DeltaError` with the server's code,
  * `details.status`, and any extra fields of the error body such as `committed`).
  * Retries are not done here: they live in one policy object (retry-policy.ts).
+ * Several server replicas (`http://a:8181,http://b:8181`): requests go to one until it fails to
+ * answer (network error, timeout, 502/503/504), then to the next; the retry policy re-sends.
  */
 import { Agent, request, type Dispatcher } from "undici";
 import { DeltaError } from "../base/errors.ts";
@@ -26,15 +28,37 @@ export interface RequestOptions {
   expect?: number[];
 }
 
+/** The servers of a `,`-separated list, without trailing slashes; throws unless each is http(s). */
+export function serverUrls(list: string): string[] {
+  const urls = list.split(",").map((u) => u.trim().replace(/\/+$/, "")).filter((u) => u.length > 0);
+  const bad = urls.find((u) => !/^https?:\/\/[^\s/,]+(\/[^\s,]*)?$/.test(u));
+  if (urls.length === 0 || bad !== undefined) throw new DeltaError("E_INVALID", `a server must be an http(s) URL (several: comma-separated), got ${JSON.stringify(bad ?? list)}`);
+  return urls;
+}
+
+/** Statuses a load balancer or a stopping replica answers: the next replica may serve. */
+const FAILOVER_STATUS = new Set([502, 503, 504]);
+
 export class HttpClient {
-  readonly baseUrl: string;
+  private readonly urls: string[];
+  private current = 0;
   private readonly agent: Agent;
   private readonly defaultTimeoutMs: number;
 
   constructor(baseUrl: string, opts: { timeoutMs: number; connections?: number }) {
-    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.urls = serverUrls(baseUrl);
     this.defaultTimeoutMs = opts.timeoutMs;
     this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.connections ?? 8, connectTimeout: Math.min(opts.timeoutMs, 10_000) });
+  }
+
+  /** The server requests go to now. */
+  get baseUrl(): string {
+    return this.urls[this.current] ?? "";
+  }
+
+  /** `from` failed to answer: later requests go to the next server (once per failure of `from`). */
+  private failover(from: string): void {
+    if (this.urls.length > 1 && this.baseUrl === from) this.current = (this.current + 1) % this.urls.length;
   }
 
   /** JSON in, JSON (or nothing) out. */
@@ -51,31 +75,36 @@ export class HttpClient {
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const headers: Record<string, string> = { ...opts.headers };
-    if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+    // An absolute URL is another origin (a presigned object-store URL): it never gets the token.
+    const absolute = /^https?:\/\//.test(opts.path);
+    if (opts.token && !absolute) headers.authorization = `Bearer ${opts.token}`;
     let body = opts.body;
     if (opts.json !== undefined) {
       headers["content-type"] = "application/json";
       body = JSON.stringify(opts.json);
     }
     let res: Dispatcher.ResponseData;
+    const base = this.baseUrl;
     try {
-      res = await request(this.baseUrl + opts.path, {
+      res = await request(absolute ? opts.path : base + opts.path, {
         method: opts.method, headers, body: (body ?? null) as Dispatcher.DispatchOptions["body"] & {}, signal, dispatcher: this.agent,
         headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
       });
     } catch (err) {
       if (opts.signal?.aborted) throw err;
+      if (!absolute) this.failover(base);
       const code = timeout.aborted ? "E_TIMEOUT" : "E_NETWORK";
-      throw new DeltaError(code, `${opts.method} ${opts.path}: ${timeout.aborted ? `no answer within ${timeoutMs} ms` : (err as Error).message}`, { cause: err });
+      throw new DeltaError(code, `${opts.method} ${absolute ? redactQuery(opts.path) : opts.path}: ${timeout.aborted ? `no answer within ${timeoutMs} ms` : (err as Error).message}`, { cause: err });
     }
     if ((res.statusCode >= 200 && res.statusCode < 300) || opts.expect?.includes(res.statusCode)) return res;
+    if (FAILOVER_STATUS.has(res.statusCode) && !absolute) this.failover(base);
     const text = await res.body.text().catch(() => "");
     let parsed: { error?: { code?: string; message?: string } & Record<string, unknown> } = {};
     try {
       parsed = JSON.parse(text) as typeof parsed;
     } catch {}
     const { code = `E_HTTP_${res.statusCode}`, message = text.slice(0, 200) || `HTTP ${res.statusCode}`, ...extra } = parsed.error ?? {};
-    throw new DeltaError(code, `${opts.method} ${opts.path}: ${message}`, { details: { status: res.statusCode, ...extra } });
+    throw new DeltaError(code, `${opts.method} ${absolute ? redactQuery(opts.path) : opts.path}: ${message}`, { details: { status: res.statusCode, ...extra } });
   }
 
   async close(): Promise<void> {
@@ -86,4 +115,10 @@ export class HttpClient {
   async destroy(): Promise<void> {
     await this.agent.destroy();
   }
+}
+
+/** A presigned URL without its query (its signature is a credential): for messages and logs. */
+function redactQuery(url: string): string {
+  const q = url.indexOf("?");
+  return q < 0 ? url : `${url.slice(0, q)}?…`;
 }

@@ -8,9 +8,13 @@ import { createWriteStream } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
-import type { Clock } from "../base/clock.ts";
-import { TERMINAL_JOB_STATES, type JobState, type JobStatus, type SubmitJobRequest, type SubmitJobResponse } from "../protocol/schemas.ts";
+import { createHash } from "node:crypto";
+import { systemClock, type Clock } from "../base/clock.ts";
+import { defaults } from "../config/defaults.ts";
+import { TERMINAL_JOB_STATES, type JobState, type JobStatus, type SourceUploadPlan, type SubmitJobRequest, type SubmitJobResponse } from "../protocol/schemas.ts";
+import { uploadDirect } from "./direct-upload.ts";
 import { HttpClient } from "./http.ts";
+import { RetryPolicy } from "./retry-policy.ts";
 
 export interface JobApiClientOptions {
   server: string;
@@ -24,10 +28,12 @@ const isTerminalState = (s: JobState) => TERMINAL_JOB_STATES.includes(s);
 export class JobApiClient {
   readonly http: HttpClient;
   private readonly token: string | null;
+  private readonly timeoutMs: number;
 
   constructor(opts: JobApiClientOptions) {
     this.http = new HttpClient(opts.server, { timeoutMs: opts.timeoutMs, connections: 32 });
     this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs;
   }
 
   get server(): string {
@@ -115,13 +121,36 @@ export class JobApiClient {
     }
   }
 
-  /** Uploads a tar archive of a job's source (`POST /v1/sources`); returns its sha256. */
+  /**
+   * Uploads a tar archive of a job's source; returns its sha256. A buffer is declared first
+   * (`POST /v1/sources/uploads`): nothing is sent when the store holds it, and an object-store
+   * server takes it directly (presigned). A stream, or a server without that route, goes through
+   * `POST /v1/sources`.
+   */
   async uploadSource(tar: Readable | Buffer, signal?: AbortSignal): Promise<{ sha256: string }> {
+    if (Buffer.isBuffer(tar)) {
+      const declared = await this.declareSource(tar, signal);
+      if (declared !== undefined) return declared;
+    }
     const res = await this.http.call<{ sha256: string }>({
       method: "POST", path: "/v1/sources", token: this.token, body: tar, headers: { "content-type": "application/octet-stream" },
       timeoutMs: 600_000, ...(signal ? { signal } : {}),
     });
     return res.body;
+  }
+
+  /** The declared-upload path; undefined when the server has no such route (then POST /v1/sources). */
+  private async declareSource(tar: Buffer, signal?: AbortSignal): Promise<{ sha256: string } | undefined> {
+    const sha256 = createHash("sha256").update(tar).digest("hex");
+    const sig = signal ? { signal } : {};
+    const plan = await this.http.call<SourceUploadPlan>({ method: "POST", path: "/v1/sources/uploads", token: this.token, json: { sha256, size: tar.length }, expect: [404], ...sig });
+    if (plan.status === 404) return undefined;
+    const upload = plan.body.upload;
+    if (upload === null) return { sha256 };
+    if (upload.commitUrl === undefined) return undefined;
+    const deps = { http: this.http, retry: new RetryPolicy({ clock: systemClock }), requestTimeoutMs: this.timeoutMs, concurrency: defaults.directUploadConcurrency };
+    await uploadDirect(deps, this.token, upload, { buffer: tar }, tar.length, { maxAttempts: 3, ...sig });
+    return { sha256 };
   }
 
   async close(): Promise<void> {

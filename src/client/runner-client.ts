@@ -11,6 +11,8 @@ import type {
   ArtifactCreateRequest, ArtifactCreateResponse, CompleteRequest, HeartbeatRequest, HeartbeatResponse,
   Lease, RegisterRequest, RegisterResponse,
 } from "../protocol/schemas.ts";
+import { defaults } from "../config/defaults.ts";
+import { uploadDirect } from "./direct-upload.ts";
 import type { HttpClient } from "./http.ts";
 import type { RetryOptions, RetryPolicy } from "./retry-policy.ts";
 
@@ -23,17 +25,21 @@ export interface RunnerClientOptions {
   retry: RetryPolicy;
   /** Hard timeout of one request, added on top of any server-side hold (long polls). */
   requestTimeoutMs: number;
+  /** Parts sent at once in a direct multipart upload (default: defaults.directUploadConcurrency). */
+  directUploadConcurrency?: number;
 }
 
 export class RunnerClient {
   private readonly http: HttpClient;
   private readonly retry: RetryPolicy;
   private readonly requestTimeoutMs: number;
+  private readonly directUploadConcurrency: number;
 
   constructor(opts: RunnerClientOptions) {
     this.http = opts.http;
     this.retry = opts.retry;
     this.requestTimeoutMs = opts.requestTimeoutMs;
+    this.directUploadConcurrency = opts.directUploadConcurrency ?? defaults.directUploadConcurrency;
   }
 
   get baseUrl(): string {
@@ -96,8 +102,13 @@ export class RunnerClient {
   /**
    * Uploads a whole file, resumably: after a failed attempt, HEAD tells how much the store holds
    * and the next attempt sends only the rest. Throws on refusals (e.g. 422 E_DIGEST_MISMATCH).
+   * A target with a `commitUrl` goes straight to the object store (direct-upload.ts).
    */
   async uploadArtifact(leaseToken: string, target: ArtifactUploadTarget, file: string, size: number, opts: RetryOptions = {}): Promise<void> {
+    if (target.commitUrl !== undefined) {
+      const deps = { http: this.http, retry: this.retry, requestTimeoutMs: this.requestTimeoutMs, concurrency: this.directUploadConcurrency };
+      return uploadDirect(deps, leaseToken, target, { file }, size, opts);
+    }
     await this.retry.run(async (attempt) => {
       let offset = 0;
       if (attempt > 0) {

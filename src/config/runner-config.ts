@@ -5,7 +5,8 @@
 import { dirname, resolve } from "node:path";
 import { DeltaError } from "../base/errors.ts";
 import { parseDurationMs, parseSizeBytes } from "../base/units.ts";
-import { defaults } from "./defaults.ts";
+import type { RunnerSettings } from "../runner/create-runner.ts";
+import { defaults, DELTACI_VERSION } from "./defaults.ts";
 
 export interface RunnerFlags {
   server?: string;
@@ -27,6 +28,8 @@ export interface RunnerFlags {
   insecureRegistries?: string;
   /** Comma-separated dirs below which jobs may name local OCI layouts and archives (--image-roots). */
   imageRoots?: string;
+  /** File the runner appends its typed events to, one JSON line each (--events-file). */
+  eventsFile?: string;
 }
 
 export interface RunnerConfig {
@@ -57,6 +60,8 @@ export interface RunnerConfig {
   insecureRegistries: string[];
   /** Dirs below which jobs may name local images; null: the sandbox's default (its cache's images dir). */
   imageRoots: string[] | null;
+  /** Where the runner appends its typed events (its supervisor's channel), or null. */
+  eventsFile: string | null;
 }
 
 /** Environment variables the runner reads (documented in docs/runner.md). */
@@ -82,7 +87,10 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
   };
   const serverUrl = pick("server");
   if (!serverUrl) throw new DeltaError("E_INVALID", `--server (or ${RUNNER_ENV.server}) is required`);
-  if (!/^https?:\/\/[^\s/]+/.test(serverUrl)) throw new DeltaError("E_INVALID", `--server must be an http(s) URL, got ${JSON.stringify(serverUrl)}`);
+  // Several replicas: comma-separated; the client fails over between them (client/http.ts).
+  if (!serverUrl.split(",").every((u) => /^https?:\/\/[^\s/,]+/.test(u.trim()))) {
+    throw new DeltaError("E_INVALID", `--server must be an http(s) URL (several: comma-separated), got ${JSON.stringify(serverUrl)}`);
+  }
   const registrationTokenFile = pick("registrationTokenFile");
   if (!registrationTokenFile) throw new DeltaError("E_INVALID", `--registration-token-file (or ${RUNNER_ENV.registrationTokenFile}) is required`);
   const isolation = pick("isolation") ?? "oci";
@@ -112,13 +120,36 @@ export function runnerConfig(flags: RunnerFlags, env: NodeJS.ProcessEnv = proces
     logFlushBytes: flushBytes,
     logChunkBytes: defaults.logChunkLimitBytes,
     leaseWaitMs: defaults.leaseWaitDefaultMs,
-    registerDeadlineMs: 60_000,
-    tailUploadMs: 10_000,
-    disposeMs: 60_000,
+    registerDeadlineMs: defaults.runnerRegisterDeadlineMs,
+    tailUploadMs: defaults.runnerTailUploadMs,
+    disposeMs: defaults.sandboxDisposeMs,
     logLevel: pick("logLevel") ?? "info",
     // --no-prewarm, or DELTACI_RUNNER_PREWARM=0|false|no (commander always sets the flag, so the flag can only turn it off).
     insecureRegistries,
+    eventsFile: flags.eventsFile ? resolve(flags.eventsFile) : null,
     imageRoots: pick("imageRoots")?.split(",").map((d) => d.trim()).filter((d) => d.length > 0).map((d) => resolve(d)) ?? null,
     prewarm: flags.prewarm !== false && !/^(0|false|no|off)$/i.test(env[RUNNER_ENV.prewarm]?.trim() ?? ""),
   };
+}
+
+/** What `createRunner` needs, from a runner's config. */
+export function runnerSettings(cfg: { cacheDir: string | null } & Pick<RunnerConfig, "serverUrl" | "labels" | "idleTimeoutMs" | "leaseWaitMs" | "registerDeadlineMs" | "requestTimeoutMs" | "logFlushIntervalMs" | "logFlushBytes" | "logChunkBytes" | "cancelGraceMs" | "tailUploadMs" | "disposeMs" | "prewarm">): RunnerSettings {
+  return {
+    serverUrl: cfg.serverUrl, version: DELTACI_VERSION, labels: cfg.labels, cacheDir: cfg.cacheDir, idleTimeoutMs: cfg.idleTimeoutMs,
+    leaseWaitMs: cfg.leaseWaitMs, registerDeadlineMs: cfg.registerDeadlineMs, requestTimeoutMs: cfg.requestTimeoutMs, prewarm: cfg.prewarm,
+    timings: {
+      flushIntervalMs: cfg.logFlushIntervalMs, flushBytes: cfg.logFlushBytes, chunkBytes: cfg.logChunkBytes,
+      cancelGraceMs: cfg.cancelGraceMs, tailUploadMs: cfg.tailUploadMs, disposeMs: cfg.disposeMs,
+    },
+  };
+}
+
+/** Settings of runners that take every default (runner hosts, `deltaci run`), for `serverUrl`. */
+export function defaultRunnerSettings(serverUrl: string, over: { labels: string[]; cacheDir: string | null; idleTimeoutMs?: number; prewarm: boolean }): RunnerSettings {
+  return runnerSettings({
+    serverUrl, labels: over.labels, cacheDir: over.cacheDir, idleTimeoutMs: over.idleTimeoutMs ?? defaults.runnerIdleTimeoutMs, prewarm: over.prewarm,
+    leaseWaitMs: defaults.leaseWaitDefaultMs, registerDeadlineMs: defaults.runnerRegisterDeadlineMs, requestTimeoutMs: defaults.requestTimeoutMs,
+    logFlushIntervalMs: defaults.logFlushIntervalMs, logFlushBytes: defaults.logFlushBytes, logChunkBytes: defaults.logChunkLimitBytes,
+    cancelGraceMs: defaults.cancelGraceMs, tailUploadMs: defaults.runnerTailUploadMs, disposeMs: defaults.sandboxDisposeMs,
+  });
 }

@@ -43,7 +43,7 @@ export class HttpControlPlane implements ControlPlane {
   }
 
   async putCapacity(pools: readonly Pool[], signal?: AbortSignal): Promise<void> {
-    const body: { pools: CapacityPool[] } = { pools: pools.map((p) => ({ name: p.name, os: p.os, arch: p.arch, labels: p.labels, resources: p.resources, max: p.max })) };
+    const body: { pools: CapacityPool[] } = { pools: pools.map((p) => ({ name: p.name, os: p.os, arch: p.arch, labels: p.labels, resources: p.resources, max: p.max, minIdle: p.minIdle })) };
     await this.http.call({ method: "PUT", path: "/v1/controller/capacity", token: this.token, json: body, ...(signal ? { signal } : {}) });
   }
 

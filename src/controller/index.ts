@@ -5,7 +5,9 @@
 import type { Logger } from "pino";
 import { systemClock, type Clock } from "../base/clock.ts";
 import { controllerDefaults } from "../config/controller-config.ts";
+import { defaults } from "../config/defaults.ts";
 import { HttpControlPlane, type ControlPlane } from "./control-plane.ts";
+import { HostProvider } from "./host-provider.ts";
 import { LocalProvider, workDirReaper } from "./local-provider.ts";
 import { ControllerMetrics, serveMetrics } from "./metrics.ts";
 import type { RunnerProvider, SlotReaper } from "./provider.ts";
@@ -29,7 +31,18 @@ export interface ControllerOptions extends Partial<Omit<Tunables, "maxRunners" |
   runnerArgs?: string[];
   /** First runner slot index (default 0); controllers sharing a host need disjoint ranges. */
   slotBase?: number;
+  /** `session` (default): runners are sessions in a warm runner host; `process`: a process per runner. */
+  runnerMode?: RunnerMode;
+  /** Runner hosts retire after this many sessions (session mode). */
+  hostMaxSessions?: number;
+  /** Runner hosts retire after this long (session mode). */
+  hostMaxAgeMs?: number;
+  /** Extra arguments for every runner host (session mode). */
+  hostArgs?: string[];
 }
+
+export const RUNNER_MODES = ["session", "process"] as const;
+export type RunnerMode = (typeof RUNNER_MODES)[number];
 
 export interface ControllerDeps {
   /** Removes a dead runner's leftovers; default: only its work dir (the CLI passes the sandbox's reaper). */
@@ -65,12 +78,20 @@ export async function startController(opts: ControllerOptions, deps: ControllerD
   const metrics = deps.metrics ?? new ControllerMetrics();
   const api = deps.api ?? new HttpControlPlane(opts.serverUrl, opts.controllerToken, { timeoutMs: t.requestTimeoutMs });
   if (!deps.provider && !deps.command) throw new Error("startController: deps.command or deps.provider is required");
+  const command = deps.command as { command: string; args: string[] };
+  const reaper = deps.reaper ?? workDirReaper;
   const provider =
     deps.provider ??
-    new LocalProvider({
-      workRoot: opts.workRoot, command: deps.command as { command: string; args: string[] }, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
-      drainTimeoutMs: t.drainTimeoutMs, slotBase: opts.slotBase ?? 0, reaper: deps.reaper ?? workDirReaper, clock, logger: deps.logger, runnerArgs: opts.runnerArgs ?? [],
-    });
+    ((opts.runnerMode ?? "session") === "session"
+      ? new HostProvider({
+        workRoot: opts.workRoot, command, slotBase: opts.slotBase ?? 0, slotsPerHost: opts.maxRunners, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
+        maxSessions: opts.hostMaxSessions ?? defaults.hostMaxSessions, maxAgeMs: opts.hostMaxAgeMs ?? defaults.hostMaxAgeMs,
+        startTimeoutMs: defaults.hostStartTimeoutMs, drainTimeoutMs: t.drainTimeoutMs, reaper, clock, logger: deps.logger, hostArgs: opts.hostArgs ?? [],
+      })
+      : new LocalProvider({
+        workRoot: opts.workRoot, command, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
+        drainTimeoutMs: t.drainTimeoutMs, slotBase: opts.slotBase ?? 0, reaper, clock, logger: deps.logger, runnerArgs: opts.runnerArgs ?? [],
+      }));
   const reconciler = new Reconciler(
     {
       pools: opts.pools, maxRunners: opts.maxRunners, idleGraceMs: t.idleGraceMs, demandWaitMs: t.demandWaitMs, tickMs: t.tickMs,

@@ -22,7 +22,10 @@ const work = a[a.indexOf("--work-dir") + 1];
 const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
 console.log("registered with", token.length, "bytes");
 process.on("SIGTERM", () => process.exit(0));
-if (a.includes("--log-leased")) setTimeout(() => console.log(JSON.stringify({ level: 30, msg: "leased", jobId: "j1" })), 50);
+const events = a[a.indexOf("--events-file") + 1];
+// a lease is told through the events file; the same words in the log must not count
+if (a.includes("--log-leased")) setTimeout(() => console.log(JSON.stringify({ level: 30, msg: "leased", type: "leased", jobId: "j1" })), 50);
+if (a.includes("--event-leased")) setTimeout(() => fs.appendFileSync(events, JSON.stringify({ type: "leased", runnerId: "r1", jobId: "j1", attempt: 1 }) + "\\n"), 50);
 if (a.includes("--busy")) {
   fs.mkdirSync(work + "/job1", { recursive: true }); fs.writeFileSync(work + "/job1/leftover", "x");
   require("child_process").spawn("sleep", ["300"], { stdio: "ignore", cwd: work + "/job1", detached: true });
@@ -134,14 +137,69 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   assert.equal(second.list().length, 0);
 });
 
-void test("a runner that logged its lease is busy even before its job's first process", async (t) => {
+void test("a runner whose events file tells its lease is busy even before its job's first process; log text never counts", async (t) => {
   const { pids, make, until } = await setup(t);
   const { p } = make(false, ["--log-leased"]);
   await p.init();
-  const r = await p.launch({ pool, registrationToken: "t", serverUrl: "http://127.0.0.1:1" });
-  pids.add(Number(r.handle));
-  await until("busy", async () => (await p.refresh(), p.list()[0]?.state === "busy"));
-  assert.equal(p.list()[0]?.everBusy, true);
-  await p.terminate(r.id);
+  const quiet = await p.launch({ pool, registrationToken: "t", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(quiet.handle));
+  await until("idle", async () => (await p.refresh(), p.list()[0]?.state === "idle"));
+  await new Promise((r) => setTimeout(r, 300));
+  await p.refresh();
+  assert.equal(p.list()[0]?.state, "idle", "a lease line in the log is not an event");
+  await p.terminate(quiet.id);
   await until("gone", () => p.list().length === 0);
+  const { p: p2 } = make(false, ["--event-leased"]);
+  await p2.init();
+  const r = await p2.launch({ pool, registrationToken: "t", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(r.handle));
+  await until("busy", async () => (await p2.refresh(), p2.list()[0]?.state === "busy"));
+  assert.equal(p2.list()[0]?.everBusy, true);
+  await p2.terminate(r.id);
+  await until("gone", () => p2.list().length === 0);
+});
+
+void test("a runner that dies right after its spawn is seen exiting: it never holds its slot as a starting runner", async (t) => {
+  const { root, until } = await setup(t);
+  const p = new LocalProvider({
+    workRoot: root, command: { command: "/bin/sh", args: ["-c", "exit 3", "sh"] }, runnerIdleTimeoutMs: 60_000, drainTimeoutMs: 5_000,
+    reaper: workDirReaper, clock: systemClock,
+  });
+  const exits: RunnerExit[] = [];
+  p.onExit((e) => exits.push(e));
+  await p.init();
+  const n = 20;
+  for (let i = 0; i < n; i++) await p.launch({ pool, registrationToken: `t${i}`, serverUrl: "http://127.0.0.1:1" });
+  await until("every exit seen", () => exits.length === n);
+  assert.ok(exits.every((e) => e.code === 3));
+  assert.deepEqual(p.list(), []);
+});
+
+void test("a slot takes its next runner only after the previous one's exit was fully processed (its state and token files are not the next one's)", async (t) => {
+  const { root, pids, until } = await setup(t);
+  const relaunched: Array<Promise<{ id: string; handle: string }>> = [];
+  let p: LocalProvider | null = null;
+  // the reaper of the dying runner's slot starts the next runner as soon as reaping is done
+  const reaper: SlotReaper = {
+    reap: async (slot) => {
+      const r = await workDirReaper.reap(slot);
+      setImmediate(() => relaunched.push((p as LocalProvider).launch({ pool, registrationToken: "next", serverUrl: "http://127.0.0.1:1" })));
+      return r;
+    },
+  };
+  p = new LocalProvider({ workRoot: root, command: { command: process.execPath, args: ["-e", FAKE_RUNNER, "--"] }, runnerIdleTimeoutMs: 60_000, drainTimeoutMs: 5_000, reaper, clock: systemClock });
+  const exits: RunnerExit[] = [];
+  p.onExit((e) => exits.push(e));
+  await p.init();
+  const first = await p.launch({ pool, registrationToken: "first", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(first.handle));
+  await until("first registered", async () => (await p.refresh(), p.list()[0]?.state === "idle"));
+  process.kill(Number(first.handle), "SIGKILL");
+  await until("first exit processed and the next launched", () => exits.length === 1 && relaunched.length === 1);
+  const next = await (relaunched[0] as Promise<{ id: string; handle: string }>);
+  pids.add(Number(next.handle));
+  assert.notEqual(next.id.split("-")[1], first.id.split("-")[1], "not launched into the slot still being cleaned");
+  const slotDir = join(root, "controller", `slot-${next.id.split("-")[1]}`);
+  assert.equal(JSON.parse(await readFile(join(slotDir, "state.json"), "utf8")).id, next.id, "the next runner's state file is intact");
+  await until("the next runner took its token", async () => (await p.refresh(), p.list().find((r) => r.id === next.id)?.state === "idle"));
 });

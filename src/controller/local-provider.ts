@@ -1,20 +1,20 @@
 /**
  * Runners as local processes. Each runner gets a slot `<index>`: `<workRoot>/controller/slot-<index>/`
  * holds the controller's state of it (`state.json`: pid + start time, pool, launch time), its
- * registration token file (the runner reads and deletes it) and its log (`runner.log`, stdout
- * and stderr); `<workRoot>/slot-<index>/` is the runner's `--work-dir` (sandboxes, spool; the
+ * registration token file (the runner reads and deletes it), its log (`runner.log`, stdout
+ * and stderr) and its typed events (`events.jsonl`, `--events-file`); `<workRoot>/slot-<index>/` is the runner's `--work-dir` (sandboxes, spool; the
  * parent, `<workRoot>`, holds the runners' shared caches). The runner derives its uid/gid range
  * and cgroup from `--slot <index>`. Runners are started
  * detached (own session, stdio to the log file) so they outlive a controller crash; the state
  * on disk is all a new controller needs to adopt them (pid reuse is caught by the start time).
  */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import type { Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
-import { childPids, findProcessesByArg, isSameProcess, killProcessesUnder, readProcStat } from "./proc.ts";
+import { childPids, fileTail, findProcessesByArg, isSameProcess, killProcessesUnder, readProcStat } from "./proc.ts";
 import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord, SlotReaper, SlotRef } from "./provider.ts";
 import type { RunnerState } from "./types.ts";
 
@@ -52,13 +52,16 @@ interface Live {
   requested: boolean;
   drainedAtMs: number | null;
   exiting: boolean;
-  /** How far the runner's log was scanned for its "leased" line, and whether it was seen. */
+  /** How far the runner's events file was read for its `leased` event, and whether it was seen. */
   logOffset: number;
   leased: boolean;
+  /** Settles once the runner's pid is in its state file (an exit waits for it before removing that file). */
+  recorded: Promise<void>;
 }
 
-/** The runner logs this (pino JSON) when it got its job: from then on it is busy until it exits. */
-const LEASED_LINE = '"msg":"leased"';
+/** A runner's typed events (`--events-file`), one JSON line each; `leased` is the one a provider needs. */
+const EVENTS_FILE = "events.jsonl";
+const LEASED_EVENT = '"type":"leased"';
 
 export class LocalProvider implements RunnerProvider {
   private readonly o: LocalProviderOptions;
@@ -91,6 +94,7 @@ export class LocalProvider implements RunnerProvider {
       const m = /^slot-(\d+)$/.exec(name);
       if (!m) continue;
       const slot = this.slotRef(Number(m[1]));
+      this.usedSlots.add(slot.index); // an earlier controller's slot: reaped with ours when we stop with our runners
       const state = await readState(slot.dir);
       if (state === null) {
         if (await hasEntries(slot.workDir)) reaped.push(...(await this.reap(slot)));
@@ -107,12 +111,11 @@ export class LocalProvider implements RunnerProvider {
       if (pid !== null && startTime !== null && (await isSameProcess(pid, startTime))) {
         const now = this.o.clock.now();
         const record: RunnerRecord = { id: state.id, pool: state.pool, state: "idle", sinceMs: now, launchedAtMs: state.launchedAtMs, adopted: true, everBusy: false, handle: String(pid) };
-        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false };
+        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false, recorded: Promise.resolve() };
         record.state = await this.probe(live);
         if (record.state === "busy") record.everBusy = true;
         this.live.set(record.id, live);
         this.busySlots.add(slot.index);
-        this.usedSlots.add(slot.index);
         adopted.push({ ...record });
         this.o.logger?.info({ runner: record.id, pid, pool: record.pool, state: record.state }, "adopted a running runner");
       } else {
@@ -157,13 +160,19 @@ export class LocalProvider implements RunnerProvider {
       "--work-dir", slot.workDir,
       "--slot", String(index),
       "--idle-timeout", `${this.o.runnerIdleTimeoutMs}ms`,
+      "--events-file", join(slot.dir, EVENTS_FILE),
       ...(req.pool.labels.length > 0 ? ["--labels", req.pool.labels.join(",")] : []),
       ...(this.o.runnerArgs ?? []),
     ];
+    await rm(join(slot.dir, EVENTS_FILE), { force: true });
     const log = await open(join(slot.dir, "runner.log"), "w", 0o600);
-    let child;
+    let child: ChildProcess;
+    let exit: Promise<[number | null, NodeJS.Signals | null]>;
     try {
       child = spawn(this.o.command.command, args, { detached: true, stdio: ["ignore", log.fd, log.fd] });
+      // Caught before the first await: a runner killed right after its spawn must not be missed
+      // (a missed exit left a "starting" runner holding its slot forever).
+      exit = new Promise((res) => child.once("exit", (code, signal) => res([code, signal])));
     } finally {
       await log.close();
     }
@@ -175,13 +184,19 @@ export class LocalProvider implements RunnerProvider {
       throw new DeltaError("E_SPAWN", `cannot start a runner (${this.o.command.command}): ${err.message}`, { cause: err });
     }
     child.on("error", () => {});
-    const st = await readProcStat(pid);
     const record: RunnerRecord = { id, pool: req.pool.name, state: "starting", sinceMs: now, launchedAtMs: now, adopted: false, everBusy: false, handle: String(pid) };
-    const live: Live = { record, slot, pid, startTime: st?.startTime ?? "", tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false };
+    let recorded = () => {};
+    const live: Live = { record, slot, pid, startTime: "", tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false, recorded: new Promise((r) => (recorded = r)) };
     this.live.set(id, live);
-    child.once("exit", (code, signal) => void this.exited(live, code, signal));
+    void exit.then(([code, signal]) => this.exited(live, code, signal));
     child.unref();
-    if (st) await writeState(slot.dir, { ...state, pid, startTime: st.startTime });
+    try {
+      const st = await readProcStat(pid);
+      live.startTime = st?.startTime ?? "";
+      if (st) await writeState(slot.dir, { ...state, pid, startTime: st.startTime });
+    } finally {
+      recorded();
+    }
     return { ...record };
   }
 
@@ -189,22 +204,22 @@ export class LocalProvider implements RunnerProvider {
   private async probe(l: Live): Promise<RunnerState> {
     if (l.drainedAtMs !== null) return "draining";
     if (await exists(l.tokenFile)) return "starting";
-    if (!l.leased) await this.scanLog(l);
+    if (!l.leased) await this.scanEvents(l);
     return l.leased || (await childPids(l.pid)).length > 0 ? "busy" : "idle";
   }
 
-  /** Reads what the runner logged since the last look; a lease line makes it busy for good. */
-  private async scanLog(l: Live): Promise<void> {
+  /** Reads the runner's events since the last look; a `leased` event makes it busy for good. */
+  private async scanEvents(l: Live): Promise<void> {
     try {
-      const f = await open(join(l.slot.dir, "runner.log"), "r");
+      const f = await open(join(l.slot.dir, EVENTS_FILE), "r");
       try {
         const { size } = await f.stat();
         if (size <= l.logOffset) return;
-        const start = Math.max(0, l.logOffset - LEASED_LINE.length);
+        const start = Math.max(0, l.logOffset - LEASED_EVENT.length);
         const buf = Buffer.alloc(Math.min(size - start, 1 << 20));
         await f.read(buf, 0, buf.length, start);
         l.logOffset = start + buf.length;
-        if (buf.includes(LEASED_LINE)) l.leased = true;
+        if (buf.includes(LEASED_EVENT)) l.leased = true;
       } finally {
         await f.close();
       }
@@ -272,28 +287,28 @@ export class LocalProvider implements RunnerProvider {
   private async exited(l: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (l.exiting || this.closed) return; // after close() the next controller reaps it
     l.exiting = true;
+    await l.recorded;
     const now = this.o.clock.now();
-    const logTail = await tail(join(l.slot.dir, "runner.log"), 2048);
+    const logTail = await fileTail(join(l.slot.dir, "runner.log"), 2048);
     // a clean exit leaves nothing behind; anything else may have left a sandbox behind
     const reaped = code === 0 && !l.record.adopted ? [] : await this.reap(l.slot);
     await rm(l.tokenFile, { force: true });
     await rm(join(l.slot.dir, "state.json"), { force: true });
     this.live.delete(l.record.id);
+    // Only now may the slot take its next runner: until here, its files and leftovers are this runner's.
     this.busySlots.delete(l.slot.index);
     const exit: RunnerExit = { runner: { ...l.record }, code, signal, lifetimeMs: now - l.record.launchedAtMs, requested: l.requested, logTail, reaped };
     for (const fn of this.listeners) fn(exit);
   }
 
+  /** Removes a dead runner's leftovers from its slot; the caller holds the slot (no runner is launched into it meanwhile). */
   private async reap(slot: SlotRef): Promise<string[]> {
-    this.busySlots.add(slot.index);
     try {
       const strays = await killProcessesUnder(slot.workDir);
       return [...strays, ...(await this.o.reaper.reap(slot))];
     } catch (err) {
       this.o.logger?.error({ err, slot: slot.index }, "reaping a runner slot failed");
       return [];
-    } finally {
-      if (![...this.live.values()].some((l) => l.slot.index === slot.index && !l.exiting)) this.busySlots.delete(slot.index);
     }
   }
 
@@ -301,7 +316,12 @@ export class LocalProvider implements RunnerProvider {
     const reaped: string[] = [];
     for (const index of [...this.usedSlots].sort((a, b) => a - b)) {
       if (this.busySlots.has(index)) continue;
-      reaped.push(...(await this.reap(this.slotRef(index))));
+      this.busySlots.add(index);
+      try {
+        reaped.push(...(await this.reap(this.slotRef(index))));
+      } finally {
+        this.busySlots.delete(index);
+      }
       this.usedSlots.delete(index);
     }
     return reaped;
@@ -356,21 +376,5 @@ async function hasEntries(dir: string): Promise<boolean> {
     return (await readdir(dir)).length > 0;
   } catch {
     return false;
-  }
-}
-
-async function tail(path: string, bytes: number): Promise<string> {
-  try {
-    const f = await open(path, "r");
-    try {
-      const { size } = await f.stat();
-      const buf = Buffer.alloc(Math.min(bytes, size));
-      await f.read(buf, 0, buf.length, size - buf.length);
-      return buf.toString("utf8");
-    } finally {
-      await f.close();
-    }
-  } catch {
-    return "";
   }
 }

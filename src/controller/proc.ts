@@ -1,5 +1,5 @@
 /** Reading Linux /proc: process identity (pid + start time, so a reused pid is never mistaken) and children. */
-import { readFile, readdir, readlink } from "node:fs/promises";
+import { open, readFile, readdir, readlink } from "node:fs/promises";
 
 export interface ProcStat {
   state: string;
@@ -81,4 +81,21 @@ export async function killProcessesUnder(dir: string): Promise<string[]> {
     } catch {}
   }
   return killed;
+}
+
+/** The last `bytes` of a file as text ("" when it cannot be read): a process's last words. */
+export async function fileTail(path: string, bytes: number): Promise<string> {
+  try {
+    const f = await open(path, "r");
+    try {
+      const { size } = await f.stat();
+      const buf = Buffer.alloc(Math.min(bytes, size));
+      await f.read(buf, 0, buf.length, size - buf.length);
+      return buf.toString("utf8");
+    } finally {
+      await f.close();
+    }
+  } catch {
+    return "";
+  }
 }

@@ -163,7 +163,8 @@ export class Reconciler {
         await this.d.provider.launch({ pool, registrationToken, serverUrl: this.d.api.url });
         this.d.metrics.spawnSeconds.observe({ pool: pool.name }, (performance.now() - started) / 1000);
       } catch (err) {
-        this.crashed(pool.name, `cannot start a runner: ${(err as Error).message}`, "");
+        const logTail = isDeltaError(err) && typeof err.details?.logTail === "string" ? err.details.logTail : "";
+        this.crashed(pool.name, `cannot start a runner: ${(err as Error).message}`, logTail);
       }
     }));
   }

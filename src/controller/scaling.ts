@@ -73,7 +73,9 @@ export function planScaling(input: ScalingInput): ScalingPlan {
   let excessIdle = Math.max(0, idleObserved - idleUpper);
   for (const c of [...counts.values()].sort((a, b) => b.idle.length - a.idle.length)) {
     const take = Math.min(excessIdle, c.idle.length);
-    c.idle.splice(c.idle.length - take, take); // newest idle ones are the likeliest to have just leased
+    // Which ones are busy is unknown (the server hands a job to its longest waiting runner): none
+    // of this pool's idle-looking runners is drained until their states are known.
+    if (take > 0) c.idle = [];
     c.free -= take;
     excessIdle -= take;
   }

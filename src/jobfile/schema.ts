@@ -68,7 +68,8 @@ const Artifact = Obj({
     description: "a path or glob, or a list of them, relative to the workspace",
   }),
   when: Type.Optional(Type.Union([Type.Literal("on_success"), Type.Literal("always")], { description: `"on_success" or "always"` })),
-}, { description: "an artifact: {name, path, when?}" });
+  report: Type.Optional(Type.Literal("junit", { description: `"junit": the files are JUnit XML test reports, summarised by the server` })),
+}, { description: "an artifact: {name, path, when?, report?}" });
 
 const Resources = Obj({
   cpus: Type.Optional(Type.Number({ minimum: 0.01, maximum: 1024, description: "a number of CPUs, e.g. 2 or 0.5" })),

@@ -26,7 +26,7 @@ export interface RawJob {
   secrets?: string[];
   cache?: Array<{ key: string; path: string; "read-only"?: boolean }>;
   steps: RawStep[];
-  artifacts?: Array<{ name: string; path: string | string[]; when?: "on_success" | "always" }>;
+  artifacts?: Array<{ name: string; path: string | string[]; when?: "on_success" | "always"; report?: "junit" }>;
 }
 
 export interface ConvertIssue {
@@ -101,7 +101,12 @@ export function jobToSpec(name: string, raw: RawJob): { job: ParsedJob | null; i
     network: net,
     source,
     caches: (raw.cache ?? []).map((c) => ({ key: c.key, path: c.path, scope: DEFAULT_CACHE_SCOPE, readOnly: c["read-only"] ?? false })),
-    artifacts: (raw.artifacts ?? []).map((a) => ({ name: a.name, paths: typeof a.path === "string" ? [a.path] : a.path, when: a.when ?? "on_success" })),
+    artifacts: (raw.artifacts ?? []).map((a) => ({
+      name: a.name, paths: typeof a.path === "string" ? [a.path] : a.path,
+      // A test report matters most when the tests fail: kept on failure unless the file says otherwise.
+      when: a.when ?? (a.report !== undefined ? "always" : "on_success"),
+      ...(a.report !== undefined ? { report: a.report } : {}),
+    })),
   };
   const artifactNames = new Set<string>();
   (raw.artifacts ?? []).forEach((a, i) => {

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { LogSpool } from "./log-spool.ts";
+import { AddMaskFilter } from "./add-mask.ts";
 import { SecretMasker } from "./secret-masker.ts";
 import { formatMarker, LOG_FORMAT_VERSION, type MarkerKind } from "./step-markers.ts";
 
@@ -21,6 +22,8 @@ export class JobLog {
   private readonly markerMasker: SecretMasker;
   /** Tail flushers of the streams still open. */
   private readonly open = new Set<() => void>();
+  /** Maskers of the open streams (a value added at run time reaches them all). */
+  private readonly maskers = new Set<SecretMasker>();
 
   constructor(spool: LogSpool, secretValues: Iterable<string>, nonce: string = randomBytes(8).toString("hex")) {
     this.spool = spool;
@@ -41,16 +44,26 @@ export class JobLog {
     this.marker("log-start", { version: LOG_FORMAT_VERSION, ...data });
   }
 
-  /** A writer for one output stream of a step (stdout or stderr), with its own masker. */
+  /**
+   * A writer for one output stream of a step (stdout or stderr), with its own masker. An
+   * `::add-mask::VALUE` line (add-mask.ts) masks VALUE in every stream and marker from then on.
+   */
   stream(): StreamWriter {
     const masker = new SecretMasker(this.secrets);
+    this.maskers.add(masker);
+    const commands = new AddMaskFilter({
+      emit: (bytes) => this.spool.append(masker.write(bytes)),
+      mask: (value) => this.addMask(value),
+    });
+    // A marker flushes the masker's tail only: a command line still held stays held (never output half).
     const flush = () => this.spool.append(masker.end());
     const writer: StreamWriter = {
-      write: (chunk) => {
-        this.spool.append(masker.write(chunk));
-      },
+      write: (chunk) => commands.write(chunk),
       end: () => {
-        if (this.open.delete(flush)) flush();
+        if (!this.open.delete(flush)) return;
+        commands.end();
+        flush();
+        this.maskers.delete(masker);
       },
     };
     this.open.add(flush);
@@ -62,6 +75,13 @@ export class JobLog {
     for (const flush of this.open) flush();
     if (this.spool.size > 0 && this.spool.lastByte !== 0x0a) this.spool.append(Buffer.from("\n"));
     this.spool.append(Buffer.from(this.markerMasker.maskAll(formatMarker(this.nonce, kind, data))));
+  }
+
+  /** A value to mask from now on in every stream, every later stream and every marker. */
+  addMask(value: string): void {
+    this.secrets.push(value);
+    this.markerMasker.add(value);
+    for (const m of this.maskers) m.add(value);
   }
 
   notice(message: string): void {

@@ -3,15 +3,23 @@
  * dir. Writers append synchronously (ordering is the file's order); the uploader reads ranges
  * back, so a flood of output costs disk, not memory. Appends past `limitBytes` are cut and
  * `truncated` is set: the job then ends with failure `log_limit`.
+ *
+ * Appends (a step's pipe gives 64 KiB at a time) are gathered in one block buffer and written
+ * to the file a block at a time; reads of bytes not yet written are served from that buffer.
  */
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
-import { read } from "node:fs";
+import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
+
+/** Appends gathered before one write to the file. */
+export const SPOOL_BLOCK_BYTES = 1024 * 1024;
 
 export class LogSpool {
   readonly path: string;
   readonly limitBytes: number;
   private fd: number | null;
   private sizeBytes = 0;
+  /** Bytes in the file; the rest (`sizeBytes - fileBytes`) wait in `block`. */
+  private fileBytes = 0;
+  private block: Buffer | null = null;
   private last = -1;
   private truncatedFlag = false;
   private readonly listeners = new Set<() => void>();
@@ -48,8 +56,20 @@ export class LogSpool {
     const n = Math.min(room, data.length);
     if (n < data.length) this.truncatedFlag = true;
     let off = 0;
-    while (off < n) off += writeSync(this.fd, data, off, n - off, this.sizeBytes + off);
-    this.sizeBytes += n;
+    while (off < n) {
+      const held = this.sizeBytes - this.fileBytes;
+      if (held === 0 && n - off >= SPOOL_BLOCK_BYTES) {
+        // A whole block or more and nothing held: straight to the file, no copy.
+        off += this.writeFile(data.subarray(off, n));
+        continue;
+      }
+      this.block ??= Buffer.allocUnsafe(SPOOL_BLOCK_BYTES);
+      const take = Math.min(SPOOL_BLOCK_BYTES - held, n - off);
+      this.block.set(data.subarray(off, off + take), held);
+      this.sizeBytes += take;
+      off += take;
+      if (this.sizeBytes - this.fileBytes === SPOOL_BLOCK_BYTES) this.flushBlock();
+    }
     if (n > 0) {
       this.last = data[n - 1] ?? -1;
       for (const l of this.listeners) l();
@@ -63,17 +83,55 @@ export class LogSpool {
     if (fd === null) return Promise.reject(new Error("spool closed"));
     const len = Math.min(buf.length, this.sizeBytes - position);
     if (len <= 0) return Promise.resolve(0);
-    return new Promise((resolve, reject) => read(fd, buf, 0, len, position, (err, n) => (err ? reject(err) : resolve(n))));
+    // The held part is copied now (the block is reused once written); the file part is immutable.
+    const fromFile = Math.max(0, Math.min(len, this.fileBytes - position));
+    this.copyHeld(position + fromFile, buf.subarray(fromFile, len));
+    if (fromFile === 0) return Promise.resolve(len);
+    return new Promise((resolve, reject) => read(fd, buf, 0, fromFile, position, (err, n) => (err ? reject(err) : resolve(n < fromFile ? n : len))));
   }
 
   readAtSync(position: number, buf: Buffer): number {
     if (this.fd === null) throw new Error("spool closed");
     const len = Math.min(buf.length, this.sizeBytes - position);
-    return len <= 0 ? 0 : readSync(this.fd, buf, 0, len, position);
+    if (len <= 0) return 0;
+    const fromFile = Math.max(0, Math.min(len, this.fileBytes - position));
+    this.copyHeld(position + fromFile, buf.subarray(fromFile, len));
+    if (fromFile === 0) return len;
+    const n = readSync(this.fd, buf, 0, fromFile, position);
+    return n < fromFile ? n : len;
   }
 
+  /** Writes what the block holds, then closes the file. */
   close(): void {
-    if (this.fd !== null) closeSync(this.fd);
-    this.fd = null;
+    if (this.fd === null) return;
+    try {
+      this.flushBlock();
+    } finally {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  /** Copies held (not yet written) bytes from `position` into `into` (all of it lies in the block). */
+  private copyHeld(position: number, into: Buffer): void {
+    if (into.length === 0 || this.block === null) return;
+    const at = position - this.fileBytes;
+    this.block.copy(into, 0, at, at + into.length);
+  }
+
+  private flushBlock(): void {
+    const held = this.sizeBytes - this.fileBytes;
+    if (held > 0 && this.block !== null) this.writeFile(this.block.subarray(0, held), false);
+  }
+
+  /** Writes `data` at the file's end; returns its length. `grow`: it was not yet counted in the size. */
+  private writeFile(data: Uint8Array, grow = true): number {
+    const fd = this.fd;
+    if (fd === null) return data.length;
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off, this.fileBytes + off);
+    this.fileBytes += data.length;
+    if (grow) this.sizeBytes += data.length;
+    return data.length;
   }
 }

@@ -142,6 +142,15 @@ export class LogUploader {
     this.poke();
   }
 
+  /**
+   * Stops at once and resolves when the loop is over: no request in flight, no read of the spool
+   * pending (the spool may be closed then). Never rejects.
+   */
+  async close(reason: unknown): Promise<void> {
+    this.cancel(reason);
+    await this.loop?.catch(() => {});
+  }
+
   summary(): LogSummary {
     this.hashUpTo(this.committedBytes);
     return { bytes: this.committedBytes, sha256: this.hash.copy().digest("hex") };

@@ -72,6 +72,11 @@ void describe("SecretMasker", () => {
       assert.equal(streamed(new SecretMasker([]), text, [split, 1000]), "auth: Bearer ***\nnext line\n");
     }
     assert.equal(new SecretMasker([]).maskAll("dci_lse_short and dci_xyz_"), "dci_lse_short and dci_xyz_");
+    // Every kind; a body with a char outside base64url, or an unknown kind, is not a token.
+    for (const kind of ["registration", "session", "controller", "api"] as const) assert.equal(new SecretMasker([]).maskAll(`<${newToken(kind)}>`), "<***>");
+    const body = token.slice(8);
+    assert.equal(new SecretMasker([]).maskAll(`dci_lse_${body.slice(0, 20)}.${body.slice(21)}`), `dci_lse_${body.slice(0, 20)}.${body.slice(21)}`);
+    assert.equal(new SecretMasker([]).maskAll(`dci_xyz_${body}`), `dci_xyz_${body}`);
   });
 
   void it("masks overlapping secrets without leaving a fragment", () => {

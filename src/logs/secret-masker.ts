@@ -8,7 +8,7 @@
  * chunks is still caught, and ordinary output is not delayed). `end()` releases the tail.
  * Patterns shorter than MIN_PATTERN_BYTES are not masked (they would blank ordinary text).
  */
-import { TOKEN_PATTERN, TokenPrefix } from "../base/ids.ts";
+import { TokenPrefix } from "../base/ids.ts";
 
 export const MASK = Buffer.from("***");
 export const MIN_PATTERN_BYTES = 3;
@@ -18,6 +18,8 @@ const TOKEN_BODY_LEN = 43;
 const TOKEN_PREFIXES = Object.values(TokenPrefix).map((p) => Buffer.from(p));
 const TOKEN_LEN = (TOKEN_PREFIXES[0]?.length ?? 8) + TOKEN_BODY_LEN;
 const D = 0x64; // "d", first byte of every token prefix
+/** What every token starts with; a Buffer needle (a string one is encoded again on every search). */
+const TOKEN_HEAD = Buffer.from("dci_");
 
 function isTokenChar(b: number): boolean {
   return (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f || b === 0x2d;
@@ -64,23 +66,27 @@ interface Match {
 }
 
 export class SecretMasker {
-  private readonly patterns: Buffer[];
+  private readonly patterns: Buffer[] = [];
+  private readonly known = new Set<string>();
   /** Every proper prefix of every pattern (latin1), to size the held-back tail. */
-  private readonly prefixes: Set<string>;
-  private readonly maxPrefixLen: number;
+  private readonly prefixes = new Set<string>();
+  private maxPrefixLen = TOKEN_LEN - 1;
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(secretValues: Iterable<string>) {
-    const uniq = new Map<string, Buffer>();
-    for (const v of secretValues) for (const p of patternsFor(v)) uniq.set(p.toString("latin1"), p);
-    this.patterns = [...uniq.values()];
-    this.prefixes = new Set();
-    let maxLen = TOKEN_LEN - 1;
-    for (const p of this.patterns) {
+    for (const v of secretValues) this.add(v);
+  }
+
+  /** Masks `value` (and its forms) from now on, in the held-back tail too (`::add-mask::`). */
+  add(value: string): void {
+    for (const p of patternsFor(value)) {
+      const key = p.toString("latin1");
+      if (this.known.has(key)) continue;
+      this.known.add(key);
+      this.patterns.push(p);
       for (let k = 1; k < p.length; k++) this.prefixes.add(p.toString("latin1", 0, k));
-      maxLen = Math.max(maxLen, p.length - 1);
+      this.maxPrefixLen = Math.max(this.maxPrefixLen, p.length - 1);
     }
-    this.maxPrefixLen = maxLen;
   }
 
   /** Masks a complete text at once (marker lines, messages). */
@@ -150,7 +156,7 @@ export class SecretMasker {
     for (const p of this.patterns) {
       for (let i = data.indexOf(p); i !== -1; i = data.indexOf(p, i + 1)) all.push({ start: i, end: i + p.length });
     }
-    for (let i = data.indexOf("dci_"); i !== -1; i = data.indexOf("dci_", i + 1)) {
+    for (let i = data.indexOf(TOKEN_HEAD); i !== -1; i = data.indexOf(TOKEN_HEAD, i + 1)) {
       if (matchTokenAt(data, i)) all.push({ start: i, end: i + TOKEN_LEN });
     }
     if (all.length <= 1) return all;
@@ -184,10 +190,13 @@ export class SecretMasker {
   }
 }
 
-const TOKEN_AT = new RegExp(TOKEN_PATTERN.source, "y");
-
+/**
+ * A whole token at `at` (TOKEN_PATTERN), checked on the bytes: no string per candidate, and no
+ * RegExp whose last-match state would keep a token-shaped piece of the job's output reachable.
+ */
 function matchTokenAt(data: Buffer, at: number): boolean {
   if (data.length - at < TOKEN_LEN) return false;
-  TOKEN_AT.lastIndex = 0;
-  return TOKEN_AT.test(data.toString("latin1", at, at + TOKEN_LEN));
+  if (!TOKEN_PREFIXES.some((p) => data.compare(p, 0, p.length, at, at + p.length) === 0)) return false;
+  for (let i = at + TOKEN_LEN - TOKEN_BODY_LEN; i < at + TOKEN_LEN; i++) if (!isTokenChar(data[i] ?? 0)) return false;
+  return true;
 }

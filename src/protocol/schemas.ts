@@ -3,6 +3,7 @@
  * server's validation, the client's types and the CLI. Objects reject unknown fields.
  */
 import { Type, type Static, type TSchema, type TProperties, type ObjectOptions } from "@sinclair/typebox";
+import { REPORT_FORMATS, type TestReport } from "./test-report.ts";
 
 const Obj = <T extends TProperties>(props: T, opts: ObjectOptions = {}) => Type.Object(props, { additionalProperties: false, ...opts });
 const Str = (maxLength = 256, minLength = 0) => Type.String({ maxLength, minLength });
@@ -81,6 +82,8 @@ export const ArtifactRule = Obj({
   name: ArtifactName,
   paths: Type.Array(Str(1024, 1), { minItems: 1, maxItems: 64 }),
   when: Type.Union([Type.Literal("on_success"), Type.Literal("always")]),
+  /** The artifact is a test report the server parses (src/protocol/test-report.ts). */
+  report: Type.Optional(Type.Union(REPORT_FORMATS.map((f) => Type.Literal(f)))),
 });
 export type ArtifactRule = Static<typeof ArtifactRule>;
 
@@ -135,10 +138,30 @@ export type HeartbeatResponse = Static<typeof HeartbeatResponse>;
 export const LogResponse = Obj({ committed: Int() });
 export type LogResponse = Static<typeof LogResponse>;
 
-export const ArtifactCreateRequest = Obj({ name: ArtifactName, size: Int(0), sha256: Sha256, mediaType: Type.Optional(Type.String({ pattern: "^[\\w.+-]{1,64}/[\\w.+-]{1,64}$" })) });
+/** `path`: a single file's relative path in the workspace (artifact-path.ts); absent for a tar of several files. */
+export const ArtifactCreateRequest = Obj({
+  name: ArtifactName, size: Int(0), sha256: Sha256, mediaType: Type.Optional(Type.String({ pattern: "^[\\w.+-]{1,64}/[\\w.+-]{1,64}$" })),
+  path: Type.Optional(Str(1024, 1)),
+});
 export type ArtifactCreateRequest = Static<typeof ArtifactCreateRequest>;
-export const ArtifactUpload = Obj({ url: Str(2048), method: Str(16), headers: Type.Record(Type.String(), Type.String()) });
+/** One byte range of a direct multipart upload: PUT bytes [offset, offset + size) to `url` (absolute, presigned). */
+export const UploadPart = Obj({ partNumber: Int(1, 10_000), offset: Int(), size: Int(), url: Str(8192) });
+/**
+ * How to send an upload's bytes. Without `parts`: one `method` request to `url` (relative: the
+ * server, with the token; absolute: presigned, without it) with `headers`. With `parts`: one PUT
+ * per part instead. With `commitUrl`: POST it (token) once the bytes are sent.
+ */
+export const ArtifactUpload = Obj({
+  url: Str(8192), method: Str(16), headers: Type.Record(Type.String(), Type.String()),
+  commitUrl: Type.Optional(Str(2048)), parts: Type.Optional(Type.Array(UploadPart, { maxItems: 10_000 })),
+});
+export type ArtifactUpload = Static<typeof ArtifactUpload>;
 export const ArtifactCreateResponse = Obj({ artifactId: Str(), upload: Nullable(ArtifactUpload) });
+/** `POST /v1/sources/uploads`: declare a source archive; `upload: null` when the store holds it already. */
+export const SourceUploadRequest = Obj({ sha256: Sha256, size: Int() });
+export type SourceUploadRequest = Static<typeof SourceUploadRequest>;
+export const SourceUploadPlan = Obj({ sha256: Sha256, size: Int(), upload: Nullable(ArtifactUpload) });
+export type SourceUploadPlan = Static<typeof SourceUploadPlan>;
 export type ArtifactCreateResponse = Static<typeof ArtifactCreateResponse>;
 
 export const FailureReason = Type.Union(
@@ -175,7 +198,10 @@ export const RegistrationsRequest = Obj({ count: Int(1, 256), labels: Labels, tt
 export type RegistrationsRequest = Static<typeof RegistrationsRequest>;
 export const RegistrationsResponse = Obj({ tokens: Type.Array(Str()) });
 /** `PUT /v1/controller/capacity`: the pools a controller can provision; used to flag unschedulable jobs. */
-export const CapacityPool = Obj({ name: Str(128, 1), os: Str(32, 1), arch: Str(32, 1), labels: Labels, resources: Resources, max: Int(0, 1_000_000) });
+/** `minIdle`: runners the controller keeps started and waiting (informational: the fleet page shows it). */
+export const CapacityPool = Obj({
+  name: Str(128, 1), os: Str(32, 1), arch: Str(32, 1), labels: Labels, resources: Resources, max: Int(0, 1_000_000), minIdle: Type.Optional(Int(0, 1_000_000)),
+});
 export type CapacityPool = Static<typeof CapacityPool>;
 export const CapacityRequest = Obj({ pools: Type.Array(CapacityPool, { maxItems: 256 }) });
 export type CapacityRequest = Static<typeof CapacityRequest>;
@@ -209,8 +235,11 @@ export interface JobStatus {
   failure: { reason: string; step: number | null; message: string } | null;
   attempts: Array<{ attempt: number; state: AttemptState; runnerId: string | null; startedAt: string | null; finishedAt: string | null; reason: string | null }>;
   steps: StepReport[];
-  artifacts: Array<{ artifactId: string; name: string; size: number; sha256: string; mediaType: string }>;
+  /** `path`: the single file's relative path in the workspace (null for a tar, or from older runners). */
+  artifacts: Array<{ artifactId: string; name: string; size: number; sha256: string; mediaType: string; path: string | null }>;
   log: { bytes: number; truncated: boolean };
+  /** `GET /v1/jobs/:id` only: summaries of the artifacts declared as test reports (docs/job-file.md). */
+  testReports?: TestReport[];
   transitions: Array<{ at: string; attempt: number | null; from: string; to: string; reason: string }>;
 }
 

@@ -12,6 +12,7 @@ import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
 import { probeCapabilities, probeToolchains } from "./capabilities.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
 import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
+import { ignoreRunnerEvents, type RunnerEventListener } from "./runner-events.ts";
 import { rememberShape, warmSpec } from "./warm-shape.ts";
 
 export interface RunnerOptions {
@@ -35,6 +36,12 @@ export interface RunnerOptions {
    * `runRunner` returns (an untaken warm sandbox is disposed of there).
    */
   prewarm?: boolean;
+  /**
+   * Reap the slot before registering (default true): a fresh runner process cannot know what a
+   * crashed predecessor left there. A runner host that keeps its slots clean between sessions
+   * (and may hold a prewarmed sandbox in the slot) passes false.
+   */
+  reapSlot?: boolean;
 }
 
 export interface RunnerDeps {
@@ -44,6 +51,8 @@ export interface RunnerDeps {
   logger: RunnerLogger;
   /** Abort to ask the runner to stop (SIGTERM). */
   signal?: AbortSignal;
+  /** Typed lifecycle events for the runner's supervisor (default: ignored). */
+  onEvent?: RunnerEventListener;
 }
 
 export type RunnerExitReason = "reported" | "idle" | "stopped" | "register_failed" | "lease_failed" | JobReport;
@@ -58,6 +67,7 @@ export interface RunnerExit {
 
 export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<RunnerExit> {
   const { client, clock, logger, sandboxFactory } = deps;
+  const emit = deps.onEvent ?? ignoreRunnerEvents;
   const startedAt = clock.now();
   const exit = (code: RunnerExit["code"], reason: RunnerExitReason, jobId: string | null = null, runnerId: string | null = null): RunnerExit => {
     logger.info({ code, reason, jobId, runnerId }, "runner exits");
@@ -70,7 +80,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     toolchains.catch(() => {}); // awaited below; if set-up fails first, its rejection is not left unhandled
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
     // (The oci factory's one-time preparation, helpers, cgroups, seccomp, happens in reapSlot.)
-    const reaped = await sandboxFactory.reapSlot(opts.slot);
+    const reaped = opts.reapSlot === false ? [] : await sandboxFactory.reapSlot(opts.slot);
     // Traversable (not listable) by the sandbox's mapped uids: the oci backend mounts paths below it.
     await mkdir(opts.slot.workDir, { recursive: true, mode: 0o711 });
     // Built while we register and wait; never rejects; the factory's owner closes it.
@@ -93,6 +103,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
       return exit(2, "register_failed");
     }
     logger.info({ runnerId: reg.runnerId, startMs: clock.now() - startedAt, toolchains: capabilities.toolchains }, "registered");
+    emit({ type: "registered", runnerId: reg.runnerId });
 
     const idleUntil = clock.now() + opts.idleTimeoutMs;
     let lease: Lease | null = null;
@@ -112,6 +123,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
       }
     }
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
+    emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });
     // For the runner started next on this host (written beside the job, never rejects).
     const remembered = rememberShape(shapeFile, lease.job);
     const res = await runJob(lease, {
@@ -120,6 +132,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
       ...(deps.signal ? { signal: deps.signal } : {}),
     });
     await remembered;
+    emit({ type: "job_ended", runnerId: reg.runnerId, jobId: lease.jobId, report: res.report });
     const reported = res.report === "completed" || res.report === "canceled";
     return exit(reported ? 0 : 1, reported ? "reported" : res.report, lease.jobId, reg.runnerId);
   } finally {

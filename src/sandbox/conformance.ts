@@ -68,9 +68,12 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       open.push({ sb, spec });
       return { sb, spec };
     };
+    /** dispose() resolves with the job's data off its path; once the slot settled, nothing is left. */
     const finish = async (sb: Sandbox, spec: SandboxSpec) => {
       await sb.dispose();
-      assert.deepEqual(await h.leftovers(spec), [], "nothing of the job is left after dispose");
+      assert.equal(existsSync(sb.workspaceOnHost), false, "the workspace is gone from its path when dispose resolves");
+      await h.factory.settle(spec.slot);
+      assert.deepEqual(await h.leftovers(spec), [], "nothing of the job is left once its slot settled");
     };
     after(async () => {
       for (const { sb } of open) await sb.dispose().catch(() => {});
@@ -234,9 +237,50 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       await done;
       await sb.dispose();
       assert.equal(existsSync(sb.workspaceOnHost), false);
-      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), []);
+      assert.deepEqual(hostProcessesWith(`sleep ${marker}`), [], "no process of the job is left when dispose resolves");
+      await h.factory.settle(spec.slot);
       assert.deepEqual(await h.leftovers(spec), []);
       assert.throws(() => sb.start(stepSpec("true")));
+    });
+
+    void it("isSlotClean(): not for a slot it never reaped; yes after reapSlot and across the slot's jobs", async () => {
+      h ??= await harness();
+      const spec = h.spec();
+      assert.equal(h.factory.isSlotClean(spec.slot), false, "a slot this factory never reaped may hold anything");
+      await h.factory.reapSlot(spec.slot);
+      assert.equal(h.factory.isSlotClean(spec.slot), true);
+      const sb = await h.factory.create(spec);
+      open.push({ sb, spec });
+      assert.equal((await runStep(sb, "echo one")).stdout.toString(), "one\n");
+      await sb.dispose();
+      assert.equal(h.factory.isSlotClean(spec.slot), true, "clean while its teardown runs in the background");
+      const next = h.spec({ slot: spec.slot });
+      await h.factory.prewarm(next);
+      assert.equal(h.factory.isSlotClean(spec.slot), true, "a warm sandbox keeps the slot clean");
+      const sb2 = await h.factory.create(next);
+      open.push({ sb: sb2, spec: next });
+      assert.equal((await runStep(sb2, "echo two")).stdout.toString(), "two\n");
+      await finish(sb2, next);
+      assert.equal(h.factory.isSlotClean(spec.slot), true);
+    });
+
+    void it("the next job in a slot sees nothing of the one before (workspace, home, /tmp)", async () => {
+      h ??= await harness();
+      const first = h.spec();
+      const marker = `left-behind-${randomInt(10_000_000, 99_999_999)}`;
+      const sb = await h.factory.create(first);
+      open.push({ sb, spec: first });
+      // The process backend shares the host's /tmp (no isolation): only the others' /tmp is checked.
+      const tmp = name === "process" ? "" : `echo ${marker} > /tmp/${marker}.txt;`;
+      const w = await runStep(sb, `${tmp} echo ${marker} > ws.txt; echo ${marker} > "$HOME/home.txt"; mkdir -p d/e; echo ${marker} > d/e/f`);
+      assert.equal(w.result.exitCode, 0, w.stderr.toString());
+      await sb.dispose();
+      const second = h.spec({ slot: first.slot });
+      const sb2 = await h.factory.create(second);
+      open.push({ sb: sb2, spec: second });
+      const r = await runStep(sb2, `ls -A; ls -A "$HOME"; ${tmp ? `ls -A /tmp | grep -c ${marker} || true` : "echo 0"}`);
+      assert.equal(r.stdout.toString(), "0\n", r.stderr.toString());
+      await finish(sb2, second);
     });
   });
 }

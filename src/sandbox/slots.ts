@@ -1,5 +1,6 @@
 /** Runner slots: each owns a disjoint host uid/gid range and a work dir (types.ts `SlotInfo`). */
-import { join } from "node:path";
+import { stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { DeltaError } from "../base/errors.ts";
 import type { SlotInfo } from "./types.ts";
 
@@ -14,4 +15,15 @@ export function slotInfo(index: number, workRoot: string): SlotInfo {
     throw new DeltaError("E_INVALID", `slot index ${index} out of range 0..${SLOT_MAX_INDEX}`);
   }
   return { index, hostUidBase: SLOT_UID_BASE + index * SLOT_UID_COUNT, uidCount: SLOT_UID_COUNT, workDir: join(workRoot, `slot-${index}`) };
+}
+
+/**
+ * A sandbox's root maps to an unprivileged uid that must reach its slot's work dir: every
+ * directory from `dir` up to `/` must be traversable by others.
+ */
+export async function assertTraversable(dir: string): Promise<void> {
+  for (let d = dir; d !== dirname(d); d = dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) throw new DeltaError("E_SANDBOX", `slot work dir ${dir}: ${d} is not traversable by others (mode ${(st.mode & 0o777).toString(8)})`);
+  }
 }

@@ -1,13 +1,22 @@
 /**
  * The sandbox seam: what the runner needs from an isolation backend.
  *
- * Lifecycle: a long-lived `SandboxFactory` (one per runner process, or per test) creates one
- * `Sandbox` per job with `create()`. The runner then calls `start()` for each step in order —
- * never two steps at once — and waits for `StepProcess.done`. It calls `dispose()` exactly once
- * at the end, whatever happened (also after a failed `create`: `create` cleans up what it made
- * before throwing). `prewarm()` may build a job's sandbox before the job is known; `close()`
- * disposes of what no job took. `dispose()` is idempotent and guarantees that no process of the job is left,
- * and that its container, mounts, cgroups, network namespace, loop device and workspace are gone.
+ * Lifecycle: a long-lived `SandboxFactory` (one per runner process or runner host, or per test)
+ * creates one `Sandbox` per job with `create()`. The runner then calls `start()` for each step in
+ * order — never two steps at once — and waits for `StepProcess.done`. It calls `dispose()` exactly
+ * once at the end, whatever happened (also after a failed `create`: `create` cleans up what it
+ * made before throwing). `prewarm()` may build a job's sandbox before the job is known.
+ *
+ * What is guaranteed when:
+ * - `dispose()` (idempotent) resolves once no process of the job is left and the job's data is
+ *   unreachable: the workspace has left `workspaceOnHost`, no later sandbox of the slot can see any
+ *   of it, and writable caches are saved. The rest of the teardown (container state, cgroups,
+ *   mounts, loop device, files) may still run in the background.
+ * - `settle(slot)` resolves once the slot's background teardowns have ended; `reapSlot(slot)` and
+ *   `close()` wait for them too. After any of the three nothing of a disposed sandbox is left on
+ *   the host: no container, mount, loop device, cgroup, network namespace or file.
+ * - `isSlotClean(slot)` tells the owner of a slot whether it may skip `reapSlot` before the slot's
+ *   next job (and so keep the slot's warm sandbox): see its comment.
  */
 import type { Readable } from "node:stream";
 import type { Cache, Image, Limits, Network } from "../protocol/schemas.ts";
@@ -89,16 +98,33 @@ export interface SandboxFactory {
   readonly isolation: Isolation;
   /** Throws DeltaError with code `E_SANDBOX` (→ failure `sandbox_error`) or `E_SOURCE` (→ `source_error`). */
   create(spec: SandboxSpec, signal?: AbortSignal): Promise<Sandbox>;
-  /** Removes whatever a crashed runner left in this slot (containers, mounts, cgroups, netns, loop devices, dirs). */
+  /**
+   * Removes whatever is in this slot (containers, mounts, cgroups, netns, loop devices, dirs: a
+   * crashed runner's leftovers, this factory's warm sandbox for the slot), after waiting for the
+   * slot's background teardowns. Afterwards the slot is clean (`isSlotClean`) for this factory.
+   */
   reapSlot(slot: SlotInfo): Promise<string[]>;
+  /**
+   * True when this factory vouches for the slot, so that its owner may skip `reapSlot` before the
+   * slot's next job and keep its warm sandbox: this factory reaped the slot itself, has made
+   * everything the slot has held since, and every teardown there has succeeded or is still running
+   * (a `create` or `prewarm` does not need to wait for one). False for a slot this factory never
+   * reaped (e.g. in a new process, after a crash) and after a failed teardown: reap it then.
+   * Synchronous, no I/O.
+   */
+  isSlotClean(slot: SlotInfo): boolean;
+  /** Resolves once every teardown started in the slot (dispose's background part) has ended. Never rejects. */
+  settle(slot: SlotInfo): Promise<void>;
   /**
    * Starts building a sandbox for jobs shaped like `spec` (same slot, image and limits), so that
    * the next matching `create` returns at once. Resolves once it is built (or its build failed,
    * which is logged and leaves the job to build its own); never rejects. A backend that cannot
    * prebuild, or a spec that needs the job (caches, an egress allowlist), makes it a no-op.
+   * Calling it right after the slot's previous sandbox was disposed of is cheap and safe: it
+   * does not wait for that teardown, and the new sandbox shares nothing with the old one.
    */
   prewarm(spec: WarmSpec): Promise<void>;
-  /** Disposes of prewarmed sandboxes no job took; call before the process exits. */
+  /** Disposes of prewarmed sandboxes no job took and waits for every background teardown; call before the process exits. */
   close(): Promise<void>;
 }
 

@@ -2,6 +2,7 @@
 import type { Logger } from "pino";
 import { systemClock, type Clock } from "../base/clock.ts";
 import { defaults } from "../config/defaults.ts";
+import type { S3BlobStoreOptions } from "./blobs/s3-blob-store.ts";
 
 /** How hard the state store syncs before a write is acknowledged. */
 export type Durability = "full" | "normal";
@@ -12,12 +13,24 @@ export interface ServerOptions {
   /** Listen port; 0 picks a free port. Default 8181. */
   port?: number;
   dataDir: string;
+  /**
+   * `postgres://USER@HOST:PORT/DB`: keep the state in PostgreSQL (replicas may share it) instead
+   * of SQLite under `dataDir`. The API and controller tokens are then never generated.
+   */
+  databaseUrl?: string;
   logger?: Logger;
   clock?: Clock;
   /** When absent, read from or generated into `<dataDir>/api-token` (mode 0600). */
   apiToken?: string;
   /** When absent, read from or generated into `<dataDir>/controller-token` (mode 0600). */
   controllerToken?: string;
+  /**
+   * Key file sealing job secrets at rest (secrets/key-file.ts). Given: it must exist. Absent:
+   * `<dataDir>/secrets-key`, generated (mode 0600) on the first start.
+   */
+  secretsKeyFile?: string;
+  /** Puts a fresh key first in the key file before starting; the start re-seals every stored secret with it. */
+  rotateSecretsKey?: boolean;
   leaseTtlMs?: number;
   heartbeatIntervalMs?: number;
   leaseWaitMaxMs?: number;
@@ -35,9 +48,14 @@ export interface ServerOptions {
   sourceMaxBytes?: number;
   /** `full`: fsync the WAL on every (group) commit. `normal`: survives a killed process, not a power cut. */
   durability?: Durability;
+  /** Where artifacts and source archives live; default: the filesystem store under `dataDir`. */
+  blobStore?: BlobStoreOptions;
 }
 
-export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "apiToken" | "controllerToken">> & {
+/** `fs`: `<dataDir>/cas`. `s3`: a bucket (and key prefix) of an S3-compatible store, uploads presigned. */
+export type BlobStoreOptions = { kind: "fs" } | ({ kind: "s3" } & Omit<S3BlobStoreOptions, "partSizeBytes" | "multipartThresholdBytes" | "presignExpiryMs"> & Partial<S3BlobStoreOptions>);
+
+export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "databaseUrl" | "apiToken" | "controllerToken" | "secretsKeyFile" | "rotateSecretsKey" | "blobStore">> & {
   logger: Logger | undefined;
   clock: Clock;
 };
@@ -69,6 +87,17 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     sourceMaxBytes: o.sourceMaxBytes ?? SOURCE_MAX_BYTES_DEFAULT,
     durability: o.durability ?? "full",
   };
+}
+
+/** `s3://BUCKET[/prefix]` → bucket and a key prefix that is empty or ends in `/`. */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url.trim());
+  if (!m?.[1]) throw new Error(`invalid blob store "${url}" (expected fs or s3://BUCKET[/prefix])`);
+  const prefix = (m[2] ?? "").replace(/^\/+|\/+$/g, "");
+  if (!/^[A-Za-z0-9._/-]*$/.test(prefix) || prefix.split("/").some((s) => s === "." || s === ".." || (prefix !== "" && s === ""))) {
+    throw new Error(`invalid key prefix in "${url}" (letters, digits, . _ - and single slashes)`);
+  }
+  return { bucket: m[1], prefix: prefix === "" ? "" : `${prefix}/` };
 }
 
 /** `HOST:PORT`, `:PORT` or `[::1]:PORT`. */

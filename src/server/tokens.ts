@@ -19,3 +19,14 @@ export async function loadOrCreateToken(dataDir: string, file: string, kind: Tok
   await chmod(path, 0o600);
   return { token, path, created: true };
 }
+
+/** A token file's content, or null when it is missing or empty. */
+export async function readToken(path: string): Promise<string | null> {
+  try {
+    const token = (await readFile(path, "utf8")).trim();
+    return token.length > 0 ? token : null;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw err;
+  }
+}

@@ -135,12 +135,14 @@ export async function runInProcess(h: Harness, factory: SandboxFactory, over: Pa
     retry: new RetryPolicy({ clock: systemClock, baseMs: 50, maxMs: 500, onRetry: (err, attempt, waitMs) => (over.logger ?? nullLogger).info({ err: String(err), attempt, waitMs }, "retry") }),
     requestTimeoutMs,
   });
+  // Like a runner process, which exits only once its slot is torn down: the slot dir may then be removed.
   return runRunner({
     registrationToken: token, name: "test-runner", version: "0.1.0", labels: [], slot, cacheDir: h.root,
     idleTimeoutMs: 60_000, leaseWaitMs: 5_000, registerDeadlineMs: 30_000,
     timings: { flushIntervalMs: 50, flushBytes: 256 * 1024, chunkBytes: 1024 * 1024, cancelGraceMs: 10_000, tailUploadMs: 5_000, disposeMs: 60_000 },
     ...over,
-  }, { client, sandboxFactory: factory, clock: systemClock, logger: over.logger ?? nullLogger, ...(over.signal ? { signal: over.signal } : {}) });
+  }, { client, sandboxFactory: factory, clock: systemClock, logger: over.logger ?? nullLogger, ...(over.signal ? { signal: over.signal } : {}) })
+    .finally(() => factory.settle(slot));
 }
 
 /** A logger that keeps lines, for assertions and for failure messages. */

@@ -65,10 +65,13 @@ export interface OciTestEnv extends ConformanceHarness {
   cleanup(): Promise<string[]>;
 }
 
-export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean } = {}): OciTestEnv {
+export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean; spareDisks?: boolean } = {}): OciTestEnv {
   const root = tempRoot("oci");
   // local images: the shared cache (the Debian test image) and this env's own temp dir
-  const factory = new CrunSandboxFactory({ clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches"), imageRoots: ["/var/cache/deltaci/images", root] });
+  const factory = new CrunSandboxFactory({
+    clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches"), imageRoots: ["/var/cache/deltaci/images", root],
+    ...(opts.spareDisks ? { spareDisks: true } : {}),
+  });
   const slots: SlotInfo[] = [];
   return {
     factory,

@@ -3,21 +3,23 @@
  * `deltaci up` can take the same flags (`addControllerOptions`, `controllerOptionsFromFlags`) and
  * `slotReaper()` (the sandbox's slot reaping behind the controller's `SlotReaper` seam).
  */
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { Option, type Command } from "commander";
 import { pino, type Logger } from "pino";
 import { systemClock } from "../../base/clock.ts";
-import { DeltaError } from "../../base/errors.ts";
+import { DeltaError, isDeltaError } from "../../base/errors.ts";
 import { parseDurationMs } from "../../base/units.ts";
 import { controllerDefaults, hostPoolDefaults, parseIsolation, parseLabels, resolvePools } from "../../config/controller-config.ts";
 import { selfCommand } from "../../config/paths.ts";
-import { startController, type ControllerOptions, type Pool, type RunningController, type SlotReaper } from "../../controller/index.ts";
+import { RUNNER_MODES, startController, type ControllerOptions, type Pool, type RunningController, type SlotReaper } from "../../controller/index.ts";
+import { defaults } from "../../config/defaults.ts";
 import { workDirReaper } from "../../controller/local-provider.ts";
 import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
-import { slotInfo } from "../../sandbox/slots.ts";
+import { assertTraversable, slotInfo } from "../../sandbox/slots.ts";
 import type { SandboxFactory } from "../../sandbox/types.ts";
+import { usageError, type CliExit } from "../exit.ts";
 
 /** The controller's flags as commander parses them. */
 export interface ControllerFlags {
@@ -31,6 +33,9 @@ export interface ControllerFlags {
   idleGrace: string;
   metricsListen?: string;
   slotBase?: string;
+  runnerMode?: string;
+  hostMaxSessions?: string;
+  hostMaxAge?: string;
 }
 
 /** Adds the controller's scaling and runner flags (not `--server` / `--controller-token-file`). */
@@ -45,7 +50,10 @@ export function addControllerOptions(cmd: Command): Command {
     .option("--runner-idle-timeout <duration>", "a runner exits when no job came for this long", "5m")
     .option("--idle-grace <duration>", "an idle runner is drained only after this long", `${controllerDefaults.idleGraceMs}ms`)
     .option("--metrics-listen <host:port>", "serve Prometheus /metrics here")
-    .option("--slot-base <n>", "first runner slot index (slots select uid ranges and cgroups; controllers on one host need disjoint ranges)", "0");
+    .option("--slot-base <n>", "first runner slot index (slots select uid ranges and cgroups; controllers on one host need disjoint ranges)", "0")
+    .addOption(new Option("--runner-mode <mode>", "session: runners are sessions in a warm runner host process (fast); process: one process per runner (a runner bug stays in one job)").choices([...RUNNER_MODES]).default("session"))
+    .option("--host-max-sessions <n>", "session mode: a runner host is recycled after this many sessions", String(defaults.hostMaxSessions))
+    .option("--host-max-age <duration>", "session mode: a runner host is recycled after this long", "1h");
 }
 
 function int(text: string, flag: string, min: number): number {
@@ -73,6 +81,9 @@ export function controllerOptionsFromFlags(flags: ControllerFlags, conn: { serve
     runnerIdleTimeoutMs: parseDurationMs(flags.runnerIdleTimeout), idleGraceMs: parseDurationMs(flags.idleGrace),
     metricsListen: flags.metricsListen ? parseListen(flags.metricsListen) : null,
     slotBase: int(flags.slotBase ?? "0", "--slot-base", 0),
+    runnerMode: flags.runnerMode === "process" ? "process" : "session",
+    hostMaxSessions: int(flags.hostMaxSessions ?? String(defaults.hostMaxSessions), "--host-max-sessions", 1),
+    hostMaxAgeMs: parseDurationMs(flags.hostMaxAge ?? defaults.hostMaxAgeMs),
   };
 }
 
@@ -111,6 +122,29 @@ export function defaultSlotReaper(pools: readonly Pool[], logger: Logger): SlotR
   return slotReaper(factories);
 }
 
+/**
+ * Creates the runners' work root before anything starts (new directories 0711: traversable, not
+ * listable; so `deltaci up` makes a fresh `./.deltaci` that way before the server puts its
+ * owner-only files in it). With an oci pool, the sandbox's unprivileged uids must reach the slot
+ * work dirs: a path they cannot traverse is refused now, not by every job's sandbox later.
+ */
+export async function prepareWorkRoot(opts: Pick<ControllerOptions, "workRoot" | "pools" | "slotBase">, command: string): Promise<void> {
+  await mkdir(opts.workRoot, { recursive: true, mode: 0o711 });
+  if (!opts.pools.some((p) => p.isolation === "oci")) return;
+  const { workDir } = slotInfo(opts.slotBase ?? 0, opts.workRoot);
+  await mkdir(workDir, { recursive: true, mode: 0o711 });
+  try {
+    await assertTraversable(workDir);
+  } catch (err) {
+    if (!isDeltaError(err, "E_SANDBOX")) throw err;
+    throw refusal(command, err.message);
+  }
+}
+
+function refusal(command: string, problem: string): CliExit {
+  return usageError(`deltaci ${command}: ${problem}\n  The oci sandbox's unprivileged uids must traverse every directory down to the slots: chmod o+x that directory, or pass --work-root DIR below traversable ones.`);
+}
+
 /** Starts the controller in this process with the local provider and the sandbox's reaper. */
 export async function startLocalController(opts: ControllerOptions, logger: Logger): Promise<RunningController> {
   return startController(opts, { command: selfCommand(), reaper: defaultSlotReaper(opts.pools, logger), logger, clock: systemClock });
@@ -120,13 +154,14 @@ export function registerControllerCommand(program: Command): void {
   const cmd = program
     .command("controller")
     .description("provision runners on this machine: scale on queue depth, match capabilities, enforce limits, recover after a restart")
-    .requiredOption("--server <url>", "the control plane's URL")
+    .requiredOption("--server <url>", "the control plane's URL; several replicas: comma-separated (failover)")
     .requiredOption("--controller-token-file <file>", "file holding the controller token")
     .option("--log-level <level>", "log level (debug, info, warn, error)", "info");
   addControllerOptions(cmd).action(async (flags: ControllerFlags & { server: string; controllerTokenFile: string; logLevel: string }) => {
     const logger = pino({ level: flags.logLevel, base: { component: "controller" } }, pino.destination(2));
     const controllerToken = (await readFile(flags.controllerTokenFile, "utf8")).trim();
     const opts = controllerOptionsFromFlags(flags, { serverUrl: flags.server, controllerToken });
+    await prepareWorkRoot(opts, "controller");
     const controller = await startLocalController(opts, logger);
     logger.info({ pools: opts.pools.map((p) => `${p.name}[${p.labels.join(",")}] max=${p.max} min-idle=${p.minIdle} ${p.isolation}`), maxRunners: opts.maxRunners, workRoot: opts.workRoot, metrics: controller.metricsUrl }, "controller running");
     await new Promise<void>((done) => {

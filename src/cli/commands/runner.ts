@@ -4,28 +4,25 @@
  * `runRunner`, and exits with its status (0: job reported or no job; 1: job not reported;
  * 2: could not start). SIGTERM/SIGINT stop the runner (a running job is reported as runner_error).
  */
+import { appendFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Command } from "commander";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { systemClock } from "../../base/clock.ts";
-import { HttpClient } from "../../client/http.ts";
-import { RetryPolicy } from "../../client/retry-policy.ts";
-import { RunnerClient } from "../../client/runner-client.ts";
-import { runnerConfig, type RunnerFlags } from "../../config/runner-config.ts";
+import { runnerConfig, runnerSettings, type RunnerConfig, type RunnerFlags } from "../../config/runner-config.ts";
 import { CrunSandboxFactory } from "../../sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts";
 import { slotInfo } from "../../sandbox/slots.ts";
 import type { SandboxFactory } from "../../sandbox/types.ts";
-import { runRunner } from "../../runner/runner.ts";
-
-const VERSION = "0.1.0";
+import { createRunner } from "../../runner/create-runner.ts";
+import { ignoreRunnerEvents, type RunnerEventListener } from "../../runner/runner-events.ts";
 
 export function registerRunnerCommand(program: Command): void {
   program
     .command("runner")
     .description("run one job: register, lease, run the steps in a sandbox, upload logs and artifacts, report, exit")
-    .option("--server <url>", "control plane URL (env DELTACI_SERVER)")
+    .option("--server <url>", "control plane URL (env DELTACI_SERVER); several replicas: comma-separated (failover)")
     .option("--registration-token-file <file>", "file holding a registration token; read and deleted at start")
     .option("--labels <a,b>", "labels this runner offers")
     .option("--isolation <oci|process>", "sandbox backend: oci (crun, default) or process (NO isolation, development only)")
@@ -40,6 +37,7 @@ export function registerRunnerCommand(program: Command): void {
     .option("--insecure-registries <list>", "host[:port],... pulled without TLS verification (env DELTACI_INSECURE_REGISTRIES)")
     .option("--image-roots <dirs>", "dirs below which jobs may name local OCI images (env DELTACI_IMAGE_ROOTS; default /var/cache/deltaci/images)")
     .option("--log-level <level>", "runner's own diagnostics on stderr: error|warn|info|debug|silent", undefined)
+    .option("--events-file <file>", "append the runner's typed events (registered, leased, job_ended) to this file, one JSON line each: its supervisor's channel")
     .action(async (flags: RunnerFlags) => {
       // Exit explicitly: a runner must end once its job is reported, whatever handle lingers.
       process.exit(await runnerMain(flags));
@@ -60,11 +58,7 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
   await rm(cfg.registrationTokenFile, { force: true });
 
   const slot = { ...slotInfo(cfg.slot, cfg.cacheDir), workDir: cfg.workDir };
-  const sandboxFactory: SandboxFactory = cfg.isolation === "oci"
-    ? new CrunSandboxFactory({ clock: systemClock, logger, cgroupParent: "deltaci", insecureRegistries: cfg.insecureRegistries, ...(cfg.imageRoots ? { imageRoots: cfg.imageRoots } : {}), trace: (phase, ms) => logger.debug({ phase, ms: Math.round(ms * 10) / 10 }, "sandbox phase") })
-    : new ProcessSandboxFactory({ clock: systemClock, logger });
-  const retry = new RetryPolicy({ clock: systemClock, onRetry: (err, attempt, waitMs) => logger.debug({ err: String(err), attempt, waitMs }, "retrying") });
-  const client = new RunnerClient({ http: new HttpClient(cfg.serverUrl, { timeoutMs: cfg.requestTimeoutMs }), retry, requestTimeoutMs: cfg.requestTimeoutMs });
+  const sandboxFactory = runnerSandboxFactory(cfg, logger);
   const stop = new AbortController();
   const onSignal = (sig: string) => {
     logger.warn({ signal: sig }, "stopping");
@@ -74,14 +68,9 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
   process.once("SIGINT", onSignal);
   let res;
   try {
-    res = await runRunner({
-      registrationToken: token, name: cfg.name, version: VERSION, labels: cfg.labels, slot, cacheDir: cfg.cacheDir,
-      idleTimeoutMs: cfg.idleTimeoutMs, leaseWaitMs: cfg.leaseWaitMs, registerDeadlineMs: cfg.registerDeadlineMs, prewarm: cfg.prewarm,
-      timings: {
-        flushIntervalMs: cfg.logFlushIntervalMs, flushBytes: cfg.logFlushBytes, chunkBytes: cfg.logChunkBytes,
-        cancelGraceMs: cfg.cancelGraceMs, tailUploadMs: cfg.tailUploadMs, disposeMs: cfg.disposeMs,
-      },
-    }, { client, sandboxFactory, clock: systemClock, logger, signal: stop.signal });
+    const onEvent = cfg.eventsFile === null ? ignoreRunnerEvents : eventsFileWriter(cfg.eventsFile);
+    const runner = createRunner(runnerSettings(cfg), { registrationToken: token, name: cfg.name, slot, reapSlot: true }, { sandboxFactory, clock: systemClock, logger, onEvent });
+    res = await runner.run(stop.signal);
   } finally {
     // This process owns the factory: a prewarmed sandbox no job took is disposed of before exit.
     await sandboxFactory.close().catch((err: unknown) => logger.error({ err: String(err) }, "closing the sandbox factory failed"));
@@ -89,4 +78,28 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
   return res.code;
+}
+
+/** The sandbox backend of a runner process or a runner host (the only place either builds one); a host passes `spareDisks: true`. */
+export function runnerSandboxFactory(cfg: Pick<RunnerConfig, "isolation" | "insecureRegistries" | "imageRoots">, logger: Logger, use: { spareDisks: boolean } = { spareDisks: false }): SandboxFactory {
+  return cfg.isolation === "oci"
+    ? new CrunSandboxFactory({
+      clock: systemClock, logger, cgroupParent: "deltaci", insecureRegistries: cfg.insecureRegistries, ...(cfg.imageRoots ? { imageRoots: cfg.imageRoots } : {}),
+      // A runner host serves many jobs per slot: the slot's next job disk is made as soon as it frees up.
+      spareDisks: use.spareDisks,
+      trace: (phase, ms) => logger.debug({ phase, ms: Math.round(ms * 10) / 10 }, "sandbox phase"),
+    })
+    : new ProcessSandboxFactory({ clock: systemClock, logger });
+}
+
+/**
+ * Appends each event as one JSON line (a job's report stays out: the supervisor needs only the
+ * state change). Synchronous: one small write per event, and a `leased` line is on disk before
+ * the job's first step starts.
+ */
+function eventsFileWriter(file: string): RunnerEventListener {
+  return (e) => {
+    const line = e.type === "registered" ? { type: e.type, runnerId: e.runnerId } : { type: e.type, runnerId: e.runnerId, jobId: e.jobId, ...(e.type === "leased" ? { attempt: e.attempt } : {}) };
+    appendFileSync(file, JSON.stringify(line) + "\n", { mode: 0o600 });
+  };
 }

@@ -6,12 +6,13 @@ import { Option, type Command } from "commander";
 import { pino, type Logger } from "pino";
 import { formatDurationMs, parseDurationMs, parseSizeBytes } from "../../base/units.ts";
 import { defaults } from "../../config/defaults.ts";
-import { serverEnv } from "../../config/server-config.ts";
-import { splitListen, startServer, type ServerOptions } from "../../server/index.ts";
+import { serverEnv, type ServerEnv } from "../../config/server-config.ts";
+import { parseS3Url, splitListen, startServer, type BlobStoreOptions, type ServerOptions } from "../../server/index.ts";
 
 export interface ServerFlags {
   listen: string;
   dataDir: string;
+  database?: string;
   logLevel: string;
   leaseTtl?: string;
   heartbeatInterval?: string;
@@ -28,6 +29,14 @@ export interface ServerFlags {
   artifactMax?: string;
   sourceMax?: string;
   durability?: string;
+  secretsKeyFile?: string;
+  rotateSecretsKey?: boolean;
+  blobStore?: string;
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
+  s3MultipartThreshold?: string;
+  s3PartSize?: string;
 }
 
 const d = (ms: number) => formatDurationMs(ms).replace(/\.0+s$/, "s").replace(/m0s$/, "m");
@@ -38,6 +47,7 @@ export function addServerOptions(cmd: Command): Command {
   return cmd
     .option("--listen <host:port>", "address to listen on", defaults.listen)
     .option("--data-dir <dir>", "state, logs, artifacts and token files", defaults.dataDir)
+    .option("--database <url>", "keep the state in PostgreSQL (postgres://USER@HOST:PORT/DB; env DELTACI_DATABASE_URL) instead of SQLite under --data-dir; replicas may share it")
     .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent", "info")
     .option("--lease-ttl <duration>", `lease lifetime without a heartbeat (default ${d(defaults.leaseTtlMs)})`)
     .option("--heartbeat-interval <duration>", `heartbeat interval given to runners (default ${d(defaults.heartbeatIntervalMs)})`)
@@ -53,6 +63,14 @@ export function addServerOptions(cmd: Command): Command {
     .option("--log-chunk-limit <size>", `largest log chunk (default ${sz(defaults.logChunkLimitBytes)})`)
     .option("--artifact-max <size>", `largest artifact (default ${sz(defaults.artifactMaxBytes)})`)
     .option("--source-max <size>", "largest source archive (default 1Gi)")
+    .option("--secrets-key-file <file>", "AES-256 key file sealing job secrets at rest; must exist (default: <data-dir>/secrets-key, made 0600 on the first start)")
+    .option("--blob-store <url>", "where artifacts and source archives live: fs (under --data-dir, the default) or s3://BUCKET[/prefix] (credentials: the standard AWS env vars and files)")
+    .option("--s3-endpoint <url>", "S3-compatible endpoint (MinIO, R2, …); default: AWS for the region")
+    .option("--s3-region <region>", `S3 region (default: AWS_REGION, else ${defaults.s3Region})`)
+    .option("--s3-path-style", "path-style bucket addressing (http://host/BUCKET/key), as MinIO and most self-hosted stores need")
+    .option("--s3-multipart-threshold <size>", `uploads this large go multipart, smaller ones are one presigned PUT (default ${sz(defaults.s3MultipartThresholdBytes)})`)
+    .option("--s3-part-size <size>", `multipart part size, at least 5Mi (default ${sz(defaults.s3PartSizeBytes)})`)
+    .option("--rotate-secrets-key", "put a fresh key first in the key file and re-seal every stored secret with it (older keys stay, to open old values)")
     .addOption(new Option("--durability <mode>", "full: fsync every commit; normal: survives a killed server, not a power cut").choices(["full", "normal"]).default("full"));
 }
 
@@ -72,6 +90,9 @@ export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): Ser
     if (v !== undefined) o[k] = v;
   };
   set("logger", logger);
+  const databaseUrl = flags.database ?? env.databaseUrl;
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) throw new Error("--database must be a postgres:// URL");
+  set("databaseUrl", databaseUrl);
   set("apiToken", env.apiToken);
   set("controllerToken", env.controllerToken);
   set("leaseTtlMs", dur(flags.leaseTtl));
@@ -89,7 +110,29 @@ export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): Ser
   set("artifactMaxBytes", size(flags.artifactMax));
   set("sourceMaxBytes", size(flags.sourceMax));
   if (flags.durability === "full" || flags.durability === "normal") o.durability = flags.durability;
+  set("secretsKeyFile", flags.secretsKeyFile);
+  if (flags.rotateSecretsKey) o.rotateSecretsKey = true;
+  set("blobStore", blobStoreFromFlags(flags, env));
   return o;
+}
+
+/** `--blob-store` and the `--s3-*` flags; S3 flags without an s3:// store are an error, not ignored. */
+function blobStoreFromFlags(flags: ServerFlags, env: ServerEnv): BlobStoreOptions | undefined {
+  const url = flags.blobStore;
+  if (url === undefined || url === "fs") {
+    const s3Flags = [flags.s3Endpoint, flags.s3Region, flags.s3PathStyle, flags.s3MultipartThreshold, flags.s3PartSize];
+    if (s3Flags.some((f) => f !== undefined)) throw new Error("--s3-* flags need --blob-store s3://BUCKET[/prefix]");
+    return undefined;
+  }
+  const { bucket, prefix } = parseS3Url(url);
+  const partSizeBytes = flags.s3PartSize === undefined ? undefined : parseSizeBytes(flags.s3PartSize);
+  if (partSizeBytes !== undefined && partSizeBytes < 5 * 1024 * 1024) throw new Error("--s3-part-size must be at least 5Mi (S3's smallest part)");
+  return {
+    kind: "s3", bucket, prefix, endpoint: flags.s3Endpoint, region: flags.s3Region ?? env.awsRegion ?? defaults.s3Region,
+    forcePathStyle: flags.s3PathStyle === true, credentials: env.awsCredentials,
+    ...(partSizeBytes === undefined ? {} : { partSizeBytes }),
+    ...(flags.s3MultipartThreshold === undefined ? {} : { multipartThresholdBytes: parseSizeBytes(flags.s3MultipartThreshold) }),
+  };
 }
 
 /** A pino logger on stderr that never writes tokens or bodies. */
@@ -110,6 +153,8 @@ export function registerServerCommand(program: Command): void {
     const srv = await startServer(serverOptionsFromFlags(flags, logger));
     process.stdout.write(`deltaci server ready at ${srv.url}\n`);
     process.stdout.write(`  data dir:         ${srv.dataDir}\n`);
+    process.stdout.write(`  state:            ${srv.stateLocation}\n`);
+    process.stdout.write(`  blob store:       ${flags.blobStore ?? "fs"}\n`);
     process.stdout.write(`  API token:        ${srv.apiTokenFile ?? "from DELTACI_API_TOKEN"}\n`);
     process.stdout.write(`  controller token: ${srv.controllerTokenFile ?? "from DELTACI_CONTROLLER_TOKEN"}\n`);
     let stopping = false;

@@ -8,7 +8,7 @@ import type { Command } from "commander";
 import { resolve } from "node:path";
 import { startServer } from "../../server/index.ts";
 import { addServerOptions, serverLogger, serverOptionsFromFlags, type ServerFlags } from "./server.ts";
-import { addControllerOptions, controllerOptionsFromFlags, startLocalController, type ControllerFlags } from "./controller.ts";
+import { addControllerOptions, controllerOptionsFromFlags, prepareWorkRoot, startLocalController, type ControllerFlags } from "./controller.ts";
 import { checkIsolation } from "../run/isolation.ts";
 import { usageError } from "../exit.ts";
 
@@ -21,14 +21,14 @@ export function registerUpCommand(program: Command): void {
       const problem = await checkIsolation();
       if (problem) throw usageError(`deltaci up: the oci sandbox (crun) does not work on this machine: ${problem}\n  Fix that, or use --isolation process (no isolation, development only).`);
     }
+    const controllerOpts = controllerOptionsFromFlags(flags, { serverUrl: "", controllerToken: "" });
+    // Before the server: the default work root lies in its data dir, which must then be traversable.
+    await prepareWorkRoot(controllerOpts, "up");
     const logger = serverLogger(flags.logLevel);
     const server = await startServer(serverOptionsFromFlags(flags, logger.child({ component: "server" })));
     let controller;
     try {
-      controller = await startLocalController(
-        controllerOptionsFromFlags(flags, { serverUrl: server.url, controllerToken: server.controllerToken }),
-        logger.child({ component: "controller" }),
-      );
+      controller = await startLocalController({ ...controllerOpts, serverUrl: server.url, controllerToken: server.controllerToken }, logger.child({ component: "controller" }));
     } catch (err) {
       await server.close();
       throw err;

@@ -1,6 +1,7 @@
 /** Text views of job status for people (the --json views are the API's own objects). */
 import { formatDurationMs } from "../../base/units.ts";
 import type { JobStatus } from "../../protocol/schemas.ts";
+import type { TestReport } from "../../protocol/test-report.ts";
 import type { Style } from "../style.ts";
 
 export function jobDurationMs(st: Pick<JobStatus, "createdAt" | "finishedAt">, now: number): number {
@@ -49,6 +50,27 @@ export function formatStatus(st: JobStatus, style: Style): string {
     lines.push("  artifacts:");
     for (const a of st.artifacts) lines.push(`    ${a.name}  ${a.size} bytes  sha256:${a.sha256.slice(0, 12)}`);
   }
+  for (const r of st.testReports ?? []) lines.push(...formatTestReport(r, style));
   lines.push(`  log: ${st.log.bytes} bytes${st.log.truncated ? " (truncated)" : ""}`);
   return lines.join("\n");
+}
+
+/** One line with the counts, then each failed case with its message (the server cleaned the text of control characters). */
+export function formatTestReport(r: TestReport, style: Style): string[] {
+  const lines = [`  tests (${r.artifact}, ${r.format}):`];
+  const c = r.counts;
+  if (c) {
+    const bad = c.failures + c.errors;
+    const parts = [style.green(`${c.passed} passed`), bad > 0 ? style.red(`${c.failures} failed`) : `${c.failures} failed`];
+    if (c.errors > 0) parts.push(style.red(`${c.errors} errors`));
+    parts.push(c.skipped > 0 ? style.yellow(`${c.skipped} skipped`) : `${c.skipped} skipped`);
+    lines[0] += ` ${c.tests} tests: ${parts.join(", ")}`;
+  }
+  for (const f of r.failed) {
+    const where = [f.suite, f.classname].filter((x): x is string => x !== null && x !== "").join(" › ");
+    lines.push(`    ${style.red(f.kind === "error" ? "error" : "✗")} ${where ? `${where} › ` : ""}${f.name}${f.message ? `: ${f.message.split("\n")[0] ?? ""}` : ""}`);
+  }
+  if (r.failedOmitted > 0) lines.push(`    … ${r.failedOmitted} more failed (see the report artifact)`);
+  if (r.notice) lines.push(`    ${style.yellow(`notice: ${r.notice}`)}`);
+  return lines;
 }

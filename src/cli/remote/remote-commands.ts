@@ -1,6 +1,6 @@
 /** The commands that talk to a running server: submit, jobs, status, logs, cancel, artifacts. */
 import { mkdir } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import type { Command } from "commander";
 import { systemClock } from "../../base/clock.ts";
 import { isDeltaError } from "../../base/errors.ts";
@@ -10,6 +10,7 @@ import { JobApiClient } from "../../client/job-api-client.ts";
 import type { JobStatus } from "../../protocol/schemas.ts";
 import { CliExit, ExitCode } from "../exit.ts";
 import { loadJobs, resolveJobFile, selectJobs } from "../load-jobs.ts";
+import { artifactFile } from "../artifact-file.ts";
 import { LogPrinter } from "../log-printer.ts";
 import { parseSecretFlags } from "../secrets.ts";
 import { makeStyle } from "../style.ts";
@@ -90,8 +91,11 @@ export function registerRemoteCommands(program: Command): void {
     .description("print a job's log; -f follows it until the job ends")
     .option("-f, --follow", "follow the log until the job ends")
     .option("--raw", "print the bytes as stored (step markers included)")
-    .action(async (jobId: string, opts: ClientOpts & { follow?: boolean; raw?: boolean }) => {
-      const printer = new LogPrinter({ write: (t) => process.stdout.write(t), style: makeStyle(process.stdout.isTTY === true), prefix: "" });
+    .option("--fold", "fold log groups (::group::, section_start, --- NAME) to a line count (default on a terminal)")
+    .option("--no-fold", "print every line of log groups")
+    .action(async (jobId: string, opts: ClientOpts & { follow?: boolean; raw?: boolean; fold?: boolean }) => {
+      const tty = process.stdout.isTTY === true;
+      const printer = new LogPrinter({ write: (t) => process.stdout.write(t), style: makeStyle(tty), prefix: "", fold: opts.fold ?? tty });
       let offset = 0;
       const onChunk = (chunk: Buffer) => {
         if (opts.json) print(JSON.stringify({ jobId, offset, text: chunk.toString("utf8") }));
@@ -134,22 +138,21 @@ export function registerRemoteCommands(program: Command): void {
     .action(async (jobId: string, opts: ClientOpts & { download?: string }) => {
       const result = await withApi(opts, async (c) => {
         const st = await c.status(jobId);
-        const out: Array<JobStatus["artifacts"][number] & { path?: string }> = [];
+        const out: Array<JobStatus["artifacts"][number] & { file?: string }> = [];
         for (const a of st.artifacts) {
           if (opts.download === undefined) {
             out.push(a);
             continue;
           }
-          const dir = resolve(opts.download);
-          await mkdir(dir, { recursive: true });
-          const path = join(dir, a.name);
-          await c.downloadArtifact(jobId, a.name, path);
-          out.push({ ...a, path });
+          const file = artifactFile(resolve(opts.download), a);
+          await mkdir(dirname(file), { recursive: true });
+          await c.downloadArtifact(jobId, a.name, file);
+          out.push({ ...a, file });
         }
         return out;
       });
       if (opts.json) printJson(result);
       else if (result.length === 0) print(`${jobId}: no artifacts`);
-      else for (const a of result) print(`${a.name}\t${a.size} bytes\tsha256:${a.sha256.slice(0, 12)}${a.path ? `\t→ ${a.path}` : ""}`);
+      else for (const a of result) print(`${a.name}\t${a.size} bytes\tsha256:${a.sha256.slice(0, 12)}${a.file ? `\t→ ${a.file}` : ""}`);
     });
 }

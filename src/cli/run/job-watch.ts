@@ -4,11 +4,12 @@
  * artifacts downloaded at the end.
  */
 import { mkdir, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname } from "node:path";
 import { spawn } from "node:child_process";
 import type { Clock } from "../../base/clock.ts";
 import type { JobApiClient } from "../../client/job-api-client.ts";
 import { TERMINAL_JOB_STATES, type JobStatus } from "../../protocol/schemas.ts";
+import { artifactFile } from "../artifact-file.ts";
 import { LogPrinter } from "../log-printer.ts";
 import type { Style } from "../style.ts";
 import type { SubmittedJob } from "../submit-jobs.ts";
@@ -50,7 +51,7 @@ function activity(st: JobStatus, stepNames: string[], currentStep: string | null
 async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchOptions, printers: LogPrinter[], stepsFor: (p: LogPrinter) => void): Promise<void> {
   let attempt: number | undefined;
   for (;;) {
-    const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix });
+    const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix, fold: o.fold });
     printers.push(printer);
     stepsFor(printer);
     const done = await client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: o.signal, ...(attempt === undefined ? {} : { attempt }) });
@@ -73,6 +74,8 @@ interface WatchOptions {
   ui: WatchUi;
   style: Style;
   prefix: string;
+  /** Fold log groups (LogPrinter). */
+  fold: boolean;
   clock: Clock;
   signal: AbortSignal;
 }
@@ -140,14 +143,18 @@ export interface DownloadedArtifact {
   path: string;
 }
 
-/** Downloads every artifact of a job into `dir` (emptied first); tar artifacts are extracted into `dir/<name>/`. */
+/**
+ * Downloads every artifact of a job into `dir` (emptied first): a single file to
+ * `dir/<name>/<its relative path>`, a tar of several files extracted into `dir/<name>/`.
+ */
 export async function downloadArtifacts(client: JobApiClient, st: JobStatus, dir: string, signal?: AbortSignal): Promise<DownloadedArtifact[]> {
   await rm(dir, { recursive: true, force: true });
   if (st.artifacts.length === 0) return [];
   await mkdir(dir, { recursive: true });
   const out: DownloadedArtifact[] = [];
   for (const a of st.artifacts) {
-    const file = join(dir, a.name);
+    const file = artifactFile(dir, a);
+    await mkdir(dirname(file), { recursive: true });
     await client.downloadArtifact(st.jobId, a.name, file, signal);
     let path = file;
     if (a.mediaType === "application/x-tar") {

@@ -119,7 +119,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     };
     const controllerLogger = logger.child({ component: "controller" });
     if (opts.runnerProcesses) {
-      controller = await startLocalController(controllerOpts, controllerLogger);
+      controller = await startLocalController({ ...controllerOpts, runnerMode: "process" }, controllerLogger);
     } else {
       const runnerLogger = logger.child({ component: "runner" });
       const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };

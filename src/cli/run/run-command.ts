@@ -34,6 +34,7 @@ interface RunFlags {
   keepState?: boolean;
   runnerProcesses?: boolean;
   timings?: boolean;
+  fold?: boolean;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -52,6 +53,8 @@ export function registerRunCommand(program: Command): void {
     .option("--keep-state", "keep the run's temp dir (server state, runner logs) for debugging")
     .option("--timings", "print where the time went (phases, ms since the process started) to stderr")
     .option("--runner-processes", "start runners as child processes (`deltaci runner`, as `deltaci up` does) instead of in this process")
+    .option("--fold", "fold log groups (::group::, section_start, --- NAME) to a line count (default on a terminal)")
+    .option("--no-fold", "print every line of log groups")
     .action((file: string | undefined, flags: RunFlags) => runCommand(file, flags));
 }
 
@@ -130,12 +133,15 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     const finals = await Promise.all(
       submitted.map((s, i) =>
         watchJob(client, s, {
-          ui, style, clock: systemClock, signal: interrupt.abort.signal,
+          ui, style, clock: systemClock, signal: interrupt.abort.signal, fold: flags.fold ?? tty,
           prefix: jobs.length > 1 ? `${jobColour(style, i)(s.job.name.padEnd(Math.max(...jobs.map((j) => j.name.length))))} │ ` : "",
         }),
       ),
     );
     mark("jobs ended, logs complete");
+    // The jobs are over: a Ctrl-C from here on only counts (exit 130); it must not kill the
+    // process mid-teardown, which would leave no summary (or print part of it).
+    interrupt.onCancel = () => {};
     line.set("downloading artifacts");
     for (const [i, st] of finals.entries()) {
       const sub = submitted[i] as SubmittedJob;
@@ -149,22 +155,31 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
       }
       outcomes.push({ sub, status: st, artifacts, artifactError });
     }
+  } catch (err) {
+    interrupt.uninstall();
+    throw err;
   } finally {
     line.stop();
-    interrupt.uninstall();
     mark("artifacts downloaded");
     await stack?.close();
     mark("stack closed");
   }
+  // Still installed: a Ctrl-C while the summary is written is counted, never a kill half-way.
   const durationMs = systemClock.now() - started;
   const exitCode = interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
   if (flags.timings) process.stderr.write(`${marks.map(([n, ms]) => `timing: ${String(ms).padStart(6)} ms  ${n}`).join("\n")}\n`);
-  if (flags.json) {
-    process.stdout.write(`${JSON.stringify({ ...jsonSummary(outcomes, exitCode, durationMs, cwd), timingsMs: Object.fromEntries(marks) }, null, 2)}\n`);
-  } else {
-    human.write(formatSummary(outcomes, { style, cwd, durationMs }));
-  }
+  const summary = flags.json
+    ? `${JSON.stringify({ ...jsonSummary(outcomes, exitCode, durationMs, cwd), timingsMs: Object.fromEntries(marks) }, null, 2)}\n`
+    : formatSummary(outcomes, { style, cwd, durationMs });
+  await writeOnce(flags.json ? process.stdout : human, summary);
+  // Left installed: the process is about to exit, and a Ctrl-C in that gap must not kill it (signal
+  // listeners do not keep node alive).
   if (exitCode !== ExitCode.ok) throw new CliExit(exitCode);
+}
+
+/** One write of the whole summary, resolved once it is flushed (a pipe may take it in pieces). */
+function writeOnce(out: NodeJS.WritableStream, text: string): Promise<void> {
+  return new Promise((resolve) => out.write(text, () => resolve()));
 }
 
 function jsonSummary(outcomes: JobOutcome[], exitCode: number, durationMs: number, cwd: string) {

@@ -1,4 +1,4 @@
-/** One job's crun container: steps run one after another through its init; `dispose` removes everything. */
+/** One job's crun container: steps run one after another through its init; `dispose` kills the job and leaves the rest to a background teardown. */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
@@ -33,7 +33,7 @@ export interface CrunSandboxDeps {
   logger: SandboxLogger;
   nsLevel: number;
   timeoutGraceMs: number;
-  /** Removes the container, cgroups, mounts, loop device, files; called once. */
+  /** Kills the job and moves its files off their path; the rest (container, cgroups, mounts, loop device, files) goes on in the background. Called once. */
   teardown(jobId: string): Promise<void>;
 }
 

@@ -23,6 +23,8 @@ export interface AuditEntry {
   decision: "allowed" | "denied";
   reason?: string;
   address?: string;
+  /** `transparent` when the job's TCP was redirected (transparent-egress.ts); absent for the proxy. */
+  via?: "transparent";
 }
 
 export interface EgressProxyOptions {
@@ -101,7 +103,7 @@ export class EgressProxy {
     return proxy;
   }
 
-  private record(e: Omit<AuditEntry, "time" | "job">): void {
+  record(e: Omit<AuditEntry, "time" | "job">): void {
     const entry: AuditEntry = { time: new Date().toISOString(), job: this.opts.jobId, ...e };
     this.audit?.write(JSON.stringify(entry) + "\n");
   }
@@ -139,48 +141,79 @@ export class EgressProxy {
     const lines = header.split("\r\n");
     const t = parseTarget(lines[0] ?? "");
     if (t === null) return this.refuse(client, "400 Bad Request", "deltaci: only CONNECT host:port and absolute http:// requests are proxied\n");
-    const matched = allowMatch(this.opts.allow, t.host, t.port);
+    const r = await this.open(t.host, t.port);
+    if (r === "not in allowlist") return this.refuse(client, "403 Forbidden", `deltaci: egress to ${t.host}:${t.port} is not in the job's allowlist\n`);
+    if (typeof r === "string" && r.startsWith("connect failed: ")) return this.refuse(client, "502 Bad Gateway", `deltaci: cannot connect to ${t.host}:${t.port}: ${r.slice(16)}\n`);
+    if (typeof r === "string") return this.refuse(client, "403 Forbidden", `deltaci: ${t.host} resolves to no address the job may reach\n`);
+    if (t.method === "CONNECT") client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+    else {
+      const headers = lines.slice(1).filter((l) => !/^(proxy-connection|connection|keep-alive):/i.test(l));
+      r.write(`${t.method} ${t.path} ${t.version}\r\n${[...headers, "Connection: close"].join("\r\n")}\r\n\r\n`);
+    }
+    this.splice(client, r, rest);
+  }
+
+  /** Joins the job's connection to an opened upstream; `rest` is what the job sent past what was read. */
+  splice(client: Socket, upstream: Socket, rest: Buffer): void {
+    this.sockets.add(client);
+    client.on("close", () => this.sockets.delete(client));
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    if (rest.length > 0) upstream.write(rest);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+  }
+
+  /**
+   * The one decision of both paths (proxy and transparent): match `host:port` against the
+   * allowlist, resolve, refuse internal addresses, connect. Audited either way. Returns the
+   * connected upstream, or the refusal's reason.
+   */
+  async open(host: string, port: number, via: "proxy" | "transparent" = "proxy"): Promise<Socket | string> {
+    const tag = via === "proxy" ? {} : { via };
+    const matched = allowMatch(this.opts.allow, host, port);
     if (matched === null) {
-      this.record({ destination: t.host, port: t.port, decision: "denied", reason: "not in allowlist" });
-      return this.refuse(client, "403 Forbidden", `deltaci: egress to ${t.host}:${t.port} is not in the job's allowlist\n`);
+      this.record({ destination: host, port, decision: "denied", reason: "not in allowlist", ...tag });
+      return "not in allowlist";
     }
     const literal = matched.replace(/:\d+$/, "").toLowerCase();
     let addresses: string[];
     try {
-      addresses = isIP(t.host) ? [t.host] : await this.opts.resolve(t.host);
+      addresses = isIP(host) ? [host] : await this.opts.resolve(host);
     } catch {
       addresses = [];
     }
     const usable = addresses.filter((a) => !isInternalAddress(a) || literal === a || literal === "localhost");
     const address = usable[0];
     if (address === undefined) {
-      this.record({ destination: t.host, port: t.port, decision: "denied", reason: addresses.length ? "internal address" : "cannot resolve" });
-      return this.refuse(client, "403 Forbidden", `deltaci: ${t.host} resolves to no address the job may reach\n`);
+      const reason = addresses.length ? "internal address" : "cannot resolve";
+      this.record({ destination: host, port, decision: "denied", reason, ...tag });
+      return reason;
     }
-    const upstream = createConnection({ host: address, port: t.port, timeout: this.opts.connectTimeoutMs ?? 10_000 });
+    const upstream = createConnection({ host: address, port, timeout: this.opts.connectTimeoutMs ?? 10_000 });
     this.sockets.add(upstream);
     upstream.on("close", () => this.sockets.delete(upstream));
     upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
-    let connected = false;
-    upstream.once("error", (e) => {
-      if (connected) return client.destroy();
-      this.record({ destination: t.host, port: t.port, decision: "denied", reason: `connect failed: ${e.message}`, address });
-      this.refuse(client, "502 Bad Gateway", `deltaci: cannot connect to ${t.host}:${t.port}: ${e.message}\n`);
+    return new Promise((resolve) => {
+      const onError = (e: Error) => {
+        const reason = `connect failed: ${e.message}`;
+        this.record({ destination: host, port, decision: "denied", reason, address, ...tag });
+        resolve(reason);
+      };
+      upstream.once("error", onError);
+      upstream.once("connect", () => {
+        upstream.off("error", onError);
+        upstream.setTimeout(0);
+        this.record({ destination: host, port, decision: "allowed", address, ...tag });
+        resolve(upstream);
+      });
     });
-    upstream.once("connect", () => {
-      connected = true;
-      upstream.setTimeout(0);
-      this.record({ destination: t.host, port: t.port, decision: "allowed", address });
-      if (t.method === "CONNECT") client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-      else {
-        const headers = lines.slice(1).filter((l) => !/^(proxy-connection|connection|keep-alive):/i.test(l));
-        upstream.write(`${t.method} ${t.path} ${t.version}\r\n${[...headers, "Connection: close"].join("\r\n")}\r\n\r\n`);
-      }
-      if (rest.length > 0) upstream.write(rest);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      client.resume();
-    });
+  }
+
+  /** Records a refusal decided before any name or address could be matched (transparent path). */
+  deny(destination: string, port: number, reason: string): void {
+    this.record({ destination, port, decision: "denied", reason, via: "transparent" });
   }
 
   async close(): Promise<void> {

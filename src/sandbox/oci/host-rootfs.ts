@@ -47,26 +47,34 @@ export async function hostEtc(cacheDir: string): Promise<string> {
   return dir;
 }
 
-/** Creates the per-job root skeleton (mount points only) and returns the mounts that fill it. */
-export async function hostRootfs(rootfs: string, etcDir: string, extraMountPoints: string[]): Promise<OciMount[]> {
-  const mounts: OciMount[] = [];
+/** Creates the per-job root skeleton: mount points only, and `extraMountPoints`. */
+export async function hostSkeleton(rootfs: string, extraMountPoints: string[]): Promise<void> {
   await mkdir(rootfs, { recursive: true, mode: 0o755 });
   for (const d of ["usr", "etc", "proc", "dev", "sys", "tmp", "run", "workspace", "home/deltaci", ".deltaci/bin", ".deltaci/steps", ".deltaci/run", "var/tmp"]) {
     await mkdir(join(rootfs, d), { recursive: true, mode: 0o755 });
   }
-  mounts.push(bindMount("/usr", "/usr", true));
+  for (const name of TOP_DIRS) {
+    const st = lstatSync(join("/", name), { throwIfNoEntry: false });
+    if (st?.isSymbolicLink()) await symlink(readlinkSync(join("/", name)), join(rootfs, name));
+    else if (st?.isDirectory()) await mkdir(join(rootfs, name));
+  }
+  for (const p of extraMountPoints) await mkdir(join(rootfs, p), { recursive: true, mode: 0o755 });
+}
+
+/** The mounts that fill a skeleton made by `hostSkeleton`. */
+export function hostRootfsMounts(etcDir: string): OciMount[] {
+  const mounts: OciMount[] = [bindMount("/usr", "/usr", true)];
   for (const name of TOP_DIRS) {
     const host = join("/", name);
-    const st = lstatSync(host, { throwIfNoEntry: false });
-    if (!st) continue;
-    if (st.isSymbolicLink()) await symlink(readlinkSync(host), join(rootfs, name));
-    else if (st.isDirectory()) {
-      await mkdir(join(rootfs, name));
-      mounts.push(bindMount(host, host, true));
-    }
+    if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) mounts.push(bindMount(host, host, true));
   }
   mounts.push(bindMount(etcDir, "/etc", true));
   for (const name of ETC_BINDS) if (existsSync(join("/etc", name))) mounts.push(bindMount(join("/etc", name), join("/etc", name), true));
-  for (const p of extraMountPoints) await mkdir(join(rootfs, p), { recursive: true, mode: 0o755 });
   return mounts;
+}
+
+/** Creates the per-job root skeleton (mount points only) and returns the mounts that fill it. */
+export async function hostRootfs(rootfs: string, etcDir: string, extraMountPoints: string[]): Promise<OciMount[]> {
+  await hostSkeleton(rootfs, extraMountPoints);
+  return hostRootfsMounts(etcDir);
 }

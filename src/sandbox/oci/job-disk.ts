@@ -1,27 +1,29 @@
 /**
  * The per-job disk: a sparse ext4 image of `diskMiB`, loop-mounted (autoclear) on the host. The
- * writable layer and the workspace live on it, so together they cannot exceed the quota.
+ * writable layer and the workspace live on it, so together they cannot exceed the quota. Each job's
+ * image is a fresh copy of a pristine template (disk-template.ts).
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
-import { mkdir, open, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
+import type { DiskTemplates } from "./disk-template.ts";
 
 const run = promisify(execFile);
 
-export async function createJobDisk(imagePath: string, mountPoint: string, sizeMiB: number): Promise<void> {
-  const fh = await open(imagePath, "w", 0o600);
+/**
+ * Makes the job disk: a new image file written from the pristine template of its size (no mkfs),
+ * attached to a free loop device with autoclear and mounted by the disk tool. Returns the device.
+ */
+export async function createJobDisk(templates: DiskTemplates, diskTool: string, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
-    await fh.truncate(sizeMiB * 1024 * 1024);
-  } finally {
-    await fh.close();
-  }
-  try {
-    await run("mkfs.ext4", ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", imagePath], { timeout: 60_000 });
+    await templates.writeImage(imagePath, sizeMiB);
     await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-    await run("mount", ["-t", "ext4", "-o", "loop,nosuid,nodev,noatime", imagePath, mountPoint], { timeout: 60_000 });
+    const { stdout } = await run(diskTool, ["mount", imagePath, mountPoint], { timeout: 60_000 });
+    return stdout.trim();
   } catch (e) {
+    if (e instanceof DeltaError) throw e;
     throw new DeltaError("E_SANDBOX", `cannot create the job disk of ${sizeMiB} MiB: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
 }
@@ -47,30 +49,32 @@ export async function mountsBelow(dir: string): Promise<string[]> {
   return out.reverse(); // mountinfo lists in mount order: undo it backwards (an overlay before its upper's disk)
 }
 
-/** Unmounts everything at or below `dir` (lazily when busy). */
-export async function unmountBelow(dir: string): Promise<string[]> {
+/** Unmounts everything at or below `dir` (lazily when busy), in one run of the disk tool. */
+export async function unmountBelow(diskTool: string, dir: string): Promise<string[]> {
   const mounts = await mountsBelow(dir);
-  for (const mp of mounts) {
-    await run("umount", [mp]).catch(() => run("umount", ["-l", mp]).catch(() => {}));
-  }
+  if (mounts.length > 0) await run(diskTool, ["umount", ...mounts], { timeout: 60_000 }).catch(() => {});
   return mounts;
 }
 
 /** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */
 export async function loopDevicesBelow(dir: string): Promise<string[]> {
+  const names = (await readdir("/sys/block").catch(() => [])).filter((n) => n.startsWith("loop"));
+  return stillBelow(names.map((n) => `/dev/${n}`), dir);
+}
+
+/** Those of `devices` whose backing file is (still) below `dir`: one sysfs read per device. */
+export async function stillBelow(devices: string[], dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const name of await readdir("/sys/block").catch(() => [])) {
-    if (!name.startsWith("loop")) continue;
+  for (const dev of devices) {
+    const name = dev.replace(/^\/dev\//, "");
     const back = (await readFile(`/sys/block/${name}/loop/backing_file`, "utf8").catch(() => "")).trim().replace(/ \(deleted\)$/, "");
-    if (back.startsWith(dir + "/")) out.push(`/dev/${name}`);
+    if (back.startsWith(dir + "/")) out.push(dev);
   }
   return out;
 }
 
-export async function detachLoops(dir: string): Promise<string[]> {
-  const loops = await loopDevicesBelow(dir);
-  for (const dev of loops) await run("losetup", ["-d", dev]).catch(() => {});
-  return loops;
+export async function detachLoops(devices: string[]): Promise<void> {
+  for (const dev of devices) await run("losetup", ["-d", dev]).catch(() => {});
 }
 
 export async function removeDir(dir: string): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * Small C helpers built once per content hash into the cache dir: the container's pid 1 and step
- * wrapper (static, so it runs in any image), and the seccomp BPF exporter (libseccomp).
+ * wrapper (static, so it runs in any image), the seccomp BPF exporter (libseccomp) and the disk tool.
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -47,4 +47,9 @@ export function buildSandboxHelper(cacheDir: string): Promise<NativeTool> {
 /** Reads a simple rule list on stdin and writes the compiled BPF program to stdout. */
 export function buildSeccompExporter(cacheDir: string): Promise<NativeTool> {
   return build(cacheDir, "seccomp-export", "seccomp-export.c", ["-lseccomp"]);
+}
+
+/** Host-side job disk work: data extents of a template, loop attach + ext4 mount, unmount. */
+export function buildDiskTool(cacheDir: string): Promise<NativeTool> {
+  return build(cacheDir, "disk-tool", "disk-tool.c", []);
 }

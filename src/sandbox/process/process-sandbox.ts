@@ -16,6 +16,7 @@ import { assertPassableEnv, baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from
 import { StepControl } from "../step-control.ts";
 import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, StepProcess, StepResult, StepSpec } from "../types.ts";
 import { isJobDirName, jobDirName } from "../job-names.ts";
+import { SlotLedger } from "../slot-ledger.ts";
 
 export interface ProcessSandboxOptions {
   clock: Clock;
@@ -26,6 +27,8 @@ export interface ProcessSandboxOptions {
 
 export class ProcessSandboxFactory implements SandboxFactory {
   readonly isolation = "process" as const;
+  /** Slots this factory vouches for (its dispose removes everything before it resolves: nothing runs in the background). */
+  private readonly ledger = new SlotLedger();
   constructor(private readonly opts: ProcessSandboxOptions) {}
 
   async create(spec: SandboxSpec): Promise<Sandbox> {
@@ -43,10 +46,9 @@ export class ProcessSandboxFactory implements SandboxFactory {
       if (e instanceof DeltaError) throw e;
       throw new DeltaError("E_SANDBOX", `cannot prepare process sandbox: ${String(e)}`, { cause: e });
     }
-    return new ProcessSandbox(jobDir, workspace, this.opts);
+    return new ProcessSandbox(jobDir, workspace, this.opts, () => this.ledger.markDirty(spec.slot.index));
   }
 
-  /** Removes job dirs only: the slot dir also holds the runner's own files. */
   /** Nothing to build ahead: a process sandbox is a directory. */
   prewarm(): Promise<void> {
     return Promise.resolve();
@@ -56,6 +58,15 @@ export class ProcessSandboxFactory implements SandboxFactory {
     return Promise.resolve();
   }
 
+  isSlotClean(slot: SlotInfo): boolean {
+    return this.ledger.isClean(slot.index);
+  }
+
+  settle(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Removes job dirs only: the slot dir also holds the runner's own files. */
   async reapSlot(slot: SlotInfo): Promise<string[]> {
     const removed: string[] = [];
     for (const name of await readdir(slot.workDir).catch(() => [])) {
@@ -63,6 +74,7 @@ export class ProcessSandboxFactory implements SandboxFactory {
       await rm(join(slot.workDir, name), { recursive: true, force: true });
       removed.push(join(slot.workDir, name));
     }
+    this.ledger.vouch(slot.index);
     return removed;
   }
 }
@@ -78,6 +90,7 @@ class ProcessSandbox implements Sandbox {
     private readonly jobDir: string,
     readonly workspaceOnHost: string,
     private readonly opts: ProcessSandboxOptions,
+    private readonly onDisposeFailed: () => void,
   ) {}
 
   get workspaceInSandbox(): string {
@@ -105,7 +118,10 @@ class ProcessSandbox implements Sandbox {
     this.disposed ??= (async () => {
       this.current?.stop(0);
       await this.running?.catch(() => {});
-      await rm(this.jobDir, { recursive: true, force: true });
+      await rm(this.jobDir, { recursive: true, force: true }).catch((e: unknown) => {
+        this.onDisposeFailed();
+        throw e;
+      });
     })();
     return this.disposed;
   }

@@ -1,25 +1,19 @@
 /**
- * Content-addressed blob store on disk: `<root>/cas/sha256/ab/abcdef…`. Writes go to a temp file
+ * The default blob store, on disk: `<root>/cas/sha256/ab/abcdef…`. Writes go to a temp file
  * under the data dir, are verified (size, sha256), fsynced and renamed into place atomically, so a
  * blob path exists only for complete, verified bytes. Blobs are immutable and deduplicated.
  * Paths are built only from validated hex digests and server-made ids, never from names.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync, statSync, type ReadStream } from "node:fs";
+import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
+import { checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectUpload } from "./blob-store.ts";
 
-const SHA = /^[a-f0-9]{64}$/;
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
-
-export interface BlobInfo {
-  sha256: string;
-  size: number;
-}
-
-export class ContentStore {
+export class FsBlobStore implements BlobStore {
+  readonly kind = "fs";
   private readonly casDir: string;
   private readonly tmpDir: string;
   private readonly uploadDir: string;
@@ -31,28 +25,39 @@ export class ContentStore {
   }
 
   async init(): Promise<void> {
-    await Promise.all([mkdir(this.casDir, { recursive: true }), mkdir(this.uploadDir, { recursive: true })]);
+    // Owner-only: the data dir itself may be traversable by others (`deltaci up` keeps the runners' work root in it).
+    await Promise.all([mkdir(this.casDir, { recursive: true, mode: 0o700 }), mkdir(this.uploadDir, { recursive: true, mode: 0o700 })]);
     await rm(this.tmpDir, { recursive: true, force: true });
-    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
   }
 
-  path(sha256: string): string {
-    if (!SHA.test(sha256)) throw new DeltaError("E_INVALID", "not a sha256 digest");
-    return join(this.casDir, sha256.slice(0, 2), sha256);
+  async close(): Promise<void> {}
+
+  private path(sha256: string): string {
+    return join(this.casDir, checkSha256(sha256).slice(0, 2), sha256);
   }
 
-  has(sha256: string, size?: number): boolean {
-    if (!SHA.test(sha256)) return false;
+  async has(sha256: string, size?: number): Promise<boolean> {
+    if (!SHA256_HEX.test(sha256)) return false;
     try {
-      const st = statSync(this.path(sha256));
+      const st = await stat(this.path(sha256));
       return size === undefined || st.size === size;
     } catch {
       return false;
     }
   }
 
-  open(sha256: string): ReadStream {
-    return createReadStream(this.path(sha256));
+  async open(sha256: string): Promise<Readable> {
+    const file = this.path(sha256);
+    const fh = await open(file, "r").catch((err: unknown) => {
+      throw new DeltaError("E_NOT_FOUND", `no blob ${sha256}`, { cause: err });
+    });
+    return fh.createReadStream();
+  }
+
+  /** Uploads come through the server (appendUpload). */
+  async directUpload(): Promise<DirectUpload | null> {
+    return null;
   }
 
   /** Streams `body` into the store (at most `maxBytes`); verifies `expect` when given. */
@@ -60,9 +65,7 @@ export class ContentStore {
     const tmp = join(this.tmpDir, `put-${randomBytes(8).toString("hex")}`);
     try {
       const { size, sha256 } = await writeCapped(body, tmp, maxBytes, "w");
-      if (expect && (expect.size !== size || expect.sha256 !== sha256)) {
-        throw new DeltaError("E_DIGEST_MISMATCH", `expected ${expect.size} bytes with sha256 ${expect.sha256}, got ${size} bytes with ${sha256}`);
-      }
+      if (expect && (expect.size !== size || expect.sha256 !== sha256)) throw digestMismatch({ size, sha256 }, expect);
       await this.adopt(tmp, sha256);
       return { sha256, size };
     } finally {
@@ -83,8 +86,7 @@ export class ContentStore {
   // ---- resumable uploads (artifacts) ----
 
   private partPath(uploadId: string): string {
-    if (!ID.test(uploadId)) throw new DeltaError("E_INVALID", "bad upload id");
-    return join(this.uploadDir, `${uploadId}.part`);
+    return join(this.uploadDir, `${checkUploadId(uploadId)}.part`);
   }
 
   /** Bytes of an upload the store holds (fsynced before each acknowledgement). */
@@ -113,7 +115,7 @@ export class ContentStore {
     const got = await hashFile(part);
     if (got.size !== expect.size || got.sha256 !== expect.sha256) {
       await rm(part, { force: true });
-      throw new DeltaError("E_DIGEST_MISMATCH", `upload has ${got.size} bytes with sha256 ${got.sha256}; expected ${expect.size} bytes with ${expect.sha256}; nothing was kept`);
+      throw digestMismatch(got, expect);
     }
     await this.adopt(part, expect.sha256);
     await rm(part, { force: true });

@@ -9,8 +9,8 @@ import { migrations } from "./migrations.ts";
 function withDb(fn: (db: SqliteDatabase) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
   const db = new SqliteDatabase(join(dir, "state.db"), "full");
-  return fn(db).finally(() => {
-    db.close();
+  return fn(db).finally(async () => {
+    await db.close();
     rmSync(dir, { recursive: true, force: true });
   });
 }

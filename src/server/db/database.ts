@@ -27,6 +27,8 @@ export class SqliteDatabase {
   readonly db: Db;
   private queue: PendingOp[] = [];
   private scheduled = false;
+  /** A batch is running (its ops may await): the next one starts when it ends. */
+  private running: Promise<void> | null = null;
   private closed = false;
   private syncMode: "FULL" | "NORMAL";
   private readonly durability: Durability;
@@ -49,6 +51,8 @@ export class SqliteDatabase {
     this.syncMode = durability === "full" ? "FULL" : "NORMAL";
     this.db.pragma(`synchronous = ${this.syncMode}`);
     this.db.pragma("foreign_keys = ON");
+    // Deleted content (a terminal job's sealed secrets) is overwritten, not left in free pages.
+    this.db.pragma("secure_delete = ON");
     this.db.pragma("busy_timeout = 5000");
     // Fewer, larger checkpoints: a page rewritten by many commits is copied to the db once.
     this.db.pragma("wal_autocheckpoint = 8192");
@@ -78,21 +82,40 @@ export class SqliteDatabase {
     return (this.db.prepare("SELECT MAX(version) FROM schema_migrations").pluck().get() as number | null) ?? 0;
   }
 
-  /** Queue a mutation; resolves with its result once durably committed (see file comment). */
-  write<T>(fn: (hooks: TxHooks) => T, opts: { durable?: boolean } = {}): Promise<T> {
+  /**
+   * Queue a mutation; resolves with its result once durably committed (see file comment).
+   * An async `fn` must await only this database's work (the transaction stays open meanwhile).
+   */
+  write<T>(fn: (hooks: TxHooks) => T | Promise<T>, opts: { durable?: boolean } = {}): Promise<T> {
     if (this.closed) return Promise.reject(new Error("database closed"));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ fn, durable: opts.durable ?? true, resolve: resolve as (v: unknown) => void, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
+      this.schedule();
     });
   }
 
-  /** Runs every queued op now, in one transaction. */
-  flush(): void {
+  private schedule(): void {
+    if (this.scheduled || this.running) return;
+    this.scheduled = true;
+    setImmediate(() => void this.flush());
+  }
+
+  /** Runs every queued op now, in one transaction (after the batch running now, if any). */
+  async flush(): Promise<void> {
     this.scheduled = false;
+    if (this.running) await this.running;
+    if (this.queue.length === 0) return;
+    const done = this.runBatch();
+    this.running = done;
+    try {
+      await done;
+    } finally {
+      this.running = null;
+      if (this.queue.length > 0) this.schedule();
+    }
+  }
+
+  private async runBatch(): Promise<void> {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
@@ -110,10 +133,10 @@ export class SqliteDatabase {
       for (const op of batch) {
         const after: Array<() => void> = [];
         const undo: Array<() => void> = [];
-        const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f) };
+        const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: () => {} };
         if (guard) this.tx.savepoint.run();
         try {
-          const value = op.fn(hooks);
+          const value = await op.fn(hooks);
           if (guard) this.tx.release.run();
           results.push({ ok: true, value, after });
           rollbacks.push(...undo);
@@ -154,9 +177,9 @@ export class SqliteDatabase {
     });
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.closed) return;
-    this.flush();
+    await this.flush();
     this.closed = true;
     this.db.pragma("wal_checkpoint(TRUNCATE)");
     this.db.close();

@@ -7,7 +7,7 @@
  * page cache holds them, which survives a SIGKILL of the server as SQLite's NORMAL mode does.
  * Logs left in the `log_chunks` table by older servers are still read (and appended to) there.
  */
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, writeSync, constants } from "node:fs";
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, writevSync, constants } from "node:fs";
 import { join } from "node:path";
 
 /** Open log files kept at most; the least recently used one is closed first. */
@@ -33,11 +33,21 @@ export class LogFiles {
     const key = keyOf(jobId, attempt);
     const fd = this.open(key, true);
     if (fd === null) throw new Error(`log file ${key} cannot be opened`);
+    // One writev for the parts a body arrived in (a short write continues with what is left).
+    let pending: Uint8Array[] = parts.filter((p) => p.length > 0);
     let at = start;
-    for (const data of parts) {
-      let off = 0;
-      while (off < data.length) off += writeSync(fd, data, off, data.length - off, at + off);
-      at += data.length;
+    while (pending.length > 0) {
+      let n = writevSync(fd, pending, at);
+      at += n;
+      const rest: Uint8Array[] = [];
+      for (const p of pending) {
+        if (n >= p.length) n -= p.length;
+        else {
+          rest.push(n > 0 ? p.subarray(n) : p);
+          n = 0;
+        }
+      }
+      pending = rest;
     }
     if (this.sync) this.dirty.add(key);
   }

@@ -74,4 +74,10 @@ CREATE UNIQUE INDEX log_chunks_key ON log_chunks(job_id, attempt, start_off);
     name: "drop-jobs-state-seq",
     sql: "DROP INDEX jobs_state_seq;",
   },
+  {
+    // A single-file artifact keeps its file's relative path (downloads restore name and extension).
+    version: 5,
+    name: "artifact-path",
+    sql: "ALTER TABLE artifacts ADD COLUMN path TEXT;",
+  },
 ];

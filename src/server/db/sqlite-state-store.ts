@@ -2,108 +2,41 @@
 import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
-import type { StateStore, TxHooks } from "../engine/state-store.ts";
+import type { JobListFilter, StateStore, StateTx } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
+import { SecretBox } from "../secrets/secret-box.ts";
 import { SqliteDatabase } from "./database.ts";
 import { LogFiles } from "./log-files.ts";
+import {
+  ATTEMPT_COLS, JOB_COLS, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttempt, toJob, toRegistration, toRunner, toTransition,
+} from "./rows.ts";
 
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
-
-type Raw = Record<string, unknown>;
-
-const JOB_COLS: Record<keyof Omit<JobRow, "id">, string> = {
-  runId: "run_id", name: "name", seq: "seq", spec: "spec", secrets: "secrets", fork: "fork", state: "state",
-  reqKey: "req_key", attempt: "attempt", maxAttempts: "max_attempts", cancelMode: "cancel_mode",
-  cancelDeadline: "cancel_deadline", logLimit: "log_limit", failure: "failure", steps: "steps",
-  unschedulable: "unschedulable", createdAt: "created_at", finishedAt: "finished_at",
-};
-const JSON_JOB_FIELDS = new Set(["spec", "secrets", "failure", "steps"]);
-const ATTEMPT_COLS: Record<keyof Omit<AttemptRow, "jobId" | "attempt">, string> = {
-  state: "state", runnerId: "runner_id", leaseId: "lease_id", leaseHash: "lease_hash", expiresAt: "expires_at",
-  startedAt: "started_at", finishedAt: "finished_at", reason: "reason", endedBy: "ended_by",
-  logBytes: "log_bytes", logTruncated: "log_truncated",
-};
-const LIVE = "('leased','running','canceling')";
-
-function toJob(r: Raw): JobRow {
-  const row = {
-    id: r.id as string, runId: r.run_id as string, name: r.name as string, seq: r.seq as number, fork: r.fork === 1,
-    state: r.state as JobState, reqKey: r.req_key as string, attempt: r.attempt as number, maxAttempts: r.max_attempts as number,
-    cancelMode: r.cancel_mode as JobRow["cancelMode"], cancelDeadline: r.cancel_deadline as number | null, logLimit: r.log_limit as number,
-    failure: r.failure == null ? null : JSON.parse(r.failure as string), steps: r.steps == null ? null : JSON.parse(r.steps as string),
-    unschedulable: r.unschedulable as string | null, createdAt: r.created_at as number, finishedAt: r.finished_at as number | null,
-  } as JobRow;
-  // The spec and secrets are parsed only when read: most state moves never look at them.
-  lazyJson(row, "spec", r.spec as string);
-  lazyJson(row, "secrets", r.secrets as string);
-  return row;
-}
-
-function lazyJson(obj: object, key: string, text: string): void {
-  let value: unknown;
-  let parsed = false;
-  Object.defineProperty(obj, key, {
-    enumerable: true,
-    configurable: true,
-    get: () => {
-      if (!parsed) {
-        value = JSON.parse(text);
-        parsed = true;
-      }
-      return value;
-    },
-    set: (v: unknown) => {
-      value = v;
-      parsed = true;
-    },
-  });
-}
-
-function toAttempt(r: Raw): AttemptRow {
-  return {
-    jobId: r.job_id as string, attempt: r.attempt as number, state: r.state as AttemptRow["state"], runnerId: r.runner_id as string | null,
-    leaseId: r.lease_id as string | null, leaseHash: r.lease_hash as string | null, expiresAt: r.expires_at as number | null,
-    startedAt: r.started_at as number | null, finishedAt: r.finished_at as number | null, reason: r.reason as string | null,
-    endedBy: r.ended_by as string | null, logBytes: r.log_bytes as number, logTruncated: r.log_truncated === 1,
-  };
-}
-
-function toArtifact(r: Raw): ArtifactRow {
-  return {
-    id: r.id as string, jobId: r.job_id as string, attempt: r.attempt as number, name: r.name as string, size: r.size as number,
-    sha256: r.sha256 as string, mediaType: r.media_type as string, state: r.state as ArtifactRow["state"], createdAt: r.created_at as number,
-  };
-}
-
-function sqlValue(key: string, v: unknown): unknown {
-  if (v === undefined) return null;
-  if (typeof v === "boolean") return v ? 1 : 0;
-  if (JSON_JOB_FIELDS.has(key)) return v === null ? null : JSON.stringify(v);
-  return v;
-}
 
 export class SqliteStateStore implements StateStore {
   private readonly sql: SqliteDatabase;
   private readonly logs: LogFiles;
   private readonly stmts = new Map<string, Statement>();
-  private seq: number;
-  /** Requirement sets that may have queued jobs (a superset; pruned lazily by queuedHeads). */
-  private queuedKeys: Set<string> | null = null;
+  /** Mutable state lives in this object, shared by the store and its transaction views (write()). */
+  private readonly mem: { seq: number; queuedKeys: Set<string> | null } = { seq: 0, queuedKeys: null };
 
-  constructor(file: string, durability: Durability) {
+  private readonly box: SecretBox;
+
+  constructor(file: string, durability: Durability, box: SecretBox) {
+    this.box = box;
     this.sql = new SqliteDatabase(file, durability);
     this.logs = new LogFiles(join(dirname(file), "logs"), durability === "full");
     this.sql.beforeCommit = () => this.logs.syncWritten();
-    this.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
+    this.mem.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
   }
 
   get stats(): { commits: number; ops: number } {
     return this.sql.stats;
   }
 
-  schemaVersion(): number {
+  async schemaVersion(): Promise<number> {
     return this.sql.schemaVersion();
   }
 
@@ -120,95 +53,122 @@ export class SqliteStateStore implements StateStore {
     return s;
   }
 
-  write<T>(fn: (hooks: TxHooks) => T, opts?: { durable?: boolean }): Promise<T> {
-    return this.sql.write(fn, opts);
+  write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T> {
+    // One connection, one transaction at a time: the transaction's reads are the store's own
+    // (a view of it with the hooks added; it must never assign fields, see `mem`).
+    return this.sql.write((hooks) => fn(Object.assign(Object.create(this) as SqliteStateStore, hooks)), opts);
   }
 
-  close(): void {
-    this.sql.close();
+  readonly shared = false;
+
+  async subscribe(): Promise<() => Promise<void>> {
+    return async () => {};
+  }
+
+  async leadSweeper(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.sql.close();
     this.logs.close();
   }
 
-  nextJobSeq(): number {
-    return ++this.seq;
+  async nextJobSeq(): Promise<number> {
+    return ++this.mem.seq;
   }
 
-  insertJob(j: JobRow): void {
+  async insertJob(j: JobRow): Promise<void> {
     const keys = Object.keys(JOB_COLS) as Array<keyof typeof JOB_COLS>;
     const cols = ["id", ...keys.map((k) => JOB_COLS[k])];
-    this.st(`INSERT INTO jobs(${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(j.id, ...keys.map((k) => sqlValue(k, j[k])));
-    this.queuedKeys?.add(j.reqKey);
+    const value = (k: keyof typeof JOB_COLS) => (k === "secrets" ? storedSecrets(this.box, j.id, j.secrets) : sqlValue(k, j[k]));
+    this.st(`INSERT INTO jobs(${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(j.id, ...keys.map(value));
+    this.mem.queuedKeys?.add(j.reqKey);
   }
 
-  getJob(id: string): JobRow | undefined {
+  async getJob(id: string): Promise<JobRow | undefined> {
     const r = this.st("SELECT * FROM jobs WHERE id = ?").get(id) as Raw | undefined;
-    return r ? toJob(r) : undefined;
+    return r ? toJob(r, this.box) : undefined;
   }
 
-  updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): void {
+  async updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): Promise<void> {
     const keys = (Object.keys(patch) as Array<keyof typeof JOB_COLS>).filter((k) => patch[k] !== undefined).sort();
     if (keys.length === 0) return;
-    if (patch.state === "queued") this.queuedKeys = null;
-    this.st(`UPDATE jobs SET ${keys.map((k) => `${JOB_COLS[k]} = ?`).join(", ")} WHERE id = ?`).run(...keys.map((k) => sqlValue(k, patch[k])), id);
+    if (patch.state === "queued") this.mem.queuedKeys = null;
+    const value = (k: keyof typeof JOB_COLS) => (k === "secrets" ? storedSecrets(this.box, id, patch.secrets ?? {}) : sqlValue(k, patch[k]));
+    this.st(`UPDATE jobs SET ${keys.map((k) => `${JOB_COLS[k]} = ?`).join(", ")} WHERE id = ?`).run(...keys.map(value), id);
   }
 
-  listJobs(filter: { state?: JobState; limit: number }): JobRow[] {
-    const rows = filter.state
-      ? this.st("SELECT * FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?").all(filter.state, filter.limit)
-      : this.st("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?").all(filter.limit);
-    return (rows as Raw[]).map(toJob);
+  async listJobs(filter: JobListFilter): Promise<JobRow[]> {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    const add = (cond: string, v: string | number | undefined) => {
+      if (v === undefined) return;
+      where.push(cond);
+      args.push(v);
+    };
+    add("state = ?", filter.state);
+    add("instr(name, ?) > 0", filter.name);
+    add("EXISTS (SELECT 1 FROM json_each(spec, '$.runsOn.labels') WHERE value = ?)", filter.label);
+    add("seq < ?", filter.beforeSeq);
+    const cond = where.length > 0 ? `WHERE ${where.join(" AND ")} ` : "";
+    return (this.st(`SELECT * FROM jobs ${cond}ORDER BY seq DESC LIMIT ?`).all(...args, filter.limit) as Raw[]).map((r) => toJob(r, this.box));
   }
 
-  queuedHeads(): Array<{ id: string; reqKey: string }> {
+  async queuedReqKeys(): Promise<string[]> {
+    if (this.mem.queuedKeys === null) {
+      this.mem.queuedKeys = new Set(this.st("SELECT DISTINCT req_key FROM jobs WHERE state = 'queued'").pluck().all() as string[]);
+    }
+    return [...this.mem.queuedKeys];
+  }
+
+  async oldestQueued(reqKeys: readonly string[]): Promise<JobRow | undefined> {
     // Distinct queued requirement sets are few; each head is one index probe, not a scan of the queue.
-    if (this.queuedKeys === null) {
-      this.queuedKeys = new Set(this.st("SELECT DISTINCT req_key FROM jobs WHERE state = 'queued'").pluck().all() as string[]);
+    let best: Raw | undefined;
+    for (const key of reqKeys) {
+      const r = this.st("SELECT * FROM jobs WHERE state = 'queued' AND req_key = ? ORDER BY seq LIMIT 1").get(key) as Raw | undefined;
+      if (!r) this.mem.queuedKeys?.delete(key);
+      else if (!best || (r.seq as number) < (best.seq as number)) best = r;
     }
-    const heads: Array<{ id: string; reqKey: string; seq: number }> = [];
-    for (const key of this.queuedKeys) {
-      const r = this.st("SELECT id, seq FROM jobs WHERE state = 'queued' AND req_key = ? ORDER BY seq LIMIT 1").get(key) as Raw | undefined;
-      if (r) heads.push({ id: r.id as string, reqKey: key, seq: r.seq as number });
-      else this.queuedKeys.delete(key);
-    }
-    return heads.sort((a, b) => a.seq - b.seq).map(({ id, reqKey }) => ({ id, reqKey }));
+    return best ? toJob(best, this.box) : undefined;
   }
 
-  queuedJobs(): JobRow[] {
-    return (this.st("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq").all() as Raw[]).map(toJob);
+  async queuedJobs(): Promise<JobRow[]> {
+    return (this.st("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq").all() as Raw[]).map((r) => toJob(r, this.box));
   }
 
-  cancelOverdue(now: number): JobRow[] {
-    return (this.st("SELECT * FROM jobs WHERE state = 'canceling' AND cancel_deadline <= ?").all(now) as Raw[]).map(toJob);
+  async cancelOverdue(now: number): Promise<JobRow[]> {
+    return (this.st("SELECT * FROM jobs WHERE state = 'canceling' AND cancel_deadline <= ?").all(now) as Raw[]).map((r) => toJob(r, this.box));
   }
 
-  demandRows(): DemandRow[] {
+  async demandRows(): Promise<DemandRow[]> {
     const rows = this.st(
       "SELECT req_key, state, unschedulable IS NOT NULL AS u, COUNT(*) AS n FROM jobs WHERE state IN ('queued','leased','running','canceling') GROUP BY req_key, state, u",
     ).all() as Raw[];
     return rows.map((r) => ({ reqKey: r.req_key as string, state: r.state as JobState, unschedulable: r.u === 1, count: r.n as number }));
   }
 
-  countJobsByState(): Array<{ state: JobState; count: number }> {
+  async countJobsByState(): Promise<Array<{ state: JobState; count: number }>> {
     return (this.st("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").all() as Raw[]).map((r) => ({ state: r.state as JobState, count: r.n as number }));
   }
 
-  insertAttempt(a: AttemptRow): void {
+  async insertAttempt(a: AttemptRow): Promise<void> {
     const keys = Object.keys(ATTEMPT_COLS) as Array<keyof typeof ATTEMPT_COLS>;
     const cols = ["job_id", "attempt", ...keys.map((k) => ATTEMPT_COLS[k])];
     this.st(`INSERT INTO attempts(${cols.join(",")}) VALUES (${cols.map(() => "?").join(",")})`).run(a.jobId, a.attempt, ...keys.map((k) => sqlValue(k, a[k])));
   }
 
-  getAttempt(jobId: string, attempt: number): AttemptRow | undefined {
+  async getAttempt(jobId: string, attempt: number): Promise<AttemptRow | undefined> {
     const r = this.st("SELECT * FROM attempts WHERE job_id = ? AND attempt = ?").get(jobId, attempt) as Raw | undefined;
     return r ? toAttempt(r) : undefined;
   }
 
-  getAttemptByLeaseHash(hash: string): AttemptRow | undefined {
+  async getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined> {
     const r = this.st("SELECT * FROM attempts WHERE lease_hash = ?").get(hash) as Raw | undefined;
     return r ? toAttempt(r) : undefined;
   }
 
-  updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): void {
+  async updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void> {
     const keys = (Object.keys(patch) as Array<keyof typeof ATTEMPT_COLS>).filter((k) => patch[k] !== undefined).sort();
     if (keys.length === 0) return;
     this.st(`UPDATE attempts SET ${keys.map((k) => `${ATTEMPT_COLS[k]} = ?`).join(", ")} WHERE job_id = ? AND attempt = ?`).run(
@@ -216,96 +176,92 @@ export class SqliteStateStore implements StateStore {
     );
   }
 
-  listAttempts(jobId: string): AttemptRow[] {
+  async listAttempts(jobId: string): Promise<AttemptRow[]> {
     return (this.st("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt").all(jobId) as Raw[]).map(toAttempt);
   }
 
-  expiredAttempts(now: number): AttemptRow[] {
+  async expiredAttempts(now: number): Promise<AttemptRow[]> {
     return (this.st(`SELECT * FROM attempts WHERE state IN ${LIVE} AND expires_at <= ?`).all(now) as Raw[]).map(toAttempt);
   }
 
-  extendLiveLeases(minExpiresAt: number): number {
+  async extendLiveLeases(minExpiresAt: number): Promise<number> {
     return this.st(`UPDATE attempts SET expires_at = ? WHERE state IN ${LIVE} AND expires_at < ?`).run(minExpiresAt, minExpiresAt).changes;
   }
 
-  addTransition(jobId: string, t: TransitionRow): void {
+  async addTransition(jobId: string, t: TransitionRow): Promise<void> {
     this.st("INSERT INTO transitions(job_id, attempt, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)").run(jobId, t.attempt, t.at, t.from, t.to, t.reason);
   }
 
-  listTransitions(jobId: string): TransitionRow[] {
+  async listTransitions(jobId: string): Promise<TransitionRow[]> {
     const rows = this.st("SELECT * FROM transitions WHERE job_id = ? ORDER BY id").all(jobId) as Raw[];
-    return rows.map((r) => ({ at: r.at as number, attempt: r.attempt as number | null, from: r.from_state as string, to: r.to_state as string, reason: r.reason as string }));
+    return rows.map(toTransition);
   }
 
-  insertRunner(r: RunnerRow): void {
+  async insertRunner(r: RunnerRow): Promise<void> {
     this.st("INSERT INTO runners(id, name, version, capabilities, session_hash, session_expires_at, session_used, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").run(
       r.id, r.name, r.version, JSON.stringify(r.capabilities), r.sessionHash, r.sessionExpiresAt, r.sessionUsed ? 1 : 0, r.createdAt,
     );
   }
 
   private toRunner(r: Raw | undefined): RunnerRow | undefined {
-    if (!r) return undefined;
-    return {
-      id: r.id as string, name: r.name as string, version: r.version as string, capabilities: JSON.parse(r.capabilities as string),
-      sessionHash: r.session_hash as string, sessionExpiresAt: r.session_expires_at as number, sessionUsed: r.session_used === 1, createdAt: r.created_at as number,
-    };
+    return r ? toRunner(r) : undefined;
   }
 
-  getRunnerBySession(hash: string): RunnerRow | undefined {
+  async getRunnerBySession(hash: string): Promise<RunnerRow | undefined> {
     return this.toRunner(this.st("SELECT * FROM runners WHERE session_hash = ?").get(hash) as Raw | undefined);
   }
 
-  getRunner(id: string): RunnerRow | undefined {
+  async getRunner(id: string): Promise<RunnerRow | undefined> {
     return this.toRunner(this.st("SELECT * FROM runners WHERE id = ?").get(id) as Raw | undefined);
   }
 
-  markSessionUsed(runnerId: string): void {
+  async markSessionUsed(runnerId: string): Promise<void> {
     this.st("UPDATE runners SET session_used = 1 WHERE id = ?").run(runnerId);
   }
 
-  insertRegistration(r: RegistrationRow): void {
+  async insertRegistration(r: RegistrationRow): Promise<void> {
     this.st("INSERT INTO registrations(hash, labels, expires_at, used_at) VALUES (?, ?, ?, ?)").run(r.hash, JSON.stringify(r.labels), r.expiresAt, r.usedAt);
   }
 
-  getRegistration(hash: string): RegistrationRow | undefined {
+  async getRegistration(hash: string): Promise<RegistrationRow | undefined> {
     const r = this.st("SELECT * FROM registrations WHERE hash = ?").get(hash) as Raw | undefined;
-    return r ? { hash: r.hash as string, labels: JSON.parse(r.labels as string), expiresAt: r.expires_at as number, usedAt: r.used_at as number | null } : undefined;
+    return r ? toRegistration(r) : undefined;
   }
 
-  markRegistrationUsed(hash: string, at: number): void {
+  async markRegistrationUsed(hash: string, at: number): Promise<void> {
     this.st("UPDATE registrations SET used_at = ? WHERE hash = ?").run(at, hash);
   }
 
-  insertArtifact(a: ArtifactRow): void {
-    this.st("INSERT INTO artifacts(id, job_id, attempt, name, size, sha256, media_type, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
-      a.id, a.jobId, a.attempt, a.name, a.size, a.sha256, a.mediaType, a.state, a.createdAt,
+  async insertArtifact(a: ArtifactRow): Promise<void> {
+    this.st("INSERT INTO artifacts(id, job_id, attempt, name, size, sha256, media_type, path, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").run(
+      a.id, a.jobId, a.attempt, a.name, a.size, a.sha256, a.mediaType, a.path, a.state, a.createdAt,
     );
   }
 
-  getArtifact(id: string): ArtifactRow | undefined {
+  async getArtifact(id: string): Promise<ArtifactRow | undefined> {
     const r = this.st("SELECT * FROM artifacts WHERE id = ?").get(id) as Raw | undefined;
     return r ? toArtifact(r) : undefined;
   }
 
-  findArtifact(jobId: string, attempt: number, name: string): ArtifactRow | undefined {
+  async findArtifact(jobId: string, attempt: number, name: string): Promise<ArtifactRow | undefined> {
     const r = this.st("SELECT * FROM artifacts WHERE job_id = ? AND attempt = ? AND name = ?").get(jobId, attempt, name) as Raw | undefined;
     return r ? toArtifact(r) : undefined;
   }
 
-  setArtifactCommitted(id: string): void {
+  async setArtifactCommitted(id: string): Promise<void> {
     this.st("UPDATE artifacts SET state = 'committed' WHERE id = ?").run(id);
   }
 
-  deleteArtifact(id: string): void {
+  async deleteArtifact(id: string): Promise<void> {
     this.st("DELETE FROM artifacts WHERE id = ?").run(id);
   }
 
-  listArtifacts(jobId: string, attempt: number): ArtifactRow[] {
+  async listArtifacts(jobId: string, attempt: number): Promise<ArtifactRow[]> {
     return (this.st("SELECT * FROM artifacts WHERE job_id = ? AND attempt = ? ORDER BY name").all(jobId, attempt) as Raw[]).map(toArtifact);
   }
 
   /** Log bytes go to a file per attempt (log-files.ts); a log an older server began in `log_chunks` stays there. */
-  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): void {
+  async appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<void> {
     if (start > 0 && !this.logs.exists(jobId, attempt) && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt)) {
       const data = Buffer.concat(parts);
       this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, start + data.length, data);
@@ -314,7 +270,7 @@ export class SqliteStateStore implements StateStore {
     this.logs.write(jobId, attempt, start, parts);
   }
 
-  readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Array<{ start: number; data: Buffer }> {
+  async readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Promise<Array<{ start: number; data: Buffer }>> {
     if (this.logs.exists(jobId, attempt)) {
       // The file may hold bytes past the committed end (see log-files.ts): read only up to it.
       const committed = (this.st("SELECT log_bytes FROM attempts WHERE job_id = ? AND attempt = ?").pluck().get(jobId, attempt) as number | undefined) ?? 0;
@@ -326,11 +282,34 @@ export class SqliteStateStore implements StateStore {
     return rows.map((r) => ({ start: r.start_off as number, data: r.data as Buffer }));
   }
 
-  getKv(key: string): string | undefined {
+  /** Every stored value must open under the key file (see StateStore); runs as one transaction. */
+  async sealStoredSecrets(terminal: ReadonlySet<string>): Promise<{ resealed: number; deleted: number }> {
+    const counts = { resealed: 0, deleted: 0 };
+    this.sql.db.transaction(() => {
+      const rows = this.sql.db.prepare("SELECT id, state, secrets FROM jobs WHERE secrets <> '{}'").all() as Raw[];
+      for (const r of rows) {
+        const id = r.id as string;
+        const text = r.secrets as string;
+        const plain = SecretBox.isSealed(text) ? this.box.open(text, id) : text;
+        if (terminal.has(r.state as string)) {
+          this.st("UPDATE jobs SET secrets = '{}' WHERE id = ?").run(id);
+          counts.deleted++;
+        } else if (SecretBox.kidOf(text) !== this.box.activeKid) {
+          this.st("UPDATE jobs SET secrets = ? WHERE id = ?").run(storedSecrets(this.box, id, JSON.parse(plain) as Record<string, string>), id);
+          counts.resealed++;
+        }
+      }
+    })();
+    // Old plain or old-key values must not linger in free pages or the WAL.
+    if (counts.resealed + counts.deleted > 0) this.sql.db.pragma("wal_checkpoint(TRUNCATE)");
+    return counts;
+  }
+
+  async getKv(key: string): Promise<string | undefined> {
     return this.st("SELECT value FROM kv WHERE key = ?").pluck().get(key) as string | undefined;
   }
 
-  setKv(key: string, value: string): void {
+  async setKv(key: string, value: string): Promise<void> {
     this.st("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
   }
 }

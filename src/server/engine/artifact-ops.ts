@@ -6,20 +6,16 @@ import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import { hashToken, newId } from "../../base/ids.ts";
-import type { ArtifactCreateRequest, ArtifactCreateResponse } from "../../protocol/schemas.ts";
+import { isSafeArtifactPath } from "../../protocol/artifact-path.ts";
+import type { ArtifactCreateRequest, ArtifactCreateResponse, ArtifactUpload } from "../../protocol/schemas.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
 import type { EngineContext } from "./context.ts";
+import type { StateOps } from "./state-store.ts";
 import { LIVE_ATTEMPT } from "./transitions.ts";
 import type { ArtifactRow, AttemptRow } from "./types.ts";
 
-/** The slice of the content store artifacts need. */
-export interface Blobs {
-  has(sha256: string, size?: number): boolean;
-  put(body: Readable, maxBytes: number, expect?: { sha256: string; size: number }): Promise<{ sha256: string; size: number }>;
-  uploadOffset(uploadId: string): Promise<number>;
-  appendUpload(uploadId: string, start: number, body: Readable, maxBytes: number): Promise<number>;
-  finishUpload(uploadId: string, expect: { sha256: string; size: number }): Promise<void>;
-  discardUpload(uploadId: string): Promise<void>;
-}
+/** The slice of the blob store artifacts need (server/blobs/blob-store.ts documents it). */
+export type Blobs = Pick<BlobStore, "has" | "put" | "directUpload" | "uploadOffset" | "appendUpload" | "finishUpload" | "discardUpload">;
 
 const EMPTY_SHA = createHash("sha256").digest("hex");
 
@@ -27,11 +23,15 @@ export function uploadUrl(artifactId: string): string {
   return `/v1/runner/artifacts/${artifactId}/content`;
 }
 
+export function commitUrl(artifactId: string): string {
+  return `/v1/runner/artifacts/${artifactId}/commit`;
+}
+
 /** The live, current attempt a lease token acts on (401 unknown, 409 stale). */
-export function fencedAttempt(ctx: EngineContext, leaseToken: string): AttemptRow {
-  const a = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+export async function fencedAttempt(ctx: EngineContext, reads: StateOps, leaseToken: string): Promise<AttemptRow> {
+  const a = await reads.getAttemptByLeaseHash(hashToken(leaseToken));
   if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = ctx.store.getJob(a.jobId);
+  const job = await reads.getJob(a.jobId);
   if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
   if (!LIVE_ATTEMPT.has(a.state) || job.attempt !== a.attempt || (a.expiresAt ?? 0) <= ctx.clock.now()) {
     throw new DeltaError("E_LEASE_STALE", `lease is stale: attempt ${a.attempt} is ${a.state}`);
@@ -41,54 +41,79 @@ export function fencedAttempt(ctx: EngineContext, leaseToken: string): AttemptRo
 
 export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToken: string, body: ArtifactCreateRequest): Promise<ArtifactCreateResponse> {
   if (body.size > ctx.opts.artifactMaxBytes) throw new DeltaError("E_TOO_LARGE", `artifact exceeds ${ctx.opts.artifactMaxBytes} bytes`);
+  if (body.path !== undefined && !isSafeArtifactPath(body.path)) {
+    throw new DeltaError("E_INVALID", "artifact path must be relative, with no empty, `.` or `..` segment, no NUL or backslash");
+  }
   if (body.size === 0 && body.sha256 !== EMPTY_SHA) throw new DeltaError("E_DIGEST_MISMATCH", "an empty artifact has the sha256 of no bytes");
-  if (body.size === 0 && !blobs.has(EMPTY_SHA)) {
+  if (body.size === 0 && !(await blobs.has(EMPTY_SHA))) {
+    await fencedAttempt(ctx, ctx.store, leaseToken); // a refused request stores nothing, not even the empty blob
     await blobs.put(Readable.from([]), 0);
   }
-  return ctx.store.write(() => {
-    const a = fencedAttempt(ctx, leaseToken);
-    const existing = ctx.store.findArtifact(a.jobId, a.attempt, body.name);
+  const held = await blobs.has(body.sha256, body.size);
+  const row = await ctx.store.write(async (tx) => {
+    const a = await fencedAttempt(ctx, tx, leaseToken);
+    const existing = await tx.findArtifact(a.jobId, a.attempt, body.name);
     if (existing) {
-      if (existing.sha256 !== body.sha256 || existing.size !== body.size) {
+      if (existing.sha256 !== body.sha256 || existing.size !== body.size || existing.path !== (body.path ?? null)) {
         throw new DeltaError("E_CONFLICT", `artifact ${body.name} already exists with other content (artifacts are immutable)`);
       }
-      return { artifactId: existing.id, upload: existing.state === "committed" ? null : uploadSpec(existing) };
+      return existing;
     }
-    const row: ArtifactRow = {
+    const created: ArtifactRow = {
       id: newId("art"), jobId: a.jobId, attempt: a.attempt, name: body.name, size: body.size, sha256: body.sha256,
-      mediaType: body.mediaType ?? "application/octet-stream", state: blobs.has(body.sha256, body.size) ? "committed" : "pending",
+      mediaType: body.mediaType ?? "application/octet-stream", path: body.path ?? null, state: held ? "committed" : "pending",
       createdAt: ctx.clock.now(),
     };
-    ctx.store.insertArtifact(row);
-    return { artifactId: row.id, upload: row.state === "committed" ? null : uploadSpec(row) };
+    await tx.insertArtifact(created);
+    return created;
   });
+  return { artifactId: row.id, upload: row.state === "committed" ? null : await uploadSpec(blobs, row) };
 }
 
-function uploadSpec(a: ArtifactRow): { url: string; method: string; headers: Record<string, string> } {
-  return { url: uploadUrl(a.id), method: "PUT", headers: { "content-type": "application/octet-stream" } };
+/**
+ * How to upload. Through the server: one PUT of the whole body with these headers is a complete
+ * upload; a client that resumes sends `Content-Range: bytes START-END/TOTAL` from the offset HEAD
+ * reports. Direct (object store): presigned requests, then a POST to `commitUrl`; asking again
+ * (create is idempotent) lists only what the store still misses.
+ */
+async function uploadSpec(blobs: Blobs, a: ArtifactRow): Promise<ArtifactUpload> {
+  const direct = await blobs.directUpload(a.id, a.size);
+  if (direct === null) {
+    return { url: uploadUrl(a.id), method: "PUT", headers: { "content-type": "application/octet-stream", "content-length": String(a.size) } };
+  }
+  if (direct.parts === null) return { url: direct.url, method: "PUT", headers: direct.headers, commitUrl: commitUrl(a.id) };
+  return { url: commitUrl(a.id), method: "POST", headers: {}, commitUrl: commitUrl(a.id), parts: direct.parts };
 }
 
 /** The pending artifact `artifactId` of the token's own live attempt. */
-function ownArtifact(ctx: EngineContext, leaseToken: string, artifactId: string): ArtifactRow {
-  const a = fencedAttempt(ctx, leaseToken);
-  const art = ctx.store.getArtifact(artifactId);
+async function ownArtifact(ctx: EngineContext, leaseToken: string, artifactId: string): Promise<ArtifactRow> {
+  const a = await fencedAttempt(ctx, ctx.store, leaseToken);
+  const art = await ctx.store.getArtifact(artifactId);
   if (!art || art.jobId !== a.jobId || art.attempt !== a.attempt) throw new DeltaError("E_NOT_FOUND", "no such artifact for this lease");
   return art;
 }
 
 export async function uploadStatus(ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string): Promise<{ offset: number; size: number; committed: boolean }> {
-  const art = ownArtifact(ctx, leaseToken, artifactId);
+  const art = await ownArtifact(ctx, leaseToken, artifactId);
   if (art.state === "committed") return { offset: art.size, size: art.size, committed: true };
   return { offset: await blobs.uploadOffset(art.id), size: art.size, committed: false };
 }
 
 export type UploadResult = { done: false; committed: number } | { done: true; artifactId: string; sha256: string; size: number };
 
+/** A byte range of an upload (END inclusive); null: the whole body, from byte 0 (a complete upload). */
+export type UploadRange = { start: number; end: number; total: number } | null;
+
 export async function uploadChunk(
-  ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string,
-  range: { start: number; end: number; total: number }, body: Readable,
+  ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string, given: UploadRange, body: Readable, contentLength?: number,
 ): Promise<UploadResult> {
-  const art = ownArtifact(ctx, leaseToken, artifactId);
+  const art = await ownArtifact(ctx, leaseToken, artifactId);
+  const whole = given === null;
+  const range = given ?? { start: 0, end: art.size - 1, total: art.size };
+  if (whole && contentLength !== undefined && contentLength !== art.size) {
+    body.resume();
+    throw new DeltaError("E_INVALID", `body has ${contentLength} bytes; the artifact was declared with ${art.size}`);
+  }
   if (range.total !== art.size) throw new DeltaError("E_INVALID", `Content-Range total ${range.total} differs from the declared size ${art.size}`);
   if (art.state === "committed") {
     body.resume();
@@ -100,6 +125,8 @@ export async function uploadChunk(
   }
   ctx.uploadsInFlight.add(art.id);
   try {
+    // A whole-body PUT starts over: bytes an earlier attempt left are not the start of this one.
+    if (whole) await blobs.discardUpload(art.id);
     return await finishChunk(ctx, blobs, leaseToken, art, range, body);
   } finally {
     ctx.uploadsInFlight.delete(art.id);
@@ -112,24 +139,43 @@ async function finishChunk(
   const committed = await blobs.appendUpload(art.id, range.start, body, range.end - range.start + 1);
   if (committed < range.end + 1) return { done: false, committed };
   if (committed < art.size) return { done: false, committed };
+  return commitUpload(ctx, blobs, leaseToken, art);
+}
+
+/** Verifies the stored bytes (size, sha256) and makes the artifact visible; a mismatch deletes the upload and the record. */
+async function commitUpload(ctx: EngineContext, blobs: Blobs, leaseToken: string, art: ArtifactRow): Promise<UploadResult & { done: true }> {
   try {
     await blobs.finishUpload(art.id, { sha256: art.sha256, size: art.size });
   } catch (err) {
-    await ctx.store.write(() => ctx.store.deleteArtifact(art.id));
+    // The store kept nothing (finishUpload discards on any failure): forget the record too.
+    await ctx.store.write((tx) => tx.deleteArtifact(art.id));
     throw err;
   }
-  await ctx.store.write(() => {
-    fencedAttempt(ctx, leaseToken);
-    ctx.store.setArtifactCommitted(art.id);
+  await ctx.store.write(async (tx) => {
+    await fencedAttempt(ctx, tx, leaseToken);
+    await tx.setArtifactCommitted(art.id);
   });
   return { done: true, artifactId: art.id, sha256: art.sha256, size: art.size };
 }
 
+/** `POST …/commit` after a direct upload: the server reads the bytes back, checks them, and commits. */
+export async function commitDirectUpload(ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string): Promise<UploadResult & { done: true }> {
+  const art = await ownArtifact(ctx, leaseToken, artifactId);
+  if (art.state === "committed") return { done: true, artifactId: art.id, sha256: art.sha256, size: art.size };
+  if (ctx.uploadsInFlight.has(art.id)) throw new DeltaError("E_CONFLICT", "another upload or commit of this artifact is in progress");
+  ctx.uploadsInFlight.add(art.id);
+  try {
+    return await commitUpload(ctx, blobs, leaseToken, art);
+  } finally {
+    ctx.uploadsInFlight.delete(art.id);
+  }
+}
+
 /** Committed artifact `name` of the job's current attempt (download). */
-export function findDownload(ctx: EngineContext, jobId: string, name: string): ArtifactRow {
-  const job = ctx.store.getJob(jobId);
+export async function findDownload(ctx: EngineContext, jobId: string, name: string): Promise<ArtifactRow> {
+  const job = await ctx.store.getJob(jobId);
   if (!job) throw new DeltaError("E_NOT_FOUND", `no job ${jobId}`);
-  const art = ctx.store.findArtifact(jobId, job.attempt, name);
+  const art = await ctx.store.findArtifact(jobId, job.attempt, name);
   if (!art || art.state !== "committed") throw new DeltaError("E_NOT_FOUND", `job ${jobId} has no artifact ${name}`);
   return art;
 }

@@ -36,6 +36,8 @@ export interface EngineContext {
   discardUpload(artifactId: string): void;
   /** Running digests of live attempts' logs (log-ops.ts). */
   logDigests: LogDigests;
+  /** Roles this replica holds among those sharing its store (one sweeper at a time). */
+  roles: { sweeper: boolean };
   /** Set when the server begins to shut down: long polls and follow streams end. */
   lifecycle: { stopping: boolean };
 }

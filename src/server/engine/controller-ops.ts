@@ -4,17 +4,18 @@ import type { DemandResponse, RegistrationsRequest } from "../../protocol/schema
 import type { EngineContext } from "./context.ts";
 import { parseReqKey, unschedulableReason, type Pool } from "./matching.ts";
 import { keys } from "./notifier.ts";
+import { wake } from "./transitions.ts";
 
 const CAPACITY_KEY = "controller.capacity";
 
 export async function createRegistrations(ctx: EngineContext, body: RegistrationsRequest): Promise<{ tokens: string[] }> {
   const ttl = body.ttlMs ?? ctx.opts.registrationTtlMs;
-  return ctx.store.write(() => {
+  return ctx.store.write(async (tx) => {
     const expiresAt = ctx.clock.now() + ttl;
     const tokens: string[] = [];
     for (let i = 0; i < body.count; i++) {
       const t = newToken("registration");
-      ctx.store.insertRegistration({ hash: hashToken(t), labels: [...body.labels], expiresAt, usedAt: null });
+      await tx.insertRegistration({ hash: hashToken(t), labels: [...body.labels], expiresAt, usedAt: null });
       tokens.push(t);
     }
     return { tokens };
@@ -23,9 +24,9 @@ export async function createRegistrations(ctx: EngineContext, body: Registration
 
 export type Demand = DemandResponse & { version: number };
 
-export function demand(ctx: EngineContext): Demand {
+export async function demand(ctx: EngineContext): Promise<Demand> {
   const groups = new Map<string, DemandResponse["demand"][number]>();
-  for (const r of ctx.store.demandRows()) {
+  for (const r of await ctx.store.demandRows()) {
     let g = groups.get(r.reqKey);
     if (!g) {
       g = { requirements: parseReqKey(r.reqKey), queued: 0, running: 0, unschedulable: 0 };
@@ -46,28 +47,25 @@ export async function waitDemand(ctx: EngineContext, since: number | null, waitM
   return demand(ctx);
 }
 
-export function loadCapacity(ctx: EngineContext): void {
-  const raw = ctx.store.getKv(CAPACITY_KEY);
+export async function loadCapacity(ctx: EngineContext): Promise<void> {
+  const raw = await ctx.store.getKv(CAPACITY_KEY);
   if (raw) ctx.capacity.pools = JSON.parse(raw) as Pool[];
 }
 
 /** Stores the declared pools and recomputes which queued jobs no pool can serve. */
 export async function setCapacity(ctx: EngineContext, pools: Pool[]): Promise<{ pools: number; unschedulable: number }> {
-  return ctx.store.write((hooks) => {
-    ctx.store.setKv(CAPACITY_KEY, JSON.stringify(pools));
+  return ctx.store.write(async (tx) => {
+    await tx.setKv(CAPACITY_KEY, JSON.stringify(pools));
     const before = ctx.capacity.pools;
     ctx.capacity.pools = pools;
-    hooks.onRollback(() => (ctx.capacity.pools = before));
+    tx.onRollback(() => (ctx.capacity.pools = before));
     let unschedulable = 0;
-    for (const job of ctx.store.queuedJobs()) {
+    for (const job of await tx.queuedJobs()) {
       const why = unschedulableReason(parseReqKey(job.reqKey), pools);
       if (why !== null) unschedulable++;
-      if (why !== job.unschedulable) ctx.store.updateJob(job.id, { unschedulable: why });
+      if (why !== job.unschedulable) await tx.updateJob(job.id, { unschedulable: why });
     }
-    hooks.afterCommit(() => {
-      ctx.demand.version++;
-      ctx.events.emit(keys.demand);
-    });
+    wake(ctx, tx, keys.demand);
     return { pools: pools.length, unschedulable };
   });
 }

@@ -5,11 +5,13 @@
  */
 import { createHash } from "node:crypto";
 import { DeltaError } from "../../base/errors.ts";
+import { defaults } from "../../config/defaults.ts";
 import { hashToken } from "../../base/ids.ts";
 import { type ByteParts, partsLength, sliceParts } from "./byte-parts.ts";
 import type { EngineContext } from "./context.ts";
 import { keys } from "./notifier.ts";
-import { LIVE_ATTEMPT } from "./transitions.ts";
+import { LIVE_ATTEMPT, wake } from "./transitions.ts";
+import type { StateOps } from "./state-store.ts";
 import type { AttemptRow } from "./types.ts";
 
 export interface ContentRange {
@@ -35,7 +37,7 @@ export type AppendResult = { status: 202; committed: number } | { status: 413; c
  * How long an append that arrived ahead of its offset (the runner keeps two PUTs in flight, on
  * separate connections) waits for the appends before it to commit before answering 416.
  */
-export const LOG_ORDER_WAIT_MS = 2_000;
+export const LOG_ORDER_WAIT_MS = defaults.logOrderWaitMs;
 
 /** Appends a body (as the parts it arrived in) at `range.start`; see PROTOCOL.md for the rules. */
 export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
@@ -45,10 +47,10 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
   }
   const leaseHash = hashToken(leaseToken);
   await awaitTurn(ctx, leaseHash, range.start, signal);
-  return ctx.store.write((hooks) => {
-    const a = ctx.store.getAttemptByLeaseHash(leaseHash);
+  return ctx.store.write(async (tx) => {
+    const a = await tx.getAttemptByLeaseHash(leaseHash);
     if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-    const job = ctx.store.getJob(a.jobId);
+    const job = await tx.getJob(a.jobId);
     if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
     assertMayLog(ctx, a, job.attempt);
     const committed = a.logBytes;
@@ -61,28 +63,33 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
     if (freshLength === 0) return { status: 202 as const, committed };
     const keptLength = Math.min(freshLength, Math.max(0, job.logLimit - committed));
     const kept = sliceParts(body, skip, skip + keptLength);
-    if (keptLength > 0) ctx.store.appendLogChunk(a.jobId, a.attempt, committed, kept);
+    if (keptLength > 0) await tx.appendLogChunk(a.jobId, a.attempt, committed, kept);
     const now = committed + keptLength;
     const truncated = keptLength < freshLength;
-    ctx.store.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });
+    await tx.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });
     if (truncated) {
-      ctx.store.addTransition(a.jobId, { at: ctx.clock.now(), attempt: a.attempt, from: "log", to: "log:truncated", reason: `log limit of ${job.logLimit} bytes reached` });
+      await tx.addTransition(a.jobId, { at: ctx.clock.now(), attempt: a.attempt, from: "log", to: "log:truncated", reason: `log limit of ${job.logLimit} bytes reached` });
     }
-    hooks.afterCommit(() => {
+    tx.afterCommit(() => {
       if (keptLength > 0) ctx.logDigests.appended(a.jobId, a.attempt, committed, kept);
       ctx.metrics.logBytes(keptLength);
-      ctx.events.emit(keys.log(a.jobId));
     });
+    wake(ctx, tx, keys.log(a.jobId));
     return truncated ? { status: 413 as const, committed: now, truncated: true as const } : { status: 202 as const, committed: now };
   });
 }
 
-/** Waits (bounded) until the attempt's committed log reaches `start`: PUTs may arrive out of order. */
+/**
+ * Waits (bounded) until the attempt's committed log reaches `start`: PUTs may arrive out of order.
+ * Never past the lease's expiry (re-read each turn: a heartbeat may extend it): a held append
+ * of an expiring lease is answered when the lease ends, not up to LOG_ORDER_WAIT_MS later.
+ */
 async function awaitTurn(ctx: EngineContext, leaseHash: string, start: number, signal?: AbortSignal): Promise<void> {
   const deadline = ctx.clock.now() + LOG_ORDER_WAIT_MS;
   for (;;) {
-    const a = ctx.store.getAttemptByLeaseHash(leaseHash);
-    const left = deadline - ctx.clock.now();
+    const a = await ctx.store.getAttemptByLeaseHash(leaseHash);
+    const leaseEnd = a && LIVE_ATTEMPT.has(a.state) ? (a.expiresAt ?? 0) : Infinity;
+    const left = Math.min(deadline, leaseEnd) - ctx.clock.now();
     if (!a || a.logBytes >= start || left <= 0 || signal?.aborted || ctx.lifecycle.stopping) return;
     // Subscribed in this same turn as the read: an append committing meanwhile still wakes us.
     if (!(await ctx.events.wait([keys.log(a.jobId), keys.shutdown], left, ctx.clock, signal))) return;
@@ -102,13 +109,13 @@ function assertMayLog(ctx: EngineContext, a: AttemptRow, current: number): void 
 }
 
 /** sha256 of an attempt's committed log (the running digest when it covers it, else read back). */
-export function logDigest(ctx: EngineContext, a: AttemptRow): string {
+export async function logDigest(ctx: EngineContext, reads: StateOps, a: AttemptRow): Promise<string> {
   const running = ctx.logDigests.digest(a.jobId, a.attempt, a.logBytes);
   if (running !== null) return running;
   const h = createHash("sha256");
   let offset = 0;
   for (;;) {
-    const chunks = ctx.store.readLogChunks(a.jobId, a.attempt, offset, 256);
+    const chunks = await reads.readLogChunks(a.jobId, a.attempt, offset, 256);
     if (chunks.length === 0) break;
     for (const c of chunks) {
       h.update(c.data.subarray(Math.max(0, offset - c.start)));
@@ -119,12 +126,12 @@ export function logDigest(ctx: EngineContext, a: AttemptRow): string {
 }
 
 /** Committed bytes of an attempt's log from `offset`, at most about `maxBytes`. */
-export function readLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, maxBytes: number): Buffer {
+export async function readLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, maxBytes: number): Promise<Buffer> {
   const out: Buffer[] = [];
   let size = 0;
   let at = offset;
   while (size < maxBytes) {
-    const chunks = ctx.store.readLogChunks(jobId, attempt, at, 64);
+    const chunks = await ctx.store.readLogChunks(jobId, attempt, at, 64);
     if (chunks.length === 0) break;
     for (const c of chunks) {
       const part = c.data.subarray(Math.max(0, at - c.start));

@@ -8,6 +8,8 @@ export interface Pool {
   labels: string[];
   resources: { cpus: number; memoryMiB: number; diskMiB: number };
   max: number;
+  /** What the controller keeps idle (shown, not used in matching); absent from older controllers. */
+  minIdle?: number;
 }
 
 export function requirementsOf(spec: SubmittedJobSpec): RequirementSet {

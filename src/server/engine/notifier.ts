@@ -25,6 +25,11 @@ export class Notifier {
     for (const fn of [...set]) fn();
   }
 
+  /** Wakes every listener (after a replica feed reconnects: anything may have changed). */
+  emitAll(): void {
+    for (const set of [...this.listeners.values()]) for (const fn of [...set]) fn();
+  }
+
   /** Resolves true when any key fires, false after `ms` or when `signal` aborts. */
   async wait(keys: string[], ms: number, clock: Clock, signal?: AbortSignal): Promise<boolean> {
     if (ms <= 0 || signal?.aborted) return false;
@@ -59,5 +64,7 @@ export const keys = {
   log: (jobId: string) => `log:${jobId}`,
   cancel: (jobId: string, attempt: number) => `cancel:${jobId}:${attempt}`,
   demand: "demand",
+  /** A job was queued that no runner of the replica that queued it took (replicas only). */
+  queued: "queued",
   shutdown: "shutdown",
 } as const;

@@ -5,6 +5,7 @@ import type {
   CancelMode, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, RegisterRequest, RegisterResponse,
 } from "../../protocol/schemas.ts";
 import type { EngineContext } from "./context.ts";
+import type { StateTx } from "./state-store.ts";
 import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { keys } from "./notifier.ts";
@@ -14,18 +15,18 @@ import type { AttemptRow, JobRow } from "./types.ts";
 const stale = (why: string) => new DeltaError("E_LEASE_STALE", `lease is stale: ${why}`);
 
 export async function register(ctx: EngineContext, registrationToken: string, body: RegisterRequest): Promise<RegisterResponse> {
-  return ctx.store.write(() => {
+  return ctx.store.write(async (tx) => {
     const now = ctx.clock.now();
     const hash = hashToken(registrationToken);
-    const reg = ctx.store.getRegistration(hash);
+    const reg = await tx.getRegistration(hash);
     if (!reg || reg.usedAt !== null || reg.expiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
     const extra = reg.labels.length > 0 ? body.capabilities.labels.filter((l) => !reg.labels.includes(l)) : [];
     if (extra.length > 0) throw new DeltaError("E_FORBIDDEN", `labels not granted by this registration: ${extra.join(", ")}`);
-    ctx.store.markRegistrationUsed(hash, now);
+    await tx.markRegistrationUsed(hash, now);
     const sessionToken = newToken("session");
     const runnerId = newId("rnr");
     const sessionExpiresAt = now + ctx.opts.sessionTtlMs;
-    ctx.store.insertRunner({
+    await tx.insertRunner({
       id: runnerId, name: body.name, version: body.version, capabilities: body.capabilities,
       sessionHash: hashToken(sessionToken), sessionExpiresAt, sessionUsed: false, createdAt: now,
     });
@@ -38,16 +39,14 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
   const hash = hashToken(sessionToken);
   const wait = Math.min(waitMs, ctx.opts.leaseWaitMaxMs);
   const holder: { held: Promise<Lease | null> | null } = { held: null };
-  const immediate = await ctx.store.write((hooks) => {
+  const immediate = await ctx.store.write(async (tx) => {
     const now = ctx.clock.now();
-    const runner = ctx.store.getRunnerBySession(hash);
+    const runner = await tx.getRunnerBySession(hash);
     if (!runner || runner.sessionExpiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
     if (runner.sessionUsed) throw new DeltaError("E_SESSION_USED", "this session already leased its one job");
-    for (const head of ctx.store.queuedHeads()) {
-      if (!matches(parseReqKey(head.reqKey), runner.capabilities)) continue;
-      const job = ctx.store.getJob(head.id);
-      if (job) return claim(ctx, hooks, job, runner);
-    }
+    const fit = (await tx.queuedReqKeys()).filter((k) => matches(parseReqKey(k), runner.capabilities));
+    const job = fit.length > 0 ? await tx.oldestQueued(fit) : undefined;
+    if (job) return claim(ctx, tx, job, runner);
     if (wait <= 0 || signal.aborted || ctx.lifecycle.stopping) return null;
     holder.held = new Promise<Lease | null>((resolve) => {
       const stop = new AbortController();
@@ -64,7 +63,7 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
         if (ctx.waiters.remove(waiter)) waiter.settle(null);
       };
       ctx.waiters.add(waiter);
-      hooks.onRollback(() => ctx.waiters.remove(waiter));
+      tx.onRollback(() => ctx.waiters.remove(waiter));
       signal.addEventListener("abort", giveUp, { once: true });
       ctx.clock.sleep(wait, stop.signal).then(giveUp, () => undefined);
     });
@@ -74,10 +73,10 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
 }
 
 /** The live attempt a lease token acts on; throws 401 for unknown tokens, 409 for stale ones. */
-function liveAttempt(ctx: EngineContext, leaseToken: string): { a: AttemptRow; job: JobRow } {
-  const a = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseToken: string): Promise<{ a: AttemptRow; job: JobRow }> {
+  const a = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
   if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = ctx.store.getJob(a.jobId);
+  const job = await tx.getJob(a.jobId);
   if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
   if (!LIVE_ATTEMPT.has(a.state)) throw stale(`attempt ${a.attempt} is ${a.state}`);
   if (job.attempt !== a.attempt) throw stale(`attempt ${a.attempt} was superseded`);
@@ -87,14 +86,14 @@ function liveAttempt(ctx: EngineContext, leaseToken: string): { a: AttemptRow; j
 
 export async function heartbeat(ctx: EngineContext, leaseToken: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
   const { a, expiresAt, cancel } = await ctx.store.write(
-    (hooks) => {
-      const { a, job } = liveAttempt(ctx, leaseToken);
+    async (tx) => {
+      const { a, job } = await liveAttempt(ctx, tx, leaseToken);
       const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
       if (a.state === "leased" && body.state !== "preparing") {
-        setAttemptState(ctx, hooks, a, "running", `runner reports ${body.state}`, { expiresAt });
-        if (job.state === "leased") setJobState(ctx, hooks, job, "running", `attempt ${a.attempt} running`);
+        await setAttemptState(ctx, tx, a, "running", `runner reports ${body.state}`, { expiresAt });
+        if (job.state === "leased") await setJobState(ctx, tx, job, "running", `attempt ${a.attempt} running`);
       } else {
-        ctx.store.updateAttempt(a.jobId, a.attempt, { expiresAt });
+        await tx.updateAttempt(a.jobId, a.attempt, { expiresAt });
       }
       return { a, expiresAt, cancel: job.cancelMode };
     },
@@ -104,49 +103,49 @@ export async function heartbeat(ctx: EngineContext, leaseToken: string, body: He
   const waitMs = Math.min(body.waitMs ?? 0, ctx.opts.heartbeatIntervalMs);
   if (mode === "none" && waitMs > 0 && !ctx.lifecycle.stopping) {
     await ctx.events.wait([keys.cancel(a.jobId, a.attempt), keys.shutdown], waitMs, ctx.clock, signal);
-    mode = cancelModeOf(ctx, a.jobId);
+    mode = await cancelModeOf(ctx, a.jobId);
   }
   return { expiresAt: new Date(expiresAt).toISOString(), heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs, cancel: mode };
 }
 
-function cancelModeOf(ctx: EngineContext, jobId: string): CancelMode {
-  return ctx.store.getJob(jobId)?.cancelMode ?? "none";
+async function cancelModeOf(ctx: EngineContext, jobId: string): Promise<CancelMode> {
+  return (await ctx.store.getJob(jobId))?.cancelMode ?? "none";
 }
 
 /** Was this terminal attempt ended by its own runner's report (so a repeat is harmless)? */
 const reported = (a: AttemptRow) => a.endedBy === "complete" || a.endedBy === "cancel-ack";
 
 export async function complete(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
-  return ctx.store.write((hooks) => {
-    const a0 = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+  return ctx.store.write(async (tx) => {
+    const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
     if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = liveAttempt(ctx, leaseToken);
+    const { a, job } = await liveAttempt(ctx, tx, leaseToken);
     checkLog(a, body);
-    const digestNote = !a.logTruncated && logDigest(ctx, a) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
-    const artifacts = ctx.store.listArtifacts(a.jobId, a.attempt).filter((x) => x.state === "committed").map((x) => x.id);
+    const digestNote = !a.logTruncated && (await logDigest(ctx, tx, a)) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
+    const artifacts = (await tx.listArtifacts(a.jobId, a.attempt)).filter((x) => x.state === "committed").map((x) => x.id);
     const unknown = body.artifacts.filter((id) => !artifacts.includes(id));
     if (unknown.length > 0) throw new DeltaError("E_INVALID", `artifacts not committed for this attempt: ${unknown.slice(0, 5).join(", ")}`);
     const patch = { steps: body.steps };
     if (job.state === "canceling") {
-      setAttemptState(ctx, hooks, a, "canceled", `completed (${body.result}) while canceling${digestNote}`, { endedBy: "complete" });
-      setJobState(ctx, hooks, job, "canceled", `canceled; runner completed with ${body.result}`, patch);
+      await setAttemptState(ctx, tx, a, "canceled", `completed (${body.result}) while canceling${digestNote}`, { endedBy: "complete" });
+      await setJobState(ctx, tx, job, "canceled", `canceled; runner completed with ${body.result}`, patch);
       return { accepted: true as const };
     }
     if (body.result === "succeeded") {
-      setAttemptState(ctx, hooks, a, "succeeded", `runner reported success${digestNote}`, { endedBy: "complete" });
-      setJobState(ctx, hooks, job, "succeeded", `attempt ${a.attempt} succeeded`, patch);
+      await setAttemptState(ctx, tx, a, "succeeded", `runner reported success${digestNote}`, { endedBy: "complete" });
+      await setJobState(ctx, tx, job, "succeeded", `attempt ${a.attempt} succeeded`, patch);
     } else if (body.result === "failed") {
       const failure = body.failure ?? { reason: "step_failed" as const, step: null, message: "runner reported failure" };
-      setAttemptState(ctx, hooks, a, "failed", `${failure.reason}${digestNote}`, { endedBy: "complete" });
-      setJobState(ctx, hooks, job, "failed", `attempt ${a.attempt} failed: ${failure.reason}`, { ...patch, failure });
+      await setAttemptState(ctx, tx, a, "failed", `${failure.reason}${digestNote}`, { endedBy: "complete" });
+      await setJobState(ctx, tx, job, "failed", `attempt ${a.attempt} failed: ${failure.reason}`, { ...patch, failure });
     } else {
       const failure = body.failure ?? { reason: "runner_error" as const, step: null, message: "runner reported an error" };
-      setAttemptState(ctx, hooks, a, "errored", `${failure.reason}${digestNote}`, { endedBy: "complete" });
+      await setAttemptState(ctx, tx, a, "errored", `${failure.reason}${digestNote}`, { endedBy: "complete" });
       if (failure.reason === "runner_error") {
-        ctx.store.updateJob(job.id, patch);
-        retryOrError(ctx, hooks, job, failure);
+        await tx.updateJob(job.id, patch);
+        await retryOrError(ctx, tx, job, failure);
       } else {
-        setJobState(ctx, hooks, job, "errored", `attempt ${a.attempt} errored: ${failure.reason}`, { ...patch, failure });
+        await setJobState(ctx, tx, job, "errored", `attempt ${a.attempt} errored: ${failure.reason}`, { ...patch, failure });
       }
     }
     return { accepted: true as const };
@@ -159,14 +158,14 @@ function checkLog(a: AttemptRow, body: CompleteRequest): void {
 }
 
 export async function cancelAck(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
-  return ctx.store.write((hooks) => {
-    const a0 = ctx.store.getAttemptByLeaseHash(hashToken(leaseToken));
+  return ctx.store.write(async (tx) => {
+    const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
     if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = liveAttempt(ctx, leaseToken);
+    const { a, job } = await liveAttempt(ctx, tx, leaseToken);
     if (job.cancelMode === "none") throw new DeltaError("E_CONFLICT", "no cancel was requested for this attempt");
     checkLog(a, body);
-    setAttemptState(ctx, hooks, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });
-    setJobState(ctx, hooks, job, "canceled", `attempt ${a.attempt} canceled (acknowledged)`, { steps: body.steps });
+    await setAttemptState(ctx, tx, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });
+    await setJobState(ctx, tx, job, "canceled", `attempt ${a.attempt} canceled (acknowledged)`, { steps: body.steps });
     return { accepted: true as const };
   });
 }

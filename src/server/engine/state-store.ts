@@ -1,8 +1,13 @@
 /**
- * The control plane's persistence seam. The engine calls these methods only inside
- * `write(fn)` (mutations, group-committed) or from read paths; SQLite implements it today.
- * A PostgreSQL implementation would run `write` as a real transaction per batch; its
- * methods would become async, which is the one change the engine would need.
+ * The control plane's persistence seam, async so that SQLite (embedded, group-committed) and
+ * PostgreSQL (several replicas on one database) implement it alike.
+ *
+ * Mutations run only inside `write(fn)`, on the `StateTx` it passes: every read there is part of
+ * the transaction, and a store with concurrent writers (PostgreSQL) locks what it reads: the job
+ * row guards the job, its attempts, artifacts and log; runner and registration rows guard
+ * themselves; `oldestQueued` skips rows another transaction holds. Reads outside `write` (on the
+ * store itself) see committed state and lock nothing.
+ * `fn` must only await the `StateTx` (no other I/O): SQLite runs a batch of them in one transaction.
  */
 import type { CancelMode, JobState } from "../../protocol/schemas.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "./types.ts";
@@ -10,60 +15,99 @@ import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, Runne
 export interface TxHooks {
   afterCommit(fn: () => void): void;
   onRollback(fn: () => void): void;
+  /** Other replicas' `subscribe` handlers get `key` once this commits (a no-op on an unshared store). */
+  broadcast(key: string): void;
 }
 
-export interface StateStore {
-  /** Runs `fn` in a transaction; resolves after the commit is durable (unless `durable: false`). */
-  write<T>(fn: (hooks: TxHooks) => T, opts?: { durable?: boolean }): Promise<T>;
-  close(): void;
+/** What a replica hears of the others (StateStore.subscribe). */
+export interface ReplicaFeed {
+  /** A key another replica broadcast in a transaction that committed. */
+  onKey(key: string): void;
+  /** The feed (re)connected: anything broadcast meanwhile may be lost, rescan. */
+  onConnect(): void;
+}
 
-  nextJobSeq(): number;
-  insertJob(job: JobRow): void;
-  getJob(id: string): JobRow | undefined;
-  updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): void;
-  listJobs(filter: { state?: JobState; limit: number }): JobRow[];
-  /** The oldest queued job of every requirement set. */
-  queuedHeads(): Array<{ id: string; reqKey: string }>;
-  queuedJobs(): JobRow[];
-  cancelOverdue(now: number): JobRow[];
-  demandRows(): DemandRow[];
-  countJobsByState(): Array<{ state: JobState; count: number }>;
+export interface JobListFilter {
+  state?: JobState;
+  name?: string;
+  label?: string;
+  beforeSeq?: number;
+  limit: number;
+}
 
-  insertAttempt(a: AttemptRow): void;
-  getAttempt(jobId: string, attempt: number): AttemptRow | undefined;
-  getAttemptByLeaseHash(hash: string): AttemptRow | undefined;
-  updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): void;
-  listAttempts(jobId: string): AttemptRow[];
-  expiredAttempts(now: number): AttemptRow[];
+/** Rows of the state, read and written the same way in and out of a transaction. */
+export interface StateOps {
+  nextJobSeq(): Promise<number>;
+  insertJob(job: JobRow): Promise<void>;
+  getJob(id: string): Promise<JobRow | undefined>;
+  updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): Promise<void>;
+  /** Newest first; `name` matches a substring, `label` one of `runsOn.labels`, `beforeSeq` pages. */
+  listJobs(filter: JobListFilter): Promise<JobRow[]>;
+  /** Requirement sets that have queued jobs (a superset is allowed). */
+  queuedReqKeys(): Promise<string[]>;
+  /** The oldest queued job with one of `reqKeys` (in a transaction: one no other transaction holds). */
+  oldestQueued(reqKeys: readonly string[]): Promise<JobRow | undefined>;
+  queuedJobs(): Promise<JobRow[]>;
+  cancelOverdue(now: number): Promise<JobRow[]>;
+  demandRows(): Promise<DemandRow[]>;
+  countJobsByState(): Promise<Array<{ state: JobState; count: number }>>;
+
+  insertAttempt(a: AttemptRow): Promise<void>;
+  getAttempt(jobId: string, attempt: number): Promise<AttemptRow | undefined>;
+  getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined>;
+  updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void>;
+  listAttempts(jobId: string): Promise<AttemptRow[]>;
+  expiredAttempts(now: number): Promise<AttemptRow[]>;
   /** Gives every live lease at least until `minExpiresAt` (after a restart). */
-  extendLiveLeases(minExpiresAt: number): number;
+  extendLiveLeases(minExpiresAt: number): Promise<number>;
 
-  addTransition(jobId: string, t: TransitionRow): void;
-  listTransitions(jobId: string): TransitionRow[];
+  addTransition(jobId: string, t: TransitionRow): Promise<void>;
+  listTransitions(jobId: string): Promise<TransitionRow[]>;
 
-  insertRunner(r: RunnerRow): void;
-  getRunnerBySession(hash: string): RunnerRow | undefined;
-  getRunner(id: string): RunnerRow | undefined;
-  markSessionUsed(runnerId: string): void;
+  insertRunner(r: RunnerRow): Promise<void>;
+  getRunnerBySession(hash: string): Promise<RunnerRow | undefined>;
+  getRunner(id: string): Promise<RunnerRow | undefined>;
+  markSessionUsed(runnerId: string): Promise<void>;
 
-  insertRegistration(r: RegistrationRow): void;
-  getRegistration(hash: string): RegistrationRow | undefined;
-  markRegistrationUsed(hash: string, at: number): void;
+  insertRegistration(r: RegistrationRow): Promise<void>;
+  getRegistration(hash: string): Promise<RegistrationRow | undefined>;
+  markRegistrationUsed(hash: string, at: number): Promise<void>;
 
-  insertArtifact(a: ArtifactRow): void;
-  getArtifact(id: string): ArtifactRow | undefined;
-  findArtifact(jobId: string, attempt: number, name: string): ArtifactRow | undefined;
-  setArtifactCommitted(id: string): void;
-  deleteArtifact(id: string): void;
-  listArtifacts(jobId: string, attempt: number): ArtifactRow[];
+  insertArtifact(a: ArtifactRow): Promise<void>;
+  getArtifact(id: string): Promise<ArtifactRow | undefined>;
+  findArtifact(jobId: string, attempt: number, name: string): Promise<ArtifactRow | undefined>;
+  setArtifactCommitted(id: string): Promise<void>;
+  deleteArtifact(id: string): Promise<void>;
+  listArtifacts(jobId: string, attempt: number): Promise<ArtifactRow[]>;
 
   /** Writes `parts` (in order, as one run of bytes) at `start` of an attempt's log. */
-  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): void;
-  /** Chunks that end after `offset`, in order, at most `limit`. */
-  readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Array<{ start: number; data: Buffer }>;
+  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<void>;
+  /** Committed chunks that end after `offset`, in order, at most `limit` (callers loop until empty). */
+  readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Promise<Array<{ start: number; data: Buffer }>>;
 
-  getKv(key: string): string | undefined;
-  setKv(key: string, value: string): void;
+  getKv(key: string): Promise<string | undefined>;
+  setKv(key: string, value: string): Promise<void>;
+}
+
+/** What `write(fn)` hands to `fn`: the transaction's reads and writes, and its commit hooks. */
+export interface StateTx extends StateOps, TxHooks {}
+
+export interface StateStore extends StateOps {
+  /** Runs `fn` in a transaction; resolves after the commit is durable (unless `durable: false`). */
+  write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T>;
+  /**
+   * Start-up pass over stored secrets (secrets-at-rest.ts): values sealed with an older key or
+   * stored plain are sealed with the active key; a terminal job's secrets are deleted.
+   */
+  sealStoredSecrets(terminal: ReadonlySet<string>): Promise<{ resealed: number; deleted: number }>;
+  schemaVersion(): Promise<number>;
+  /** Other server processes may share this state (replicas): wake-ups must cross processes. */
+  readonly shared: boolean;
+  /** Listens for other replicas' broadcasts until the returned stop is called (unshared: never calls). */
+  subscribe(feed: ReplicaFeed): Promise<() => Promise<void>>;
+  /** Is this replica the one that sweeps? Takes the role when it is free (unshared: always true). */
+  leadSweeper(): Promise<boolean>;
+  close(): Promise<void>;
 }
 
 export type { CancelMode };

@@ -8,79 +8,90 @@ import type { EngineContext } from "./context.ts";
 import type { LeaseWaiter } from "./lease-waiters.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { keys } from "./notifier.ts";
-import type { TxHooks } from "./state-store.ts";
+import type { StateTx, TxHooks } from "./state-store.ts";
 import type { AttemptRow, JobFailure, JobRow, RunnerRow } from "./types.ts";
 
 export const LIVE_ATTEMPT: ReadonlySet<AttemptState> = new Set(["leased", "running", "canceling"]);
 export const TERMINAL_JOB: ReadonlySet<JobState> = new Set(["succeeded", "failed", "errored", "canceled"]);
 
-function changed(ctx: EngineContext, hooks: TxHooks, jobId: string): void {
-  hooks.afterCommit(() => {
-    ctx.demand.version++;
-    ctx.events.emit(keys.demand);
-    ctx.events.emit(keys.job(jobId));
+/** Wakes the waiters of `key` here and, through the store, on every other replica, once `tx` commits. */
+export function wake(ctx: EngineContext, tx: TxHooks, key: string): void {
+  tx.afterCommit(() => {
+    if (key === keys.demand) ctx.demand.version++;
+    ctx.events.emit(key);
   });
+  tx.broadcast(key);
 }
 
-export function setJobState(ctx: EngineContext, hooks: TxHooks, job: JobRow, to: JobState, reason: string, patch: Partial<JobRow> = {}): void {
+function changed(ctx: EngineContext, tx: TxHooks, jobId: string): void {
+  wake(ctx, tx, keys.demand);
+  wake(ctx, tx, keys.job(jobId));
+}
+
+export async function setJobState(ctx: EngineContext, tx: StateTx, job: JobRow, to: JobState, reason: string, patch: Partial<JobRow> = {}): Promise<void> {
   const now = ctx.clock.now();
   const terminal = TERMINAL_JOB.has(to);
-  ctx.store.updateJob(job.id, { ...patch, state: to, ...(terminal ? { finishedAt: now } : {}) });
-  ctx.store.addTransition(job.id, { at: now, attempt: job.attempt, from: job.state, to, reason });
+  // A terminal job never runs again: its secrets are deleted with the move (secrets at rest).
+  await tx.updateJob(job.id, { ...patch, state: to, ...(terminal ? { finishedAt: now, secrets: {} } : {}) });
+  await tx.addTransition(job.id, { at: now, attempt: job.attempt, from: job.state, to, reason });
   job.state = to;
   Object.assign(job, patch);
-  if (terminal) job.finishedAt = now;
-  changed(ctx, hooks, job.id);
-  if (terminal) hooks.afterCommit(() => ctx.events.emit(keys.log(job.id)));
+  if (terminal) {
+    job.finishedAt = now;
+    job.secrets = {};
+  }
+  changed(ctx, tx, job.id);
+  if (terminal) wake(ctx, tx, keys.log(job.id));
 }
 
-export function setAttemptState(
-  ctx: EngineContext, hooks: TxHooks, a: AttemptRow, to: AttemptState, reason: string, patch: Partial<AttemptRow> = {},
-): void {
+export async function setAttemptState(
+  ctx: EngineContext, tx: StateTx, a: AttemptRow, to: AttemptState, reason: string, patch: Partial<AttemptRow> = {},
+): Promise<void> {
   const now = ctx.clock.now();
   const terminal = !LIVE_ATTEMPT.has(to) && to !== "queued";
   const full: Partial<AttemptRow> = { ...patch, state: to, reason, ...(terminal ? { finishedAt: now } : {}) };
-  ctx.store.updateAttempt(a.jobId, a.attempt, full);
-  ctx.store.addTransition(a.jobId, { at: now, attempt: a.attempt, from: `attempt:${a.state}`, to: `attempt:${to}`, reason });
+  await tx.updateAttempt(a.jobId, a.attempt, full);
+  await tx.addTransition(a.jobId, { at: now, attempt: a.attempt, from: `attempt:${a.state}`, to: `attempt:${to}`, reason });
   Object.assign(a, full);
   if (terminal) {
     // Uploads that did not finish before the attempt ended can never become visible: drop them.
-    for (const art of ctx.store.listArtifacts(a.jobId, a.attempt)) {
+    for (const art of await tx.listArtifacts(a.jobId, a.attempt)) {
       if (art.state !== "pending") continue;
-      ctx.store.deleteArtifact(art.id);
-      hooks.afterCommit(() => ctx.discardUpload(art.id));
+      await tx.deleteArtifact(art.id);
+      tx.afterCommit(() => ctx.discardUpload(art.id));
     }
-    hooks.afterCommit(() => ctx.events.emit(keys.cancel(a.jobId, a.attempt)));
+    wake(ctx, tx, keys.cancel(a.jobId, a.attempt));
   }
 }
 
 /** Queues attempt `n` of `job` and hands it to a waiting runner when one matches. */
-export function queueAttempt(ctx: EngineContext, hooks: TxHooks, job: JobRow, n: number, reason: string): void {
-  ctx.store.insertAttempt({
+export async function queueAttempt(ctx: EngineContext, tx: StateTx, job: JobRow, n: number, reason: string): Promise<void> {
+  await tx.insertAttempt({
     jobId: job.id, attempt: n, state: "queued", runnerId: null, leaseId: null, leaseHash: null, expiresAt: null,
     startedAt: null, finishedAt: null, reason: null, endedBy: null, logBytes: 0, logTruncated: false,
   });
-  ctx.store.addTransition(job.id, { at: ctx.clock.now(), attempt: n, from: "attempt:none", to: "attempt:queued", reason });
+  await tx.addTransition(job.id, { at: ctx.clock.now(), attempt: n, from: "attempt:none", to: "attempt:queued", reason });
   job.attempt = n;
   if (job.state === "queued") {
-    ctx.store.updateJob(job.id, { attempt: n });
-    changed(ctx, hooks, job.id);
-  } else setJobState(ctx, hooks, job, "queued", reason, { attempt: n });
-  offerToWaiters(ctx, hooks, job);
+    await tx.updateJob(job.id, { attempt: n });
+    changed(ctx, tx, job.id);
+  } else await setJobState(ctx, tx, job, "queued", reason, { attempt: n });
+  if (!(await offerToWaiters(ctx, tx, job))) tx.broadcast(keys.queued);
 }
 
 /** Hands a queued job to the oldest waiting runner that can run it, inside this transaction. */
-export function offerToWaiters(ctx: EngineContext, hooks: TxHooks, job: JobRow): boolean {
+export async function offerToWaiters(ctx: EngineContext, tx: StateTx, job: JobRow): Promise<boolean> {
   if (ctx.waiters.size === 0) return false;
   const req = parseReqKey(job.reqKey);
   for (const w of ctx.waiters.list()) {
     if (!matches(req, w.caps)) continue;
-    const runner = ctx.store.getRunner(w.runnerId);
+    const runner = await tx.getRunner(w.runnerId);
     if (!runner || runner.sessionUsed) continue;
-    ctx.waiters.remove(w);
-    hooks.onRollback(() => ctx.waiters.add(w));
-    const lease = claim(ctx, hooks, job, runner);
-    settleAfterCommit(hooks, w, lease);
+    // Gone while the runner row was read (a replica's read may wait for its lock).
+    if (!ctx.waiters.remove(w)) continue;
+    tx.onRollback(() => ctx.waiters.add(w));
+    const lease = await claim(ctx, tx, job, runner);
+    settleAfterCommit(tx, w, lease);
     return true;
   }
   return false;
@@ -91,20 +102,20 @@ function settleAfterCommit(hooks: TxHooks, w: LeaseWaiter, lease: Lease): void {
 }
 
 /** Gives the job's queued attempt to `runner`: a fresh lease token, fenced to this attempt. */
-export function claim(ctx: EngineContext, hooks: TxHooks, job: JobRow, runner: RunnerRow): Lease {
+export async function claim(ctx: EngineContext, tx: StateTx, job: JobRow, runner: RunnerRow): Promise<Lease> {
   const now = ctx.clock.now();
-  const a = ctx.store.getAttempt(job.id, job.attempt);
+  const a = await tx.getAttempt(job.id, job.attempt);
   if (!a || a.state !== "queued") throw new Error(`job ${job.id} attempt ${job.attempt} is not queued`);
   const leaseToken = newToken("lease");
   const leaseId = newId("lse");
   const expiresAt = now + ctx.opts.leaseTtlMs;
-  setAttemptState(ctx, hooks, a, "leased", `leased by runner ${runner.id}`, {
+  await setAttemptState(ctx, tx, a, "leased", `leased by runner ${runner.id}`, {
     runnerId: runner.id, leaseId, leaseHash: hashToken(leaseToken), expiresAt, startedAt: now,
   });
-  ctx.store.markSessionUsed(runner.id);
+  await tx.markSessionUsed(runner.id);
   runner.sessionUsed = true;
-  setJobState(ctx, hooks, job, "leased", `attempt ${a.attempt} leased by runner ${runner.id}`);
-  hooks.afterCommit(() => ctx.metrics.leased());
+  await setJobState(ctx, tx, job, "leased", `attempt ${a.attempt} leased by runner ${runner.id}`);
+  tx.afterCommit(() => ctx.metrics.leased());
   return {
     leaseId, leaseToken, jobId: job.id, runId: job.runId, attempt: a.attempt,
     expiresAt: new Date(expiresAt).toISOString(), ttlMs: ctx.opts.leaseTtlMs, heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs,
@@ -116,11 +127,11 @@ export function claim(ctx: EngineContext, hooks: TxHooks, job: JobRow, runner: R
  * After an attempt ended without a verdict (lost, runner_error): retry when attempts remain,
  * else end the job errored with `failure`.
  */
-export function retryOrError(ctx: EngineContext, hooks: TxHooks, job: JobRow, failure: JobFailure): void {
+export async function retryOrError(ctx: EngineContext, tx: StateTx, job: JobRow, failure: JobFailure): Promise<void> {
   if (job.attempt < job.maxAttempts) {
-    hooks.afterCommit(() => ctx.metrics.retried());
-    queueAttempt(ctx, hooks, job, job.attempt + 1, `retry after attempt ${job.attempt}: ${failure.reason}`);
+    tx.afterCommit(() => ctx.metrics.retried());
+    await queueAttempt(ctx, tx, job, job.attempt + 1, `retry after attempt ${job.attempt}: ${failure.reason}`);
   } else {
-    setJobState(ctx, hooks, job, "errored", `${failure.reason} on attempt ${job.attempt} of ${job.maxAttempts}`, { failure });
+    await setJobState(ctx, tx, job, "errored", `${failure.reason} on attempt ${job.attempt} of ${job.maxAttempts}`, { failure });
   }
 }

@@ -72,6 +72,8 @@ export interface ArtifactRow {
   size: number;
   sha256: string;
   mediaType: string;
+  /** Relative path of a single file in the workspace (null: a tar, or an older runner). */
+  path: string | null;
   state: "pending" | "committed";
   createdAt: number;
 }

@@ -19,6 +19,15 @@ export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes:
   // JSON endpoints take JSON only: anything else is 415, never a string that reaches validation.
   app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => done(null, payload));
+  // An empty (or blank) JSON body is `{}`: optional bodies (cancel) may be left out whatever the
+  // Content-Type; required ones then fail validation with a message that names what is missing.
+  const json = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (req, body, done) => {
+    const text = typeof body === "string" ? body : body.toString("utf8");
+    if (text.trim() === "") return done(null, {});
+    void json(req, text, done);
+  });
   app.setErrorHandler((err, req, reply) => sendError(req, reply, err));
   app.setNotFoundHandler((req, reply) => sendError(req, reply, Object.assign(new Error(`no route ${req.method} ${req.url.split("?")[0]}`), { statusCode: 404 })));
   const m = opts.metrics;

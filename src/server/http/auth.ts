@@ -28,7 +28,10 @@ export class StaticToken {
     this.hash = Buffer.from(hashToken(token), "hex");
   }
   check(req: FastifyRequest): void {
-    const got = Buffer.from(hashToken(bearer(req)), "hex");
-    if (!timingSafeEqual(got, this.hash)) throw new DeltaError("E_TOKEN_INVALID", "token is not valid here");
+    if (!this.matches(bearer(req))) throw new DeltaError("E_TOKEN_INVALID", "token is not valid here");
+  }
+  /** True when `token` is this token (the web sign-in takes it from a form, not a header). */
+  matches(token: string): boolean {
+    return timingSafeEqual(Buffer.from(hashToken(token), "hex"), this.hash);
   }
 }

@@ -20,13 +20,13 @@ export function followLog(ctx: EngineContext, jobId: string, attempt: number, of
   async function* gen(): AsyncGenerator<Buffer> {
     let at = offset;
     while (!signal.aborted && !ctx.lifecycle.stopping) {
-      const bytes = readLog(ctx, jobId, attempt, at, PIECE_BYTES);
+      const bytes = await readLog(ctx, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length > 0) {
         at += bytes.length;
         yield bytes;
         continue;
       }
-      const a = ctx.store.getAttempt(jobId, attempt);
+      const a = await ctx.store.getAttempt(jobId, attempt);
       if (!a || !FOLLOWED.has(a.state)) return;
       await ctx.events.wait([keys.log(jobId), keys.job(jobId), keys.shutdown], FOLLOW_WAIT_MS, ctx.clock, signal);
     }
@@ -39,7 +39,7 @@ export function readLogStream(ctx: EngineContext, jobId: string, attempt: number
   async function* gen(): AsyncGenerator<Buffer> {
     let at = offset;
     for (;;) {
-      const bytes = readLog(ctx, jobId, attempt, at, PIECE_BYTES);
+      const bytes = await readLog(ctx, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length === 0) return;
       at += bytes.length;
       yield bytes;

@@ -24,21 +24,22 @@ export class ServerMetrics implements EngineMetrics {
     });
     new Gauge({
       name: "deltaci_jobs", help: "Jobs by state", labelNames: ["state"], registers,
-      collect() {
+      async collect() {
+        const rows = await store.countJobsByState();
         this.reset();
-        for (const r of store.countJobsByState()) this.set({ state: r.state }, r.count);
+        for (const r of rows) this.set({ state: r.state }, r.count);
       },
     });
     new Gauge({
       name: "deltaci_queue_depth", help: "Queued jobs", registers,
-      collect() {
-        this.set(store.countJobsByState().find((r) => r.state === "queued")?.count ?? 0);
+      async collect() {
+        this.set((await store.countJobsByState()).find((r) => r.state === "queued")?.count ?? 0);
       },
     });
     new Gauge({
       name: "deltaci_active_leases", help: "Jobs leased, running or canceling", registers,
-      collect() {
-        this.set(store.countJobsByState().filter((r) => r.state === "leased" || r.state === "running" || r.state === "canceling").reduce((n, r) => n + r.count, 0));
+      async collect() {
+        this.set((await store.countJobsByState()).filter((r) => r.state === "leased" || r.state === "running" || r.state === "canceling").reduce((n, r) => n + r.count, 0));
       },
     });
     new Gauge({

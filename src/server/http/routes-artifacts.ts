@@ -1,27 +1,28 @@
-/** Artifact create and resumable upload (`/v1/runner/artifacts`, lease token of the owning attempt only). */
+/** Artifact create, resumable upload and direct-upload commit (`/v1/runner/artifacts`, lease token of the owning attempt only). */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { DeltaError } from "../../base/errors.ts";
 import { hashToken } from "../../base/ids.ts";
 import { ArtifactCreateRequest } from "../../protocol/schemas.ts";
-import type { ContentStore } from "../blobs/cas.ts";
-import { createArtifact, uploadChunk, uploadStatus } from "../engine/artifact-ops.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
+import { commitDirectUpload, createArtifact, uploadChunk, uploadStatus, type UploadRange } from "../engine/artifact-ops.ts";
 import type { EngineContext } from "../engine/context.ts";
 import { bearerOfKind } from "./auth.ts";
 import { IdParams, rawBody } from "./common.ts";
 
-/** `bytes START-END/TOTAL` (END inclusive; TOTAL required for artifacts). */
-function parseUploadRange(h: string | undefined): { start: number; end: number; total: number } {
-  const m = h ? /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15})$/.exec(h.trim()) : null;
+/** `bytes START-END/TOTAL` (END inclusive; TOTAL required for artifacts); none: the whole body. */
+function parseUploadRange(h: string | undefined): UploadRange {
+  if (h === undefined) return null;
+  const m = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15})$/.exec(h.trim());
   if (!m) throw new DeltaError("E_INVALID", "Content-Range must be `bytes START-END/TOTAL` (END inclusive)");
   const [start, end, total] = [Number(m[1]), Number(m[2]), Number(m[3])];
   if (end < start || end >= total) throw new DeltaError("E_INVALID", "Content-Range is not a range inside TOTAL");
   return { start, end, total };
 }
 
-export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: ContentStore): void {
+export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobStore): void {
   const leaseAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "lease");
-    if (!ctx.store.getAttemptByLeaseHash(hashToken(t))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    if (!(await ctx.store.getAttemptByLeaseHash(hashToken(t)))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
     req.deltaToken = t;
   };
 
@@ -42,10 +43,15 @@ export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: 
   app.put<{ Params: { id: string } }>("/v1/runner/artifacts/:id/content", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
     const body = rawBody(req);
     const range = parseUploadRange(req.headers["content-range"]);
-    const len = req.headers["content-length"];
-    if (len !== undefined && Number(len) !== range.end - range.start + 1) throw new DeltaError("E_INVALID", "Content-Length differs from Content-Range");
-    const r = await uploadChunk(ctx, blobs, req.deltaToken, req.params.id, range, body);
+    const len = req.headers["content-length"] === undefined ? undefined : Number(req.headers["content-length"]);
+    if (range && len !== undefined && len !== range.end - range.start + 1) throw new DeltaError("E_INVALID", "Content-Length differs from Content-Range");
+    const r = await uploadChunk(ctx, blobs, req.deltaToken, req.params.id, range, body, len);
     if (!r.done) return reply.code(202).header("upload-offset", String(r.committed)).send({ committed: r.committed });
     return reply.code(201).header("upload-offset", String(r.size)).send({ artifactId: r.artifactId, sha256: r.sha256, size: r.size });
+  });
+
+  app.post<{ Params: { id: string } }>("/v1/runner/artifacts/:id/commit", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
+    const r = await commitDirectUpload(ctx, blobs, req.deltaToken, req.params.id);
+    return reply.code(201).send({ artifactId: r.artifactId, sha256: r.sha256, size: r.size });
   });
 }

@@ -3,19 +3,27 @@ import type { FastifyInstance } from "fastify";
 import { Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { DeltaError } from "../../base/errors.ts";
+import { artifactFileName } from "../../protocol/artifact-path.ts";
 import { CancelJobRequest, SubmitJobRequest, type JobState } from "../../protocol/schemas.ts";
-import type { ContentStore } from "../blobs/cas.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
 import { findDownload } from "../engine/artifact-ops.ts";
 import type { EngineContext } from "../engine/context.ts";
 import { cancelJob, jobStatus, submitJob } from "../engine/job-ops.ts";
 import type { StaticToken } from "./auth.ts";
 import { checkContentLength, clientGone, IdParams, queryInt, rawBody } from "./common.ts";
 import { followLog, readLogStream } from "./log-stream.ts";
+import type { TestReports } from "../reports/test-reports.ts";
 
 const STATES: readonly JobState[] = ["queued", "leased", "running", "canceling", "succeeded", "failed", "errored", "canceled"];
 const ArtifactParams = Type.Object({ id: IdParams.properties.id, name: Type.String({ pattern: "^[A-Za-z0-9._-]{1,128}$" }) }, { additionalProperties: false });
 
-export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: ContentStore, token: StaticToken): void {
+/** `attachment` with an ASCII fallback name and the exact name in RFC 5987 form. */
+function contentDisposition(name: string): string {
+  const ascii = name.replace(/[^A-Za-z0-9._-]/g, "_");
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
+
+export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobStore, token: StaticToken, reports: TestReports): void {
   const onRequest = async (req: Parameters<StaticToken["check"]>[0]) => token.check(req);
 
   app.post<{ Body: SubmitJobRequest }>("/v1/jobs", { schema: { body: SubmitJobRequest }, onRequest }, async (req, reply) => {
@@ -26,21 +34,23 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Conte
     const state = req.query.state;
     if (state !== undefined && !STATES.includes(state as JobState)) throw new DeltaError("E_INVALID", `state must be one of ${STATES.join(", ")}`);
     const limit = queryInt(req.query.limit, "limit", 100, 1000);
-    const rows = ctx.store.listJobs({ ...(state === undefined ? {} : { state: state as JobState }), limit });
-    return reply.send({ jobs: rows.map((j) => jobStatus(ctx, j.id)) });
+    const rows = await ctx.store.listJobs({ ...(state === undefined ? {} : { state: state as JobState }), limit });
+    return reply.send({ jobs: await Promise.all(rows.map((j) => jobStatus(ctx, j.id))) });
   });
 
   app.get<{ Params: { id: string } }>("/v1/jobs/:id", { schema: { params: IdParams }, onRequest }, async (req, reply) => {
-    return reply.send(jobStatus(ctx, req.params.id));
+    const status = await jobStatus(ctx, req.params.id);
+    const spec = (await ctx.store.getJob(req.params.id))?.spec;
+    return reply.send({ ...status, testReports: spec ? await reports.forArtifacts(spec.artifacts, status.artifacts) : [] });
   });
 
   app.get<{ Params: { id: string }; Querystring: Record<string, unknown> }>("/v1/jobs/:id/log", { schema: { params: IdParams }, onRequest }, async (req, reply) => {
-    const job = ctx.store.getJob(req.params.id);
+    const job = await ctx.store.getJob(req.params.id);
     if (!job) throw new DeltaError("E_NOT_FOUND", `no job ${req.params.id}`);
     const offset = queryInt(req.query.offset, "offset", 0);
     const attempt = queryInt(req.query.attempt, "attempt", job.attempt);
     const follow = req.query.follow === "1" || req.query.follow === "true";
-    const a = ctx.store.getAttempt(job.id, attempt);
+    const a = await ctx.store.getAttempt(job.id, attempt);
     if (!a) throw new DeltaError("E_NOT_FOUND", `job ${job.id} has no attempt ${attempt}`);
     reply
       .header("content-type", "application/octet-stream")
@@ -58,16 +68,16 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Conte
   });
 
   app.get<{ Params: { id: string; name: string } }>("/v1/jobs/:id/artifacts/:name", { schema: { params: ArtifactParams }, onRequest }, async (req, reply) => {
-    const art = findDownload(ctx, req.params.id, req.params.name);
+    const art = await findDownload(ctx, req.params.id, req.params.name);
     return reply
       .header("content-type", "application/octet-stream")
-      .header("content-disposition", `attachment; filename="${art.name}"`)
+      .header("content-disposition", contentDisposition(art.path === null ? art.name : artifactFileName(art.path)))
       .header("x-content-type-options", "nosniff")
       .header("content-security-policy", "default-src 'none'; sandbox")
       .header("content-length", String(art.size))
       .header("x-deltaci-sha256", art.sha256)
       .header("x-deltaci-media-type", art.mediaType)
-      .send(blobs.open(art.sha256));
+      .send(await blobs.open(art.sha256));
   });
 
   app.post("/v1/sources", { onRequest }, async (req, reply) => {

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { DeltaError } from "../../base/errors.ts";
 import { hashToken } from "../../base/ids.ts";
 import { CompleteRequest, HeartbeatRequest, LeaseRequest, RegisterRequest } from "../../protocol/schemas.ts";
-import type { ContentStore } from "../blobs/cas.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
 import { fencedAttempt } from "../engine/artifact-ops.ts";
 import type { EngineContext } from "../engine/context.ts";
 import { appendLog, parseContentRange } from "../engine/log-ops.ts";
@@ -11,23 +11,23 @@ import { cancelAck, complete, heartbeat, lease, register } from "../engine/runne
 import { bearerOfKind } from "./auth.ts";
 import { checkContentLength, clientGone, rawBody, readCappedParts } from "./common.ts";
 
-export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: ContentStore): void {
+export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobStore): void {
   const { store } = ctx;
   const regAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "registration");
-    const reg = store.getRegistration(hashToken(t));
+    const reg = await store.getRegistration(hashToken(t));
     if (!reg || reg.usedAt !== null || reg.expiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
     req.deltaToken = t;
   };
   const sessionAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "session");
-    const r = store.getRunnerBySession(hashToken(t));
+    const r = await store.getRunnerBySession(hashToken(t));
     if (!r || r.sessionExpiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
     req.deltaToken = t;
   };
   const leaseAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "lease");
-    if (!store.getAttemptByLeaseHash(hashToken(t))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    if (!(await store.getAttemptByLeaseHash(hashToken(t)))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
     req.deltaToken = t;
   };
 
@@ -65,14 +65,14 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Co
   });
 
   app.get("/v1/runner/source", { onRequest: leaseAuth }, async (req, reply) => {
-    const a = fencedAttempt(ctx, req.deltaToken);
-    const job = store.getJob(a.jobId);
+    const a = await fencedAttempt(ctx, store, req.deltaToken);
+    const job = await store.getJob(a.jobId);
     const src = job?.spec.source;
-    if (!src || src.kind !== "archive" || !blobs.has(src.sha256)) throw new DeltaError("E_NOT_FOUND", "this job has no archive source");
+    if (!src || src.kind !== "archive" || !(await blobs.has(src.sha256))) throw new DeltaError("E_NOT_FOUND", "this job has no archive source");
     return reply
       .code(200)
       .header("content-type", "application/octet-stream")
       .header("x-deltaci-sha256", src.sha256)
-      .send(blobs.open(src.sha256));
+      .send(await blobs.open(src.sha256));
   });
 }

@@ -4,7 +4,8 @@
  *                             request over the control channel CTLFD (a socketpair the host keeps; see
  *                             below); with PORT and SOCKET forwards 127.0.0.1:PORT to the egress proxy.
  *   unshare-cgroup2 DIR CMD.. host side: private mount namespace without the cgroup2 mount at DIR
- *                             (hybrid hosts, where crun 1.8 refuses to run), then exec CMD.
+ *                             (hybrid hosts, where crun 1.8 refuses to run), then exec CMD from a
+ *                             read-only bind mount of its binary (so crun need not clone itself).
  *   idmap-mount SRC DST BASE COUNT
  *                             host side: mounts SRC at DST read-only (nosuid, nodev), with ids
  *                             0..COUNT-1 of SRC seen as BASE..BASE+COUNT-1 (an idmapped mount).
@@ -315,11 +316,27 @@ static int mkdir_p(const char *dir) {
   return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* In our private mount namespace, CMD's binary becomes a read-only bind mount of itself: what crun
+ * (like runc, against CVE-2019-5736) would otherwise do by re-executing a protected copy of itself. */
+static void protect_exe(char **argv, char *path, size_t len) {
+  const char *dirs = strchr(argv[0], '/') ? "" : getenv("PATH");
+  for (const char *d = dirs ? dirs : ""; ; d = strchr(d, ':') + 1) {
+    size_t n = strcspn(d, ":");
+    snprintf(path, len, "%.*s%s%s", (int)n, d, n ? "/" : "", argv[0]);
+    if (access(path, X_OK) == 0) break;
+    if (!strchr(d, ':')) { snprintf(path, len, "%s", argv[0]); return; }
+  }
+  if (mount(path, path, NULL, MS_BIND, NULL) == 0 && mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) == 0)
+    setenv("_LIBCONTAINER_CLONED_BINARY", "1", 1);
+}
+
 static int run_unshare(char *dir, char **argv) {
+  static char exe[4096];
   if (unshare(CLONE_NEWNS) != 0) { perror("deltaci: unshare"); return 125; }
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) { perror("deltaci: make-private"); return 125; }
   if (umount2(dir, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) { perror("deltaci: umount"); return 125; }
-  execvp(argv[0], argv);
+  protect_exe(argv, exe, sizeof exe);
+  execv(exe, argv);
   fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
   return 127;
 }

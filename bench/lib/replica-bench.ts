@@ -1,0 +1,66 @@
+/**
+ * The PostgreSQL side of bench/protocol-cycles.ts: replicas on a fresh database of the test
+ * cluster (DELTACI_TEST_DATABASE_URL, from `scripts/test-services.sh start`), and the
+ * cross-replica pickup latency (submit on A → lease answered on B).
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { newKey, writeKeyFile } from "../../src/server/secrets/key-file.ts";
+import { newToken } from "../../src/base/ids.ts";
+import { createTestDatabase, type TestDatabase } from "../../test/support/pg-test-db.ts";
+import { Client, sessions, spawnDeltaciPg, summary, jobSpec, type Child } from "./protocol-client.ts";
+
+export interface Replicas {
+  servers: Array<Child & { apiToken: string; controllerToken: string }>;
+  stop(): Promise<void>;
+}
+
+/** `n` replicas on a fresh database, sharing their tokens and one secrets key file. */
+export async function startReplicas(n: number, args: string[]): Promise<Replicas> {
+  const db: TestDatabase = await createTestDatabase();
+  const keyDir = await mkdtemp(join(tmpdir(), "deltaci-bench-key-"));
+  await writeKeyFile(join(keyDir, "secrets-key"), [newKey()], true);
+  const tokens = { apiToken: newToken("api"), controllerToken: newToken("controller") };
+  const servers: Replicas["servers"] = [];
+  const stop = async () => {
+    for (const s of servers) await s.stop();
+    await db.drop();
+    await rm(keyDir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < n; i++) servers.push(await spawnDeltaciPg(db.url, tokens, ["--secrets-key-file", join(keyDir, "secrets-key"), ...args]));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { servers, stop };
+}
+
+/** `samples` times: a runner long-polls B, a job is submitted on A; ms from sending the submit to B's lease answer. */
+export async function crossReplicaPickup(samples: number): Promise<ReturnType<typeof summary>> {
+  const r = await startReplicas(2, ["--lease-ttl", "5m"]);
+  const [a, b] = r.servers as [Replicas["servers"][number], Replicas["servers"][number]];
+  const ca = new Client(a.url);
+  const cb = new Client(b.url);
+  try {
+    const sess = await sessions(cb, b.controllerToken, samples + 5);
+    const waiting = async () => ((await cb.call("GET", "/healthz", null)).body.leaseWaiters as number) === 1;
+    const times: number[] = [];
+    for (let i = 0; i < sess.length; i++) {
+      const held = cb.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 30_000 } });
+      while (!(await waiting())) await new Promise((res) => setTimeout(res, 5));
+      const t0 = performance.now();
+      await ca.call("POST", "/v1/jobs", a.apiToken, { json: { spec: jobSpec(), fork: false } });
+      const l = await held;
+      if (l.status !== 200) throw new Error(`pickup: lease answered ${l.status}`);
+      if (i >= 5) times.push(performance.now() - t0); // the first few warm up connections and plans
+    }
+    return summary(times);
+  } finally {
+    await ca.close();
+    await cb.close();
+    await r.stop();
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * The runner host: one long-lived process (or, for `deltaci run`, an object in the CLI's
+ * process) serving many runner sessions. A session is a whole runner (createRunner): its own
+ * single-use registration token, session token, slot and sandbox; it leases at most one job,
+ * reports it and ends, and nothing of it is kept: its client, spool, env, secrets and tokens
+ * go with it. Only the trusted runner code stays warm; job code runs in the sandbox.
+ *
+ * Slots are the host's for its life: a slot is reaped once when the host starts, then recycled
+ * between sessions (the sandbox backend keeps its disk image). A slot goes to its next session
+ * without a reap only while the sandbox factory vouches for it (`isSlotClean`: it reaped the slot
+ * and every teardown there since succeeded or is still running); otherwise, and after a session
+ * that ended abnormally, it is reaped first. A session prewarms its slot's sandbox while it
+ * registers and waits; once it ends cleanly, the slot's next sandbox is built at once (on the
+ * spare job disk the factory made when the job's sandbox was disposed of). Teardown stays off
+ * every job's path: dispose returns once the job's data is unreachable, the rest runs behind.
+ *
+ * Lifecycle: `init()` once; `launch()`, `drain()`, `terminate()` from one caller; state reaches
+ * the caller only as typed `HostEvent`s. `retire()` stops taking sessions, stops idle ones and
+ * resolves `drained` once none is left. `close()` stops every session and disposes of warm
+ * sandboxes. The host counts sessions and age so its supervisor can recycle it (maxSessions, maxAgeMs).
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Clock } from "../base/clock.ts";
+import { DeltaError } from "../base/errors.ts";
+import { createRunner, type RunnerSettings } from "../runner/create-runner.ts";
+import type { RunnerLogger } from "../runner/ports.ts";
+import type { RunnerEvent } from "../runner/runner-events.ts";
+import { warmSpec } from "../runner/warm-shape.ts";
+import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
+import type { HostEvent, SessionState, SessionView } from "../protocol/host-protocol.ts";
+
+export interface LaunchSession {
+  /** Chosen by the supervisor; unique for the host's life. */
+  id: string;
+  registrationToken: string;
+  serverUrl: string;
+  labels: string[];
+}
+
+export interface RunnerHostOptions {
+  slots: SlotInfo[];
+  sandboxFactory: SandboxFactory;
+  /** Every session's settings but its server and labels (which come with each launch). */
+  settings: Omit<RunnerSettings, "serverUrl" | "labels">;
+  clock: Clock;
+  logger: RunnerLogger;
+  /** A host takes at most this many sessions, then retires (0: no bound). */
+  maxSessions: number;
+  /** A host takes sessions for at most this long, then retires (0: no bound). */
+  maxAgeMs: number;
+}
+
+interface Session {
+  view: SessionView;
+  slot: SlotInfo;
+  stop: AbortController;
+  done: Promise<void>;
+}
+
+export class RunnerHost {
+  private readonly o: RunnerHostOptions;
+  private readonly sessions = new Map<string, Session>();
+  /** Slots whose last session ended abnormally: reaped before the next one. */
+  private readonly dirty = new Set<number>();
+  private readonly busySlots = new Set<number>();
+  private readonly listeners: Array<(e: HostEvent) => void> = [];
+  private readonly startedAtMs: number;
+  private served = 0;
+  private retiring = false;
+  private onDrained: (() => void) | null = null;
+  /** Resolves once `retire()` was called and no session is left. */
+  readonly drained: Promise<void>;
+
+  constructor(opts: RunnerHostOptions) {
+    this.o = opts;
+    this.startedAtMs = opts.clock.now();
+    this.drained = new Promise((resolve) => (this.onDrained = resolve));
+  }
+
+  /** Reaps every slot (what a crashed predecessor left) and prepares the sandbox backend. */
+  async init(): Promise<string[]> {
+    const reaped: string[] = [];
+    for (const slot of this.o.slots) {
+      reaped.push(...(await this.o.sandboxFactory.reapSlot(slot)));
+      await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
+    }
+    return reaped;
+  }
+
+  onEvent(listener: (e: HostEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  list(): SessionView[] {
+    return [...this.sessions.values()].map((s) => ({ ...s.view }));
+  }
+
+  stats(): { served: number; ageMs: number; sessions: number; slots: number; retiring: boolean } {
+    return { served: this.served, ageMs: this.o.clock.now() - this.startedAtMs, sessions: this.sessions.size, slots: this.o.slots.length, retiring: this.retiring };
+  }
+
+  launch(req: LaunchSession): SessionView {
+    if (this.retiring) throw new DeltaError("E_RETIRING", "this runner host is retiring: it takes no new sessions");
+    if (this.sessions.has(req.id)) throw new DeltaError("E_CONFLICT", `session ${req.id} exists`);
+    const slot = this.o.slots.find((s) => !this.busySlots.has(s.index));
+    if (!slot) throw new DeltaError("E_CAPACITY", `no free slot (this host has ${this.o.slots.length})`);
+    this.busySlots.add(slot.index);
+    this.served++;
+    const now = this.o.clock.now();
+    const view: SessionView = { id: req.id, state: "starting", slot: slot.index, launchedAtMs: now, sinceMs: now, everBusy: false, jobId: null };
+    const session: Session = { view, slot, stop: new AbortController(), done: Promise.resolve() };
+    this.sessions.set(req.id, session);
+    session.done = this.run(session, req);
+    // At its limit the host takes no more sessions, but this one (and the other idle ones) still
+    // take their job: draining them now would waste their registrations.
+    if (this.limitReached()) this.stopTaking();
+    return { ...view };
+  }
+
+  /** An idle session stops now; a busy one finishes its job (a session takes one job anyway). */
+  drain(id: string): void {
+    const s = this.sessions.get(id);
+    if (!s || s.view.state === "draining") return;
+    if (s.view.state !== "busy") s.stop.abort(new Error("drained"));
+    this.setState(s, "draining");
+  }
+
+  /** Stops a session now (a running job is stopped and reported as runner_error) and waits for its end. */
+  async terminate(id: string): Promise<void> {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    s.stop.abort(new Error("terminated"));
+    await s.done;
+  }
+
+  /** No new sessions; idle ones stop; `drained` resolves when the last one ended. */
+  retire(): void {
+    this.stopTaking();
+    for (const s of this.sessions.values()) if (s.view.state !== "busy") this.drain(s.view.id);
+    this.checkDrained();
+  }
+
+  /** No new sessions from now on (announced once); the sessions it has run on. */
+  private stopTaking(): void {
+    if (this.retiring) return;
+    this.retiring = true;
+    const { served, ageMs } = this.stats();
+    this.o.logger.info({ served, ageMs }, "runner host retiring");
+    this.emit({ type: "retiring", served, ageMs });
+  }
+
+  /**
+   * Stops every session, then reaps every slot: warm sandboxes and the slots' own objects (parent
+   * cgroups, work dirs) are gone when it resolves. The caller closes the factory after.
+   */
+  async close(): Promise<string[]> {
+    this.retiring = true;
+    await Promise.all([...this.sessions.keys()].map((id) => this.terminate(id)));
+    const reaped: string[] = [];
+    for (const slot of this.o.slots) reaped.push(...(await this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
+    return reaped;
+  }
+
+  /** A slot is reused as is only when no session ended abnormally in it and the factory vouches for it. */
+  private needsReap(slot: SlotInfo): boolean {
+    return this.dirty.has(slot.index) || !this.o.sandboxFactory.isSlotClean(slot);
+  }
+
+  private limitReached(): boolean {
+    const { served, ageMs } = this.stats();
+    return (this.o.maxSessions > 0 && served >= this.o.maxSessions) || (this.o.maxAgeMs > 0 && ageMs >= this.o.maxAgeMs);
+  }
+
+  private async run(s: Session, req: LaunchSession): Promise<void> {
+    const { clock } = this.o;
+    const base = this.o.logger;
+    const logger: RunnerLogger = {
+      info: (f, m) => base.info({ session: req.id, slot: s.slot.index, ...f }, m),
+      warn: (f, m) => base.warn({ session: req.id, slot: s.slot.index, ...f }, m),
+      error: (f, m) => base.error({ session: req.id, slot: s.slot.index, ...f }, m),
+    };
+    const onEvent = (e: RunnerEvent) => {
+      if (e.type === "registered") this.setState(s, "idle");
+      else if (e.type === "leased") {
+        s.view.jobId = e.jobId;
+        s.view.everBusy = true;
+        this.setState(s, "busy");
+      }
+    };
+    let code: number | null = null;
+    let reason = "crashed";
+    let reaped: string[] = [];
+    try {
+      if (this.needsReap(s.slot)) {
+        reaped = await this.o.sandboxFactory.reapSlot(s.slot);
+        this.dirty.delete(s.slot.index);
+      }
+      // The slot is clean (reaped by the host, or vouched for by the factory): the session need not reap it.
+      const runner = createRunner(
+        { ...this.o.settings, serverUrl: req.serverUrl, labels: req.labels },
+        { registrationToken: req.registrationToken, name: req.id, slot: s.slot, reapSlot: false },
+        { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent },
+      );
+      const exit = await runner.run(s.stop.signal);
+      code = exit.code;
+      reason = typeof exit.reason === "string" ? exit.reason : String(exit.reason);
+    } catch (err) {
+      base.error({ session: req.id, err: String(err) }, "runner session failed");
+      code = 2;
+    }
+    if (code !== 0) {
+      // It may have left something behind (a dispose that hit its bound): reaped before reuse.
+      this.dirty.add(s.slot.index);
+    } else if (this.o.settings.prewarm && !this.retiring && this.o.sandboxFactory.isSlotClean(s.slot)) {
+      this.prewarm(s.slot);
+    }
+    this.sessions.delete(req.id);
+    this.busySlots.delete(s.slot.index);
+    this.emit({
+      type: "session_exited", id: req.id, code, reason, jobId: s.view.jobId, everBusy: s.view.everBusy,
+      lifetimeMs: clock.now() - s.view.launchedAtMs, reaped,
+    });
+    this.checkDrained();
+  }
+
+  /** The slot's next sandbox, built now (the shape of the host's last job): never rejects. */
+  private prewarm(slot: SlotInfo): void {
+    const file = this.o.settings.cacheDir === null ? null : join(this.o.settings.cacheDir, "warm-shape.json");
+    void warmSpec(file, slot).then((spec) => this.o.sandboxFactory.prewarm(spec));
+  }
+
+  private setState(s: Session, state: SessionState): void {
+    if (s.view.state === state || s.view.state === "draining") return;
+    s.view.state = state;
+    s.view.sinceMs = this.o.clock.now();
+    this.emit({ type: "session_state", id: s.view.id, state, sinceMs: s.view.sinceMs, jobId: s.view.jobId });
+  }
+
+  private checkDrained(): void {
+    if (this.retiring && this.sessions.size === 0) this.onDrained?.();
+  }
+
+  private emit(e: HostEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The teardown phase, after the report (the control plane knows the result while the sandbox is
+ * still being disposed of). The held heartbeat is let go, the uploader stopped and the sandbox
+ * disposed of side by side, dispose under its own bound; then the spool is closed and the job dir
+ * (spool, staging) removed. When it resolves, no timer, request or listener of the run is left,
+ * except a dispose that overran its bound (it goes on; its sandbox is the factory's to reap).
+ */
+import { rm } from "node:fs/promises";
+import type { Sandbox } from "../sandbox/types.ts";
+import { deadlineSignal } from "./deadline.ts";
+import type { JobRun } from "./job-run.ts";
+
+export async function teardownJob(run: JobRun): Promise<void> {
+  const { deps, phases } = run;
+  run.status.phase = "teardown";
+  const heartbeatStopped = run.heartbeat.stop().then(() => phases.mark("heartbeatStopped"));
+  const uploaderClosed = run.uploader.close(new Error("job over"));
+  try {
+    if (run.sandbox !== null) {
+      await disposeBounded(run, run.sandbox);
+      phases.mark("disposed");
+    }
+  } finally {
+    await Promise.all([heartbeatStopped, uploaderClosed]);
+    run.spool.close();
+    await rm(deps.jobDir, { recursive: true, force: true });
+    phases.mark("cleanedUp");
+  }
+}
+
+async function disposeBounded(run: JobRun, sandbox: Sandbox): Promise<void> {
+  const { clock, logger, timings } = run.deps;
+  const bound = deadlineSignal(clock, timings.disposeMs);
+  // The listener goes with `bound` (local to this call) once the timer is cleared.
+  const overran = new Promise<void>((resolve) => bound.signal.addEventListener("abort", () => resolve(), { once: true }));
+  try {
+    await Promise.race([sandbox.dispose(), overran]);
+  } catch (err) {
+    logger.error({ err: String(err) }, "sandbox dispose failed");
+  } finally {
+    bound.clear();
+  }
+  if (bound.signal.aborted) logger.error({ jobId: run.lease.jobId, disposeMs: timings.disposeMs }, "sandbox dispose overran its bound");
+}

@@ -175,9 +175,14 @@ export async function createSoak(o: SoakOptions): Promise<Soak> {
     }
   }
 
+  /** False while the server is down (a server kill is under way): the next look tells. */
   async function someJobRunning(): Promise<boolean> {
-    const { jobs } = await api<{ jobs: JobStatus[] }>("GET", `/v1/jobs?state=running&limit=1`);
-    return jobs.length > 0;
+    try {
+      const { jobs } = await api<{ jobs: JobStatus[] }>("GET", `/v1/jobs?state=running&limit=1`);
+      return jobs.length > 0;
+    } catch {
+      return false;
+    }
   }
 
   return {
@@ -196,8 +201,9 @@ export async function createSoak(o: SoakOptions): Promise<Soak> {
       let serverKills = 0;
       let done = false;
       const killer = (async () => {
-        while (!done) {
-          await sleep(randomInt(o.killEveryMs[0], o.killEveryMs[1]));
+        // the first kill comes soon: warm session hosts finish a CI-sized run in a few seconds
+        for (let first = true; !done; first = false) {
+          await sleep(first ? randomInt(200, 1000) : randomInt(o.killEveryMs[0], o.killEveryMs[1]));
           // a kill lands while a job runs, so that every run proves a retry (not only an idle runner's loss)
           while (!done && !(await someJobRunning())) await sleep(100);
           if (!done && (await killRandomRunner()) === "killed") runnerKills++;

@@ -172,9 +172,12 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     ? `${JSON.stringify({ ...jsonSummary(outcomes, exitCode, durationMs, cwd), timingsMs: Object.fromEntries(marks) }, null, 2)}\n`
     : formatSummary(outcomes, { style, cwd, durationMs });
   await writeOnce(flags.json ? process.stdout : human, summary);
-  // Left installed: the process is about to exit, and a Ctrl-C in that gap must not kill it (signal
-  // listeners do not keep node alive).
-  if (exitCode !== ExitCode.ok) throw new CliExit(exitCode);
+  await writeOnce(process.stderr, "");
+  // The handler stays installed to the end, and the process exits here rather than when its event
+  // loop drains: node's natural exit closes its signal handles (SIGINT back to the default
+  // action) while it still tears down, and a Ctrl-C landing then killed the process after its
+  // summary (a signal death, not 130). `process.exit` keeps the handler until the process is gone.
+  process.exit(exitCode);
 }
 
 /** One write of the whole summary, resolved once it is flushed (a pipe may take it in pieces). */

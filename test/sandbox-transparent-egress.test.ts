@@ -105,7 +105,8 @@ void describe("transparent egress", { timeout: 120_000 }, () => {
       socketPath: join(dir, "egress.sock"), jobId: "job_te", allow, auditLogPath: audit, logger: { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined } as never,
       resolve: async (n) => (names[n] ? [names[n]] : []),
     });
-    const te = await TransparentEgress.setUp({ index, netns: { name: jobNs }, allow, proxy });
+    const te = await TransparentEgress.setUp({ index, netns: { name: jobNs } });
+    const attached = te.attach({ allow, proxy });
     let out: Record<string, string>;
     try {
       // Asynchronously: the listener answering the client runs in this process.
@@ -115,6 +116,7 @@ void describe("transparent egress", { timeout: 120_000 }, () => {
       });
       out = JSON.parse(stdout) as Record<string, string>;
     } finally {
+      attached.detach();
       await te.dispose();
       await proxy.close();
     }
@@ -131,13 +133,64 @@ void describe("transparent egress", { timeout: 120_000 }, () => {
     ].sort());
   });
 
+  void it("one slot path serves job after job: each job gets its own allowlist and audit log, a detach closes the job's connections, none passes between jobs", async () => {
+    const te = await TransparentEgress.setUp({ index, netns: { name: jobNs } });
+    const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined } as never;
+    const exec = promisify(execFile);
+    // One raw TCP exchange from the job netns: "ping" echoed back, or how it ended.
+    const ping = async (port: number) => (await exec("ip", ["netns", "exec", jobNs, process.execPath, "-e", `
+      const s = require("node:net").connect(${port}, "${host.address}"); let got = ""; s.setTimeout(5000, () => s.destroy());
+      s.on("connect", () => s.write("ping")); s.on("data", (d) => { got += d; if (got === "ping") s.end(); });
+      s.on("error", (e) => { console.log("error " + e.code); process.exit(0); }); s.on("close", () => console.log(got || "closed"));`], { timeout: 30_000 })).stdout.trim();
+    try {
+      const jobs = [{ id: "job_a", allow: [`${host.address}:9000`] }, { id: "job_b", allow: [] as string[] }];
+      const seen: string[][] = [];
+      for (const j of jobs) {
+        const audit = join(dir, `${j.id}.jsonl`);
+        const proxy = await EgressProxy.start({ socketPath: join(dir, `${j.id}.sock`), jobId: j.id, allow: j.allow, auditLogPath: audit, logger: quiet, resolve: async () => [] });
+        const attached = te.attach({ allow: j.allow, proxy });
+        try {
+          seen.push([await ping(9000)]);
+        } finally {
+          attached.detach();
+          await proxy.close();
+        }
+        seen[seen.length - 1]?.push(...readFileSync(audit, "utf8").trim().split("\n").map((l) => { const e = JSON.parse(l) as AuditEntry; return `${e.job} ${e.decision} ${e.port}`; }));
+      }
+      assert.deepEqual(seen, [["ping", "job_a allowed 9000"], [seen[1]?.[0] ?? "", "job_b denied 9000"]]);
+      assert.ok(seen[1]?.[0] === "closed" || seen[1]?.[0]?.startsWith("error"), `denied in job b: ${seen[1]?.[0]}`);
+
+      // A live connection of a job is closed by its detach; with no job attached, nothing gets out.
+      const proxy = await EgressProxy.start({ socketPath: join(dir, "job_c.sock"), jobId: "job_c", allow: [`${host.address}:9000`], auditLogPath: null, logger: quiet, resolve: async () => [] });
+      const attached = te.attach({ allow: [`${host.address}:9000`], proxy });
+      const live = spawn("ip", ["netns", "exec", jobNs, process.execPath, "-e", `
+        const s = require("node:net").connect(9000, "${host.address}");
+        s.on("connect", () => s.write("ping")); s.once("data", (d) => console.log(String(d))); s.on("close", () => console.log("closed"));`], { stdio: ["ignore", "pipe", "inherit"] });
+      const lines: string[] = [];
+      const ended = new Promise<void>((resolve) => live.once("exit", () => resolve()));
+      await new Promise<void>((resolve) => live.stdout?.on("data", (d: Buffer) => {
+        lines.push(...String(d).trim().split("\n"));
+        if (lines.includes("ping")) resolve();
+      }));
+      attached.detach();
+      await ended;
+      await proxy.close();
+      assert.deepEqual(lines, ["ping", "closed"]);
+      const after = await ping(9000);
+      assert.ok(after === "closed" || after.startsWith("error"), `with no job attached: ${after}`);
+    } finally {
+      await te.dispose();
+    }
+    assert.deepEqual(leftovers(index), []);
+  });
+
   void it("a set-up that fails half-way leaves no veth and no table", async () => {
     const proxy = await EgressProxy.start({
       socketPath: join(dir, "egress2.sock"), jobId: "job_te2", allow: [], auditLogPath: null, logger: { info: () => undefined, warn: () => undefined, error: () => undefined, debug: () => undefined } as never,
       resolve: async () => [],
     });
     try {
-      await assert.rejects(TransparentEgress.setUp({ index, netns: { name: `${jobNs}-missing` }, allow: [], proxy }));
+      await assert.rejects(TransparentEgress.setUp({ index, netns: { name: `${jobNs}-missing` } }));
       assert.deepEqual(leftovers(index), []);
     } finally {
       await proxy.close();

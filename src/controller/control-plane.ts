@@ -1,6 +1,6 @@
 /** The slice of the control plane the controller uses (controller token), over the one HTTP transport. */
 import { HttpClient } from "../client/http.ts";
-import type { CapacityPool, DemandResponse } from "../protocol/schemas.ts";
+import { withIsolationLabels, type CapacityPool, type DemandResponse } from "../protocol/schemas.ts";
 import type { DemandEntry, Pool } from "./types.ts";
 
 export interface DemandSnapshot {
@@ -43,7 +43,7 @@ export class HttpControlPlane implements ControlPlane {
   }
 
   async putCapacity(pools: readonly Pool[], signal?: AbortSignal): Promise<void> {
-    const body: { pools: CapacityPool[] } = { pools: pools.map((p) => ({ name: p.name, os: p.os, arch: p.arch, labels: p.labels, resources: p.resources, max: p.max, minIdle: p.minIdle })) };
+    const body: { pools: CapacityPool[] } = { pools: pools.map((p) => ({ name: p.name, os: p.os, arch: p.arch, labels: withIsolationLabels(p.labels, p.isolation), resources: p.resources, max: p.max, minIdle: p.minIdle })) };
     await this.http.call({ method: "PUT", path: "/v1/controller/capacity", token: this.token, json: body, ...(signal ? { signal } : {}) });
   }
 

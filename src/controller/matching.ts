@@ -1,11 +1,12 @@
 /** Capability matching: can a pool's runners serve a requirement set? Same rule as the server's lease matching. */
-import type { RequirementSet } from "../protocol/schemas.ts";
+import { withIsolationLabels, type RequirementSet } from "../protocol/schemas.ts";
 import type { Pool } from "./types.ts";
 
 export function poolCanServe(pool: Pool, req: RequirementSet): boolean {
   if (req.os !== null && req.os !== pool.os) return false;
   if (req.arch !== null && req.arch !== pool.arch) return false;
-  for (const label of req.labels) if (!pool.labels.includes(label)) return false;
+  const labels = withIsolationLabels(pool.labels, pool.isolation);
+  for (const label of req.labels) if (!labels.includes(label)) return false;
   const r = req.resources;
   const p = pool.resources;
   return r.cpus <= p.cpus && r.memoryMiB <= p.memoryMiB && r.diskMiB <= p.diskMiB;

@@ -46,8 +46,11 @@ const Step = Obj({
 
 const Network = Type.Union([
   Type.Literal("none"),
-  Obj({ allow: Type.Array(Type.String({ pattern: ALLOW_PATTERN, description: "host[:port], e.g. registry.npmjs.org:443 or *.example.org:443" }), { maxItems: 128 }) }),
-], { description: `"none" or {allow: [host:port, ...]}` });
+  Obj({
+    allow: Type.Array(Type.String({ pattern: ALLOW_PATTERN, description: "host[:port], e.g. registry.npmjs.org:443 or *.example.org:443" }), { maxItems: 128 }),
+    transparent: Type.Optional(Type.Boolean({ description: "true or false: also let clients that ignore HTTP(S)_PROXY (ssh, raw TCP) out through the same allowlist (oci sandbox; default false)" })),
+  }),
+], { description: `"none" or {allow: [host:port, ...], transparent?: bool}` });
 
 // Further checks (credentials, ref syntax, the host on the allowlist) are in source.ts.
 const Source = Obj({

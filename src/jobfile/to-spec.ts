@@ -20,7 +20,7 @@ export interface RawJob {
   image?: string;
   timeout?: string;
   resources?: { cpus?: number; memory?: string | number; disk?: string | number; pids?: number; log?: string | number };
-  network?: "none" | { allow: string[] };
+  network?: "none" | { allow: string[]; transparent?: boolean };
   source?: RawSource;
   env?: Record<string, Scalar>;
   secrets?: string[];
@@ -150,5 +150,5 @@ function image(v: string | undefined): Image {
 
 function network(v: RawJob["network"]): Network {
   if (v === undefined || v === "none") return { egress: "none" };
-  return { egress: "allowlist", allow: [...v.allow] };
+  return { egress: "allowlist", allow: [...v.allow], ...(v.transparent === true ? { transparent: true } : {}) };
 }

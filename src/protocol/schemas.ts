@@ -59,9 +59,25 @@ export type Limits = Static<typeof Limits>;
 
 export const Network = Type.Union([
   Obj({ egress: Type.Literal("none") }),
-  Obj({ egress: Type.Literal("allowlist"), allow: Type.Array(Type.String({ pattern: "^(\\*\\.)?[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$" }), { maxItems: 128 }) }),
+  Obj({
+    egress: Type.Literal("allowlist"),
+    allow: Type.Array(Type.String({ pattern: "^(\\*\\.)?[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$" }), { maxItems: 128 }),
+    /** Also redirect the job's other TCP (clients that ignore HTTP(S)_PROXY) through the same allowlist (docs/sandbox.md). */
+    transparent: Type.Optional(Type.Boolean()),
+  }),
 ]);
 export type Network = Static<typeof Network>;
+
+/**
+ * The label a runner advertises when its sandbox can apply `network.transparent`; a job that asks
+ * for it requires the label (server matching), so a runner that predates it never leases the job.
+ */
+export const TRANSPARENT_EGRESS_LABEL = "deltaci:transparent-egress";
+
+/** A runner's labels with those its isolation brings (`oci` applies transparent egress). */
+export function withIsolationLabels(labels: readonly string[], isolation: string): string[] {
+  return isolation === "oci" && !labels.includes(TRANSPARENT_EGRESS_LABEL) ? [...labels, TRANSPARENT_EGRESS_LABEL] : [...labels];
+}
 
 export const Source = Type.Union([
   Obj({ kind: Type.Literal("none") }),

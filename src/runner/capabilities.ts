@@ -7,7 +7,7 @@
 import { execFile } from "node:child_process";
 import { readFile, rename, stat, statfs, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
-import type { Capabilities } from "../protocol/schemas.ts";
+import { withIsolationLabels, type Capabilities } from "../protocol/schemas.ts";
 import type { Isolation } from "../sandbox/types.ts";
 
 const BIN_DIRS = ["/usr/local/bin", "/usr/bin", "/bin"];
@@ -70,7 +70,7 @@ export async function probeCapabilities(opts: { labels: string[]; isolation: Iso
   return {
     os: os.platform(),
     arch: os.arch(),
-    labels: opts.labels,
+    labels: withIsolationLabels(opts.labels, opts.isolation),
     toolchains,
     resources: {
       cpus: os.availableParallelism(),

@@ -17,6 +17,9 @@
  *   the host: no container, mount, loop device, cgroup, network namespace or file.
  * - `isSlotClean(slot)` tells the owner of a slot whether it may skip `reapSlot` before the slot's
  *   next job (and so keep the slot's warm sandbox): see its comment.
+ * - A backend may keep per-slot plumbing that no job's data reaches across jobs (oci: the slot's
+ *   transparent egress path, its netns, veth, nft table and listener); `reapSlot` and `close()`
+ *   remove it, and a job's `dispose()` detaches the job from it.
  */
 import type { Readable } from "node:stream";
 import type { Cache, Image, Limits, Network } from "../protocol/schemas.ts";

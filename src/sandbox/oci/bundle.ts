@@ -26,6 +26,8 @@ export interface BundleInput {
   seccomp: object | null;
   annotations: Record<string, string>;
   apparmorProfile: string | null;
+  /** A network namespace to join (the slot's transparent egress path) instead of a new, empty one; `/sys` is then an empty tmpfs. */
+  netnsPath?: string;
 }
 
 /** What root in the user namespace keeps: enough for package managers, nothing host-facing. */
@@ -81,7 +83,11 @@ export function bundleConfig(b: BundleInput): object {
       { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
       { destination: "/dev/shm", type: "tmpfs", source: "shm", options: [...nsd, "mode=1777", "size=65536k"] },
       { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: nsd },
-      { destination: "/sys", type: "sysfs", source: "sysfs", options: [...nsd, "ro"] },
+      // sysfs mounts only for the owner of the netns: a joined one (the runner's) gets an empty /sys,
+      // not crun's fallback, a bind of the host's
+      b.netnsPath === undefined
+        ? { destination: "/sys", type: "sysfs", source: "sysfs", options: [...nsd, "ro"] }
+        : { destination: "/sys", type: "tmpfs", source: "tmpfs", options: [...nsd, "ro", "size=4k", "mode=755"] },
       { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777", `size=${b.tmpMiB}m`] },
       { destination: "/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755", "size=16m"] },
       ...b.mounts,
@@ -89,7 +95,7 @@ export function bundleConfig(b: BundleInput): object {
     linux: {
       uidMappings: [{ containerID: 0, hostID: b.uidBase, size: b.uidCount }],
       gidMappings: [{ containerID: 0, hostID: b.uidBase, size: b.uidCount }],
-      namespaces: [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "user" }],
+      namespaces: [{ type: "pid" }, b.netnsPath === undefined ? { type: "network" } : { type: "network", path: b.netnsPath }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "user" }],
       cgroupsPath: b.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: "rwm" }],

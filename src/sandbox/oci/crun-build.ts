@@ -25,6 +25,7 @@ import { InitChannel } from "./init-channel.ts";
 import { createJobDisk } from "./job-disk.ts";
 import type { SpareDisks } from "./spare-disks.ts";
 import { mountImageForSlot, mountOverlay, unpackImage } from "./oci-image.ts";
+import { transparentNames, transparentResolvConf, type EgressAttachment, type TransparentEgress } from "./transparent-egress.ts";
 import { forgetContainer, killCgroup, removeContainer, removeJobFiles, removeSlotCgroup, type TeardownContext } from "./teardown.ts";
 
 /** Port of the egress proxy inside a job's network namespace. */
@@ -41,6 +42,8 @@ export interface BuildEnv {
   templates: DiskTemplates;
   /** The slots' spare job disks, or null when the factory keeps none (option `spareDisks`). */
   spares: SpareDisks | null;
+  /** The slot's transparent egress path, made on first use and kept for the slot's next jobs. */
+  transparentEgress(slot: SlotInfo): Promise<TransparentEgress>;
   /** Phase timings (`trace` option): `mark(null)` starts a phase, `mark(name)` ends it. */
   marker(): (phase: string | null) => void;
 }
@@ -73,6 +76,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
   const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: opts.clock, nsLevel: p.nsLevel, diskTool: p.diskTool };
   const sockDir = join(env.socketDir, containerId);
   let proxy: EgressProxy | null = null;
+  let attachment: EgressAttachment | null = null;
   let channel: InitChannel | null = null;
   let writableCaches: WritableCache[] = [];
   let started = false;
@@ -99,6 +103,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     channel?.close();
     mark("dispose: kill");
     const saved = started && writableCaches.length > 0 ? await saveCaches(writableCaches, spec.secretValues ?? [], slot.hostUidBase, opts.logger) : [];
+    attachment?.detach(); // the job's transparent connections close; the slot's path stays for its next job
     await proxy?.close();
     // The job's workspace leaves its path now (a rename moves the mounts below it along).
     const gone = join(slot.workDir, jobDirName(`disposed-${randomBytes(8).toString("hex")}`));
@@ -193,6 +198,12 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
         resolve: opts.resolveHost ?? defaultResolve,
         logger: opts.logger,
       });
+      if (spec.network.transparent === true) {
+        attachment = (await env.transparentEgress(slot)).attach({ allow: spec.network.allow, proxy });
+        await writeFile(join(sockDir, "resolv.conf"), transparentResolvConf(slot.index), { mode: 0o644 });
+        mounts.push(bindMount(join(sockDir, "resolv.conf"), "/etc/resolv.conf", true));
+        mark("create: transparent egress attached");
+      }
       mounts.push(bindMount(sockDir, "/.deltaci/run", true));
       initArgs.push(String(PROXY_PORT), "/.deltaci/run/egress.sock");
       const url = `http://127.0.0.1:${PROXY_PORT}`;
@@ -218,6 +229,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
         ...(p.seccomp.bpfBase64 !== null && opts.seccompMode !== "json" ? { "run.oci.seccomp_bpf_data": p.seccomp.bpfBase64 } : {}),
       },
       apparmorProfile: p.apparmor,
+      ...(attachment !== null ? { netnsPath: `/run/netns/${transparentNames(slot.index).netns}` } : {}),
     });
     await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
     mark("create: rootfs + bundle");

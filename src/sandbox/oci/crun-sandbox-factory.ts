@@ -28,6 +28,7 @@ import { loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { buildDiskTool, buildSandboxHelper, type NativeTool } from "./native-tools.ts";
 import { SpareDisks } from "./spare-disks.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
+import { TransparentEgress } from "./transparent-egress.ts";
 
 export interface CrunSandboxOptions {
   clock: Clock;
@@ -96,6 +97,8 @@ export class CrunSandboxFactory implements SandboxFactory {
   private readonly cgroupParent: string;
   private readonly socketDir: string;
   private readonly cacheRoot: string;
+  /** Per slot, its transparent egress path (made by the slot's first transparent job, kept until the slot is reaped or the factory closed). */
+  private readonly egressPaths = new Map<number, Promise<TransparentEgress>>();
 
   constructor(private readonly opts: CrunSandboxOptions) {
     this.cacheDir = opts.cacheDir ?? defaults.sandboxCacheDir;
@@ -195,6 +198,28 @@ export class CrunSandboxFactory implements SandboxFactory {
     await this.warm.close();
     await this.ledger.settleAll();
     await this.spares?.discardAll();
+    await Promise.all([...this.egressPaths.keys()].map((i) => this.removeEgressPath(i)));
+  }
+
+  /** The slot's path: the one made before while its veth and netns are still there, else a new one. */
+  private async egressPath(slot: SlotInfo): Promise<TransparentEgress> {
+    const kept = await this.egressPaths.get(slot.index)?.catch(() => null);
+    if (kept?.intact() === true) return kept;
+    if (kept !== undefined) await this.removeEgressPath(slot.index);
+    const made = TransparentEgress.forSlot(slot.index);
+    this.egressPaths.set(slot.index, made);
+    made.catch(() => this.egressPaths.delete(slot.index)); // the next job tries again (forSlot cleaned up)
+    return made;
+  }
+
+  /** Disposes of the slot's transparent egress path, or reaps what a dead runner left for it. */
+  private async removeEgressPath(index: number): Promise<string[]> {
+    const made = this.egressPaths.get(index);
+    this.egressPaths.delete(index);
+    const te = made === undefined ? null : await made.catch(() => null);
+    if (te !== null) await te.dispose();
+    else if (TransparentEgress.present(index)) await TransparentEgress.reap(index);
+    return te !== null ? [`transparent egress of slot ${index}`] : [];
   }
 
   private async build(spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {
@@ -208,6 +233,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       ledger: this.ledger,
       templates: this.templates,
       spares: this.spares,
+      transparentEgress: (slot) => this.egressPath(slot),
       marker: () => this.marker(),
     };
     return buildSandbox(env, spec, signal);
@@ -268,6 +294,7 @@ export class CrunSandboxFactory implements SandboxFactory {
       if (id.startsWith(slotPrefix(slot.index))) removed.push(...(await removeContainer(td, id, this.cgroupPath(slot, id))));
     }
     for (const dir of await removeCgroupTree(p.layout, this.cgroupPath(slot, null))) removed.push(`cgroup ${dir}`);
+    removed.push(...(await this.removeEgressPath(slot.index)));
     for (const name of await readdir(this.socketDir).catch(() => [])) {
       if (name.startsWith(slotPrefix(slot.index))) removed.push(...(await removeJobFiles(td, join(this.socketDir, name))), `dir ${join(this.socketDir, name)}`);
     }

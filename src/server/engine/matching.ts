@@ -1,5 +1,5 @@
 /** Pure matching of jobs to runners and to declared pools (no I/O). */
-import type { Capabilities, RequirementSet, SubmittedJobSpec } from "../../protocol/schemas.ts";
+import { TRANSPARENT_EGRESS_LABEL, type Capabilities, type RequirementSet, type SubmittedJobSpec } from "../../protocol/schemas.ts";
 
 export interface Pool {
   name: string;
@@ -16,7 +16,8 @@ export function requirementsOf(spec: SubmittedJobSpec): RequirementSet {
   return {
     os: spec.runsOn.os ?? null,
     arch: spec.runsOn.arch ?? null,
-    labels: [...new Set(spec.runsOn.labels)].sort(),
+    // transparent egress needs a runner that applies it: one that predates it never advertises the label
+    labels: [...new Set([...spec.runsOn.labels, ...(spec.network.egress === "allowlist" && spec.network.transparent === true ? [TRANSPARENT_EGRESS_LABEL] : [])])].sort(),
     resources: { cpus: spec.limits.cpus, memoryMiB: spec.limits.memoryMiB, diskMiB: spec.limits.diskMiB },
   };
 }

@@ -8,6 +8,7 @@ import type { EngineContext } from "./context.ts";
 import type { StateTx } from "./state-store.ts";
 import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
+import { TRANSPARENT_EGRESS_LABEL } from "../../protocol/schemas.ts";
 import { keys } from "./notifier.ts";
 import { claim, LIVE_ATTEMPT, retryOrError, setAttemptState, setJobState } from "./transitions.ts";
 import type { AttemptRow, JobRow } from "./types.ts";
@@ -20,7 +21,7 @@ export async function register(ctx: EngineContext, registrationToken: string, bo
     const hash = hashToken(registrationToken);
     const reg = await tx.getRegistration(hash);
     if (!reg || reg.usedAt !== null || reg.expiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
-    const extra = reg.labels.length > 0 ? body.capabilities.labels.filter((l) => !reg.labels.includes(l)) : [];
+    const extra = reg.labels.length > 0 ? body.capabilities.labels.filter((l) => !reg.labels.includes(l) && l !== TRANSPARENT_EGRESS_LABEL) : [];
     if (extra.length > 0) throw new DeltaError("E_FORBIDDEN", `labels not granted by this registration: ${extra.join(", ")}`);
     await tx.markRegistrationUsed(hash, now);
     const sessionToken = newToken("session");

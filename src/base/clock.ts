@@ -30,3 +30,17 @@ export function timerClock(opts: { now?: () => number; unref?: boolean } = {}): 
 }
 
 export const systemClock: Clock = timerClock();
+
+/**
+ * `p`, or `onTimeout` once `ms` passed, whichever comes first. The timer is cleared either way:
+ * a race against a bare `sleep` leaves its timer running, and that kept a stopping `deltaci up`
+ * alive for up to 18 s after everything had closed.
+ */
+export async function within<T, U>(clock: Clock, ms: number, p: Promise<T>, onTimeout: U): Promise<T | U> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([p, clock.sleep(ms, timer.signal).then(() => onTimeout)]);
+  } finally {
+    timer.abort();
+  }
+}

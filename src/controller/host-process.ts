@@ -10,7 +10,7 @@ import { connect, type Socket } from "node:net";
 import { mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Value } from "@sinclair/typebox/value";
-import type { Clock } from "../base/clock.ts";
+import { within, type Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
 import { HostEvent, type HostCommand } from "../protocol/host-protocol.ts";
 import { readJsonLines, writeJsonLine } from "../protocol/json-lines.ts";
@@ -159,13 +159,12 @@ export class HostProcess {
         this.attach(sock);
         break;
       }
-      const early = await Promise.race([this.exited, this.clock.sleep(20).then(() => null)]);
+      const early = await within(this.clock, 20, this.exited, null);
       if (early) throw new Error(`it exited (${early.signal ?? `code ${early.code}`})`);
       if (this.clock.now() > deadline) throw new Error(`no answer on ${this.state.socket} within ${timeoutMs} ms`);
     }
     const left = Math.max(1, deadline - this.clock.now());
-    const timer = this.clock.sleep(left).then(() => null);
-    const got = await Promise.race([hello, timer, this.exited.then(() => null)]);
+    const got = await within(this.clock, left, Promise.race([hello, this.exited.then(() => null)]), null);
     if (got === null) throw new Error("no hello from the runner host");
     this.ready = true;
     this.retiring = got.retiring;

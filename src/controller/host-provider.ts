@@ -16,7 +16,7 @@
 import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
-import type { Clock } from "../base/clock.ts";
+import { within, type Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
 import type { HostEvent } from "../protocol/host-protocol.ts";
 import { HostProcess, type HostExit, type HostState } from "./host-process.ts";
@@ -137,7 +137,7 @@ export class HostProvider implements RunnerProvider {
     if (!l) return;
     l.requested = true;
     this.trySend(l.host, { op: "terminate", id });
-    await Promise.race([l.ended, this.o.clock.sleep(this.o.drainTimeoutMs)]);
+    await within(this.o.clock, this.o.drainTimeoutMs, l.ended, undefined);
   }
 
   onExit(listener: (exit: RunnerExit) => void): void {
@@ -150,9 +150,9 @@ export class HostProvider implements RunnerProvider {
     await Promise.allSettled([...this.starting.values()]); // a successor being started is retired too
     const hosts = [...this.hosts];
     for (const h of hosts) this.trySend(h, { op: "retire" });
-    const bound = this.o.clock.sleep(this.o.drainTimeoutMs).then(() => "late" as const);
+    const deadline = this.o.clock.now() + this.o.drainTimeoutMs;
     await Promise.all(hosts.map(async (h) => {
-      if ((await Promise.race([h.exited, bound])) === "late") h.kill("SIGKILL");
+      if ((await within(this.o.clock, Math.max(0, deadline - this.o.clock.now()), h.exited, "late" as const)) === "late") h.kill("SIGKILL");
       await this.handled.get(h);
     }));
     return [];

@@ -39,13 +39,14 @@ function emptyResult(): GcResult {
   return { removed: zero(), reclaimedBytes: zero() };
 }
 
-/** One pass (see the file comment). `retentionMs` must be set. */
-export async function collect(ctx: EngineContext, blobs: GcBlobs): Promise<GcResult> {
+/** One pass (see the file comment). `retentionMs` must be set. `signal` stops it between batches (what is done stays done). */
+export async function collect(ctx: EngineContext, blobs: GcBlobs, signal?: AbortSignal): Promise<GcResult> {
   const { retentionMs, gcJobBatch } = ctx.opts;
   if (retentionMs === null) throw new Error("collect: no retention set");
   const out = emptyResult();
   const finishedBefore = ctx.clock.now() - retentionMs;
   for (;;) {
+    signal?.throwIfAborted();
     const ids = await ctx.store.expiredJobIds(finishedBefore, gcJobBatch);
     if (ids.length === 0) break;
     const r = await ctx.store.write((tx) => tx.deleteJobs(ids, finishedBefore));
@@ -57,15 +58,17 @@ export async function collect(ctx: EngineContext, blobs: GcBlobs): Promise<GcRes
   const now = ctx.clock.now();
   out.removed.registrations = await ctx.store.write((tx) => tx.deleteExpiredRegistrations(now));
   out.removed.runners = await ctx.store.write((tx) => tx.deleteDeadRunners(now));
-  await collectUploads(ctx, blobs, out);
-  await collectBlobs(ctx, blobs, out);
+  signal?.throwIfAborted();
+  await collectUploads(ctx, blobs, out, signal);
+  await collectBlobs(ctx, blobs, out, signal);
   return out;
 }
 
 /** Staged uploads untouched for `gcStaleUploadMs` that no live attempt owns. */
-async function collectUploads(ctx: EngineContext, blobs: GcBlobs, out: GcResult): Promise<void> {
+async function collectUploads(ctx: EngineContext, blobs: GcBlobs, out: GcResult, signal: AbortSignal | undefined): Promise<void> {
   const staleBefore = ctx.clock.now() - ctx.opts.gcStaleUploadMs;
   for await (const u of blobs.listUploads()) {
+    signal?.throwIfAborted();
     if (u.modifiedAt >= staleBefore || ctx.uploadsInFlight.has(u.uploadId)) continue;
     if (await ownedByLiveAttempt(ctx, u.uploadId)) continue;
     await blobs.discardUpload(u.uploadId);
@@ -81,7 +84,7 @@ async function ownedByLiveAttempt(ctx: EngineContext, uploadId: string): Promise
   return a !== undefined && LIVE_ATTEMPT.has(a.state);
 }
 
-async function collectBlobs(ctx: EngineContext, blobs: GcBlobs, out: GcResult): Promise<void> {
+async function collectBlobs(ctx: EngineContext, blobs: GcBlobs, out: GcResult, signal: AbortSignal | undefined): Promise<void> {
   // Marks an earlier pass left (it stopped before clearing them): finish those first.
   await deleteMarked(ctx, blobs, await ctx.store.blobMarks(), out);
   const oldBefore = ctx.clock.now() - ctx.opts.gcGraceMs;
@@ -95,6 +98,7 @@ async function collectBlobs(ctx: EngineContext, blobs: GcBlobs, out: GcResult): 
   };
   for await (const b of blobs.listBlobs()) {
     if (b.modifiedAt >= oldBefore) continue;
+    signal?.throwIfAborted();
     batch.push({ sha256: b.sha256, size: b.size });
     if (batch.length >= MARK_BATCH) await flush();
   }
@@ -136,7 +140,7 @@ export async function runCollector(ctx: EngineContext, blobs: GcBlobs, signal: A
     }
     if (!ctx.roles.sweeper) continue;
     try {
-      const r = await collect(ctx, blobs);
+      const r = await collect(ctx, blobs, signal);
       ctx.metrics.gcPass(r);
       if (GC_WHAT.some((w) => r.removed[w] > 0)) ctx.logger?.info({ removed: r.removed, reclaimedBytes: r.reclaimedBytes }, "garbage collected");
     } catch (err) {

@@ -9,6 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import Database from "better-sqlite3";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
@@ -16,7 +17,7 @@ import type { BlobStore } from "../src/server/blobs/blob-store.ts";
 import type { BlobStoreOptions } from "../src/server/index.ts";
 import { testS3Env } from "../src/config/server-config.ts";
 import { testStoreIsPostgres } from "./support/pg-test-db.ts";
-import { completeBody, JumpClock, startTestServer, type Json, type TestServer } from "./server-harness.ts";
+import { completeBody, jobSpec, JumpClock, startTestServer, type Json, type TestServer } from "./server-harness.ts";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -244,6 +245,37 @@ void test("without --retention nothing is collected", async () => {
     // Last: a server closed right after a download waits out the keep-alive (about 70 s here).
     assert.equal(await metric(s, "deltaci_gc_passes_total"), 0);
   } finally {
+    await s.close();
+  }
+});
+
+void test("a blob marked for collection: artifact create, source upload and submit answer 503 E_UNAVAILABLE until the mark is gone", async () => {
+  // SQLite only: the mark is put in by hand, through a second connection to state.db (WAL), as a pass would between marking and clearing.
+  const s = await startTestServer({ retentionMs: DAY }, { sqliteOnly: true });
+  const db = new Database(join(s.dir, "state.db"));
+  db.pragma("busy_timeout = 5000");
+  try {
+    const archive = randomBytes(3000);
+    const up = await s.call("POST", "/v1/sources", { token: s.srv.apiToken, body: archive, headers: { "content-type": "application/octet-stream" } });
+    assert.equal(up.status, 201);
+    const art = randomBytes(2000);
+    const { token } = await leased(s);
+    for (const b of [archive, art]) db.prepare("INSERT INTO blob_marks(sha256, size, marked_at) VALUES (?, ?, 1)").run(sha(b), b.length);
+
+    const created = await s.call("POST", "/v1/runner/artifacts", { token, json: { name: "a.bin", size: art.length, sha256: sha(art) } });
+    assert.equal(created.status, 503);
+    assert.equal(created.body.error.code, "E_UNAVAILABLE");
+    const again = await s.call("POST", "/v1/sources", { token: s.srv.apiToken, body: archive, headers: { "content-type": "application/octet-stream" } });
+    assert.equal(again.status, 503, "the store kept its old copy (dedup), which is about to go");
+    const submit = await s.api("POST", "/v1/jobs", { spec: jobSpec({ source: { kind: "archive", sha256: sha(archive) } }), fork: false });
+    assert.equal(submit.status, 503);
+    assert.equal(submit.body.error.code, "E_UNAVAILABLE");
+
+    db.prepare("DELETE FROM blob_marks").run();
+    assert.equal((await s.call("POST", "/v1/runner/artifacts", { token, json: { name: "a.bin", size: art.length, sha256: sha(art) } })).status, 201);
+    assert.equal((await s.api("POST", "/v1/jobs", { spec: jobSpec({ source: { kind: "archive", sha256: sha(archive) } }), fork: false })).status, 201);
+  } finally {
+    db.close();
     await s.close();
   }
 });

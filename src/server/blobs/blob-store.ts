@@ -84,7 +84,7 @@ export interface BlobStore {
 }
 
 export const SHA256_HEX = /^[a-f0-9]{64}$/;
-const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
+export const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 export function checkSha256(sha256: string): string {
   if (!SHA256_HEX.test(sha256)) throw new DeltaError("E_INVALID", "not a sha256 digest");

@@ -22,7 +22,7 @@ import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { DeltaError } from "../../base/errors.ts";
 import type { AwsCredentials } from "../../config/server-config.ts";
 import {
-  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload,
+  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, UPLOAD_ID, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload,
   type StagedUpload, type StoredBlob,
 } from "./blob-store.ts";
 
@@ -270,13 +270,18 @@ export class S3BlobStore implements BlobStore {
   /** Staging objects (single PUTs) and unfinished multipart uploads, by upload id. */
   async *listUploads(): AsyncIterable<StagedUpload> {
     const prefix = `${this.o.prefix}uploads/`;
-    for await (const o of this.listKeys(prefix)) yield { uploadId: o.key.slice(prefix.length), size: o.size, modifiedAt: o.modifiedAt };
+    // Keys a server did not make (not an upload id) are left alone.
+    for await (const o of this.listKeys(prefix)) {
+      const uploadId = o.key.slice(prefix.length);
+      if (UPLOAD_ID.test(uploadId)) yield { uploadId, size: o.size, modifiedAt: o.modifiedAt };
+    }
     let KeyMarker: string | undefined;
     let UploadIdMarker: string | undefined;
     for (;;) {
       const r = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.o.bucket, Prefix: prefix, KeyMarker, UploadIdMarker }));
       for (const u of r.Uploads ?? []) {
-        if (u.Key) yield { uploadId: u.Key.slice(prefix.length), size: 0, modifiedAt: u.Initiated?.getTime() ?? 0 };
+        const uploadId = u.Key?.slice(prefix.length) ?? "";
+        if (UPLOAD_ID.test(uploadId)) yield { uploadId, size: 0, modifiedAt: u.Initiated?.getTime() ?? 0 };
       }
       if (!r.IsTruncated) return;
       KeyMarker = r.NextKeyMarker;

@@ -38,3 +38,13 @@ void test("defaults leave the server's own defaults in place; junk is refused", 
   assert.throws(() => serverOptionsFromFlags(parse(["--listen", "nowhere"])), /listen/);
   assert.throws(() => parse(["--durability", "sometimes"]));
 });
+
+void test("--retention needs a unit and enables --gc-interval; absent, nothing is collected", () => {
+  const o = serverOptionsFromFlags(parse(["--retention", "30d", "--gc-interval", "5m"]));
+  assert.equal(o.retentionMs, 30 * 24 * 3_600_000);
+  assert.equal(o.gcIntervalMs, 300_000);
+  assert.equal(serverOptionsFromFlags(parse([])).retentionMs, undefined);
+  assert.throws(() => serverOptionsFromFlags(parse(["--retention", "30"])), /needs a unit/);
+  assert.throws(() => serverOptionsFromFlags(parse(["--retention", "0d"])), /longer than 0/);
+  assert.throws(() => serverOptionsFromFlags(parse(["--gc-interval", "5m"])), /needs --retention/);
+});

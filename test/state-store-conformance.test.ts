@@ -7,36 +7,41 @@ import { SqliteStateStore } from "../src/server/db/sqlite-state-store.ts";
 import { newKey } from "../src/server/secrets/key-file.ts";
 import { SecretBox } from "../src/server/secrets/secret-box.ts";
 import { createTestDatabase } from "./support/pg-test-db.ts";
-import { stateStoreConformance } from "./support/state-store-conformance.ts";
+import { stateStoreConformance, type StoreFactory } from "./support/state-store-conformance.ts";
+import { markWaitsForWriter, stateStoreGcConformance } from "./support/state-store-gc-conformance.ts";
 
 const box = () => new SecretBox([newKey()]);
 
-stateStoreConformance(
-  {
-    name: "sqlite",
-    open: async (b) => {
-      const dir = await mkdtemp(join(tmpdir(), "deltaci-store-"));
-      const s = new SqliteStateStore(join(dir, "state.db"), "normal", b);
-      return { a: s, b: s, close: async () => {
-        await s.close();
-        await rm(dir, { recursive: true, force: true });
-      } };
-    },
+const sqlite: StoreFactory = {
+  name: "sqlite",
+  open: async (b) => {
+    const dir = await mkdtemp(join(tmpdir(), "deltaci-store-"));
+    const s = new SqliteStateStore(join(dir, "state.db"), "normal", b);
+    return { a: s, b: s, close: async () => {
+      await s.close();
+      await rm(dir, { recursive: true, force: true });
+    } };
   },
-  box,
-);
+};
+stateStoreConformance(sqlite, box);
+stateStoreGcConformance(sqlite, box);
 
-stateStoreConformance(
-  {
-    name: "postgres",
-    open: async (b) => {
-      const db = await createTestDatabase();
-      const [a, c] = await Promise.all([PgStateStore.open({ url: db.url, box: b }), PgStateStore.open({ url: db.url, box: b })]);
-      return { a, b: c, close: async () => {
-        await Promise.all([a.close(), c.close()]);
-        await db.drop();
-      } };
-    },
+const postgres: StoreFactory = {
+  name: "postgres",
+  open: async (b) => {
+    const db = await createTestDatabase();
+    const [a, c] = await Promise.all([PgStateStore.open({ url: db.url, box: b }), PgStateStore.open({ url: db.url, box: b })]);
+    return { a, b: c, close: async () => {
+      await Promise.all([a.close(), c.close()]);
+      await db.drop();
+    } };
   },
-  box,
-);
+};
+stateStoreConformance(postgres, box);
+stateStoreGcConformance(postgres, box, {
+  race: (fx) => markWaitsForWriter(fx, async () => {
+    // The marking transaction is queued behind the writer's shared hold on the blob gate.
+    const sql = (fx.a as PgStateStore).client;
+    while ((await sql`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).length === 0) await new Promise((r) => setTimeout(r, 10));
+  }),
+});

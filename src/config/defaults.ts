@@ -15,6 +15,15 @@ export const defaults = {
   sessionTtlMs: 10 * 60_000,
   sweepIntervalMs: 1_000,
   jsonBodyLimitBytes: 1024 * 1024,
+  // retention and garbage collection (server; off unless --retention is given)
+  /** How often the collector runs (on the replica that sweeps). */
+  gcIntervalMs: 10 * 60_000,
+  /** A blob stored this recently is never collected (an upload or a submit may be about to reference it). */
+  gcGraceMs: 60 * 60_000,
+  /** A staged upload untouched for this long, whose artifact's attempt is no longer live, is removed. */
+  gcStaleUploadMs: 24 * 60 * 60_000,
+  /** Expired jobs deleted per transaction (keeps each one short next to the live traffic). */
+  gcJobBatch: 50,
   logChunkLimitBytes: 4 * 1024 * 1024,
   /**
    * How long a log append that arrived ahead of `committed` waits for the appends before it

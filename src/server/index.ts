@@ -13,6 +13,7 @@ import { loadCapacity } from "./engine/controller-ops.ts";
 import { LeaseWaiters } from "./engine/lease-waiters.ts";
 import { LogDigests } from "./engine/log-digests.ts";
 import { keys, Notifier } from "./engine/notifier.ts";
+import { runCollector } from "./engine/collector.ts";
 import { leasesNeedGrace, runSweeper } from "./engine/sweeper.ts";
 import { runReplicaSync } from "./engine/replica-sync.ts";
 import { buildApp } from "./http/app.ts";
@@ -106,6 +107,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       waiters.drain();
       ctx.events.emit(keys.shutdown);
       await sweeping;
+      await collecting;
       await syncing;
       await app.close();
       await store.close();
@@ -115,6 +117,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
   let sweeping: Promise<void> = Promise.resolve();
   let syncing: Promise<void> = Promise.resolve();
+  let collecting: Promise<void> = Promise.resolve();
   try {
     await app.listen({ host: opts.host, port: opts.port });
   } catch (err) {
@@ -122,6 +125,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw err;
   }
   sweeping = runSweeper(ctx, sweeperStop.signal);
+  collecting = runCollector(ctx, blobs, sweeperStop.signal);
   syncing = runReplicaSync(ctx, sweeperStop.signal).catch((err: unknown) => opts.logger?.error({ err }, "replica sync stopped"));
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.port;

@@ -42,6 +42,12 @@ export interface ServerOptions {
   registrationTtlMs?: number;
   sessionTtlMs?: number;
   sweepIntervalMs?: number;
+  /** Terminal jobs (attempts, logs, artifacts) are deleted this long after they finished; absent or null: kept forever, and nothing is collected. */
+  retentionMs?: number | null;
+  gcIntervalMs?: number;
+  gcGraceMs?: number;
+  gcStaleUploadMs?: number;
+  gcJobBatch?: number;
   jsonBodyLimitBytes?: number;
   logChunkLimitBytes?: number;
   artifactMaxBytes?: number;
@@ -81,6 +87,11 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     registrationTtlMs: o.registrationTtlMs ?? defaults.registrationTtlMs,
     sessionTtlMs: o.sessionTtlMs ?? defaults.sessionTtlMs,
     sweepIntervalMs: o.sweepIntervalMs ?? defaults.sweepIntervalMs,
+    retentionMs: o.retentionMs ?? null,
+    gcIntervalMs: o.gcIntervalMs ?? defaults.gcIntervalMs,
+    gcGraceMs: o.gcGraceMs ?? defaults.gcGraceMs,
+    gcStaleUploadMs: o.gcStaleUploadMs ?? defaults.gcStaleUploadMs,
+    gcJobBatch: Math.max(1, o.gcJobBatch ?? defaults.gcJobBatch),
     jsonBodyLimitBytes: o.jsonBodyLimitBytes ?? defaults.jsonBodyLimitBytes,
     logChunkLimitBytes: o.logChunkLimitBytes ?? defaults.logChunkLimitBytes,
     artifactMaxBytes: o.artifactMaxBytes ?? defaults.artifactMaxBytes,

@@ -24,6 +24,8 @@ export interface ServerFlags {
   registrationTtl?: string;
   sessionTtl?: string;
   sweepInterval?: string;
+  retention?: string;
+  gcInterval?: string;
   jsonBodyLimit?: string;
   logChunkLimit?: string;
   artifactMax?: string;
@@ -59,6 +61,8 @@ export function addServerOptions(cmd: Command): Command {
     .option("--registration-ttl <duration>", `default registration token lifetime (default ${d(defaults.registrationTtlMs)})`)
     .option("--session-ttl <duration>", `unused session token lifetime (default ${d(defaults.sessionTtlMs)})`)
     .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${d(defaults.sweepIntervalMs)})`)
+    .option("--retention <duration>", "delete jobs (attempts, logs, artifacts) this long after they finished, e.g. 30d, and collect what nothing references (default: keep everything)")
+    .option("--gc-interval <duration>", `how often retention and garbage collection run, with --retention (default ${d(defaults.gcIntervalMs)})`)
     .option("--json-body-limit <size>", `largest JSON body (default ${sz(defaults.jsonBodyLimitBytes)})`)
     .option("--log-chunk-limit <size>", `largest log chunk (default ${sz(defaults.logChunkLimitBytes)})`)
     .option("--artifact-max <size>", `largest artifact (default ${sz(defaults.artifactMaxBytes)})`)
@@ -77,6 +81,14 @@ export function addServerOptions(cmd: Command): Command {
 function positiveInt(text: string, flag: string): number {
   if (!/^\d+$/.test(text) || Number(text) < 1) throw new Error(`${flag} must be a positive integer`);
   return Number(text);
+}
+
+/** `--retention`: a unit is required (a bare number would be milliseconds: every job gone at once). */
+function retentionMs(text: string): number {
+  if (!/[a-z]\s*$/.test(text)) throw new Error("--retention needs a unit, e.g. 30d or 12h");
+  const ms = parseDurationMs(text);
+  if (ms <= 0) throw new Error("--retention must be longer than 0");
+  return ms;
 }
 
 /** ServerOptions from parsed flags (plus the token env vars); throws on malformed values. */
@@ -105,6 +117,9 @@ export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): Ser
   set("registrationTtlMs", dur(flags.registrationTtl));
   set("sessionTtlMs", dur(flags.sessionTtl));
   set("sweepIntervalMs", dur(flags.sweepInterval));
+  set("retentionMs", flags.retention === undefined ? undefined : retentionMs(flags.retention));
+  if (flags.gcInterval !== undefined && flags.retention === undefined) throw new Error("--gc-interval needs --retention (nothing is collected without one)");
+  set("gcIntervalMs", dur(flags.gcInterval));
   set("jsonBodyLimitBytes", size(flags.jsonBodyLimit));
   set("logChunkLimitBytes", size(flags.logChunkLimit));
   set("artifactMaxBytes", size(flags.artifactMax));

@@ -51,6 +51,12 @@ async function stage(store: BlobStore, uploadId: string, size: number, bytes: Bu
   return direct;
 }
 
+async function collectAll<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
 async function rejects(p: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(p, (err: unknown) => isDeltaError(err, code) || assert.fail(`expected ${code}, got ${String(err)}`));
 }
@@ -184,6 +190,35 @@ export function blobStoreConformance(name: string, make: () => Promise<StoreUnde
       await Promise.all([stage(t.store, u1, b.length, b), stage(t.store, u2, b.length, b)]);
       await Promise.all([t.store.finishUpload(u1, info(b)), t.store.finishUpload(u2, info(b))]);
       assert.ok((await readAll(await t.store.open(info(b).sha256))).equals(b));
+    });
+
+    void it("listBlobs lists a stored blob with its size and time; deleteBlob removes it, twice is fine", async () => {
+      const b = randomBytes(7_777);
+      const before = Date.now();
+      await t.store.put(Readable.from([b]), b.length);
+      const listed = await collectAll(t.store.listBlobs());
+      const mine = listed.find((x) => x.sha256 === info(b).sha256);
+      assert.ok(mine, "the blob is listed");
+      assert.equal(mine.size, b.length);
+      // The store's clock (an object store's) may differ a little from ours.
+      assert.ok(Math.abs(mine.modifiedAt - before) < 10 * 60_000, `modifiedAt ${mine.modifiedAt} near ${before}`);
+      await t.store.deleteBlob(info(b).sha256);
+      await t.store.deleteBlob(info(b).sha256);
+      assert.equal(await t.store.has(info(b).sha256), false);
+      assert.equal((await collectAll(t.store.listBlobs())).some((x) => x.sha256 === info(b).sha256), false);
+    });
+
+    void it("listUploads lists a staged upload by id, single and multipart; discarding removes it", async () => {
+      const small = randomBytes(9_000);
+      const big = randomBytes(Math.max(2 * t.partSizeBytes, 2 * MiB) + 5);
+      const [u1, u2] = [id(), id()];
+      await stage(t.store, u1, small.length, small);
+      await stage(t.store, u2, big.length, big, 2);
+      const ids = new Set((await collectAll(t.store.listUploads())).map((u) => u.uploadId));
+      assert.ok(ids.has(u1) && ids.has(u2), `staged uploads listed: ${[...ids].join(", ")}`);
+      await Promise.all([t.store.discardUpload(u1), t.store.discardUpload(u2)]);
+      const left = new Set((await collectAll(t.store.listUploads())).map((u) => u.uploadId));
+      assert.ok(!left.has(u1) && !left.has(u2));
     });
   });
 }

@@ -38,6 +38,20 @@ export interface DirectUpload {
   parts: DirectPart[] | null;
 }
 
+/** A blob or a staged upload as listed for the collector; `modifiedAt` in ms since the epoch. */
+export interface StoredBlob {
+  sha256: string;
+  size: number;
+  modifiedAt: number;
+}
+
+export interface StagedUpload {
+  uploadId: string;
+  /** Bytes staged so far (0 when the store cannot tell, e.g. an unfinished multipart upload). */
+  size: number;
+  modifiedAt: number;
+}
+
 export interface BlobStore {
   /** `fs` or `s3`, for logs and status. */
   readonly kind: string;
@@ -59,10 +73,18 @@ export interface BlobStore {
   finishUpload(uploadId: string, expect: BlobInfo): Promise<void>;
   /** Forgets a staged upload (idempotent). */
   discardUpload(uploadId: string): Promise<void>;
+
+  // ---- garbage collection (engine/collector.ts decides what is garbage) ----
+  /** Every verified blob. Blobs stored or deleted meanwhile may or may not be listed. */
+  listBlobs(): AsyncIterable<StoredBlob>;
+  /** Deletes a blob (idempotent). Only the collector calls it, for blobs it marked. */
+  deleteBlob(sha256: string): Promise<void>;
+  /** Every staged upload (through the server or direct), with when it was last written. */
+  listUploads(): AsyncIterable<StagedUpload>;
 }
 
 export const SHA256_HEX = /^[a-f0-9]{64}$/;
-const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
+export const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 export function checkSha256(sha256: string): string {
   if (!SHA256_HEX.test(sha256)) throw new DeltaError("E_INVALID", "not a sha256 digest");

@@ -6,11 +6,13 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
-import { checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectUpload } from "./blob-store.ts";
+import {
+  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectUpload, type StagedUpload, type StoredBlob,
+} from "./blob-store.ts";
 
 export class FsBlobStore implements BlobStore {
   readonly kind = "fs";
@@ -123,6 +125,31 @@ export class FsBlobStore implements BlobStore {
 
   async discardUpload(uploadId: string): Promise<void> {
     await rm(this.partPath(uploadId), { force: true });
+  }
+
+  // ---- garbage collection ----
+
+  async *listBlobs(): AsyncIterable<StoredBlob> {
+    for (const dir of await readdir(this.casDir).catch(() => [] as string[])) {
+      if (!/^[a-f0-9]{2}$/.test(dir)) continue;
+      for (const name of await readdir(join(this.casDir, dir)).catch(() => [] as string[])) {
+        if (!SHA256_HEX.test(name)) continue;
+        const st = await stat(join(this.casDir, dir, name)).catch(() => null);
+        if (st) yield { sha256: name, size: st.size, modifiedAt: st.mtimeMs };
+      }
+    }
+  }
+
+  async deleteBlob(sha256: string): Promise<void> {
+    await rm(this.path(sha256), { force: true });
+  }
+
+  async *listUploads(): AsyncIterable<StagedUpload> {
+    for (const name of await readdir(this.uploadDir).catch(() => [] as string[])) {
+      if (!name.endsWith(".part")) continue;
+      const st = await stat(join(this.uploadDir, name)).catch(() => null);
+      if (st) yield { uploadId: name.slice(0, -".part".length), size: st.size, modifiedAt: st.mtimeMs };
+    }
   }
 }
 

@@ -21,7 +21,10 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { DeltaError } from "../../base/errors.ts";
 import type { AwsCredentials } from "../../config/server-config.ts";
-import { checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload } from "./blob-store.ts";
+import {
+  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, UPLOAD_ID, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload,
+  type StagedUpload, type StoredBlob,
+} from "./blob-store.ts";
 
 /** S3's own limits: parts of 5 MiB..5 GiB, at most 10,000 of them; CopyObject copies at most 5 GiB. */
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -247,6 +250,54 @@ export class S3BlobStore implements BlobStore {
       }
       if (!r.IsTruncated || r.NextPartNumberMarker === undefined) return out;
       marker = r.NextPartNumberMarker;
+    }
+  }
+
+  // ---- garbage collection ----
+
+  async *listBlobs(): AsyncIterable<StoredBlob> {
+    const prefix = `${this.o.prefix}cas/sha256/`;
+    for await (const o of this.listKeys(prefix)) {
+      const sha256 = o.key.slice(prefix.length);
+      if (SHA256_HEX.test(sha256)) yield { sha256, size: o.size, modifiedAt: o.modifiedAt };
+    }
+  }
+
+  async deleteBlob(sha256: string): Promise<void> {
+    await this.deleteKey(this.blobKey(sha256));
+  }
+
+  /** Staging objects (single PUTs) and unfinished multipart uploads, by upload id. */
+  async *listUploads(): AsyncIterable<StagedUpload> {
+    const prefix = `${this.o.prefix}uploads/`;
+    // Keys a server did not make (not an upload id) are left alone.
+    for await (const o of this.listKeys(prefix)) {
+      const uploadId = o.key.slice(prefix.length);
+      if (UPLOAD_ID.test(uploadId)) yield { uploadId, size: o.size, modifiedAt: o.modifiedAt };
+    }
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (;;) {
+      const r = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.o.bucket, Prefix: prefix, KeyMarker, UploadIdMarker }));
+      for (const u of r.Uploads ?? []) {
+        const uploadId = u.Key?.slice(prefix.length) ?? "";
+        if (UPLOAD_ID.test(uploadId)) yield { uploadId, size: 0, modifiedAt: u.Initiated?.getTime() ?? 0 };
+      }
+      if (!r.IsTruncated) return;
+      KeyMarker = r.NextKeyMarker;
+      UploadIdMarker = r.NextUploadIdMarker;
+    }
+  }
+
+  private async *listKeys(Prefix: string): AsyncIterable<{ key: string; size: number; modifiedAt: number }> {
+    let ContinuationToken: string | undefined;
+    for (;;) {
+      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.o.bucket, Prefix, ContinuationToken }));
+      for (const o of r.Contents ?? []) {
+        if (o.Key) yield { key: o.Key, size: o.Size ?? 0, modifiedAt: o.LastModified?.getTime() ?? 0 };
+      }
+      if (!r.IsTruncated || !r.NextContinuationToken) return;
+      ContinuationToken = r.NextContinuationToken;
     }
   }
 

@@ -7,7 +7,7 @@
  * page cache holds them, which survives a SIGKILL of the server as SQLite's NORMAL mode does.
  * Logs left in the `log_chunks` table by older servers are still read (and appended to) there.
  */
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, writevSync, constants } from "node:fs";
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writevSync, constants } from "node:fs";
 import { join } from "node:path";
 
 /** Open log files kept at most; the least recently used one is closed first. */
@@ -68,6 +68,18 @@ export class LogFiles {
 
   exists(jobId: string, attempt: number): boolean {
     return this.open(keyOf(jobId, attempt), false) !== null;
+  }
+
+  /** Deletes an attempt's log file (a retention delete, after its commit). */
+  remove(jobId: string, attempt: number): void {
+    const key = keyOf(jobId, attempt);
+    const fd = this.fds.get(key);
+    if (fd !== undefined) {
+      this.fds.delete(key);
+      this.dirty.delete(key);
+      closeSync(fd);
+    }
+    rmSync(join(this.dir, `${key}.log`), { force: true });
   }
 
   /** Group fsync: called once per batch, before its SQLite commit. Throws when a sync fails. */

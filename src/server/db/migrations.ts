@@ -80,4 +80,17 @@ CREATE UNIQUE INDEX log_chunks_key ON log_chunks(job_id, attempt, start_off);
     name: "artifact-path",
     sql: "ALTER TABLE artifacts ADD COLUMN path TEXT;",
   },
+  {
+    // Retention and GC (engine/collector.ts): blob marks, and indexes for finding what references a blob and what expired.
+    version: 6,
+    name: "retention-gc",
+    sql: `
+CREATE TABLE blob_marks(sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, marked_at INTEGER NOT NULL);
+CREATE INDEX artifacts_sha256 ON artifacts(sha256);
+CREATE INDEX jobs_source_sha256 ON jobs(json_extract(spec, '$.source.sha256'));
+CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX registrations_expiry ON registrations(expires_at);
+CREATE INDEX runners_session_expiry ON runners(session_expires_at);
+`,
+  },
 ];

@@ -1,6 +1,7 @@
 /** Rows as both SQL stores keep them (snake_case columns, JSON as text, sealed secrets) mapped to engine types. */
 import type { JobState } from "../../protocol/schemas.ts";
 import type { ArtifactRow, AttemptRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
+import { TERMINAL_JOB } from "../engine/transitions.ts";
 import { SecretBox } from "../secrets/secret-box.ts";
 
 export type Raw = Record<string, unknown>;
@@ -18,6 +19,10 @@ export const ATTEMPT_COLS: Record<keyof Omit<AttemptRow, "jobId" | "attempt">, s
   logBytes: "log_bytes", logTruncated: "log_truncated",
 };
 export const LIVE = "('leased','running','canceling')";
+/** The terminal job states as an SQL list. */
+export const TERMINAL = `(${[...TERMINAL_JOB].map((t) => `'${t}'`).join(",")})`;
+/** kv key of the blob-mark epoch (StateOps.gcEpoch). */
+export const GC_EPOCH_KV = "gc.epoch";
 
 /** Job secrets as stored: sealed (secret-box.ts) unless empty; opened only when read. */
 export function storedSecrets(box: SecretBox, jobId: string, secrets: Record<string, string>): string {

@@ -2,12 +2,13 @@
 import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
-import type { JobListFilter, StateStore, StateTx } from "../engine/state-store.ts";
+import type { BlobRef, JobListFilter, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
 import { SecretBox } from "../secrets/secret-box.ts";
 import { SqliteDatabase } from "./database.ts";
 import { LogFiles } from "./log-files.ts";
+import { SqliteGc } from "./sqlite-gc.ts";
 import {
   ATTEMPT_COLS, JOB_COLS, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttempt, toJob, toRegistration, toRunner, toTransition,
 } from "./rows.ts";
@@ -23,12 +24,14 @@ export class SqliteStateStore implements StateStore {
   private readonly mem: { seq: number; queuedKeys: Set<string> | null } = { seq: 0, queuedKeys: null };
 
   private readonly box: SecretBox;
+  private readonly gc: SqliteGc;
 
   constructor(file: string, durability: Durability, box: SecretBox) {
     this.box = box;
     this.sql = new SqliteDatabase(file, durability);
     this.logs = new LogFiles(join(dirname(file), "logs"), durability === "full");
     this.sql.beforeCommit = () => this.logs.syncWritten();
+    this.gc = new SqliteGc((text) => this.st(text), this.logs);
     this.mem.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
   }
 
@@ -311,5 +314,42 @@ export class SqliteStateStore implements StateStore {
 
   async setKv(key: string, value: string): Promise<void> {
     this.st("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(key, value);
+  }
+
+  async blobCollecting(sha256: string): Promise<boolean> {
+    return this.gc.blobCollecting(sha256);
+  }
+
+  async gcEpoch(): Promise<number> {
+    return this.gc.gcEpoch();
+  }
+
+  async expiredJobIds(finishedBefore: number, limit: number): Promise<string[]> {
+    return this.gc.expiredJobIds(finishedBefore, limit);
+  }
+
+  /** Only inside `write` (its log files are removed after the commit). */
+  async deleteJobs(ids: readonly string[], finishedBefore: number): Promise<{ jobs: number; logBytes: number }> {
+    return this.gc.deleteJobs(this as unknown as TxHooks, ids, finishedBefore);
+  }
+
+  async deleteExpiredRegistrations(now: number): Promise<number> {
+    return this.gc.deleteExpiredRegistrations(now);
+  }
+
+  async deleteDeadRunners(now: number): Promise<number> {
+    return this.gc.deleteDeadRunners(now);
+  }
+
+  async markUnreferencedBlobs(candidates: readonly BlobRef[], now: number): Promise<BlobRef[]> {
+    return this.gc.markUnreferencedBlobs(candidates, now);
+  }
+
+  async blobMarks(): Promise<BlobRef[]> {
+    return this.gc.blobMarks();
+  }
+
+  async clearBlobMarks(sha256s: readonly string[]): Promise<void> {
+    this.gc.clearBlobMarks(sha256s);
   }
 }

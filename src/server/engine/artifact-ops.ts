@@ -9,6 +9,7 @@ import { hashToken, newId } from "../../base/ids.ts";
 import { isSafeArtifactPath } from "../../protocol/artifact-path.ts";
 import type { ArtifactCreateRequest, ArtifactCreateResponse, ArtifactUpload } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
+import { blobCollectingError } from "./collector.ts";
 import type { EngineContext } from "./context.ts";
 import type { StateOps } from "./state-store.ts";
 import { LIVE_ATTEMPT } from "./transitions.ts";
@@ -45,11 +46,8 @@ export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToke
     throw new DeltaError("E_INVALID", "artifact path must be relative, with no empty, `.` or `..` segment, no NUL or backslash");
   }
   if (body.size === 0 && body.sha256 !== EMPTY_SHA) throw new DeltaError("E_DIGEST_MISMATCH", "an empty artifact has the sha256 of no bytes");
-  if (body.size === 0 && !(await blobs.has(EMPTY_SHA))) {
-    await fencedAttempt(ctx, ctx.store, leaseToken); // a refused request stores nothing, not even the empty blob
-    await blobs.put(Readable.from([]), 0);
-  }
-  const held = await blobs.has(body.sha256, body.size);
+  // The row goes in (pending) before the store is asked for the blob: from then on the collector
+  // sees it referenced, so a blob found below stays (collector.ts); one being collected now is refused.
   const row = await ctx.store.write(async (tx) => {
     const a = await fencedAttempt(ctx, tx, leaseToken);
     const existing = await tx.findArtifact(a.jobId, a.attempt, body.name);
@@ -59,15 +57,31 @@ export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToke
       }
       return existing;
     }
+    if (await tx.blobCollecting(body.sha256)) throw blobCollectingError(body.sha256);
     const created: ArtifactRow = {
       id: newId("art"), jobId: a.jobId, attempt: a.attempt, name: body.name, size: body.size, sha256: body.sha256,
-      mediaType: body.mediaType ?? "application/octet-stream", path: body.path ?? null, state: held ? "committed" : "pending",
+      mediaType: body.mediaType ?? "application/octet-stream", path: body.path ?? null, state: "pending",
       createdAt: ctx.clock.now(),
     };
     await tx.insertArtifact(created);
     return created;
   });
+  if (row.state === "pending" && (await heldOrEmpty(blobs, body))) {
+    await ctx.store.write(async (tx) => {
+      await fencedAttempt(ctx, tx, leaseToken);
+      await tx.setArtifactCommitted(row.id);
+    });
+    row.state = "committed";
+  }
   return { artifactId: row.id, upload: row.state === "committed" ? null : await uploadSpec(blobs, row) };
+}
+
+/** Does the store hold the blob (deduplicated: nothing to upload)? The empty blob is stored on demand. */
+async function heldOrEmpty(blobs: Blobs, body: ArtifactCreateRequest): Promise<boolean> {
+  if (await blobs.has(body.sha256, body.size)) return true;
+  if (body.size !== 0) return false;
+  await blobs.put(Readable.from([]), 0);
+  return true;
 }
 
 /**

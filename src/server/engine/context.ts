@@ -1,6 +1,7 @@
 /** What every engine operation is given: the store, time, knobs, wake-ups and counters. */
 import type { Logger } from "pino";
 import type { Clock } from "../../base/clock.ts";
+import type { GcResult } from "./collector.ts";
 import type { ResolvedOptions } from "../options.ts";
 import type { LeaseWaiters } from "./lease-waiters.ts";
 import type { LogDigests } from "./log-digests.ts";
@@ -14,9 +15,11 @@ export interface EngineMetrics {
   retried(): void;
   logBytes(n: number): void;
   leased(): void;
+  /** One garbage-collection pass finished (collector.ts). */
+  gcPass(r: GcResult): void;
 }
 
-export const nullMetrics: EngineMetrics = { leaseExpired() {}, retried() {}, logBytes() {}, leased() {} };
+export const nullMetrics: EngineMetrics = { leaseExpired() {}, retried() {}, logBytes() {}, leased() {}, gcPass() {} };
 
 export interface EngineContext {
   store: StateStore;

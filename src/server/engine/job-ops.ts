@@ -2,33 +2,52 @@
 import { DeltaError } from "../../base/errors.ts";
 import { newId } from "../../base/ids.ts";
 import type { JobState, JobStatus, SubmitJobRequest } from "../../protocol/schemas.ts";
+import { blobCollectingError } from "./collector.ts";
 import type { EngineContext } from "./context.ts";
 import { reqKeyOf, requirementsOf, unschedulableReason } from "./matching.ts";
 import { keys } from "./notifier.ts";
+import type { StateTx } from "./state-store.ts";
 import { queueAttempt, setAttemptState, setJobState, TERMINAL_JOB, LIVE_ATTEMPT, wake } from "./transitions.ts";
 import type { JobRow } from "./types.ts";
 
 const MiB = 1024 * 1024;
 
+/** Times a submit re-checks its source archive when blob marks changed meanwhile (collector.ts). */
+const SOURCE_CHECKS = 3;
+
 export async function submitJob(ctx: EngineContext, body: SubmitJobRequest, hasBlob: (sha256: string) => Promise<boolean>): Promise<{ jobId: string; runId: string }> {
-  if (body.spec.source.kind === "archive" && !(await hasBlob(body.spec.source.sha256))) {
-    throw new DeltaError("E_INVALID", `source archive ${body.spec.source.sha256} is not in the store (upload it with POST /v1/sources)`);
+  const source = body.spec.source;
+  if (source.kind !== "archive") return ctx.store.write((tx) => insertJob(ctx, tx, body));
+  // The archive must still be there when the job row references it: no mark on it now, and no
+  // mark made or cleared since the store was asked (else ask again).
+  for (let i = 0; i < SOURCE_CHECKS; i++) {
+    const epoch = await ctx.store.gcEpoch();
+    if (!(await hasBlob(source.sha256))) {
+      throw new DeltaError("E_INVALID", `source archive ${source.sha256} is not in the store (upload it with POST /v1/sources)`);
+    }
+    const done = await ctx.store.write(async (tx) => {
+      if (await tx.blobCollecting(source.sha256)) throw blobCollectingError(source.sha256);
+      return (await tx.gcEpoch()) === epoch ? insertJob(ctx, tx, body) : null;
+    });
+    if (done) return done;
   }
+  throw blobCollectingError(source.sha256);
+}
+
+async function insertJob(ctx: EngineContext, tx: StateTx, body: SubmitJobRequest): Promise<{ jobId: string; runId: string }> {
   const req = requirementsOf(body.spec);
-  return ctx.store.write(async (tx) => {
-    const now = ctx.clock.now();
-    const job: JobRow = {
-      id: newId("job"), runId: newId("run"), name: body.spec.name, seq: await tx.nextJobSeq(), spec: body.spec,
-      secrets: body.fork ? {} : (body.secrets ?? {}), fork: body.fork, state: "queued", reqKey: reqKeyOf(req),
-      attempt: 0, maxAttempts: ctx.opts.maxAttempts, cancelMode: "none", cancelDeadline: null,
-      logLimit: Math.min(ctx.opts.logLimitBytes, body.spec.limits.logMiB * MiB), failure: null, steps: null,
-      unschedulable: unschedulableReason(req, ctx.capacity.pools), createdAt: now, finishedAt: null,
-    };
-    await tx.insertJob(job);
-    await tx.addTransition(job.id, { at: now, attempt: null, from: "none", to: "queued", reason: "submitted" });
-    await queueAttempt(ctx, tx, job, 1, "attempt 1 queued");
-    return { jobId: job.id, runId: job.runId };
-  });
+  const now = ctx.clock.now();
+  const job: JobRow = {
+    id: newId("job"), runId: newId("run"), name: body.spec.name, seq: await tx.nextJobSeq(), spec: body.spec,
+    secrets: body.fork ? {} : (body.secrets ?? {}), fork: body.fork, state: "queued", reqKey: reqKeyOf(req),
+    attempt: 0, maxAttempts: ctx.opts.maxAttempts, cancelMode: "none", cancelDeadline: null,
+    logLimit: Math.min(ctx.opts.logLimitBytes, body.spec.limits.logMiB * MiB), failure: null, steps: null,
+    unschedulable: unschedulableReason(req, ctx.capacity.pools), createdAt: now, finishedAt: null,
+  };
+  await tx.insertJob(job);
+  await tx.addTransition(job.id, { at: now, attempt: null, from: "none", to: "queued", reason: "submitted" });
+  await queueAttempt(ctx, tx, job, 1, "attempt 1 queued");
+  return { jobId: job.id, runId: job.runId };
 }
 
 export async function cancelJob(ctx: EngineContext, jobId: string, mode: "graceful" | "hard"): Promise<{ jobId: string; state: JobState }> {

@@ -87,6 +87,37 @@ export interface StateOps {
 
   getKv(key: string): Promise<string | undefined>;
   setKv(key: string, value: string): Promise<void>;
+
+  // ---- retention and garbage collection (engine/collector.ts) ----
+  /**
+   * Is `sha256` marked for collection? A writer about to reference a blob asks inside its
+   * transaction (then gets E_UNAVAILABLE): on PostgreSQL this takes the blob gate shared, so it
+   * waits for a marking or clearing transaction and sees its marks.
+   */
+  blobCollecting(sha256: string): Promise<boolean>;
+  /** Bumped by every transaction that marks or clears blobs: a writer that checked a blob's presence before it knows whether that still holds. */
+  gcEpoch(): Promise<number>;
+  /** Terminal jobs that finished before `finishedBefore`, oldest first, at most `limit`. */
+  expiredJobIds(finishedBefore: number, limit: number): Promise<string[]>;
+  /** Deletes these jobs (those still terminal and finished before `finishedBefore`) with their attempts, transitions, logs and artifact rows. */
+  deleteJobs(ids: readonly string[], finishedBefore: number): Promise<{ jobs: number; logBytes: number }>;
+  /** Registration tokens that expired before `now` (used or not). */
+  deleteExpiredRegistrations(now: number): Promise<number>;
+  /** Runners whose session expired before `now` and that hold no live attempt. */
+  deleteDeadRunners(now: number): Promise<number>;
+  /**
+   * Of `candidates`, marks those no artifact row and no job's source references (takes the blob
+   * gate exclusively on PostgreSQL); returns the ones it marked.
+   */
+  markUnreferencedBlobs(candidates: readonly BlobRef[], now: number): Promise<BlobRef[]>;
+  /** Marked blobs (a pass that stopped between marking and clearing leaves some). */
+  blobMarks(): Promise<BlobRef[]>;
+  clearBlobMarks(sha256s: readonly string[]): Promise<void>;
+}
+
+export interface BlobRef {
+  sha256: string;
+  size: number;
 }
 
 /** What `write(fn)` hands to `fn`: the transaction's reads and writes, and its commit hooks. */

@@ -1,5 +1,6 @@
 /** Prometheus metrics on a private Registry (never prom-client's global one). */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { GC_WHAT, type GcResult } from "../engine/collector.ts";
 import type { EngineMetrics } from "../engine/context.ts";
 import type { StateStore } from "../engine/state-store.ts";
 import type { LeaseWaiters } from "../engine/lease-waiters.ts";
@@ -10,6 +11,9 @@ export class ServerMetrics implements EngineMetrics {
   private readonly retries: Counter;
   private readonly logBytesTotal: Counter;
   private readonly leases: Counter;
+  private readonly gcPasses: Counter;
+  private readonly gcRemoved: Counter<"what">;
+  private readonly gcReclaimed: Counter<"what">;
   readonly requestSeconds: Histogram<"method" | "route" | "status">;
 
   constructor(store: StateStore, waiters: LeaseWaiters) {
@@ -18,6 +22,15 @@ export class ServerMetrics implements EngineMetrics {
     this.retries = new Counter({ name: "deltaci_retries_total", help: "Attempts queued again after a lost lease or runner_error", registers });
     this.logBytesTotal = new Counter({ name: "deltaci_log_bytes_total", help: "Log bytes committed", registers });
     this.leases = new Counter({ name: "deltaci_leases_total", help: "Leases granted", registers });
+    this.gcPasses = new Counter({ name: "deltaci_gc_passes_total", help: "Retention and garbage-collection passes completed", registers });
+    this.gcRemoved = new Counter({
+      name: "deltaci_gc_removed_total", help: "Things garbage collection removed (jobs, logs of jobs, registrations, runners, uploads, blobs)", labelNames: ["what"], registers,
+    });
+    this.gcReclaimed = new Counter({ name: "deltaci_gc_reclaimed_bytes_total", help: "Bytes garbage collection freed (logs, uploads, blobs)", labelNames: ["what"], registers });
+    for (const what of GC_WHAT) {
+      this.gcRemoved.inc({ what }, 0);
+      this.gcReclaimed.inc({ what }, 0);
+    }
     this.requestSeconds = new Histogram({
       name: "deltaci_http_request_duration_seconds", help: "HTTP request latency (long polls included)",
       labelNames: ["method", "route", "status"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60], registers,
@@ -61,5 +74,12 @@ export class ServerMetrics implements EngineMetrics {
   }
   leased(): void {
     this.leases.inc();
+  }
+  gcPass(r: GcResult): void {
+    this.gcPasses.inc();
+    for (const what of GC_WHAT) {
+      this.gcRemoved.inc({ what }, r.removed[what]);
+      this.gcReclaimed.inc({ what }, r.reclaimedBytes[what]);
+    }
   }
 }

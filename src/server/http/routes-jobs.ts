@@ -7,6 +7,7 @@ import { artifactFileName } from "../../protocol/artifact-path.ts";
 import { CancelJobRequest, SubmitJobRequest, type JobState } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
 import { findDownload } from "../engine/artifact-ops.ts";
+import { refuseIfCollecting } from "../engine/collector.ts";
 import type { EngineContext } from "../engine/context.ts";
 import { cancelJob, jobStatus, submitJob } from "../engine/job-ops.ts";
 import type { StaticToken } from "./auth.ts";
@@ -82,6 +83,8 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobS
 
   app.post("/v1/sources", { onRequest }, async (req, reply) => {
     checkContentLength(req, ctx.opts.sourceMaxBytes);
-    return reply.code(201).send(await blobs.put(rawBody(req), ctx.opts.sourceMaxBytes));
+    const stored = await blobs.put(rawBody(req), ctx.opts.sourceMaxBytes);
+    await refuseIfCollecting(ctx, stored.sha256);
+    return reply.code(201).send(stored);
   });
 }

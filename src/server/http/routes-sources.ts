@@ -9,6 +9,7 @@ import { Type } from "@sinclair/typebox";
 import { DeltaError } from "../../base/errors.ts";
 import { SourceUploadRequest, type ArtifactUpload, type SourceUploadPlan } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
+import { refuseIfCollecting } from "../engine/collector.ts";
 import type { EngineContext } from "../engine/context.ts";
 import type { StaticToken } from "./auth.ts";
 
@@ -39,6 +40,7 @@ export function sourceRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
     const [, sha256 = "", size = "0"] = req.params.id.split("-");
     const expect = { sha256, size: Number(size) };
     if (!(await blobs.has(expect.sha256, expect.size))) await blobs.finishUpload(req.params.id, expect);
+    await refuseIfCollecting(ctx, expect.sha256);
     return reply.code(201).send(expect);
   });
 }

@@ -7,12 +7,13 @@
  */
 import type { PendingQuery, Row, Sql, TransactionSql } from "postgres";
 import type { JobState } from "../../../protocol/schemas.ts";
-import type { JobListFilter, StateOps } from "../../engine/state-store.ts";
+import type { BlobRef, JobListFilter, StateOps } from "../../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../../engine/types.ts";
 import type { SecretBox } from "../../secrets/secret-box.ts";
 import {
   ATTEMPT_COLS, JOB_COLS, type Raw, sqlValue, storedSecrets, toArtifact, toAttempt, toJob, toRegistration, toRunner, toTransition,
 } from "../rows.ts";
+import { PgGc } from "./pg-gc.ts";
 
 const LIVE_STATES = ["leased", "running", "canceling"];
 
@@ -24,12 +25,15 @@ export class PgOps implements StateOps {
   private readonly locked = new Set<string>();
   /** Writes of this transaction sent but not yet answered (see `put`). */
   private readonly pending: Array<Promise<unknown>> = [];
+  private readonly gc: PgGc;
 
   constructor(
     protected readonly q: Sql | TransactionSql,
     protected readonly box: SecretBox,
     private readonly locking: boolean,
-  ) {}
+  ) {
+    this.gc = new PgGc(q, locking);
+  }
 
   /** Locks the jobs (in id order) unless this is no transaction or already holds them. */
   private async lockJobs(ids: readonly string[]): Promise<void> {
@@ -294,5 +298,35 @@ export class PgOps implements StateOps {
 
   async setKv(key: string, value: string): Promise<void> {
     await this.put(this.q`INSERT INTO kv(key, value) VALUES (${key}, ${value}) ON CONFLICT (key) DO UPDATE SET value = excluded.value`);
+  }
+
+  // ---- retention and garbage collection (pg-gc.ts) ----
+  blobCollecting(sha256: string): Promise<boolean> {
+    return this.gc.blobCollecting(sha256);
+  }
+  gcEpoch(): Promise<number> {
+    return this.gc.gcEpoch();
+  }
+  expiredJobIds(finishedBefore: number, limit: number): Promise<string[]> {
+    return this.gc.expiredJobIds(finishedBefore, limit);
+  }
+  async deleteJobs(ids: readonly string[], finishedBefore: number): Promise<{ jobs: number; logBytes: number }> {
+    await this.settle();
+    return this.gc.deleteJobs(ids, finishedBefore);
+  }
+  deleteExpiredRegistrations(now: number): Promise<number> {
+    return this.gc.deleteExpiredRegistrations(now);
+  }
+  deleteDeadRunners(now: number): Promise<number> {
+    return this.gc.deleteDeadRunners(now);
+  }
+  markUnreferencedBlobs(candidates: readonly BlobRef[], now: number): Promise<BlobRef[]> {
+    return this.gc.markUnreferencedBlobs(candidates, now);
+  }
+  blobMarks(): Promise<BlobRef[]> {
+    return this.gc.blobMarks();
+  }
+  clearBlobMarks(sha256s: readonly string[]): Promise<void> {
+    return this.gc.clearBlobMarks(sha256s);
   }
 }

@@ -9,6 +9,8 @@ import type { Migration } from "../migrations.ts";
 export const PG_LOCKS = {
   migrate: 0x44_43_49_01,
   sweeper: 0x44_43_49_02,
+  /** Blob marks (pg-gc.ts): shared by writers that reference a blob, exclusive while marks change. */
+  blobGate: 0x44_43_49_03,
 } as const;
 
 export const pgMigrations: readonly Migration[] = [
@@ -56,6 +58,19 @@ CREATE TABLE artifacts(
   created_at BIGINT NOT NULL, UNIQUE(job_id, attempt, name)
 );
 CREATE TABLE kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+`,
+  },
+  {
+    // Retention and GC (engine/collector.ts): blob marks, and indexes for finding what references a blob and what expired.
+    version: 2,
+    name: "retention-gc",
+    sql: `
+CREATE TABLE blob_marks(sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, marked_at BIGINT NOT NULL);
+CREATE INDEX artifacts_sha256 ON artifacts(sha256);
+CREATE INDEX jobs_source_sha256 ON jobs((spec::jsonb -> 'source' ->> 'sha256'));
+CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX registrations_expiry ON registrations(expires_at);
+CREATE INDEX runners_session_expiry ON runners(session_expires_at);
 `,
   },
 ];

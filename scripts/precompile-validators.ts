@@ -19,7 +19,7 @@ import { ArtifactParams } from "../src/server/http/routes-jobs.ts";
 import { UploadParams } from "../src/server/http/routes-sources.ts";
 
 /** The API's route schemas (src/server/http/routes-*.ts; the web view's few are left to run time). */
-const routeSchemas = [
+export const routeSchemas = [
   RegisterRequest, LeaseRequest, HeartbeatRequest, CompleteRequest, ArtifactCreateRequest, SubmitJobRequest, SourceUploadRequest,
   CapacityRequest, RegistrationsRequest, IdParams, ArtifactParams, UploadParams,
 ];

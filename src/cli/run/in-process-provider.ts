@@ -9,6 +9,7 @@ import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { timerClock, type Clock } from "../../base/clock.ts";
 import { DELTACI_VERSION } from "../../config/defaults.ts";
+import { userCacheDir } from "../../config/paths.ts";
 import { defaultRunnerSettings } from "../../config/runner-config.ts";
 import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord } from "../../controller/provider.ts";
 import { applySessionState } from "../../controller/host-provider.ts";
@@ -59,7 +60,8 @@ export class InProcessProvider implements RunnerProvider {
     });
     this.host = new RunnerHost({
       slots: Array.from({ length: opts.maxSlots }, (_, i) => slotInfo(opts.slotBase + i, slotsDir)),
-      sandboxFactory: opts.sandboxFactory, settings: { ...settings, version: DELTACI_VERSION }, clock: unrefClock(opts.clock),
+      // The toolchain probe's cache outlives the run (its workRoot is fresh): a warm start costs a few stats.
+      sandboxFactory: opts.sandboxFactory, settings: { ...settings, version: DELTACI_VERSION, toolchainsCache: join(userCacheDir(), "toolchains.json") }, clock: unrefClock(opts.clock),
       logger: opts.logger, maxSessions: 0, maxAgeMs: 0,
     });
     this.host.onEvent((e) => this.onHostEvent(e));

@@ -29,6 +29,8 @@ export interface InProcessProviderOptions {
   idleTimeoutMs: number;
   /** Sessions prewarm their slot's sandbox (the shape in `workRoot`/warm-shape.json, else the defaults). */
   prewarm?: boolean;
+  /** Stop prewarming once this many different jobs were leased (`deltaci run` knows its jobs: a sandbox built after the last one is only torn down). */
+  prewarmJobs?: number;
 }
 
 interface Live {
@@ -51,6 +53,7 @@ export class InProcessProvider implements RunnerProvider {
   private readonly live = new Map<string, Live>();
   private readonly listeners: Array<(e: RunnerExit) => void> = [];
   private seq = 0;
+  private readonly leasedJobs = new Set<string>();
 
   constructor(opts: InProcessProviderOptions) {
     this.o = opts;
@@ -120,6 +123,8 @@ export class InProcessProvider implements RunnerProvider {
     if (!l) return;
     if (e.type === "session_state") {
       applySessionState(l.record, e);
+      if (e.jobId !== null) this.leasedJobs.add(e.jobId);
+      if (this.o.prewarmJobs !== undefined && this.leasedJobs.size >= this.o.prewarmJobs) this.host.stopPrewarming();
       return;
     }
     this.live.delete(e.id);

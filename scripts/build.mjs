@@ -3,6 +3,8 @@
 // runner loads no server or CLI libraries. The packages are bundled too (resolving and reading
 // a few hundred package files cost ~0.2 s per start), except better-sqlite3 (a native addon).
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
+// What dist/deltaci.mjs imports dynamically (the S3 blob store and its SDK) is split off into
+// dist/chunks/, loaded only when used: ~1 MB less to compile at every start.
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):
@@ -48,8 +50,12 @@ const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
   sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators],
 };
+await rm(`${root}dist/chunks`, { recursive: true, force: true }); // no stale chunks
 await Promise.all([
-  build({ ...common, entryPoints: [`${root}src/cli/main.ts`], outfile: `${root}dist/deltaci.mjs` }),
+  build({
+    ...common, entryPoints: { deltaci: `${root}src/cli/main.ts` }, outdir: `${root}dist`, splitting: true,
+    chunkNames: "chunks/[name]-[hash]", outExtension: { ".js": ".mjs" },
+  }),
   build({ ...common, entryPoints: [`${root}src/cli/runner-main.ts`], outfile: `${root}dist/runner.mjs` }),
   buildWeb(root),
 ]);

@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -20,4 +21,9 @@ export function projectRoot(): string {
 /** The command that starts this CLI again in a child process (runners spawned by a controller). */
 export function selfCommand(): { command: string; args: string[] } {
   return { command: process.execPath, args: [join(projectRoot(), "bin", "deltaci.js")] };
+}
+
+/** The user's cache dir for Delta CI: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci (may not exist yet). */
+export function userCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.XDG_CACHE_HOME ? join(env.XDG_CACHE_HOME, "deltaci") : join(homedir(), ".cache", "deltaci");
 }

@@ -138,6 +138,8 @@ async function stopRunners(provider: RunnerProvider, clock: Clock, how: "drain" 
       if (kill) await provider.terminate(r.id);
       else if (r.state !== "busy" && r.state !== "draining") await provider.drain(r.id);
     }
+    await provider.refresh();
+    if (provider.list().length === 0) return; // gone already (in-process runners end within terminate): no tick's sleep
     if (clock.now() >= deadline + timeoutMs) return; // killed and still there: give up waiting, the next controller reaps
     await clock.sleep(Math.min(tickMs, 50));
   }

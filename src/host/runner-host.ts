@@ -68,6 +68,8 @@ export class RunnerHost {
   private readonly startedAtMs: number;
   private served = 0;
   private retiring = false;
+  /** Set by `stopPrewarming()`: no more sandboxes are built ahead. */
+  private prewarmStopped = false;
   private onDrained: (() => void) | null = null;
   /** Resolves once `retire()` was called and no session is left. */
   readonly drained: Promise<void>;
@@ -86,6 +88,11 @@ export class RunnerHost {
       await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
     }
     return reaped;
+  }
+
+  /** No more sandboxes built ahead, for sessions launched or ending from now on (the owner expects no more jobs). */
+  stopPrewarming(): void {
+    this.prewarmStopped = true;
   }
 
   onEvent(listener: (e: HostEvent) => void): void {
@@ -198,7 +205,7 @@ export class RunnerHost {
       }
       // The slot is clean (reaped by the host, or vouched for by the factory): the session need not reap it.
       const runner = createRunner(
-        { ...this.o.settings, serverUrl: req.serverUrl, labels: req.labels },
+        { ...this.o.settings, serverUrl: req.serverUrl, labels: req.labels, prewarm: this.o.settings.prewarm && !this.prewarmStopped },
         { registrationToken: req.registrationToken, name: req.id, slot: s.slot, reapSlot: false },
         { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent },
       );
@@ -212,7 +219,7 @@ export class RunnerHost {
     if (code !== 0) {
       // It may have left something behind (a dispose that hit its bound): reaped before reuse.
       this.dirty.add(s.slot.index);
-    } else if (this.o.settings.prewarm && !this.retiring && this.o.sandboxFactory.isSlotClean(s.slot)) {
+    } else if (this.o.settings.prewarm && !this.prewarmStopped && !this.retiring && this.o.sandboxFactory.isSlotClean(s.slot)) {
       this.prewarm(s.slot);
     }
     this.sessions.delete(req.id);

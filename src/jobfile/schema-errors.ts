@@ -4,7 +4,8 @@
  * Unions are resolved by the value's JSON type: when exactly one branch takes that type,
  * its errors are reported (so a typo inside `network: {allwo: …}` is named), else "expected …".
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { Ajv, type ErrorObject, type Options, type ValidateFunction } from "ajv";
+import { precompiledValidators, validatorKey } from "../base/precompiled-validators.ts";
 import { JobFileSchema } from "./schema.ts";
 import { pointerToPath, type PathSegment } from "./locate.ts";
 import { suggest } from "./suggest.ts";
@@ -18,12 +19,18 @@ export interface SchemaIssue {
   suggestion?: string;
 }
 
+/** The job file validator's ajv options (the build generates code with the same). */
+export const jobFileAjvOptions: Options = { allErrors: true, verbose: true, strict: true, allowUnionTypes: true };
+
 /**
- * Compiled once per CLI process and run on a file or two: ajv's code optimization pass costs
- * more than it saves here (it is most of the compile), so it is off.
+ * The build's precompiled validator (src/base/precompiled-validators.ts), else compiled once per
+ * CLI process and run on a file or two: ajv's code optimization pass costs more than it saves
+ * then (it is most of the compile), so it is off.
  */
 export function compileJobFileValidator(): ValidateFunction {
-  const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true, code: { optimize: false } });
+  const built = precompiledValidators.get(validatorKey("jobfile", JobFileSchema));
+  if (built) return built as ValidateFunction;
+  const ajv = new Ajv({ ...jobFileAjvOptions, code: { optimize: false } });
   return ajv.compile(JobFileSchema);
 }
 

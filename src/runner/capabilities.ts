@@ -5,8 +5,9 @@
  * binary's mtime and size, so a warm start costs a few stats.
  */
 import { execFile } from "node:child_process";
-import { readFile, rename, stat, statfs, unlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, stat, statfs, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { dirname } from "node:path";
 import { withIsolationLabels, type Capabilities } from "../protocol/schemas.ts";
 import type { Isolation } from "../sandbox/types.ts";
 
@@ -38,6 +39,11 @@ function run(path: string, args: string[], timeoutMs: number): Promise<string> {
   });
 }
 
+function sameEntries(a: Record<string, CacheEntry>, b: Record<string, CacheEntry>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k]?.key === b[k]?.key && a[k]?.version === b[k]?.version);
+}
+
 /** Toolchain name → version, probed in parallel (cached in `cacheFile` when given). */
 export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
   let cache: Record<string, CacheEntry> = {};
@@ -55,8 +61,10 @@ export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000
     if (m?.[1]) next[name] = { key: bin.key, version: m[1].slice(0, 64) };
   }));
   // Runners share the cache file: write a private temp file and rename it, so a reader never sees half of it.
-  if (cacheFile) {
+  // (Rewritten only when it changed: a warm start writes nothing.)
+  if (cacheFile && !sameEntries(next, cache)) {
     const tmp = `${cacheFile}.${process.pid}.tmp`;
+    await mkdir(dirname(cacheFile), { recursive: true, mode: 0o700 }).catch(() => {});
     await writeFile(tmp, JSON.stringify(next), { mode: 0o600 })
       .then(() => rename(tmp, cacheFile))
       .catch(() => unlink(tmp).catch(() => {}));

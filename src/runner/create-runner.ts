@@ -21,6 +21,8 @@ export interface RunnerSettings {
   labels: string[];
   /** Toolchain probe cache and remembered warm shape (shared by slots), or none. */
   cacheDir: string | null;
+  /** The toolchain probe's cache file, when not `cacheDir`/toolchains.json (RunnerOptions.toolchainsCache). */
+  toolchainsCache?: string | null;
   idleTimeoutMs: number;
   leaseWaitMs: number;
   registerDeadlineMs: number;
@@ -65,7 +67,7 @@ export function createRunner(settings: RunnerSettings, identity: RunnerIdentity,
       return runRunner(
           {
             registrationToken: identity.registrationToken, name: identity.name, version: settings.version, labels: settings.labels,
-            slot: identity.slot, cacheDir: settings.cacheDir, idleTimeoutMs: settings.idleTimeoutMs, leaseWaitMs: settings.leaseWaitMs,
+            slot: identity.slot, cacheDir: settings.cacheDir, toolchainsCache: settings.toolchainsCache ?? null, idleTimeoutMs: settings.idleTimeoutMs, leaseWaitMs: settings.leaseWaitMs,
             registerDeadlineMs: settings.registerDeadlineMs, timings: settings.timings, prewarm: settings.prewarm, reapSlot: identity.reapSlot,
           },
           {

@@ -23,6 +23,11 @@ export interface RunnerOptions {
   slot: SlotInfo;
   /** Where the toolchain probe cache lives (shared by slots). */
   cacheDir: string | null;
+  /**
+   * The toolchain probe's cache file, when not `cacheDir`/toolchains.json: `deltaci run`'s
+   * runners have a fresh `cacheDir` per run, and keep this one in the user's cache dir.
+   */
+  toolchainsCache?: string | null;
   idleTimeoutMs: number;
   /** Upper bound of one lease long poll (the server may clamp it further). */
   leaseWaitMs: number;
@@ -76,7 +81,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
   const shapeFile = opts.prewarm && opts.cacheDir ? join(opts.cacheDir, "warm-shape.json") : null;
   try {
     // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
-    const toolchains = probeToolchains(opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null);
+    const toolchains = probeToolchains(opts.toolchainsCache ?? (opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null));
     toolchains.catch(() => {}); // awaited below; if set-up fails first, its rejection is not left unhandled
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
     // (The oci factory's one-time preparation, helpers, cgroups, seccomp, happens in reapSlot.)

@@ -9,6 +9,7 @@ import { chmod, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { timerClock, type Clock } from "../../base/clock.ts";
 import { DELTACI_VERSION } from "../../config/defaults.ts";
+import { userCacheDir } from "../../config/paths.ts";
 import { defaultRunnerSettings } from "../../config/runner-config.ts";
 import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord } from "../../controller/provider.ts";
 import { applySessionState } from "../../controller/host-provider.ts";
@@ -28,6 +29,8 @@ export interface InProcessProviderOptions {
   idleTimeoutMs: number;
   /** Sessions prewarm their slot's sandbox (the shape in `workRoot`/warm-shape.json, else the defaults). */
   prewarm?: boolean;
+  /** Stop prewarming once this many different jobs were leased (`deltaci run` knows its jobs: a sandbox built after the last one is only torn down). */
+  prewarmJobs?: number;
 }
 
 interface Live {
@@ -50,6 +53,7 @@ export class InProcessProvider implements RunnerProvider {
   private readonly live = new Map<string, Live>();
   private readonly listeners: Array<(e: RunnerExit) => void> = [];
   private seq = 0;
+  private readonly leasedJobs = new Set<string>();
 
   constructor(opts: InProcessProviderOptions) {
     this.o = opts;
@@ -59,7 +63,8 @@ export class InProcessProvider implements RunnerProvider {
     });
     this.host = new RunnerHost({
       slots: Array.from({ length: opts.maxSlots }, (_, i) => slotInfo(opts.slotBase + i, slotsDir)),
-      sandboxFactory: opts.sandboxFactory, settings: { ...settings, version: DELTACI_VERSION }, clock: unrefClock(opts.clock),
+      // The toolchain probe's cache outlives the run (its workRoot is fresh): a warm start costs a few stats.
+      sandboxFactory: opts.sandboxFactory, settings: { ...settings, version: DELTACI_VERSION, toolchainsCache: join(userCacheDir(), "toolchains.json") }, clock: unrefClock(opts.clock),
       logger: opts.logger, maxSessions: 0, maxAgeMs: 0,
     });
     this.host.onEvent((e) => this.onHostEvent(e));
@@ -118,6 +123,8 @@ export class InProcessProvider implements RunnerProvider {
     if (!l) return;
     if (e.type === "session_state") {
       applySessionState(l.record, e);
+      if (e.jobId !== null) this.leasedJobs.add(e.jobId);
+      if (this.o.prewarmJobs !== undefined && this.leasedJobs.size >= this.o.prewarmJobs) this.host.stopPrewarming();
       return;
     }
     this.live.delete(e.id);

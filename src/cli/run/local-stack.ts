@@ -133,8 +133,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       const prewarm = shape.network.egress === "none" && shape.caches.length === 0;
       if (prewarm) await rememberShape(join(workRoot, "warm-shape.json"), shape);
       const provider = new InProcessProvider({
-        workRoot, slotBase: controllerOpts.slotBase, maxSlots: MAX_LOCAL_RUNNERS, sandboxFactory, clock: systemClock,
-        logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm,
+        // A slot per runner and one more (a runner's replacement starts while the slot it left is torn
+        // down); each slot is reaped at start. Prewarming stops once every job is leased.
+        workRoot, slotBase: controllerOpts.slotBase, maxSlots: Math.min(MAX_LOCAL_RUNNERS, controllerOpts.maxRunners + 1), sandboxFactory, clock: systemClock,
+        logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm, prewarmJobs: opts.jobs.length,
       });
       controller = await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock });
     }

@@ -157,21 +157,25 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     }
   } catch (err) {
     interrupt.uninstall();
-    throw err;
-  } finally {
     line.stop();
-    mark("artifacts downloaded");
     await stack?.close();
-    mark("stack closed");
+    throw err;
   }
+  line.stop();
+  mark("artifacts downloaded");
   // Still installed: a Ctrl-C while the summary is written is counted, never a kill half-way.
-  const durationMs = systemClock.now() - started;
-  const exitCode = interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
+  const exitCodeNow = () => interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
+  // A person reads the summary while the stack is torn down; the JSON summary (its durationMs and
+  // timingsMs) still comes after the teardown, which a script waits for anyway.
+  if (!flags.json) await writeOnce(human, formatSummary(outcomes, { style, cwd, durationMs: systemClock.now() - started }));
+  await stack.close();
+  mark("stack closed");
+  const exitCode = exitCodeNow();
   if (flags.timings) process.stderr.write(`${marks.map(([n, ms]) => `timing: ${String(ms).padStart(6)} ms  ${n}`).join("\n")}\n`);
-  const summary = flags.json
-    ? `${JSON.stringify({ ...jsonSummary(outcomes, exitCode, durationMs, cwd), timingsMs: Object.fromEntries(marks) }, null, 2)}\n`
-    : formatSummary(outcomes, { style, cwd, durationMs });
-  await writeOnce(flags.json ? process.stdout : human, summary);
+  if (flags.json) {
+    const summary = { ...jsonSummary(outcomes, exitCode, systemClock.now() - started, cwd), timingsMs: Object.fromEntries(marks) };
+    await writeOnce(process.stdout, `${JSON.stringify(summary, null, 2)}\n`);
+  }
   await writeOnce(process.stderr, "");
   // The handler stays installed to the end, and the process exits here rather than when its event
   // loop drains: node's natural exit closes its signal handles (SIGINT back to the default

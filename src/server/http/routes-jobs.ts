@@ -16,7 +16,7 @@ import { followLog, readLogStream } from "./log-stream.ts";
 import type { TestReports } from "../reports/test-reports.ts";
 
 const STATES: readonly JobState[] = ["queued", "leased", "running", "canceling", "succeeded", "failed", "errored", "canceled"];
-const ArtifactParams = Type.Object({ id: IdParams.properties.id, name: Type.String({ pattern: "^[A-Za-z0-9._-]{1,128}$" }) }, { additionalProperties: false });
+export const ArtifactParams = Type.Object({ id: IdParams.properties.id, name: Type.String({ pattern: "^[A-Za-z0-9._-]{1,128}$" }) }, { additionalProperties: false });
 
 /** `attachment` with an ASCII fallback name and the exact name in RFC 5987 form. */
 function contentDisposition(name: string): string {

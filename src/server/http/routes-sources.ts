@@ -13,7 +13,7 @@ import { refuseIfCollecting } from "../engine/collector.ts";
 import type { EngineContext } from "../engine/context.ts";
 import type { StaticToken } from "./auth.ts";
 
-const UploadParams = Type.Object({ id: Type.String({ pattern: "^src-[a-f0-9]{64}-[0-9]{1,15}$" }) }, { additionalProperties: false });
+export const UploadParams = Type.Object({ id: Type.String({ pattern: "^src-[a-f0-9]{64}-[0-9]{1,15}$" }) }, { additionalProperties: false });
 
 const uploadIdOf = (sha256: string, size: number) => `src-${sha256}-${size}`;
 

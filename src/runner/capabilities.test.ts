@@ -1,0 +1,31 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { probeToolchains } from "./capabilities.ts";
+import { userCacheDir } from "../config/paths.ts";
+
+void test("the toolchain probe's cache: made with its dir, used while a binary's size and mtime match, redone when they do not", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-toolchains-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "not-yet", "toolchains.json");
+  const probed = await probeToolchains(file);
+  assert.ok(probed.node, "node is found in the host's bin dirs");
+  const cache = JSON.parse(readFileSync(file, "utf8")) as Record<string, { key: string; version: string }>;
+  assert.equal(statSync(join(dir, "not-yet")).mode & 0o777, 0o700);
+  const node = cache.node;
+  assert.ok(node);
+  // A planted version under the binary's current key is believed: the cache was used, node not run.
+  writeFileSync(file, JSON.stringify({ ...cache, node: { key: node.key, version: "0.0.0-cached" } }));
+  assert.equal((await probeToolchains(file)).node, "0.0.0-cached");
+  // Under another key (the binary changed), node is run again.
+  writeFileSync(file, JSON.stringify({ ...cache, node: { key: `${node.key}-changed`, version: "0.0.0-cached" } }));
+  assert.equal((await probeToolchains(file)).node, probed.node);
+  assert.equal((JSON.parse(readFileSync(file, "utf8")) as typeof cache).node?.key, node.key, "the file is brought up to date");
+});
+
+void test("the user cache dir: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci", () => {
+  assert.equal(userCacheDir({ XDG_CACHE_HOME: "/x/cache" }), "/x/cache/deltaci");
+  assert.match(userCacheDir({}), /\/\.cache\/deltaci$/);
+});

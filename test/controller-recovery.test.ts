@@ -104,12 +104,19 @@ void test("SIGKILL of a runner mid-job: the server retries on a fresh runner and
   const gate = join(h.dir, "gate");
   const id = await h.submit({ name: "victim", steps: gated(gate) });
   await h.waitJob(id, (j) => j.state === "running");
-  const [runner] = ctl.provider.list();
-  assert.ok(runner);
-  const slotWork = join(h.workRoot, `slot-${runner.id.split("-")[1]}`);
-  const strays = await processesIn(slotWork);
-  assert.ok(strays.length > 0, "precondition: the step runs in the slot");
-  process.kill(Number(runner.handle), "SIGKILL");
+  // the runner whose slot holds the step (`running` may be reported just before the step's process exists)
+  type Victim = { handle: string; slotWork: string; strays: Array<{ pid: number; startTime: string }> };
+  const found: Victim[] = [];
+  await h.waitFor("the step's processes in a runner's slot", async () => {
+    for (const r of ctl.provider.list()) {
+      const slotWork = join(h.workRoot, `slot-${r.id.split("-")[1]}`);
+      const strays = await processesIn(slotWork);
+      if (strays.length > 0) found.push({ handle: r.handle, slotWork, strays });
+    }
+    return found.length > 0;
+  });
+  const { handle, slotWork, strays } = found[0] as Victim;
+  process.kill(Number(handle), "SIGKILL");
 
   await h.waitFor("the dead runner's slot reaped", async () => ((await ctl.metrics.reaped.get()).values.find((v) => v.labels.kind === "process")?.value ?? 0) >= 1);
   for (const p of strays) assert.ok(!(await survives(p)), `stray ${p.pid} killed`);

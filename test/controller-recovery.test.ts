@@ -119,7 +119,11 @@ void test("SIGKILL of a runner mid-job: the server retries on a fresh runner and
   process.kill(Number(handle), "SIGKILL");
 
   await h.waitFor("the dead runner's slot reaped", async () => ((await ctl.metrics.reaped.get()).values.find((v) => v.labels.kind === "process")?.value ?? 0) >= 1);
-  for (const p of strays) assert.ok(!(await survives(p)), `stray ${p.pid} killed`);
+  // the reap signals them; each is gone once the kernel has delivered it
+  await h.waitFor("the dead runner's step processes killed", async () => {
+    for (const p of strays) if (await survives(p)) return false;
+    return true;
+  });
   const exits = (await ctl.metrics.exits.get()).values;
   assert.equal(exits.find((v) => v.labels.outcome === "failed")?.value, 1, `exits: ${JSON.stringify(exits)}`);
   await h.waitJob(id, (j) => j.attempts.length === 2 && j.state === "running");

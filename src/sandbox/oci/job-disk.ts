@@ -8,6 +8,7 @@ import { statfs } from "node:fs/promises";
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
+import type { HostTool } from "./host-commands.ts";
 import type { DiskTemplates } from "./disk-template.ts";
 
 const run = promisify(execFile);
@@ -16,12 +17,13 @@ const run = promisify(execFile);
  * Makes the job disk: a new image file written from the pristine template of its size (no mkfs),
  * attached to a free loop device with autoclear and mounted by the disk tool. Returns the device.
  */
-export async function createJobDisk(templates: DiskTemplates, diskTool: string, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
+export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
     await templates.writeImage(imagePath, sizeMiB);
     await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-    const { stdout } = await run(diskTool, ["mount", imagePath, mountPoint], { timeout: 60_000 });
-    return stdout.trim();
+    const res = await diskTool.run(["mount", imagePath, mountPoint]);
+    if (res.code !== 0) throw new Error(`disk-tool mount exited ${res.code}: ${res.stderr.trim()}`);
+    return res.stdout.trim();
   } catch (e) {
     if (e instanceof DeltaError) throw e;
     throw new DeltaError("E_SANDBOX", `cannot create the job disk of ${sizeMiB} MiB: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
@@ -50,9 +52,9 @@ export async function mountsBelow(dir: string): Promise<string[]> {
 }
 
 /** Unmounts everything at or below `dir` (lazily when busy), in one run of the disk tool. */
-export async function unmountBelow(diskTool: string, dir: string): Promise<string[]> {
+export async function unmountBelow(diskTool: HostTool, dir: string): Promise<string[]> {
   const mounts = await mountsBelow(dir);
-  if (mounts.length > 0) await run(diskTool, ["umount", ...mounts], { timeout: 60_000 }).catch(() => {});
+  if (mounts.length > 0) await diskTool.run(["umount", ...mounts]);
   return mounts;
 }
 

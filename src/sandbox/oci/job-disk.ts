@@ -5,10 +5,12 @@
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { readdirSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
 import type { HostTool } from "./host-commands.ts";
+import { readKernelFile } from "./cgroups.ts";
 import type { DiskTemplates } from "./disk-template.ts";
 
 const run = promisify(execFile);
@@ -40,7 +42,7 @@ export async function diskFull(mountPoint: string): Promise<boolean> {
 
 /** Mount points at or below `dir` in the host mount table, last mounted first. */
 export async function mountsBelow(dir: string): Promise<string[]> {
-  const text = await readFile("/proc/self/mountinfo", "utf8");
+  const text = readKernelFile("/proc/self/mountinfo");
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const mp = line.split(" ")[4];
@@ -60,7 +62,10 @@ export async function unmountBelow(diskTool: HostTool, dir: string): Promise<str
 
 /** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */
 export async function loopDevicesBelow(dir: string): Promise<string[]> {
-  const names = (await readdir("/sys/block").catch(() => [])).filter((n) => n.startsWith("loop"));
+  let names: string[] = [];
+  try {
+    names = readdirSync("/sys/block").filter((n) => n.startsWith("loop"));
+  } catch {}
   return stillBelow(names.map((n) => `/dev/${n}`), dir);
 }
 
@@ -69,7 +74,7 @@ export async function stillBelow(devices: string[], dir: string): Promise<string
   const out: string[] = [];
   for (const dev of devices) {
     const name = dev.replace(/^\/dev\//, "");
-    const back = (await readFile(`/sys/block/${name}/loop/backing_file`, "utf8").catch(() => "")).trim().replace(/ \(deleted\)$/, "");
+    const back = readKernelFile(`/sys/block/${name}/loop/backing_file`).trim().replace(/ \(deleted\)$/, "");
     if (back.startsWith(dir + "/")) out.push(dev);
   }
   return out;

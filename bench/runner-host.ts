@@ -126,7 +126,7 @@ async function throughput(bundle: string, mode: "session" | "process") {
       mode, jobs: JOBS, succeeded: end.succeeded - before.succeeded, jobsPerSecond: Math.round((JOBS / wallS) * 100) / 100, goalJobsPerSecond: 40,
       wallSeconds: Math.round(wallS * 100) / 100, submitSeconds: Math.round(submitS * 100) / 100,
       cpuMsPerJob: r1((cpuS / JOBS) * 1000), goalCpuMsPerJob: 50, cpuSecondsTotal: Math.round(cpuS * 100) / 100,
-      cpuSecondsByPart: { ...cpu, note: "upSelf: server + controller; upChildren: exited children (hosts/runners) of up; childrenSelf: live hosts/runners (childrenSelfSys: of it in the kernel); childrenChildren: their crun and steps" },
+      cpuSecondsByPart: { ...cpu, note: "upSelf: server + controller; upChildren: exited children (hosts/runners) of up; childrenSelf: live hosts/runners (childrenSelfSys: of it in the kernel); childrenChildren: what they ran (crun, the disk tool), waited for or still live (the resident spawner and what it waited for)" },
       hostRssMiBEightIdleSessions: rss8, loadavgAtStart: loadAtStart, loadavgAtEnd: load(),
     };
   } finally {

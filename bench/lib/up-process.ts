@@ -189,6 +189,11 @@ export async function startUp(o: UpOptions): Promise<UpProcess> {
         parts.childrenSelf += x.self;
         parts.childrenSelfSys += x.sys;
         parts.childrenChildren += x.children;
+        // a host's live children (its resident spawner): their own time and what they waited for
+        for (const g of await childrenOf(c)) {
+          const y = cpuOf(g);
+          parts.childrenChildren += y.self + y.children;
+        }
       }
       parts.total = parts.upSelf + parts.upChildren + parts.childrenSelf + parts.childrenChildren;
       return parts;

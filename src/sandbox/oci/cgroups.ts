@@ -3,8 +3,8 @@
  * the counters that prove a limit was hit (OOM kills, refused forks). Works on v1, v2 and hybrid;
  * `assertCgroupSupport` refuses, with a clear reason, a host where the job limits cannot work.
  */
-import { readFileSync } from "node:fs";
-import { readdir, readFile, rmdir } from "node:fs/promises";
+import { readdirSync, readFileSync, type Dirent } from "node:fs";
+import { readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 
@@ -59,28 +59,35 @@ export class JobCgroup {
   }
 
   /** Host pids of every process in the job's cgroup. */
-  async pids(): Promise<number[]> {
+  pids(): Promise<number[]> {
     const dir = this.dirOf("pids") ?? this.dirOf("memory") ?? this.dirOf("freezer");
-    if (dir === null) return [];
-    const text = await readFile(join(dir, "cgroup.procs"), "utf8").catch(() => "");
-    return text.split("\n").filter((l) => l !== "").map(Number);
+    if (dir === null) return Promise.resolve([]);
+    return Promise.resolve(readKernelFile(join(dir, "cgroup.procs")).split("\n").filter((l) => l !== "").map(Number));
   }
 
-  async counters(): Promise<LimitCounters> {
+  counters(): Promise<LimitCounters> {
     const mem = this.dirOf("memory");
     const pids = this.dirOf("pids");
-    const read = (dir: string | null, file: string) => (dir === null ? Promise.resolve("") : readFile(join(dir, file), "utf8").catch(() => ""));
-    if (this.layout.kind === "v2") {
-      const [m, p] = await Promise.all([read(mem, "memory.events"), read(pids, "pids.events")]);
-      return { oomKills: counter(m, "oom_kill"), pidsMax: counter(p, "max") };
-    }
-    const [m, p] = await Promise.all([read(mem, "memory.oom_control"), read(pids, "pids.events")]);
-    return { oomKills: counter(m, "oom_kill"), pidsMax: counter(p, "max") };
+    const read = (dir: string | null, file: string) => (dir === null ? "" : readKernelFile(join(dir, file)));
+    const m = read(mem, this.layout.kind === "v2" ? "memory.events" : "memory.oom_control");
+    return Promise.resolve({ oomKills: counter(m, "oom_kill"), pidsMax: counter(read(pids, "pids.events"), "max") });
   }
 
   /** Removes the job's cgroup directories (crun may leave empty ones behind). */
   async remove(): Promise<void> {
     await removeCgroupTree(this.layout, this.path);
+  }
+}
+
+/**
+ * A small cgroup, sysfs or proc file, read synchronously ("" when missing): such reads never block
+ * on disk, and an async read costs four thread-pool round trips (open, fstat, read, close).
+ */
+export function readKernelFile(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return "";
   }
 }
 
@@ -94,8 +101,12 @@ export function cgroupDirs(layout: CgroupLayout, path: string): string[] {
 export async function removeCgroupTree(layout: CgroupLayout, path: string): Promise<string[]> {
   const removed: string[] = [];
   const visit = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => null);
-    if (entries === null) return;
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true }); // a small kernel dir: sync is cheaper than a thread-pool round trip
+    } catch {
+      return;
+    }
     for (const e of entries) if (e.isDirectory()) await visit(join(dir, e.name));
     try {
       await rmdir(dir);

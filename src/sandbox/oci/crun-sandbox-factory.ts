@@ -25,8 +25,10 @@ import type { CrunSandbox } from "./crun-sandbox.ts";
 import { DiskTemplates } from "./disk-template.ts";
 import { hostEtc } from "./host-rootfs.ts";
 import { loopDevicesBelow, mountsBelow } from "./job-disk.ts";
-import { buildDiskTool, buildSandboxHelper, type NativeTool } from "./native-tools.ts";
+import { hostTool, type HostCommands, type HostTool } from "./host-commands.ts";
+import { buildDiskTool, buildSandboxHelper, buildSpawner, type NativeTool } from "./native-tools.ts";
 import { SpareDisks } from "./spare-disks.ts";
+import { ResidentSpawner } from "./resident-spawner.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
 import { TransparentEgress } from "./transparent-egress.ts";
 
@@ -80,7 +82,9 @@ export interface Prepared {
   seccomp: PreparedSeccomp;
   apparmor: string | null;
   /** The host-side disk tool (native/disk-tool.c). */
-  diskTool: string;
+  diskTool: HostTool;
+  /** How crun and the disk tool run: the resident spawner. */
+  commands: HostCommands;
 }
 
 export class CrunSandboxFactory implements SandboxFactory {
@@ -105,7 +109,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     this.cgroupParent = opts.cgroupParent ?? "deltaci";
     this.socketDir = opts.socketDir ?? "/run/deltaci/egress";
     this.cacheRoot = opts.cacheRoot ?? join(this.cacheDir, "caches");
-    this.templates = new DiskTemplates(join(this.cacheDir, "disk-templates"), async () => (await this.prepare()).diskTool);
+    this.templates = new DiskTemplates(join(this.cacheDir, "disk-templates"), async () => (await this.prepare()).diskTool.path);
     this.spares = opts.spareDisks === true ? new SpareDisks({
       make: async (slot, sizeMiB, dir) => makeJobDir({ prepared: await this.prepare(), templates: this.templates }, slot, sizeMiB, dir, true),
       remove: async (dir) => void (await removeJobFiles({ clock: opts.clock, diskTool: (await this.prepare()).diskTool }, dir)),
@@ -126,19 +130,20 @@ export class CrunSandboxFactory implements SandboxFactory {
     await chmod(this.cacheDir, 0o755);
     const layout = detectCgroupLayout();
     await assertCgroupSupport(layout);
-    const [helper, diskTool] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir)]);
+    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir)]);
+    const commands = new ResidentSpawner(spawner.path, this.opts.logger);
     const unified = layout.kind === "v1" ? layout.hybridUnified : null;
     const wrapper = unified !== null ? [helper.path, "unshare-cgroup2", unified] : [];
     if (unified !== null) this.opts.logger.info({ unified }, "hybrid cgroups: crun runs in a private mount namespace without the cgroup2 mount");
     const stateRoot = this.opts.stateRoot ?? "/run/deltaci/crun";
     await mkdir(stateRoot, { recursive: true, mode: 0o700 });
-    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, wrapper);
+    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, wrapper, commands);
     const etcDir = await hostEtc(this.cacheDir);
     const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";
     const nsLevel = nsLine.trim().split(/\s+/).length - 1;
     const seccomp = await prepareSeccomp(this.cacheDir, this.opts.seccompProfilePath ?? "/usr/share/containers/seccomp.json", CONTAINER_CAPS, this.opts.logger);
     const apparmor = await detectAppArmor(this.opts.apparmorProfile ?? DEFAULT_APPARMOR_PROFILE, this.opts.logger);
-    return { crun, layout, helper, etcDir, nsLevel, seccomp, apparmor, diskTool: diskTool.path };
+    return { crun, layout, helper, etcDir, nsLevel, seccomp, apparmor, diskTool: hostTool(commands, diskTool.path), commands };
   }
 
   private cgroupPath(slot: SlotInfo, containerId: string | null): string {
@@ -199,6 +204,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     await this.ledger.settleAll();
     await this.spares?.discardAll();
     await Promise.all([...this.egressPaths.keys()].map((i) => this.removeEgressPath(i)));
+    await (await this.prepared?.catch(() => null))?.commands.close();
   }
 
   /** The slot's path: the one made before while its veth and netns are still there, else a new one. */

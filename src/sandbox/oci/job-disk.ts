@@ -5,9 +5,12 @@
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { readdirSync } from "node:fs";
+import { mkdir, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
+import type { HostTool } from "./host-commands.ts";
+import { readKernelFile } from "./cgroups.ts";
 import type { DiskTemplates } from "./disk-template.ts";
 
 const run = promisify(execFile);
@@ -16,12 +19,13 @@ const run = promisify(execFile);
  * Makes the job disk: a new image file written from the pristine template of its size (no mkfs),
  * attached to a free loop device with autoclear and mounted by the disk tool. Returns the device.
  */
-export async function createJobDisk(templates: DiskTemplates, diskTool: string, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
+export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
     await templates.writeImage(imagePath, sizeMiB);
     await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-    const { stdout } = await run(diskTool, ["mount", imagePath, mountPoint], { timeout: 60_000 });
-    return stdout.trim();
+    const res = await diskTool.run(["mount", imagePath, mountPoint]);
+    if (res.code !== 0) throw new Error(`disk-tool mount exited ${res.code}: ${res.stderr.trim()}`);
+    return res.stdout.trim();
   } catch (e) {
     if (e instanceof DeltaError) throw e;
     throw new DeltaError("E_SANDBOX", `cannot create the job disk of ${sizeMiB} MiB: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
@@ -38,7 +42,7 @@ export async function diskFull(mountPoint: string): Promise<boolean> {
 
 /** Mount points at or below `dir` in the host mount table, last mounted first. */
 export async function mountsBelow(dir: string): Promise<string[]> {
-  const text = await readFile("/proc/self/mountinfo", "utf8");
+  const text = readKernelFile("/proc/self/mountinfo");
   const out: string[] = [];
   for (const line of text.split("\n")) {
     const mp = line.split(" ")[4];
@@ -50,15 +54,18 @@ export async function mountsBelow(dir: string): Promise<string[]> {
 }
 
 /** Unmounts everything at or below `dir` (lazily when busy), in one run of the disk tool. */
-export async function unmountBelow(diskTool: string, dir: string): Promise<string[]> {
+export async function unmountBelow(diskTool: HostTool, dir: string): Promise<string[]> {
   const mounts = await mountsBelow(dir);
-  if (mounts.length > 0) await run(diskTool, ["umount", ...mounts], { timeout: 60_000 }).catch(() => {});
+  if (mounts.length > 0) await diskTool.run(["umount", ...mounts]);
   return mounts;
 }
 
 /** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */
 export async function loopDevicesBelow(dir: string): Promise<string[]> {
-  const names = (await readdir("/sys/block").catch(() => [])).filter((n) => n.startsWith("loop"));
+  let names: string[] = [];
+  try {
+    names = readdirSync("/sys/block").filter((n) => n.startsWith("loop"));
+  } catch {}
   return stillBelow(names.map((n) => `/dev/${n}`), dir);
 }
 
@@ -67,7 +74,7 @@ export async function stillBelow(devices: string[], dir: string): Promise<string
   const out: string[] = [];
   for (const dev of devices) {
     const name = dev.replace(/^\/dev\//, "");
-    const back = (await readFile(`/sys/block/${name}/loop/backing_file`, "utf8").catch(() => "")).trim().replace(/ \(deleted\)$/, "");
+    const back = readKernelFile(`/sys/block/${name}/loop/backing_file`).trim().replace(/ \(deleted\)$/, "");
     if (back.startsWith(dir + "/")) out.push(dev);
   }
   return out;

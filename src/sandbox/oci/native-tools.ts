@@ -49,6 +49,11 @@ export function buildSeccompExporter(cacheDir: string): Promise<NativeTool> {
   return build(cacheDir, "seccomp-export", "seccomp-export.c", ["-lseccomp"]);
 }
 
+/** The resident spawner (resident-spawner.ts): runs host commands so the node host does not fork. */
+export function buildSpawner(cacheDir: string): Promise<NativeTool> {
+  return build(cacheDir, "spawner", "spawner.c", []);
+}
+
 /** Host-side job disk work: data extents of a template, loop attach + ext4 mount, unmount. */
 export function buildDiskTool(cacheDir: string): Promise<NativeTool> {
   return build(cacheDir, "disk-tool", "disk-tool.c", []);

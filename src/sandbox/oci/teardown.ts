@@ -5,6 +5,7 @@ import { join, posix } from "node:path";
 import type { Clock } from "../../base/clock.ts";
 import { cgroupDirs, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
+import type { HostTool } from "./host-commands.ts";
 import { detachLoops, loopDevicesBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
 
 export interface TeardownContext {
@@ -13,7 +14,7 @@ export interface TeardownContext {
   clock: Clock;
   nsLevel: number;
   /** The disk tool (native-tools.ts): unmounts without util-linux. */
-  diskTool: string;
+  diskTool: HostTool;
 }
 
 /**

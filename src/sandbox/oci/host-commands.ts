@@ -1,0 +1,76 @@
+/**
+ * How the sandbox layer runs host commands (crun, the disk tool). `DirectCommands` forks the node
+ * process for each (child_process); `ResidentSpawner` (resident-spawner.ts) asks a small resident
+ * process to do it, so the big host never forks. Both never throw for a non-zero exit.
+ */
+import { execFile, spawn } from "node:child_process";
+import type { Duplex } from "node:stream";
+
+export interface CommandResult {
+  /** The exit code; 128 + signal when killed (a timeout of `run` sends SIGTERM, of `runWithChannel` SIGKILL). */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ChannelResult {
+  code: number;
+  stderr: string;
+  /** The host end of the stream that was the command's fd 3; destroyed when `code` is not 0. */
+  channel: Duplex;
+}
+
+export interface HostCommands {
+  /** Runs to completion, stdin empty, stdout and stderr collected. */
+  run(file: string, args: string[], timeoutMs: number): Promise<CommandResult>;
+  /** Runs a command that detaches (`crun run -d`) with a fresh stream as its fd 3; resolves once it exited. */
+  runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult>;
+  /** Stops what `run` needs (if anything); a later call starts it again. */
+  close(): Promise<void>;
+}
+
+/** A host command bound to its binary (the disk tool). */
+export interface HostTool {
+  readonly path: string;
+  run(args: string[], timeoutMs?: number): Promise<CommandResult>;
+}
+
+export function hostTool(commands: HostCommands, path: string): HostTool {
+  return { path, run: (args, timeoutMs = 60_000) => commands.run(path, args, timeoutMs) };
+}
+
+const SIGNALS: Record<string, number> = { SIGKILL: 9, SIGTERM: 15 };
+
+export class DirectCommands implements HostCommands {
+  run(file: string, args: string[], timeoutMs: number): Promise<CommandResult> {
+    return new Promise((resolve) => {
+      execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === "number" ? err.code : err.signal ? 128 + (SIGNALS[err.signal] ?? 1) : 127;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && typeof err.code !== "number" ? err.message : "") });
+      });
+    });
+  }
+
+  async runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult> {
+    const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
+    const channel = child.stdio[3] as Duplex;
+    let stderr = "";
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      if (stderr.length < 64 * 1024) stderr += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await new Promise<number>((resolve) => {
+      child.once("error", (err) => {
+        stderr += err.message;
+        resolve(127);
+      });
+      child.once("exit", (c, sig) => resolve(c ?? (sig ? 128 + (SIGNALS[sig] ?? 1) : 1)));
+    }).finally(() => clearTimeout(timer));
+    if (code !== 0) channel.destroy();
+    return { code, stderr, channel };
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

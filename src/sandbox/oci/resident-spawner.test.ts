@@ -1,0 +1,64 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { buildSpawner } from "./native-tools.ts";
+import { ResidentSpawner } from "./resident-spawner.ts";
+
+const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
+after(() => rmSync(cacheDir, { recursive: true, force: true }));
+const warnings: string[] = [];
+const logger = { info: () => {}, warn: (_f: Record<string, unknown>, msg: string) => void warnings.push(msg) };
+
+void test("runs commands: exit codes, stdout, stderr, a missing binary, a timeout", async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  try {
+    assert.deepEqual(await s.run("sh", ["-c", "echo out; echo err >&2; exit 3"], 10_000), { code: 3, stdout: "out\n", stderr: "err\n" });
+    const big = await s.run("head", ["-c", "300000", "/dev/zero"], 10_000);
+    assert.equal(big.stdout.length, 300_000);
+    const missing = await s.run("/nonexistent/tool", [], 10_000);
+    assert.equal(missing.code, 127);
+    assert.match(missing.stderr, /No such file/);
+    assert.equal((await s.run("sleep", ["30"], 200)).code, 128 + 15);
+  } finally {
+    await s.close();
+  }
+  assert.deepEqual(warnings, []);
+});
+
+void test("a channel command gets a stream as fd 3 that outlives it; a failed one's channel is destroyed", async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  try {
+    const ok = await s.runWithChannel("sh", ["-c", "(read line <&3; echo \"got $line\" >&3) & echo detached >&2"], 10_000);
+    assert.equal(ok.code, 0);
+    assert.equal(ok.stderr, "detached\n");
+    const reply = new Promise<string>((resolve) => ok.channel.once("data", (d: Buffer) => resolve(d.toString())));
+    ok.channel.write("ping\n");
+    assert.equal(await reply, "got ping\n");
+    ok.channel.destroy();
+    const bad = await s.runWithChannel("sh", ["-c", "echo nope >&2; exit 4"], 10_000);
+    assert.equal(bad.code, 4);
+    assert.equal(bad.stderr, "nope\n");
+    assert.equal(bad.channel.destroyed, true);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("close ends the spawner and removes its socket dir; the next command starts a new one", async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  // a command's parent is the spawner's request process, whose parent is the spawner
+  const spawnerPid = async () => Number((await s.run("sh", ["-c", "ps -o ppid= -p $PPID"], 10_000)).stdout.trim());
+  const pid = await spawnerPid();
+  const dir = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[1] ?? "";
+  assert.match(dir, /deltaci-spawner-/);
+  assert.equal(existsSync(join(dir, "s")), true);
+  await s.close();
+  assert.equal(existsSync(dir), false);
+  assert.equal(existsSync(`/proc/${pid}`), false);
+  const next = await spawnerPid();
+  assert.notEqual(next, pid);
+  await s.close();
+  assert.equal(existsSync(`/proc/${next}`), false);
+});

@@ -1,0 +1,170 @@
+/**
+ * A resident spawner (native/spawner.c): one small process, started on first use, that forks and
+ * execs host commands on request over a unix socket in a private 0700 temp dir (not mounted into
+ * any sandbox). Forking the ~100 MB node host for each crun or disk tool run cost most of the
+ * host's kernel time per job. The spawner dies with the host (PR_SET_PDEATHSIG and EOF on its
+ * stdin) and removes its socket and dir. If it cannot start, commands run directly (child_process).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { SandboxLogger } from "../types.ts";
+import { DirectCommands, type ChannelResult, type CommandResult, type HostCommands } from "./host-commands.ts";
+
+const START_TIMEOUT_MS = 10_000;
+/** sockaddr_un's path limit, with room for "/s". */
+const MAX_DIR_CHARS = 100;
+
+interface Running {
+  child: ChildProcess;
+  dir: string;
+  socketPath: string;
+}
+
+function request(fields: string[]): Buffer {
+  const body = Buffer.from(fields.map((f) => `${f}\0`).join(""), "utf8");
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+/** Parses a reply (pid, code, stdout, stderr); null while incomplete. */
+function parseReply(buf: Buffer): { code: number; stdout: string; stderr: string } | null {
+  if (buf.length < 12) return null;
+  const code = buf.readInt32BE(4);
+  const outLen = buf.readUInt32BE(8);
+  if (buf.length < 16 + outLen) return null;
+  const errLen = buf.readUInt32BE(12 + outLen);
+  if (buf.length < 16 + outLen + errLen) return null;
+  return { code, stdout: buf.toString("utf8", 12, 12 + outLen), stderr: buf.toString("utf8", 16 + outLen, 16 + outLen + errLen) };
+}
+
+export class ResidentSpawner implements HostCommands {
+  private running: Promise<Running | null> | null = null;
+  private readonly direct = new DirectCommands();
+  private failed = false;
+
+  constructor(
+    /** The built spawner binary (native-tools.ts). */
+    private readonly path: string,
+    private readonly logger: SandboxLogger,
+  ) {}
+
+  async run(file: string, args: string[], timeoutMs: number): Promise<CommandResult> {
+    const r = await this.ensure();
+    if (r === null) return this.direct.run(file, args, timeoutMs);
+    const reply = await this.call(r, request(["R", "", file, ...args]), timeoutMs, "SIGTERM");
+    return reply ?? this.direct.run(file, args, timeoutMs);
+  }
+
+  async runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult> {
+    const r = await this.ensure();
+    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs);
+    const token = randomBytes(12).toString("hex");
+    const channel = await this.connect(r.socketPath).catch(() => null);
+    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs);
+    channel.on("error", () => {}); // the channel's owner (InitChannel) sees its close
+    // registered before the run request: the spawner reads each connection's request in accept order
+    await new Promise<void>((resolve) => channel.write(request(["C", token]), () => resolve()));
+    const reply = await this.call(r, request(["D", token, file, ...args]), timeoutMs, "SIGKILL");
+    if (reply === null || reply.code !== 0) channel.destroy();
+    return reply === null ? { code: 1, stderr: "the spawner went away", channel } : { code: reply.code, stderr: reply.stderr, channel };
+  }
+
+  /** Ends the spawner (EOF on its stdin) and waits for it; a later command starts a new one. */
+  async close(): Promise<void> {
+    const r = await this.running?.catch(() => null);
+    this.running = null;
+    if (r === null || r === undefined) return;
+    const gone = r.child.exitCode !== null || r.child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => r.child.once("exit", () => resolve()));
+    r.child.stdin?.end();
+    const timer = setTimeout(() => r.child.kill("SIGKILL"), 2_000);
+    await gone.finally(() => clearTimeout(timer));
+    rmSync(r.dir, { recursive: true, force: true });
+  }
+
+  private ensure(): Promise<Running | null> {
+    if (this.failed) return Promise.resolve(null);
+    this.running ??= this.start().catch((e: unknown) => {
+      this.failed = true;
+      this.logger.warn({ err: String(e) }, "the resident spawner did not start: host commands fork the host");
+      return null;
+    });
+    return this.running;
+  }
+
+  private async start(): Promise<Running> {
+    const dir = mkdtempSync(join(tmpdir(), "deltaci-spawner-")); // 0700
+    if (dir.length > MAX_DIR_CHARS) {
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`socket dir path too long: ${dir}`);
+    }
+    const child = spawn(this.path, [dir], { stdio: ["pipe", "pipe", "inherit"] });
+    let timer: NodeJS.Timeout | undefined;
+    const ready = await new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), START_TIMEOUT_MS);
+      child.once("error", () => resolve(false));
+      child.once("exit", () => resolve(false));
+      child.stdout?.once("data", (d: Buffer) => resolve(d.toString() === "ready\n"));
+      child.stdin?.on("error", () => {});
+    }).finally(() => clearTimeout(timer));
+    if (!ready) {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error("it did not say ready");
+    }
+    child.stdout?.destroy();
+    // the host may exit with the spawner still there: its stdin's EOF ends it then
+    child.unref();
+    (child.stdin as Socket | null)?.unref();
+    const running: Running = { child, dir, socketPath: join(dir, "s") };
+    child.once("exit", (code, sig) => {
+      if (this.running !== null) this.logger.warn({ code, sig }, "the resident spawner exited; the next command starts a new one");
+      this.running = null;
+      rmSync(dir, { recursive: true, force: true });
+    });
+    return running;
+  }
+
+  private connect(socketPath: string): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const s = createConnection(socketPath);
+      s.once("connect", () => {
+        s.off("error", reject);
+        resolve(s);
+      });
+      s.once("error", reject);
+    });
+  }
+
+  /** Sends one request and reads its reply; null if the spawner could not be reached. */
+  private async call(r: Running, req: Buffer, timeoutMs: number, killSignal: NodeJS.Signals): Promise<CommandResult | null> {
+    const s = await this.connect(r.socketPath).catch(() => null);
+    if (s === null) return null;
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let pid = 0;
+      const timer = setTimeout(() => {
+        if (pid > 0) try {
+          process.kill(pid, killSignal);
+        } catch {}
+      }, timeoutMs);
+      s.on("data", (d: Buffer) => {
+        chunks.push(d);
+        size += d.length;
+        if (pid === 0 && size >= 4) pid = Buffer.concat(chunks).readInt32BE(0);
+      });
+      s.on("error", () => {});
+      s.on("close", () => {
+        clearTimeout(timer);
+        const reply = parseReply(Buffer.concat(chunks));
+        resolve(reply ?? (pid > 0 ? { code: 1, stdout: "", stderr: "the spawner's reply was cut short" } : null));
+      });
+      s.end(req);
+    });
+  }
+}

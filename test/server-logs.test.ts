@@ -139,7 +139,8 @@ void test("follow of an attempt ends when that attempt is lost; the retry is fol
     assert.ok(l);
     await s.log(l.leaseToken, 0, "attempt one\n");
     clock.advance(31_000);
-    const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
+    // attempt 1 by number: the sweeper may have expired it (queuing attempt 2) before this arrives
+    const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1&attempt=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
     assert.equal(res.headers["x-deltaci-attempt"], "1");
     // no heartbeat: the lease expires and attempt 2 is queued; the stream of attempt 1 ends
     assert.equal(await res.body.text(), "attempt one\n");
@@ -153,6 +154,25 @@ void test("follow of an attempt ends when that attempt is lost; the retry is fol
     const list = await s.api("GET", "/v1/jobs?limit=5");
     assert.equal(list.body.jobs[0].jobId, jobId);
     assert.equal(list.body.jobs[0].attempts.length, 2);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("a follow of a queued job gets its headers before any log byte exists", { timeout: 60_000 }, async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    // the job is queued: the answer's headers must come now (a held answer deadlocks this test)
+    const res = await request(`${s.url}/v1/jobs/${jobId}/log?follow=1`, { headers: { authorization: `Bearer ${s.srv.apiToken}` }, bodyTimeout: 120_000 });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers["x-deltaci-attempt"], "1");
+    assert.equal(res.headers["x-deltaci-log-bytes"], "0");
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    assert.equal((await s.log(l.leaseToken, 0, "late line\n")).status, 202);
+    assert.equal((await s.complete(l.leaseToken, { log: { bytes: 10, sha256: createHash("sha256").update("late line\n").digest("hex") } })).status, 200);
+    assert.equal(await res.body.text(), "late line\n");
   } finally {
     await s.close();
   }

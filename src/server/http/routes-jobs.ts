@@ -59,6 +59,9 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobS
       .header("x-deltaci-attempt", String(attempt))
       .header("x-deltaci-log-bytes", String(a.logBytes))
       .header("x-deltaci-log-truncated", a.logTruncated ? "1" : "0");
+    // A follow sends its headers at once: Node holds them until the first byte otherwise, and a
+    // queued or silent job's follower then waited for them until its client's headers timeout.
+    if (follow) reply.raw.once("pipe", () => reply.raw.flushHeaders());
     return reply.send(follow ? followLog(ctx, job.id, attempt, offset, clientGone(reply)) : readLogStream(ctx, job.id, attempt, offset));
   });
 

@@ -22,6 +22,8 @@ interface Running {
   child: ChildProcess;
   dir: string;
   socketPath: string;
+  /** Removes `dir`; also run when this process exits, so a spawner killed outright leaves nothing behind. */
+  removeDir: () => void;
 }
 
 function request(fields: string[]): Buffer {
@@ -83,7 +85,7 @@ export class ResidentSpawner implements HostCommands {
     r.child.stdin?.end();
     const timer = setTimeout(() => r.child.kill("SIGKILL"), 2_000);
     await gone.finally(() => clearTimeout(timer));
-    rmSync(r.dir, { recursive: true, force: true });
+    r.removeDir();
   }
 
   private ensure(): Promise<Running | null> {
@@ -98,8 +100,16 @@ export class ResidentSpawner implements HostCommands {
 
   private async start(): Promise<Running> {
     const dir = mkdtempSync(join(tmpdir(), "deltaci-spawner-")); // 0700
+    // The spawner removes its dir when it ends, but not when it is SIGKILLed (a slot reaper racing
+    // its exit did that): this process removes it too, at the latest when it exits.
+    const removeDir = () => rmSync(dir, { recursive: true, force: true });
+    process.once("exit", removeDir);
+    const forget = () => {
+      removeDir();
+      process.off("exit", removeDir);
+    };
     if (dir.length > MAX_DIR_CHARS) {
-      rmSync(dir, { recursive: true, force: true });
+      forget();
       throw new Error(`socket dir path too long: ${dir}`);
     }
     const child = spawn(this.path, [dir], { stdio: ["pipe", "pipe", "inherit"] });
@@ -113,18 +123,18 @@ export class ResidentSpawner implements HostCommands {
     }).finally(() => clearTimeout(timer));
     if (!ready) {
       child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
+      forget();
       throw new Error("it did not say ready");
     }
     child.stdout?.destroy();
     // the host may exit with the spawner still there: its stdin's EOF ends it then
     child.unref();
     (child.stdin as Socket | null)?.unref();
-    const running: Running = { child, dir, socketPath: join(dir, "s") };
+    const running: Running = { child, dir, socketPath: join(dir, "s"), removeDir: forget };
     child.once("exit", (code, sig) => {
       if (this.running !== null) this.logger.warn({ code, sig }, "the resident spawner exited; the next command starts a new one");
       this.running = null;
-      rmSync(dir, { recursive: true, force: true });
+      forget();
     });
     return running;
   }

@@ -12,7 +12,8 @@
  *                        take what its stderr holds (its detached children may keep the pipe)
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
- * It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin) and removes DIR/s and DIR then.
+ * It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin) and removes DIR/s and DIR then; it
+ * runs in a process group of its own, so a group kill of its parent reaches it as that SIGTERM.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -46,6 +47,8 @@ static void cleanup(void) {
 static void on_term(int sig) {
   (void)sig;
   cleanup();
+  /* our own process group (see main): commands still running die with us, as they did in the host's */
+  kill(0, SIGKILL);
   _exit(0);
 }
 
@@ -224,6 +227,9 @@ int main(int argc, char **argv) {
   pid_t parent = getppid();
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) return 0;
+  /* A process group of our own: a SIGKILL of the host's group (a controller terminating its
+   * runner) then reaches us as the parent-death SIGTERM, and we remove DIR before we go. */
+  setpgid(0, 0);
   snprintf(dir_path, sizeof dir_path, "%s", argv[1]);
   snprintf(sock_path, sizeof sock_path, "%s/s", argv[1]);
   signal(SIGPIPE, SIG_IGN);

@@ -164,13 +164,13 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   line.stop();
   mark("artifacts downloaded");
   // Still installed: a Ctrl-C while the summary is written is counted, never a kill half-way.
-  const exitCodeNow = () => interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
   // A person reads the summary while the stack is torn down; the JSON summary (its durationMs and
   // timingsMs) still comes after the teardown, which a script waits for anyway.
   if (!flags.json) await writeOnce(human, formatSummary(outcomes, { style, cwd, durationMs: systemClock.now() - started }));
   await stack.close();
   mark("stack closed");
-  const exitCode = exitCodeNow();
+  // after the teardown: a Ctrl-C during it still makes the exit 130
+  const exitCode = interrupt.count > 0 ? ExitCode.interrupted : outcomes.every((o) => o.status.state === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
   if (flags.timings) process.stderr.write(`${marks.map(([n, ms]) => `timing: ${String(ms).padStart(6)} ms  ${n}`).join("\n")}\n`);
   if (flags.json) {
     const summary = { ...jsonSummary(outcomes, exitCode, systemClock.now() - started, cwd), timingsMs: Object.fromEntries(marks) };

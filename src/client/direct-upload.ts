@@ -44,9 +44,17 @@ export async function sendDirect(deps: DirectUploadDeps, target: ArtifactUpload,
   if (target.parts === undefined) return putRange(deps, target.url, target.headers, bytes, 0, size, opts);
   const queue = [...target.parts];
   const worker = async () => {
-    for (let p = queue.shift(); p !== undefined; p = queue.shift()) await putRange(deps, p.url, {}, bytes, p.offset, p.size, opts);
+    try {
+      for (let p = queue.shift(); p !== undefined; p = queue.shift()) await putRange(deps, p.url, {}, bytes, p.offset, p.size, opts);
+    } catch (e) {
+      queue.length = 0;
+      throw e;
+    }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(deps.concurrency, queue.length)) }, worker));
+  // A failed part stops new parts but lets those in flight land, so the next descriptor asks only for what is really missing.
+  const settled = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(deps.concurrency, queue.length)) }, worker));
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
 }
 
 /** The commit: the server reads the bytes back to verify them, so its answer takes time in proportion to the size (≥ 5 MiB/s assumed). */

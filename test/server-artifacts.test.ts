@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
+import { request as httpRequest, type IncomingMessage } from "node:http";
 import { completeBody, JumpClock, startTestServer, type TestServer } from "./server-harness.ts";
 
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -138,5 +139,39 @@ void test("an upload left unfinished when its attempt ends is removed", async ()
     }
   } finally {
     await s.close();
+  }
+});
+
+void test("a server closes while a client holds a download it stopped reading: the connection is cut after the grace", { timeout: 60_000 }, async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  let closed = false;
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    // Larger than the socket buffers on both sides, so the server is still writing when the client stops reading.
+    const data = Buffer.alloc(32 * 1024 * 1024, 7);
+    const created = await s.call("POST", "/v1/runner/artifacts", { token: l.leaseToken, json: { name: "big.bin", size: data.length, sha256: sha(data) } });
+    assert.equal((await put(s, created.body.upload.url, l.leaseToken, data, 0, data.length)).status, 201);
+    assert.equal((await s.complete(l.leaseToken, completeBody({ artifacts: [created.body.artifactId] }))).status, 200);
+    const u = new URL(s.url);
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = httpRequest({ host: u.hostname, port: u.port, path: `/v1/jobs/${jobId}/artifacts/big.bin`, headers: { authorization: `Bearer ${s.srv.apiToken}` } }, (r) => {
+        r.pause();
+        resolve(r);
+      });
+      req.on("error", reject).end();
+    });
+    assert.equal(res.statusCode, 200);
+    await s.close();
+    closed = true;
+    // Reading on now gets what was already in flight, then the cut: fewer bytes than Content-Length.
+    let got = 0;
+    res.on("data", (b: Buffer) => (got += b.length));
+    await new Promise<void>((resolve) => res.once("close", () => resolve()).resume());
+    assert.ok(got < data.length, `got ${got} of ${data.length} bytes`);
+    assert.equal(res.complete, false, "the stalled download was cut, not finished");
+  } finally {
+    if (!closed) await s.close();
   }
 });

@@ -16,6 +16,7 @@ import { keys, Notifier } from "./engine/notifier.ts";
 import { runCollector } from "./engine/collector.ts";
 import { leasesNeedGrace, runSweeper } from "./engine/sweeper.ts";
 import { runReplicaSync } from "./engine/replica-sync.ts";
+import type { FastifyInstance } from "fastify";
 import { buildApp } from "./http/app.ts";
 import { StaticToken } from "./http/auth.ts";
 import { ServerMetrics } from "./http/metrics.ts";
@@ -109,7 +110,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await sweeping;
       await collecting;
       await syncing;
-      await app.close();
+      await closeListener(app);
       await store.close();
       await blobs.close();
     })();
@@ -135,4 +136,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     apiToken: api.token, controllerToken: ctl.token, apiTokenFile: api.path, controllerTokenFile: ctl.path,
     dataDir: opts.dataDir, stateLocation: stateLocation(opts.dataDir, options.databaseUrl), close,
   };
+}
+
+/**
+ * Closes the listener: idle keep-alive connections at once, responses in flight after
+ * `serverCloseGraceMs` (a client that stopped reading a download would otherwise hold the close
+ * until its socket timed out).
+ */
+async function closeListener(app: FastifyInstance): Promise<void> {
+  const timer = setTimeout(() => app.server.closeAllConnections(), defaults.serverCloseGraceMs);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -16,7 +16,6 @@ import { systemClock } from "../src/base/clock.ts";
 import { bindMount, bundleConfig } from "../src/sandbox/oci/bundle.ts";
 import { containerName } from "../src/sandbox/job-names.ts";
 import { CrunSandboxFactory } from "../src/sandbox/oci/crun-sandbox-factory.ts";
-import { hostRootfs } from "../src/sandbox/oci/host-rootfs.ts";
 import { JobCgroup } from "../src/sandbox/oci/cgroups.ts";
 import { slotInfo } from "../src/sandbox/slots.ts";
 import type { SandboxSpec } from "../src/sandbox/types.ts";
@@ -94,9 +93,9 @@ async function sandboxRun(i: number, mode: "cold" | "coldNoSpare" | "warm") {
 
 async function prepareRawBundles(prepared: Awaited<ReturnType<CrunSandboxFactory["prepare"]>>) {
   const rawDir = join(root, "raw");
-  const rootfs = join(rawDir, "rootfs");
+  const rootfs = prepared.hostSkeletonDir;
   mkdirSync(join(rawDir, "ws"), { recursive: true });
-  const mounts = await hostRootfs(rootfs, prepared.etcDir, []);
+  const mounts = [...prepared.hostMounts];
   mounts.push(bindMount(join(rawDir, "ws"), "/workspace", false));
   const variants: Array<[string, object | null, Record<string, string>]> = [
     ["crun run (seccomp JSON)", prepared.seccomp.profile, {}],

@@ -39,16 +39,42 @@ export function serverUrls(list: string): string[] {
 /** Statuses a load balancer or a stopping replica answers: the next replica may serve. */
 const FAILOVER_STATUS = new Set([502, 503, 504]);
 
+const KEEP_ALIVE_MS = 30_000;
+
+/**
+ * Keep-alive connections shared by several clients (a runner host's sessions), so that each one
+ * does not set up its own agent and TCP connections. It carries no credential: a token is a header
+ * of each request, and a connection holds nothing of a request once it is answered. Its owner
+ * closes it; the clients that use it never do. No bound on connections: every session's lease
+ * long poll holds one.
+ */
+export class ConnectionPool {
+  readonly agent: Agent;
+
+  constructor(opts: { connectTimeoutMs: number }) {
+    this.agent = new Agent({ keepAliveTimeout: KEEP_ALIVE_MS, connectTimeout: opts.connectTimeoutMs });
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
+
 export class HttpClient {
   private readonly urls: string[];
   private current = 0;
   private readonly agent: Agent;
+  /** Whether `agent` is this client's own (closed with it) or a shared pool's. */
+  private readonly ownsAgent: boolean;
+  /** Aborted by `destroy()`: this client's requests stop, on its own agent or a shared one. */
+  private readonly destroyed = new AbortController();
   private readonly defaultTimeoutMs: number;
 
-  constructor(baseUrl: string, opts: { timeoutMs: number; connections?: number }) {
+  constructor(baseUrl: string, opts: { timeoutMs: number; connections?: number; pool?: ConnectionPool }) {
     this.urls = serverUrls(baseUrl);
     this.defaultTimeoutMs = opts.timeoutMs;
-    this.agent = new Agent({ keepAliveTimeout: 30_000, connections: opts.connections ?? 8, connectTimeout: Math.min(opts.timeoutMs, 10_000) });
+    this.ownsAgent = opts.pool === undefined;
+    this.agent = opts.pool?.agent ?? new Agent({ keepAliveTimeout: KEEP_ALIVE_MS, connections: opts.connections ?? 8, connectTimeout: Math.min(opts.timeoutMs, 10_000) });
   }
 
   /** The server requests go to now. */
@@ -73,7 +99,7 @@ export class HttpClient {
   async raw(opts: RequestOptions): Promise<Dispatcher.ResponseData> {
     const timeoutMs = opts.timeoutMs ?? this.defaultTimeoutMs;
     const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const signal = AbortSignal.any(opts.signal ? [opts.signal, timeout, this.destroyed.signal] : [timeout, this.destroyed.signal]);
     const headers: Record<string, string> = { ...opts.headers };
     // An absolute URL is another origin (a presigned object-store URL): it never gets the token.
     const absolute = /^https?:\/\//.test(opts.path);
@@ -92,6 +118,7 @@ export class HttpClient {
       });
     } catch (err) {
       if (opts.signal?.aborted) throw err;
+      if (this.destroyed.signal.aborted) throw new DeltaError("E_CLOSED", `${opts.method} ${absolute ? redactQuery(opts.path) : opts.path}: the client was destroyed`, { cause: err });
       if (!absolute) this.failover(base);
       const code = timeout.aborted ? "E_TIMEOUT" : "E_NETWORK";
       throw new DeltaError(code, `${opts.method} ${absolute ? redactQuery(opts.path) : opts.path}: ${timeout.aborted ? `no answer within ${timeoutMs} ms` : (err as Error).message}`, { cause: err });
@@ -107,13 +134,15 @@ export class HttpClient {
     throw new DeltaError(code, `${opts.method} ${absolute ? redactQuery(opts.path) : opts.path}: ${message}`, { details: { status: res.statusCode, ...extra } });
   }
 
+  /** Waits for this client's requests and closes its own agent (a shared pool stays open). */
   async close(): Promise<void> {
-    await this.agent.close();
+    if (this.ownsAgent) await this.agent.close();
   }
 
-  /** Drops open connections at once (a runner that must exit now). */
+  /** Stops this client's requests at once (a runner that must exit now), and drops its own agent's connections. */
   async destroy(): Promise<void> {
-    await this.agent.destroy();
+    this.destroyed.abort();
+    if (this.ownsAgent) await this.agent.destroy();
   }
 }
 

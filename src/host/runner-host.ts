@@ -3,7 +3,7 @@
  * process) serving many runner sessions. A session is a whole runner (createRunner): its own
  * single-use registration token, session token, slot and sandbox; it leases at most one job,
  * reports it and ends, and nothing of it is kept: its client, spool, env, secrets and tokens
- * go with it. Only the trusted runner code stays warm; job code runs in the sandbox.
+ * go with it (the host's keep-alive connections to the server outlive it: they carry no token). Only the trusted runner code stays warm; job code runs in the sandbox.
  *
  * Slots are the host's for its life: a slot is reaped once when the host starts, then recycled
  * between sessions (the sandbox backend keeps its disk image). A slot goes to its next session
@@ -23,6 +23,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
+import { ConnectionPool } from "../client/http.ts";
 import { createRunner, type RunnerSettings } from "../runner/create-runner.ts";
 import type { RunnerLogger } from "../runner/ports.ts";
 import type { RunnerEvent } from "../runner/runner-events.ts";
@@ -71,12 +72,15 @@ export class RunnerHost {
   /** Set by `stopPrewarming()`: no more sandboxes are built ahead. */
   private prewarmStopped = false;
   private onDrained: (() => void) | null = null;
+  /** The sessions' keep-alive connections to the server: set up once, not per session. */
+  private readonly connections: ConnectionPool;
   /** Resolves once `retire()` was called and no session is left. */
   readonly drained: Promise<void>;
 
   constructor(opts: RunnerHostOptions) {
     this.o = opts;
     this.startedAtMs = opts.clock.now();
+    this.connections = new ConnectionPool({ connectTimeoutMs: Math.min(opts.settings.requestTimeoutMs, 10_000) });
     this.drained = new Promise((resolve) => (this.onDrained = resolve));
   }
 
@@ -166,6 +170,7 @@ export class RunnerHost {
     await Promise.all([...this.sessions.keys()].map((id) => this.terminate(id)));
     const reaped: string[] = [];
     for (const slot of this.o.slots) reaped.push(...(await this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
+    await this.connections.close().catch(() => {});
     return reaped;
   }
 
@@ -207,7 +212,7 @@ export class RunnerHost {
       const runner = createRunner(
         { ...this.o.settings, serverUrl: req.serverUrl, labels: req.labels, prewarm: this.o.settings.prewarm && !this.prewarmStopped },
         { registrationToken: req.registrationToken, name: req.id, slot: s.slot, reapSlot: false },
-        { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent },
+        { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent, connections: this.connections },
       );
       const exit = await runner.run(s.stop.signal);
       code = exit.code;

@@ -1,11 +1,12 @@
 /**
  * The one wiring of a runner (issue 10: `deltaci runner`, the runner host's sessions and
  * `deltaci run` all come through here): the HTTP protocol client with its retry policy, built
- * for this runner alone and destroyed when it ends, around `runRunner`. A runner is one
+ * for this runner alone and destroyed when it ends, around `runRunner` (a host's runners share
+ * its keep-alive connections, which carry no credential: see ConnectionPool). A runner is one
  * registration, one session, at most one job; nothing of it is kept once `run()` resolves.
  */
 import type { Clock } from "../base/clock.ts";
-import { HttpClient } from "../client/http.ts";
+import { HttpClient, type ConnectionPool } from "../client/http.ts";
 import { RetryPolicy } from "../client/retry-policy.ts";
 import { RunnerClient } from "../client/runner-client.ts";
 import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
@@ -47,6 +48,8 @@ export interface CreateRunnerDeps {
   clock: Clock;
   logger: RunnerLogger;
   onEvent?: RunnerEventListener;
+  /** Connections shared with the process's other runners (a runner host's); default: the runner's own. */
+  connections?: ConnectionPool;
 }
 
 export interface Runner {
@@ -61,7 +64,7 @@ export function createRunner(settings: RunnerSettings, identity: RunnerIdentity,
         clock: deps.clock,
         onRetry: (err, attempt, waitMs) => deps.logger.info({ err: String(err), attempt, waitMs }, "retrying"),
       });
-      const http = new HttpClient(settings.serverUrl, { timeoutMs: settings.requestTimeoutMs });
+      const http = new HttpClient(settings.serverUrl, { timeoutMs: settings.requestTimeoutMs, ...(deps.connections ? { pool: deps.connections } : {}) });
       const client = new RunnerClient({ http, retry, requestTimeoutMs: settings.requestTimeoutMs });
       // runRunner destroys the client (and its connections) whatever happens.
       return runRunner(

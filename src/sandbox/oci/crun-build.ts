@@ -20,7 +20,7 @@ import { CrunSandbox, HELPER_IN_SANDBOX, HOME, WORKSPACE } from "./crun-sandbox.
 import type { CrunSandboxOptions, Prepared } from "./crun-sandbox-factory.ts";
 import type { DiskTemplates } from "./disk-template.ts";
 import { defaultResolve, EgressProxy } from "./egress-proxy.ts";
-import { hostRootfs, hostRootfsMounts, hostSkeleton } from "./host-rootfs.ts";
+import { hostSkeleton } from "./host-rootfs.ts";
 import { InitChannel } from "./init-channel.ts";
 import { createJobDisk } from "./job-disk.ts";
 import type { SpareDisks } from "./spare-disks.ts";
@@ -50,9 +50,9 @@ export interface BuildEnv {
 
 /**
  * A job dir with its disk (a pristine copy of the template) mounted, the workspace and home on it,
- * the steps and bundle dirs and, for a spare, the host image's root skeleton.
+ * and the steps and bundle dirs.
  */
-export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string, skeleton = false): Promise<void> {
+export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string): Promise<void> {
   const uid = slot.hostUidBase;
   const diskMount = join(jobDir, "disk");
   await mkdir(jobDir, { recursive: true, mode: 0o755 });
@@ -63,7 +63,6 @@ export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, 
   }
   await mkdir(join(jobDir, "steps"), { mode: 0o755 });
   await mkdir(join(jobDir, "bundle"), { mode: 0o700 });
-  if (skeleton) await hostSkeleton(join(jobDir, "rootfs"), []);
 }
 
 export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {
@@ -151,7 +150,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
       mark("create: disk image from template + mount");
     }
     signal?.throwIfAborted();
-    const rootfs = join(jobDir, "rootfs");
+    let rootfs = join(jobDir, "rootfs");
     const mounts: OciMount[] = [];
     const extraEnv: Record<string, string> = {};
     let hasBash = existsSync("/usr/bin/bash") || existsSync("/bin/bash");
@@ -159,11 +158,12 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     const caches = await prepareCaches(env.cacheRoot, spec.caches, WORKSPACE, uid, jobDir, diskMount);
     writableCaches = caches.writable;
     const skeletonPoints = caches.targets.filter((t) => !t.startsWith(WORKSPACE + "/") && !t.startsWith(HOME + "/") && t !== HOME);
-    if (spec.image.kind === "host" && fromSpare) {
-      for (const point of skeletonPoints) await mkdir(join(rootfs, point), { recursive: true, mode: 0o755 });
-      mounts.push(...hostRootfsMounts(p.etcDir)); // the spare has the skeleton
-    } else if (spec.image.kind === "host") mounts.push(...(await hostRootfs(rootfs, p.etcDir, skeletonPoints)));
-    else {
+    if (spec.image.kind === "host") {
+      // the shared read-only skeleton, unless this job needs mount points of its own
+      if (skeletonPoints.length === 0) rootfs = p.hostSkeletonDir;
+      else await hostSkeleton(rootfs, skeletonPoints);
+      mounts.push(...p.hostMounts);
+    } else {
       const pull = { insecureRegistries: opts.insecureRegistries ?? [], signal, ...(opts.imagePullTimeoutMs !== undefined ? { timeoutMs: opts.imagePullTimeoutMs } : {}) };
       const img = await unpackImage(env.cacheDir, spec.image.ref, spec.image.digest, pull, opts.imageRoots ?? [join(env.cacheDir, "images")]);
       for (const d of ["upper", "work"]) await mkdir(join(diskMount, d), { mode: 0o755 });

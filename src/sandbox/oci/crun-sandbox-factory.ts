@@ -23,7 +23,8 @@ import { CrunCli } from "./crun-cli.ts";
 import { buildSandbox, makeJobDir, type BuildEnv } from "./crun-build.ts";
 import type { CrunSandbox } from "./crun-sandbox.ts";
 import { DiskTemplates } from "./disk-template.ts";
-import { hostEtc } from "./host-rootfs.ts";
+import { hostEtc, hostRootfsMounts, sharedHostSkeleton } from "./host-rootfs.ts";
+import type { OciMount } from "./bundle.ts";
 import { loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { hostTool, type HostCommands, type HostTool } from "./host-commands.ts";
 import { buildDiskTool, buildSandboxHelper, buildSpawner, type NativeTool } from "./native-tools.ts";
@@ -78,6 +79,10 @@ export interface Prepared {
   layout: CgroupLayout;
   helper: NativeTool;
   etcDir: string;
+  /** The read-only root skeleton shared by host-image jobs without extra mount points (host-rootfs.ts). */
+  hostSkeletonDir: string;
+  /** The mounts that fill a host-image root: the same for every job. */
+  hostMounts: OciMount[];
   nsLevel: number;
   seccomp: PreparedSeccomp;
   apparmor: string | null;
@@ -111,7 +116,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     this.cacheRoot = opts.cacheRoot ?? join(this.cacheDir, "caches");
     this.templates = new DiskTemplates(join(this.cacheDir, "disk-templates"), async () => (await this.prepare()).diskTool.path);
     this.spares = opts.spareDisks === true ? new SpareDisks({
-      make: async (slot, sizeMiB, dir) => makeJobDir({ prepared: await this.prepare(), templates: this.templates }, slot, sizeMiB, dir, true),
+      make: async (slot, sizeMiB, dir) => makeJobDir({ prepared: await this.prepare(), templates: this.templates }, slot, sizeMiB, dir),
       remove: async (dir) => void (await removeJobFiles({ clock: opts.clock, diskTool: (await this.prepare()).diskTool }, dir)),
     }, opts.logger) : null;
   }
@@ -139,11 +144,12 @@ export class CrunSandboxFactory implements SandboxFactory {
     await mkdir(stateRoot, { recursive: true, mode: 0o700 });
     const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, wrapper, commands);
     const etcDir = await hostEtc(this.cacheDir);
+    const hostSkeletonDir = await sharedHostSkeleton(this.cacheDir);
     const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";
     const nsLevel = nsLine.trim().split(/\s+/).length - 1;
     const seccomp = await prepareSeccomp(this.cacheDir, this.opts.seccompProfilePath ?? "/usr/share/containers/seccomp.json", CONTAINER_CAPS, this.opts.logger);
     const apparmor = await detectAppArmor(this.opts.apparmorProfile ?? DEFAULT_APPARMOR_PROFILE, this.opts.logger);
-    return { crun, layout, helper, etcDir, nsLevel, seccomp, apparmor, diskTool: hostTool(commands, diskTool.path), commands };
+    return { crun, layout, helper, etcDir, hostSkeletonDir, hostMounts: hostRootfsMounts(etcDir), nsLevel, seccomp, apparmor, diskTool: hostTool(commands, diskTool.path), commands };
   }
 
   private cgroupPath(slot: SlotInfo, containerId: string | null): string {

@@ -6,12 +6,11 @@
  * `done` resolves.
  */
 import { constants } from "node:os";
-import { readFile } from "node:fs/promises";
 import { PassThrough } from "node:stream";
 import type { Clock } from "../../base/clock.ts";
 import { StepControl } from "../step-control.ts";
 import type { LimitReason, StepProcess, StepResult } from "../types.ts";
-import type { JobCgroup, LimitCounters } from "./cgroups.ts";
+import { readKernelFile, type JobCgroup, type LimitCounters } from "./cgroups.ts";
 import type { InitChannel, StepRequest } from "./init-channel.ts";
 
 export interface CrunStepContext {
@@ -27,9 +26,9 @@ export interface CrunStepContext {
 
 const signalNames = new Map<number, string>(Object.entries(constants.signals).map(([name, num]) => [num, name]));
 
-async function containerPid(hostPid: number, level: number): Promise<number | null> {
-  const text = await readFile(`/proc/${hostPid}/status`, "utf8").catch(() => null);
-  const line = text?.split("\n").find((l) => l.startsWith("NSpid:"));
+/** Synchronous: a small procfs read is cheaper than a thread-pool round trip (and its 64 KiB buffer). */
+function containerPid(hostPid: number, level: number): number | null {
+  const line = readKernelFile(`/proc/${hostPid}/status`).split("\n").find((l) => l.startsWith("NSpid:"));
   const v = line?.split(/\s+/)[level + 1];
   return v === undefined ? null : Number(v);
 }
@@ -38,7 +37,7 @@ async function containerPid(hostPid: number, level: number): Promise<number | nu
 export async function signalJobProcesses(ctx: Pick<CrunStepContext, "cgroup" | "nsLevel">, sig: NodeJS.Signals, until?: AbortSignal): Promise<number> {
   let n = 0;
   for (const pid of await ctx.cgroup.pids()) {
-    const inner = await containerPid(pid, ctx.nsLevel);
+    const inner = containerPid(pid, ctx.nsLevel);
     if (until?.aborted) return n;
     if (inner === null || inner === 1) continue;
     try {

@@ -16,8 +16,12 @@ import { DeltaError } from "../../base/errors.ts";
 
 const run = promisify(execFile);
 
-/** No journal (a job disk never outlives a crash), no reserved blocks, inode tables left to read as holes. */
-export const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard"];
+/**
+ * No journal (a job disk never outlives a crash), no reserved blocks, inode tables left to read as
+ * holes, no resize inode (a job disk is never grown; its reserved GDT blocks were 2.1 of the 2.2 MB
+ * written per 4 GiB job disk).
+ */
+export const MKFS_ARGS = ["-q", "-F", "-m", "0", "-O", "^has_journal,^resize_inode", "-E", "lazy_itable_init=1,nodiscard"];
 const BLOCK = 4096;
 
 interface Pack {

@@ -1,7 +1,7 @@
 /**
- * The `host` image: a read-only view of the host's toolchains. The root is a per-job skeleton of
- * mount points; /usr and the real /bin, /lib*, /sbin directories (or their merged-usr symlinks)
- * come from the host read-only; /etc is generated once (passwd, group, hosts, resolv.conf,
+ * The `host` image: a read-only view of the host's toolchains. The root is a skeleton of mount
+ * points (shared by the jobs, or per job when it needs extra mount points); /usr and the real
+ * /bin, /lib*, /sbin directories (or their merged-usr symlinks) come from the host read-only; /etc is generated once (passwd, group, hosts, resolv.conf,
  * nsswitch, ld.so.cache) with the host's certificates and alternatives bound read-only.
  * Never the host's /root, /home, /var, /opt, /work, /run or /etc secrets.
  */
@@ -47,15 +47,15 @@ export async function hostEtc(cacheDir: string): Promise<string> {
   return dir;
 }
 
+const SKELETON_DIRS = ["usr", "etc", "proc", "dev", "sys", "tmp", "run", "workspace", "home/deltaci", ".deltaci/bin", ".deltaci/steps", ".deltaci/run", "var/tmp"];
+
 /**
- * Creates the per-job root skeleton: mount points only, and `extraMountPoints`. Synchronous: about
- * 20 mkdirs of empty dirs in the job dir, cheaper than as many thread-pool round trips.
+ * Creates a root skeleton: mount points only, and `extraMountPoints`. Synchronous: about 20 mkdirs
+ * of empty dirs, cheaper than as many thread-pool round trips.
  */
 export function hostSkeleton(rootfs: string, extraMountPoints: string[]): Promise<void> {
   mkdirSync(rootfs, { recursive: true, mode: 0o755 });
-  for (const d of ["usr", "etc", "proc", "dev", "sys", "tmp", "run", "workspace", "home/deltaci", ".deltaci/bin", ".deltaci/steps", ".deltaci/run", "var/tmp"]) {
-    mkdirSync(join(rootfs, d), { recursive: true, mode: 0o755 });
-  }
+  for (const d of SKELETON_DIRS) mkdirSync(join(rootfs, d), { recursive: true, mode: 0o755 });
   for (const name of TOP_DIRS) {
     const st = lstatSync(join("/", name), { throwIfNoEntry: false });
     if (st?.isSymbolicLink()) symlinkSync(readlinkSync(join("/", name)), join(rootfs, name));
@@ -63,6 +63,27 @@ export function hostSkeleton(rootfs: string, extraMountPoints: string[]): Promis
   }
   for (const p of extraMountPoints) mkdirSync(join(rootfs, p), { recursive: true, mode: 0o755 });
   return Promise.resolve();
+}
+
+/**
+ * The skeleton every host-image job without extra mount points shares (cacheDir/host-root-<hash>),
+ * made once per content. Its jobs cannot change it: it is their read-only root, owned by host root,
+ * which no job's user namespace maps; everything a job writes lands on the mounts over it. Per job
+ * it saved about 25 mkdirs and as many removals (≈ 6 ms of kernel CPU on ext4 here).
+ */
+export async function sharedHostSkeleton(cacheDir: string): Promise<string> {
+  const hash = createHash("sha256").update(JSON.stringify(SKELETON_DIRS));
+  for (const name of TOP_DIRS) {
+    const st = lstatSync(join("/", name), { throwIfNoEntry: false });
+    hash.update(`${name}:${st?.isSymbolicLink() ? `-> ${readlinkSync(join("/", name))}` : st?.isDirectory() ? "dir" : "none"};`);
+  }
+  const dir = join(cacheDir, `host-root-${hash.digest("hex").slice(0, 16)}`);
+  if (existsSync(dir)) return dir;
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await hostSkeleton(tmp, []);
+  await rename(tmp, dir).catch(async () => rm(tmp, { recursive: true, force: true }));
+  return dir;
 }
 
 /** The mounts that fill a skeleton made by `hostSkeleton`. */
@@ -75,10 +96,4 @@ export function hostRootfsMounts(etcDir: string): OciMount[] {
   mounts.push(bindMount(etcDir, "/etc", true));
   for (const name of ETC_BINDS) if (existsSync(join("/etc", name))) mounts.push(bindMount(join("/etc", name), join("/etc", name), true));
   return mounts;
-}
-
-/** Creates the per-job root skeleton (mount points only) and returns the mounts that fill it. */
-export async function hostRootfs(rootfs: string, etcDir: string, extraMountPoints: string[]): Promise<OciMount[]> {
-  await hostSkeleton(rootfs, extraMountPoints);
-  return hostRootfsMounts(etcDir);
 }

@@ -32,12 +32,15 @@ export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool
   }
 }
 
-/** True when the disk is (nearly) full: fewer than 1% or 256 KiB of blocks, or no inodes left. */
+/**
+ * True when the disk is (nearly) full: fewer than 1% or 1 MiB of blocks, or no inodes left. After
+ * ENOSPC, ext4 still shows 0.4–0.9 MiB available (delayed allocation's reservations) on 64–256 MiB disks.
+ */
 export async function diskFull(mountPoint: string): Promise<boolean> {
   const s = await statfs(mountPoint).catch(() => null);
   if (s === null) return false;
   const freeBytes = s.bavail * s.bsize;
-  return freeBytes < Math.max(256 * 1024, (s.blocks * s.bsize) / 100) || s.ffree === 0;
+  return freeBytes < Math.max(1024 * 1024, (s.blocks * s.bsize) / 100) || s.ffree === 0;
 }
 
 /** Mount points at or below `dir` in the host mount table, last mounted first. */

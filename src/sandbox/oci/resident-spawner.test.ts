@@ -48,8 +48,8 @@ void test("a channel command gets a stream as fd 3 that outlives it; a failed on
 
 void test("close ends the spawner and removes its socket dir; the next command starts a new one", async () => {
   const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
-  // a command's parent is the spawner's request process, whose parent is the spawner
-  const spawnerPid = async () => Number((await s.run("sh", ["-c", "ps -o ppid= -p $PPID"], 10_000)).stdout.trim());
+  // a command's parent is the spawner itself (one fork per command)
+  const spawnerPid = async () => Number((await s.run("sh", ["-c", "echo $PPID"], 10_000)).stdout.trim());
   const pid = await spawnerPid();
   const dir = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[1] ?? "";
   assert.match(dir, /deltaci-spawner-/);
@@ -61,4 +61,21 @@ void test("close ends the spawner and removes its socket dir; the next command s
   assert.notEqual(next, pid);
   await s.close();
   assert.equal(existsSync(`/proc/${next}`), false);
+});
+
+void test("what a command leaves behind is reparented to the spawner, which reaps it", async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  const parentOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ")[1]);
+  try {
+    const spawner = Number((await s.run("sh", ["-c", "echo $PPID"], 10_000)).stdout.trim());
+    // the orphan keeps no pipe of the command open, so the command's reply does not wait for it
+    const orphan = Number((await s.run("sh", ["-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], 10_000)).stdout.trim());
+    assert.equal(parentOf(orphan), spawner, "the spawner is the subreaper of its commands' orphans");
+    process.kill(orphan, "SIGKILL");
+    // reaped by the spawner: no zombie is left (it would keep its /proc entry)
+    for (let i = 0; i < 1000 && existsSync(`/proc/${orphan}`); i++) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(existsSync(`/proc/${orphan}`), false);
+  } finally {
+    await s.close();
+  }
 });

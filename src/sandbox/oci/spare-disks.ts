@@ -1,8 +1,8 @@
 /**
  * Spare job dirs (factory option `spareDisks`): as soon as a slot's sandbox is disposed of, its
  * next job dir is made in the background — a pristine disk from the template, mounted, with the
- * workspace and home on it, and the host image's root skeleton — so that the slot's next build (a
- * prewarm, or a cold create) starts at its container. A spare holds no process and is unreachable
+ * workspace and home on it — so that the slot's next build (a prewarm, or a cold create) starts at
+ * its container. A spare holds no process and is unreachable
  * from any job: a fresh file system under the slot's work dir (mode 0711) that no container mounts
  * until a build takes it and renames it to its job dir. At most one per slot; `reapSlot` and
  * `close` remove it.

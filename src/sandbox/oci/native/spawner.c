@@ -12,6 +12,8 @@
  *                        take what its stderr holds (its detached children may keep the pipe)
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
+ * One process, one poll loop: each command is one fork+exec of this small process (no request
+ * process in between); it is the subreaper of what its commands leave behind.
  * It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin) and removes DIR/s and DIR then; it
  * runs in a process group of its own, so a group kill of its parent reaches it as that SIGTERM.
  */
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,6 +38,7 @@
 #define REQ_MAX (1 << 20)
 #define OUT_MAX (16 << 20)
 #define CHANNELS 64
+#define MAX_CMDS 256
 
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char dir_path[sizeof(sock_path)];
@@ -50,14 +54,6 @@ static void on_term(int sig) {
   /* our own process group (see main): commands still running die with us, as they did in the host's */
   kill(0, SIGKILL);
   _exit(0);
-}
-
-/* Request processes are waited for (not auto-reaped), so their CPU time shows in our cutime. */
-static void on_child(int sig) {
-  (void)sig;
-  int saved = errno;
-  while (waitpid(-1, NULL, WNOHANG) > 0) {}
-  errno = saved;
 }
 
 static int read_full(int fd, void *buf, size_t n) {
@@ -112,20 +108,57 @@ static void place(int fd, int target) {
 
 static struct { char token[64]; int fd; } channels[CHANNELS];
 
-/* The per-request process: runs argv, replies on conn, exits. */
-static void handle(int conn, int chan, char kind, char **argv) {
-  signal(SIGCHLD, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  signal(SIGPIPE, SIG_DFL);
-  for (int i = 0; i < CHANNELS; i++) if (channels[i].fd > 0) close(channels[i].fd); /* other jobs' channels */
-  int out[2] = {-1, -1}, err[2];
-  if ((kind == 'R' && pipe2(out, O_CLOEXEC) < 0) || pipe2(err, O_CLOEXEC) < 0) _exit(1);
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+/* A command being run: its connection, and (R) its output pipes until both reach EOF. */
+struct cmd {
+  pid_t pid; /* 0: free */
+  int conn;
+  char kind;
+  int out, err; /* read ends, -1 once closed */
+  struct buf so, se;
+  int exited, status;
+};
+static struct cmd cmds[MAX_CMDS];
+
+static void finish(struct cmd *c) {
+  if (c->kind == 'D' && c->err >= 0) { /* its detached children may keep the pipe: take what it holds */
+    char tmp[65536];
+    ssize_t r;
+    while ((r = read(c->err, tmp, sizeof tmp)) > 0) buf_add(&c->se, tmp, (size_t)r);
+  }
+  if (c->out >= 0) close(c->out);
+  if (c->err >= 0) close(c->err);
+  int code = WIFEXITED(c->status) ? WEXITSTATUS(c->status) : 128 + WTERMSIG(c->status);
+  write_u32(c->conn, (uint32_t)code);
+  write_u32(c->conn, (uint32_t)c->so.len);
+  if (c->so.len) write_full(c->conn, c->so.data, c->so.len);
+  write_u32(c->conn, (uint32_t)c->se.len);
+  if (c->se.len) write_full(c->conn, c->se.data, c->se.len);
+  close(c->conn);
+  free(c->so.data);
+  free(c->se.data);
+  memset(c, 0, sizeof *c);
+}
+
+static void maybe_finish(struct cmd *c) {
+  if (c->pid > 0 && c->exited && (c->kind == 'D' || (c->out < 0 && c->err < 0))) finish(c);
+}
+
+/* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the rest once it ends. */
+static void start(int conn, int chan, char kind, char **argv) {
+  struct cmd *c = NULL;
+  for (int i = 0; i < MAX_CMDS && c == NULL; i++) if (cmds[i].pid == 0) c = &cmds[i];
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  int null = -1;
+  if (c == NULL || (kind == 'R' && pipe2(out, O_CLOEXEC) < 0) || pipe2(err, O_CLOEXEC) < 0 || (null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) goto fail;
   pid_t pid = fork();
-  if (pid < 0) _exit(1);
+  if (pid < 0) goto fail;
   if (pid == 0) {
     sigset_t none;
     sigemptyset(&none);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     sigprocmask(SIG_SETMASK, &none, NULL);
     prctl(PR_SET_PDEATHSIG, 0);
     place(null, 0);
@@ -136,42 +169,23 @@ static void handle(int conn, int chan, char kind, char **argv) {
     dprintf(2, "deltaci spawner: exec %s: %s", argv[0], strerror(errno));
     _exit(127);
   }
+  close(null);
   if (out[1] >= 0) close(out[1]);
   close(err[1]);
   if (chan >= 0) close(chan);
+  if (kind == 'D') fcntl(err[0], F_SETFL, O_NONBLOCK);
+  *c = (struct cmd){.pid = pid, .conn = conn, .kind = kind, .out = out[0], .err = err[0]};
   write_u32(conn, (uint32_t)pid);
-  struct buf so = {0}, se = {0};
-  char tmp[65536];
-  int status = 0;
-  if (kind == 'R') {
-    struct pollfd p[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-    int open_fds = 2;
-    while (open_fds > 0) {
-      if (poll(p, 2, -1) < 0) { if (errno == EINTR) continue; break; }
-      for (int i = 0; i < 2; i++) {
-        if (p[i].fd < 0 || p[i].revents == 0) continue;
-        ssize_t r = read(p[i].fd, tmp, sizeof tmp);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { close(p[i].fd); p[i].fd = -1; open_fds--; continue; }
-        buf_add(i == 0 ? &so : &se, tmp, (size_t)r);
-      }
-    }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-  } else {
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    fcntl(err[0], F_SETFL, O_NONBLOCK);
-    ssize_t r;
-    while ((r = read(err[0], tmp, sizeof tmp)) > 0) buf_add(&se, tmp, (size_t)r);
+  return;
+fail:
+  for (int i = 0; i < 2; i++) {
+    if (out[i] >= 0) close(out[i]);
+    if (err[i] >= 0) close(err[i]);
   }
-  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  write_u32(conn, (uint32_t)code);
-  write_u32(conn, (uint32_t)so.len);
-  if (so.len) write_full(conn, so.data, so.len);
-  write_u32(conn, (uint32_t)se.len);
-  if (se.len) write_full(conn, se.data, se.len);
-  _exit(0);
+  if (null >= 0) close(null);
+  if (chan >= 0) close(chan);
+  close(conn);
 }
-
 
 static int take_channel(const char *token) {
   for (int i = 0; i < CHANNELS; i++) {
@@ -213,13 +227,41 @@ static void serve(int conn) {
   } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
-      pid_t pid = fork();
-      if (pid == 0) handle(conn, chan, kind, fields + 2);
-      if (chan >= 0) close(chan);
+      start(conn, chan, kind, fields + 2);
+      free(req);
+      return;
     }
   }
   free(req);
   close(conn);
+}
+
+/* Reaps every child that ended: our commands, and orphans reparented to us (we are their subreaper). */
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (int i = 0; i < MAX_CMDS; i++) {
+      if (cmds[i].pid != pid) continue;
+      cmds[i].exited = 1;
+      cmds[i].status = status;
+      maybe_finish(&cmds[i]);
+    }
+  }
+}
+
+/* Moves what a command wrote into its buffers; closes a pipe at EOF. */
+static void drain(struct cmd *c, int *fd, struct buf *b) {
+  char tmp[65536];
+  ssize_t r = read(*fd, tmp, sizeof tmp);
+  if (r < 0 && errno == EINTR) return;
+  if (r <= 0) {
+    close(*fd);
+    *fd = -1;
+    maybe_finish(c);
+    return;
+  }
+  buf_add(b, tmp, (size_t)r);
 }
 
 int main(int argc, char **argv) {
@@ -232,11 +274,15 @@ int main(int argc, char **argv) {
   setpgid(0, 0);
   snprintf(dir_path, sizeof dir_path, "%s", argv[1]);
   snprintf(sock_path, sizeof sock_path, "%s/s", argv[1]);
+  /* Orphans of our commands (crun's intermediate processes, a container's init once crun exits)
+   * are reparented to us and reaped here, so their CPU time shows in our cutime too. */
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
   signal(SIGPIPE, SIG_IGN);
-  struct sigaction sc = {0};
-  sc.sa_handler = on_child;
-  sc.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-  sigaction(SIGCHLD, &sc, NULL);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   struct sigaction sa = {0};
   sa.sa_handler = on_term;
   sigaction(SIGTERM, &sa, NULL);
@@ -247,20 +293,41 @@ int main(int argc, char **argv) {
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, sock_path, strlen(sock_path));
   umask(077);
-  if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(lfd, 128) < 0) {
+  if (sfd < 0 || lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(lfd, 128) < 0) {
     perror("deltaci spawner: listen");
     return 1;
   }
   if (write_full(1, "ready\n", 6) < 0) { cleanup(); return 1; }
-  struct pollfd p[2] = {{0, POLLIN, 0}, {lfd, POLLIN, 0}};
+  static struct pollfd p[3 + 2 * MAX_CMDS];
+  static struct { struct cmd *c; int which; } at[3 + 2 * MAX_CMDS];
   for (;;) {
-    if (poll(p, 2, -1) < 0) { if (errno == EINTR) continue; break; }
+    int n = 0;
+    p[n++] = (struct pollfd){0, POLLIN, 0};
+    p[n++] = (struct pollfd){sfd, POLLIN, 0};
+    p[n++] = (struct pollfd){lfd, POLLIN, 0};
+    for (int i = 0; i < MAX_CMDS; i++) {
+      if (cmds[i].pid == 0 || cmds[i].kind != 'R') continue;
+      if (cmds[i].out >= 0) { at[n].c = &cmds[i]; at[n].which = 1; p[n++] = (struct pollfd){cmds[i].out, POLLIN, 0}; }
+      if (cmds[i].err >= 0) { at[n].c = &cmds[i]; at[n].which = 2; p[n++] = (struct pollfd){cmds[i].err, POLLIN, 0}; }
+    }
+    if (poll(p, (nfds_t)n, -1) < 0) { if (errno == EINTR) continue; break; }
     if (p[0].revents != 0) {
       char c;
       ssize_t r = read(0, &c, 1);
       if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) break; /* the host is gone */
     }
-    if (p[1].revents & POLLIN) {
+    for (int i = 3; i < n; i++) {
+      if (p[i].revents == 0) continue;
+      struct cmd *c = at[i].c;
+      if (at[i].which == 1 && c->out == p[i].fd) drain(c, &c->out, &c->so);
+      else if (at[i].which == 2 && c->err == p[i].fd) drain(c, &c->err, &c->se);
+    }
+    if (p[1].revents != 0) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == sizeof si) {}
+      reap();
+    }
+    if (p[2].revents & POLLIN) {
       int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
       if (conn >= 0) serve(conn);
     }

@@ -42,6 +42,8 @@ export interface ServerOptions {
   registrationTtlMs?: number;
   sessionTtlMs?: number;
   sweepIntervalMs?: number;
+  /** How often logs that can no longer change move to the blob store (engine/log-archive.ts). */
+  logArchiveIntervalMs?: number;
   /** Terminal jobs (attempts, logs, artifacts) are deleted this long after they finished; absent or null: kept forever, and nothing is collected. */
   retentionMs?: number | null;
   gcIntervalMs?: number;
@@ -87,6 +89,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     registrationTtlMs: o.registrationTtlMs ?? defaults.registrationTtlMs,
     sessionTtlMs: o.sessionTtlMs ?? defaults.sessionTtlMs,
     sweepIntervalMs: o.sweepIntervalMs ?? defaults.sweepIntervalMs,
+    logArchiveIntervalMs: o.logArchiveIntervalMs ?? defaults.logArchiveIntervalMs,
     retentionMs: o.retentionMs ?? null,
     gcIntervalMs: o.gcIntervalMs ?? defaults.gcIntervalMs,
     gcGraceMs: o.gcGraceMs ?? defaults.gcGraceMs,

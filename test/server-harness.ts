@@ -25,7 +25,7 @@ export interface Res {
 }
 
 export class TestServer {
-  constructor(readonly srv: RunningServer, readonly dir: string, private readonly db: TestDatabase | null = null) {}
+  constructor(readonly srv: RunningServer, readonly dir: string, readonly db: TestDatabase | null = null) {}
 
   get url(): string {
     return this.srv.url;

@@ -14,7 +14,7 @@ import type { StoreFactory, StoreFixture } from "./state-store-conformance.ts";
 
 const hex = () => randomBytes(32).toString("hex");
 
-async function addJob(s: StateStore, over: Partial<JobRow>, attemptState = "succeeded", runnerId: string | null = null): Promise<JobRow> {
+export async function addJob(s: StateStore, over: Partial<JobRow>, attemptState = "succeeded", runnerId: string | null = null): Promise<JobRow> {
   return s.write(async (tx) => {
     const seq = await tx.nextJobSeq();
     const id = `job_gc${seq}_${randomBytes(3).toString("hex")}`;

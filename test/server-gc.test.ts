@@ -55,12 +55,8 @@ async function gcServer(blobStore: BlobStoreOptions): Promise<Gc> {
 }
 
 /** `name{labels} value` lines of /metrics. */
-async function metric(s: TestServer, name: string, what?: string): Promise<number> {
-  const r = await s.call("GET", "/metrics");
-  const text = r.raw.toString("utf8");
-  const want = what === undefined ? name : `${name}{what="${what}"}`;
-  const line = text.split("\n").find((l) => l.startsWith(`${want} `));
-  return line === undefined ? NaN : Number(line.slice(want.length + 1));
+function metric(s: TestServer, name: string, what?: string): Promise<number> {
+  return s.metric(name, what);
 }
 
 /** Waits until `n` more passes completed: then at least one began after this call. */

@@ -109,6 +109,14 @@ export class TestServer {
     }
   }
 
+  /** The value of a `/metrics` line `name{what="…"}` (or `name` alone); NaN when absent. */
+  async metric(name: string, what?: string): Promise<number> {
+    const text = (await this.call("GET", "/metrics")).raw.toString("utf8");
+    const want = what === undefined ? name : `${name}{what="${what}"}`;
+    const line = text.split("\n").find((l) => l.startsWith(`${want} `));
+    return line === undefined ? NaN : Number(line.slice(want.length + 1));
+  }
+
   async close(): Promise<void> {
     await this.srv.close();
     await rm(this.dir, { recursive: true, force: true });

@@ -7,16 +7,24 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { testS3Env } from "../src/config/server-config.ts";
 import type { BlobStore } from "../src/server/blobs/blob-store.ts";
+import { FsBlobStore } from "../src/server/blobs/cas.ts";
 import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
 import { connectPg } from "../src/server/db/pg/pg-state-store.ts";
 import type { BlobStoreOptions, ServerOptions } from "../src/server/index.ts";
-import { completeBody, JumpClock, startTestServer, type TestServer } from "./server-harness.ts";
-import { until } from "./support/replicas.ts";
+import { completeBody, JumpClock, startTestServer, TestServer } from "./server-harness.ts";
+import { testStoreIsPostgres } from "./support/pg-test-db.ts";
+import { waitForReadyUrl } from "./support/ready-url.ts";
+import { ReplicaSet, until } from "./support/replicas.ts";
 
+const ROOT = join(import.meta.dirname, "..");
 const HOUR = 3_600_000;
 const TAIL_MS = 60_000;
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
@@ -29,6 +37,12 @@ function s3Options(): BlobStoreOptions {
   };
 }
 
+/** The flags of `deltaci server` for the store `o` (credentials from the AWS env of the test services). */
+function s3Flags(o: BlobStoreOptions): string[] {
+  if (o.kind !== "s3") throw new Error("an S3 store");
+  return ["--blob-store", `s3://${o.bucket}/${o.prefix}`, "--s3-endpoint", o.endpoint ?? "", "--s3-region", o.region, "--s3-path-style"];
+}
+
 interface Rig {
   s: TestServer;
   clock: JumpClock;
@@ -39,7 +53,7 @@ interface Rig {
 /** A server whose archiver runs every 50 ms; leases last a day so clock jumps keep live attempts live. */
 async function archiveServer(blobStore: BlobStoreOptions, over: Partial<ServerOptions> = {}): Promise<Rig> {
   const clock = new JumpClock();
-  const s = await startTestServer({ clock, blobStore, tailWindowMs: TAIL_MS, logArchiveIntervalMs: 50, leaseTtlMs: 24 * HOUR, ...over });
+  const s = await startTestServer({ clock, blobStore, tailWindowMs: TAIL_MS, logArchiveIntervalMs: 50, archiveLogs: true, leaseTtlMs: 24 * HOUR, ...over });
   const blobs = await openBlobStore(blobStore, s.dir);
   return {
     s, clock, blobs,
@@ -175,3 +189,165 @@ for (const [label, blobStore] of [["fs", (): BlobStoreOptions => ({ kind: "fs" }
     }
   });
 }
+
+/** A `deltaci server` child process to kill mid-archive, the state it keeps, and a way to hold its archive's commit back. */
+interface CrashRig {
+  api: TestServer;
+  blobs: BlobStore;
+  /** Blocks the commit of the job's archive (SQLite: the write lock; PostgreSQL: the job row); `missed` when it was already archived. */
+  hold(jobId: string): Promise<{ missed: boolean; release(): Promise<void> }>;
+  logBlob(jobId: string): Promise<string | null>;
+  liveCopyBytes(jobId: string): Promise<number>;
+  kill9(): Promise<void>;
+  /** The server again, on the same state. */
+  restart(): Promise<TestServer>;
+  dispose(): Promise<void>;
+}
+
+const CHILD_FLAGS = ["--tail-window", "2s", "--archive-interval", "100ms"];
+
+async function sqliteRig(): Promise<CrashRig> {
+  const dir = await mkdtemp(join(tmpdir(), "deltaci-archive-crash-"));
+  let child: { proc: ChildProcess; api: TestServer } | null = null;
+  const start = async () => {
+    // No sweeps (the archive is the only writer while the test holds the lock); the role is taken at start.
+    const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--sweep-interval", "1h", "--log-level", "warn", ...CHILD_FLAGS], {
+      cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: "", DELTACI_CONTROLLER_TOKEN: "" },
+    });
+    const url = await waitForReadyUrl(proc);
+    const token = async (name: string) => (await readFile(join(dir, name), "utf8")).trim();
+    const srv = {
+      url, apiToken: await token("api-token"), controllerToken: await token("controller-token"), apiTokenFile: null, controllerTokenFile: null,
+      dataDir: dir, stateLocation: "", close: async () => {},
+    };
+    child = { proc, api: new TestServer(srv, dir) };
+    return child.api;
+  };
+  const kill9 = async () => {
+    const proc = child?.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+    proc.kill("SIGKILL");
+    await exited;
+  };
+  const row = (jobId: string) => {
+    const db = new Database(join(dir, "state.db"), { readonly: true });
+    try {
+      return db.prepare("SELECT log_blob FROM attempts WHERE job_id = ?").get(jobId) as { log_blob: string | null };
+    } finally {
+      db.close();
+    }
+  };
+  return {
+    api: await start(), blobs: new FsBlobStore(dir), kill9, restart: start,
+    hold: async (jobId) => {
+      const db = new Database(join(dir, "state.db"));
+      db.pragma("busy_timeout = 5000");
+      db.exec("BEGIN IMMEDIATE");
+      const missed = (db.prepare("SELECT log_blob FROM attempts WHERE job_id = ?").get(jobId) as { log_blob: string | null }).log_blob !== null;
+      return { missed, release: async () => {
+        db.exec("ROLLBACK");
+        db.close();
+      } };
+    },
+    logBlob: async (jobId) => row(jobId).log_blob,
+    liveCopyBytes: async (jobId) => {
+      const file = join(dir, "logs", `${jobId}.1.log`);
+      return existsSync(file) ? statSync(file).size : 0;
+    },
+    dispose: async () => {
+      await kill9();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Replicas share their blobs through S3 (a filesystem store would keep the log on one replica's disk). */
+async function pgRig(): Promise<CrashRig> {
+  const store = s3Options();
+  const set = await ReplicaSet.create([...CHILD_FLAGS, ...s3Flags(store)]);
+  const sql = connectPg(set.db.url, { max: 2 });
+  const blobs = await openBlobStore(store, set.root);
+  let replica = await set.start("a");
+  return {
+    api: replica.api, blobs,
+    hold: async (jobId) => {
+      const conn = await sql.reserve();
+      await conn`BEGIN`;
+      await conn`SELECT 1 FROM jobs WHERE id = ${jobId} FOR UPDATE`;
+      const [r] = await conn`SELECT log_blob FROM attempts WHERE job_id = ${jobId}`;
+      return { missed: r?.log_blob !== null, release: async () => {
+        await conn`ROLLBACK`;
+        conn.release();
+      } };
+    },
+    logBlob: async (jobId) => ((await sql`SELECT log_blob FROM attempts WHERE job_id = ${jobId}`)[0]?.log_blob as string | null),
+    liveCopyBytes: async (jobId) => ((await sql`SELECT COALESCE(SUM(end_off - start_off), 0)::int AS n FROM log_chunks WHERE job_id = ${jobId}`)[0]?.n as number),
+    kill9: () => replica.kill9(),
+    restart: async () => {
+      replica = await set.start("a");
+      return replica.api;
+    },
+    dispose: async () => {
+      await blobs.close();
+      await sql.end({ timeout: 1 });
+      await set.close();
+    },
+  };
+}
+
+void test("a server killed between writing a log's blob and committing it loses nothing; started again, it archives the log", async () => {
+  const rig = testStoreIsPostgres() ? await pgRig() : await sqliteRig();
+  try {
+    for (let tries = 0; ; tries++) {
+      assert.ok(tries < 5, "the archive was caught between its blob write and its commit");
+      const log = randomBytes(500_000);
+      const { jobId } = await finishedJob(rig.api, log);
+      const held = await rig.hold(jobId);
+      if (held.missed) {
+        await held.release();
+        continue;
+      }
+      await until("the archiver wrote the blob", () => rig.blobs.has(sha(log), log.length), 60_000);
+      await rig.kill9();
+      await held.release();
+      assert.equal(await rig.logBlob(jobId), null, "the archive never committed");
+      assert.ok((await rig.liveCopyBytes(jobId)) >= log.length, "the live copy is whole");
+
+      const api = await rig.restart();
+      assert.ok((await getLog(api, jobId)).raw.equals(log), "read after the crash, from the live copy");
+      await until("the log is archived after the restart", async () => (await rig.logBlob(jobId)) !== null, 60_000);
+      assert.equal(await rig.logBlob(jobId), sha(log));
+      await until("the live copy is dropped", async () => (await rig.liveCopyBytes(jobId)) === 0);
+      assert.ok((await getLog(api, jobId)).raw.equals(log), "read from the blob");
+      assert.ok((await getLog(api, jobId, "?offset=123456&follow=1")).raw.equals(log.subarray(123_456)));
+      return;
+    }
+  } finally {
+    await rig.dispose();
+  }
+});
+
+void test("two replicas on one database: every finished log is archived exactly once and reads byte-exact on both", async () => {
+  const set = await ReplicaSet.create(["--tail-window", "1s", "--archive-interval", "100ms", "--sweep-interval", "100ms", ...s3Flags(s3Options())]);
+  const sql = connectPg(set.db.url, { max: 1 });
+  try {
+    const [a, b] = [await set.start("a"), await set.start("b")];
+    const logs = new Map<string, Buffer>();
+    for (let i = 0; i < 4; i++) {
+      const log = randomBytes(50_000 + i * 70_000);
+      logs.set((await finishedJob(i % 2 === 0 ? a.api : b.api, log, 64 * 1024)).jobId, log);
+    }
+    const pending = async () => ((await sql`SELECT COUNT(*)::int AS n FROM attempts WHERE log_blob IS NULL`)[0]?.n as number);
+    await until("every log is archived", async () => (await pending()) === 0, 60_000);
+    const total = (await a.api.metric("deltaci_log_archives_total")) + (await b.api.metric("deltaci_log_archives_total"));
+    assert.equal(total, logs.size, "one archive per attempt across the replicas");
+    assert.equal((await sql`SELECT COUNT(*)::int AS n FROM log_chunks`)[0]?.n, 0);
+    for (const [jobId, log] of logs) {
+      for (const r of [a, b]) assert.ok((await getLog(r.api, jobId)).raw.equals(log), `${jobId} on ${r.name}`);
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+    await set.close();
+  }
+});

@@ -130,7 +130,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   sweeping = runSweeper(ctx, sweeperStop.signal);
   collecting = runCollector(ctx, blobs, sweeperStop.signal);
-  archiving = runLogArchiver(ctx, blobs, sweeperStop.signal);
+  if (options.archiveLogs ?? !(store.shared && blobs.kind === "fs")) archiving = runLogArchiver(ctx, blobs, sweeperStop.signal);
+  else opts.logger?.info("finished logs stay in the database: replicas would not share a filesystem blob store (use --blob-store s3://…)");
   syncing = runReplicaSync(ctx, sweeperStop.signal).catch((err: unknown) => opts.logger?.error({ err }, "replica sync stopped"));
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.port;

@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { systemClock, type Clock } from "../src/base/clock.ts";
-import { startServer, type RunningServer, type ServerOptions } from "../src/server/index.ts";
+import type { BlobStore } from "../src/server/blobs/blob-store.ts";
+import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
+import { startServer, type BlobStoreOptions, type RunningServer, type ServerOptions } from "../src/server/index.ts";
 import type { Capabilities, SubmittedJobSpec, Lease } from "../src/protocol/schemas.ts";
 import { newToken } from "../src/base/ids.ts";
 import { createTestDatabase, testStoreIsPostgres, type TestDatabase } from "./support/pg-test-db.ts";
@@ -177,4 +179,25 @@ export async function startTestServer(over: Partial<ServerOptions> = {}, opts: {
     await db?.drop();
     throw err;
   }
+}
+
+/** A test server on a JumpClock with its blob store, and that store as the test sees it (same data dir or bucket prefix). */
+export interface BlobServer {
+  s: TestServer;
+  clock: JumpClock;
+  blobs: BlobStore;
+  close(): Promise<void>;
+}
+
+export async function startBlobServer(blobStore: BlobStoreOptions, over: Partial<ServerOptions> = {}): Promise<BlobServer> {
+  const clock = new JumpClock();
+  const s = await startTestServer({ clock, blobStore, ...over });
+  const blobs = await openBlobStore(blobStore, s.dir);
+  return {
+    s, clock, blobs,
+    close: async () => {
+      await blobs.close();
+      await s.close();
+    },
+  };
 }

@@ -13,14 +13,14 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { testS3Env } from "../src/config/server-config.ts";
 import type { BlobStore } from "../src/server/blobs/blob-store.ts";
 import { FsBlobStore } from "../src/server/blobs/cas.ts";
 import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
 import { connectPg } from "../src/server/db/pg/pg-state-store.ts";
 import type { BlobStoreOptions, ServerOptions } from "../src/server/index.ts";
-import { completeBody, JumpClock, startTestServer, TestServer } from "./server-harness.ts";
+import { completeBody, startBlobServer, TestServer, type BlobServer } from "./server-harness.ts";
 import { testStoreIsPostgres } from "./support/pg-test-db.ts";
+import { s3TestStore } from "./support/s3-test-store.ts";
 import { waitForReadyUrl } from "./support/ready-url.ts";
 import { ReplicaSet, until } from "./support/replicas.ts";
 
@@ -29,13 +29,7 @@ const HOUR = 3_600_000;
 const TAIL_MS = 60_000;
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
-function s3Options(): BlobStoreOptions {
-  const env = testS3Env();
-  return {
-    kind: "s3", bucket: env.bucket, prefix: `archive-test-${randomBytes(6).toString("hex")}/`, endpoint: env.endpoint, region: env.region,
-    forcePathStyle: true, credentials: env.credentials,
-  };
-}
+const s3Options = () => s3TestStore("archive-test");
 
 /** The flags of `deltaci server` for the store `o` (credentials from the AWS env of the test services). */
 function s3Flags(o: BlobStoreOptions): string[] {
@@ -43,25 +37,9 @@ function s3Flags(o: BlobStoreOptions): string[] {
   return ["--blob-store", `s3://${o.bucket}/${o.prefix}`, "--s3-endpoint", o.endpoint ?? "", "--s3-region", o.region, "--s3-path-style"];
 }
 
-interface Rig {
-  s: TestServer;
-  clock: JumpClock;
-  blobs: BlobStore;
-  close(): Promise<void>;
-}
-
 /** A server whose archiver runs every 50 ms; leases last a day so clock jumps keep live attempts live. */
-async function archiveServer(blobStore: BlobStoreOptions, over: Partial<ServerOptions> = {}): Promise<Rig> {
-  const clock = new JumpClock();
-  const s = await startTestServer({ clock, blobStore, tailWindowMs: TAIL_MS, logArchiveIntervalMs: 50, archiveLogs: true, leaseTtlMs: 24 * HOUR, ...over });
-  const blobs = await openBlobStore(blobStore, s.dir);
-  return {
-    s, clock, blobs,
-    close: async () => {
-      await blobs.close();
-      await s.close();
-    },
-  };
+function archiveServer(blobStore: BlobStoreOptions, over: Partial<ServerOptions> = {}): Promise<BlobServer> {
+  return startBlobServer(blobStore, { tailWindowMs: TAIL_MS, logArchiveIntervalMs: 50, archiveLogs: true, leaseTtlMs: 24 * HOUR, ...over });
 }
 
 /** Runs a job whose attempt sends `log` in pieces of `pieceBytes` and completes; returns its id and lease token. */

@@ -19,6 +19,7 @@ import type { EngineContext } from "./context.ts";
 import type { StateOps } from "./state-store.ts";
 import { LIVE_ATTEMPT } from "./transitions.ts";
 import type { AttemptRow } from "./types.ts";
+import { whileSweeping } from "./while-sweeping.ts";
 
 /** The slice of the blob store the archive uses. */
 export type LogBlobs = Pick<BlobStore, "put" | "openRange">;
@@ -96,19 +97,8 @@ export async function archiveLogs(ctx: ArchiveContext, blobs: LogBlobs, signal?:
 
 /** Runs `archiveLogs` every `logArchiveIntervalMs` while this replica sweeps, until `signal` aborts. */
 export async function runLogArchiver(ctx: EngineContext, blobs: LogBlobs, signal: AbortSignal): Promise<void> {
-  while (!signal.aborted) {
-    try {
-      await ctx.clock.sleep(ctx.opts.logArchiveIntervalMs, signal);
-    } catch {
-      return;
-    }
-    if (!ctx.roles.sweeper) continue;
-    try {
-      const r = await archiveLogs(ctx, blobs, signal);
-      if (r.archived > 0) ctx.logger?.debug({ archived: r.archived, failed: r.failed }, "logs archived");
-    } catch (err) {
-      if (signal.aborted) return;
-      ctx.logger?.error({ err }, "log archive pass failed");
-    }
-  }
+  await whileSweeping(ctx, ctx.opts.logArchiveIntervalMs, signal, "log archive", async () => {
+    const r = await archiveLogs(ctx, blobs, signal);
+    if (r.archived > 0) ctx.logger?.debug({ archived: r.archived, failed: r.failed }, "logs archived");
+  });
 }

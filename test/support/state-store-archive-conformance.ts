@@ -13,7 +13,7 @@ import { test } from "node:test";
 import { systemClock } from "../../src/base/clock.ts";
 import { FsBlobStore } from "../../src/server/blobs/cas.ts";
 import { nullMetrics } from "../../src/server/engine/context.ts";
-import { archiveLogs, type ArchiveContext } from "../../src/server/engine/log-archive.ts";
+import { archiveLogs, type ArchiveContext, type LogBlobs } from "../../src/server/engine/log-archive.ts";
 import type { StateStore } from "../../src/server/engine/state-store.ts";
 import { resolveOptions } from "../../src/server/options.ts";
 import type { SecretBox } from "../../src/server/secrets/secret-box.ts";
@@ -88,6 +88,34 @@ export function stateStoreArchiveConformance(f: StoreFactory, box: () => SecretB
     const r = await b.write((tx) => tx.deleteJobs([due, recent], 20_000));
     assert.deepEqual(r, { jobs: 2, logBytes: "recent".length }, "the archived log's bytes are reclaimed as a blob, not as log bytes");
     assert.deepEqual(await a.write((tx) => tx.markUnreferencedBlobs([{ sha256: sha(log), size: log.length }], 1)), [{ sha256: sha(log), size: log.length }]);
+  });
+
+  void withStores("archive: a log whose blob is being collected, or whose blob marks moved during its put, is left for the next pass", async ({ a, b }, blobs) => {
+    const log = randomBytes(20_000);
+    const jobId = await endedWithLog(a, 100, log);
+    const ref = { sha256: sha(log), size: log.length };
+    // A collector pass marked the (so far unreferenced) blob: archiving must not reference it.
+    assert.deepEqual(await b.write((tx) => tx.markUnreferencedBlobs([ref], 1)), [ref]);
+    assert.deepEqual(await archiveLogs(ctxOf(a), blobs), { archived: 0, failed: 0 });
+    assert.equal((await a.getAttempt(jobId, 1))?.logBlob, null);
+    assert.ok((await readAll(b, jobId)).equals(log), "the live copy stays");
+    await b.write((tx) => tx.clearBlobMarks([ref.sha256]));
+
+    // A pass that marks, deletes and clears between the archiver's put and its commit: the put's blob may be gone.
+    const racing: LogBlobs = {
+      openRange: (s, from, to) => blobs.openRange(s, from, to),
+      put: async (body, max) => {
+        const put = await blobs.put(body, max);
+        await b.write((tx) => tx.markUnreferencedBlobs([put], 2));
+        await blobs.deleteBlob(put.sha256);
+        await b.write((tx) => tx.clearBlobMarks([put.sha256]));
+        return put;
+      },
+    };
+    assert.deepEqual(await archiveLogs(ctxOf(a), racing), { archived: 0, failed: 0 });
+    assert.equal((await a.getAttempt(jobId, 1))?.logBlob, null, "no attempt references a blob the collector deleted");
+    assert.deepEqual(await archiveLogs(ctxOf(a), blobs), { archived: 1, failed: 0 }, "the next pass puts it again and archives it");
+    assert.equal(await blobs.has(ref.sha256, ref.size), true);
   });
 
   void withStores("archive: two archivers racing over the same logs archive each exactly once, byte-exact", async ({ a, b }, blobs) => {

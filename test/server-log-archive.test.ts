@@ -72,6 +72,17 @@ async function getLog(s: TestServer, jobId: string, query = ""): Promise<{ raw: 
   return { raw: r.raw, headers: r.headers };
 }
 
+/** The web view's log route of a job, signed in with the API token. */
+async function webLog(s: TestServer, jobId: string): Promise<(query: string) => Promise<Buffer>> {
+  const signIn = await fetch(`${s.url}/web/session`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: s.srv.apiToken }) });
+  const cookie = (signIn.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+  return async (query) => {
+    const r = await fetch(`${s.url}/web/api/jobs/${jobId}/log${query}`, { headers: { cookie } });
+    assert.equal(r.status, 200, `web log${query}: ${r.status}`);
+    return Buffer.from(await r.arrayBuffer());
+  };
+}
+
 /** Waits until `n` more logs were archived than `from`. */
 async function archived(s: TestServer, from: number, n: number): Promise<void> {
   await until(`${n} more logs archived`, async () => (await s.metric("deltaci_log_archives_total")) >= from + n, 60_000);
@@ -128,6 +139,10 @@ for (const [label, blobStore] of [["fs", (): BlobStoreOptions => ({ kind: "fs" }
       assert.ok((await getLog(s, jobId, "?follow=1")).raw.equals(full), "follow of a finished job ends with every byte");
       assert.ok((await getLog(s, jobId, "?follow=1&offset=1000000")).raw.equals(full.subarray(1_000_000)));
       assert.ok((await getLog(s, jobId, "?attempt=1&offset=5")).raw.equals(full.subarray(5)));
+      const web = await webLog(s, jobId);
+      for (const query of ["", "?download=1", "?follow=1&offset=654321", "?offset=654321"]) {
+        assert.ok((await web(query)).equals(full.subarray(query.includes("offset") ? 654_321 : 0)), `web view log${query}`);
+      }
       const none = await getLog(s, empty.jobId);
       assert.equal(none.raw.length, 0);
       assert.equal(none.headers["x-deltaci-log-bytes"], "0");

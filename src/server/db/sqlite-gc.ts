@@ -1,6 +1,7 @@
 /**
- * The collector's and the log archive's statements on SQLite (StateOps' retention, GC and archive part). One connection runs
- * one transaction at a time, so marking and a writer's `blobCollecting` check never interleave.
+ * The collector's and the log archive's statements on SQLite (StateOps' retention, GC and
+ * archive part). One connection runs one transaction at a time, so marking and a writer's
+ * `blobCollecting` check never interleave.
  */
 import type { Statement } from "better-sqlite3";
 import type { BlobRef, TxHooks } from "../engine/state-store.ts";

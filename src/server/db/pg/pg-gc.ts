@@ -1,6 +1,6 @@
 /**
- * The collector's and the log archive's statements on PostgreSQL (StateOps' retention, GC and archive part). Replicas write
- * concurrently, so the blob gate is an advisory transaction lock: a writer about to reference a
+ * The collector's and the log archive's statements on PostgreSQL (StateOps' retention, GC and
+ * archive part). Replicas write concurrently, so the blob gate is an advisory transaction lock: a writer about to reference a
  * blob takes it shared (`blobCollecting`), a transaction that marks or clears blobs takes it
  * exclusively. Under READ COMMITTED each statement after the lock sees every transaction that
  * held it before: marking sees every reference committed so far, and a writer sees every mark.

@@ -74,7 +74,7 @@ async function insertOne(i: number): Promise<void> {
     await tx.insertJob(j);
     await tx.insertAttempt({
       jobId: id, attempt: 1, state: "succeeded", runnerId: null, leaseId: null, leaseHash: null, expiresAt: null, startedAt: now,
-      finishedAt: now, reason: null, endedBy: "complete", logBytes: LOG.length, logTruncated: false,
+      finishedAt: now, reason: null, endedBy: "complete", logBytes: LOG.length, logTruncated: false, logBlob: null,
     });
     await tx.addTransition(id, { at: now, attempt: 1, from: "running", to: "succeeded", reason: "bench" });
     await tx.appendLogChunk(id, 1, 0, [LOG]);

@@ -9,7 +9,7 @@ while IFS= read -r line; do [ -n "$line" ] && export "${line?}"; done <<<"$env_l
 trap 'bash scripts/test-services.sh stop "$DELTACI_SERVICES_STATE"' EXIT
 node --import tsx --test --test-concurrency=1 $(find src test -name '*.test.ts' | sort)
 rc=$?
-# The HTTP-level server suite (every test file on test/server-harness.ts's startTestServer) once
+# The HTTP-level server suite (every test file on test/server-harness.ts's startTestServer or startBlobServer) once
 # more, on PostgreSQL: the harness gives each server a fresh database of the test cluster.
-DELTACI_TEST_STORE=postgres node --import tsx --test --test-concurrency=1 $(grep -l 'startTestServer' test/*.test.ts | sort) || rc=1
+DELTACI_TEST_STORE=postgres node --import tsx --test --test-concurrency=1 $(grep -l -e 'startTestServer' -e 'startBlobServer' test/*.test.ts | sort) || rc=1
 exit $rc

@@ -12,55 +12,28 @@ import { existsSync } from "node:fs";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
 import type { BlobStore } from "../src/server/blobs/blob-store.ts";
 import type { BlobStoreOptions } from "../src/server/index.ts";
-import { testS3Env } from "../src/config/server-config.ts";
 import { testStoreIsPostgres } from "./support/pg-test-db.ts";
-import { completeBody, jobSpec, JumpClock, startTestServer, type Json, type TestServer } from "./server-harness.ts";
+import { s3TestStore } from "./support/s3-test-store.ts";
+import { completeBody, jobSpec, JumpClock, startBlobServer, startTestServer, type BlobServer, type Json, type TestServer } from "./server-harness.ts";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
 
-function s3Options(): BlobStoreOptions {
-  const env = testS3Env();
-  return {
-    kind: "s3", bucket: env.bucket, prefix: `gc-test-${randomBytes(6).toString("hex")}/`, endpoint: env.endpoint, region: env.region,
-    forcePathStyle: true, credentials: env.credentials,
-  };
-}
+const s3Options = () => s3TestStore("gc-test");
 
-interface Gc {
-  s: TestServer;
-  clock: JumpClock;
-  blobs: BlobStore;
-  close(): Promise<void>;
-}
+type Gc = BlobServer;
 
 /** Retention 1 h, grace 1 h, stale uploads after 1 h; leases last a day so a jump of hours keeps live attempts live. */
-async function gcServer(blobStore: BlobStoreOptions): Promise<Gc> {
-  const clock = new JumpClock();
-  const s = await startTestServer({
-    clock, blobStore, retentionMs: HOUR, gcGraceMs: HOUR, gcStaleUploadMs: HOUR, gcIntervalMs: 50, gcJobBatch: 2, leaseTtlMs: DAY,
-  });
-  const blobs = await openBlobStore(blobStore, s.dir);
-  return {
-    s, clock, blobs,
-    close: async () => {
-      await blobs.close();
-      await s.close();
-    },
-  };
+function gcServer(blobStore: BlobStoreOptions): Promise<Gc> {
+  return startBlobServer(blobStore, { retentionMs: HOUR, gcGraceMs: HOUR, gcStaleUploadMs: HOUR, gcIntervalMs: 50, gcJobBatch: 2, leaseTtlMs: DAY });
 }
 
 /** `name{labels} value` lines of /metrics. */
-async function metric(s: TestServer, name: string, what?: string): Promise<number> {
-  const r = await s.call("GET", "/metrics");
-  const text = r.raw.toString("utf8");
-  const want = what === undefined ? name : `${name}{what="${what}"}`;
-  const line = text.split("\n").find((l) => l.startsWith(`${want} `));
-  return line === undefined ? NaN : Number(line.slice(want.length + 1));
+function metric(s: TestServer, name: string, what?: string): Promise<number> {
+  return s.metric(name, what);
 }
 
 /** Waits until `n` more passes completed: then at least one began after this call. */

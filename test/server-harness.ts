@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { request } from "undici";
 import { systemClock, type Clock } from "../src/base/clock.ts";
-import { startServer, type RunningServer, type ServerOptions } from "../src/server/index.ts";
+import type { BlobStore } from "../src/server/blobs/blob-store.ts";
+import { openBlobStore } from "../src/server/blobs/open-blob-store.ts";
+import { startServer, type BlobStoreOptions, type RunningServer, type ServerOptions } from "../src/server/index.ts";
 import type { Capabilities, SubmittedJobSpec, Lease } from "../src/protocol/schemas.ts";
 import { newToken } from "../src/base/ids.ts";
 import { createTestDatabase, testStoreIsPostgres, type TestDatabase } from "./support/pg-test-db.ts";
@@ -25,7 +27,7 @@ export interface Res {
 }
 
 export class TestServer {
-  constructor(readonly srv: RunningServer, readonly dir: string, private readonly db: TestDatabase | null = null) {}
+  constructor(readonly srv: RunningServer, readonly dir: string, readonly db: TestDatabase | null = null) {}
 
   get url(): string {
     return this.srv.url;
@@ -109,6 +111,14 @@ export class TestServer {
     }
   }
 
+  /** The value of a `/metrics` line `name{what="…"}` (or `name` alone); NaN when absent. */
+  async metric(name: string, what?: string): Promise<number> {
+    const text = (await this.call("GET", "/metrics")).raw.toString("utf8");
+    const want = what === undefined ? name : `${name}{what="${what}"}`;
+    const line = text.split("\n").find((l) => l.startsWith(`${want} `));
+    return line === undefined ? NaN : Number(line.slice(want.length + 1));
+  }
+
   async close(): Promise<void> {
     await this.srv.close();
     await rm(this.dir, { recursive: true, force: true });
@@ -169,4 +179,25 @@ export async function startTestServer(over: Partial<ServerOptions> = {}, opts: {
     await db?.drop();
     throw err;
   }
+}
+
+/** A test server on a JumpClock with its blob store, and that store as the test sees it (same data dir or bucket prefix). */
+export interface BlobServer {
+  s: TestServer;
+  clock: JumpClock;
+  blobs: BlobStore;
+  close(): Promise<void>;
+}
+
+export async function startBlobServer(blobStore: BlobStoreOptions, over: Partial<ServerOptions> = {}): Promise<BlobServer> {
+  const clock = new JumpClock();
+  const s = await startTestServer({ clock, blobStore, ...over });
+  const blobs = await openBlobStore(blobStore, s.dir);
+  return {
+    s, clock, blobs,
+    close: async () => {
+      await blobs.close();
+      await s.close();
+    },
+  };
 }

@@ -9,6 +9,7 @@ import { SecretBox } from "../src/server/secrets/secret-box.ts";
 import { createTestDatabase } from "./support/pg-test-db.ts";
 import { stateStoreConformance, type StoreFactory } from "./support/state-store-conformance.ts";
 import { markWaitsForWriter, stateStoreGcConformance } from "./support/state-store-gc-conformance.ts";
+import { stateStoreArchiveConformance } from "./support/state-store-archive-conformance.ts";
 
 const box = () => new SecretBox([newKey()]);
 
@@ -25,6 +26,7 @@ const sqlite: StoreFactory = {
 };
 stateStoreConformance(sqlite, box);
 stateStoreGcConformance(sqlite, box);
+stateStoreArchiveConformance(sqlite, box);
 
 const postgres: StoreFactory = {
   name: "postgres",
@@ -38,6 +40,7 @@ const postgres: StoreFactory = {
   },
 };
 stateStoreConformance(postgres, box);
+stateStoreArchiveConformance(postgres, box);
 stateStoreGcConformance(postgres, box, {
   race: (fx) => markWaitsForWriter(fx, async () => {
     // The marking transaction is queued behind the writer's shared hold on the blob gate.

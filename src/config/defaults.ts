@@ -16,6 +16,8 @@ export const defaults = {
   sweepIntervalMs: 1_000,
   /** On shutdown, responses still being sent (a download to a client that stopped reading) get this long, then their connections are cut. */
   serverCloseGraceMs: 5_000,
+  /** How often finished logs (ended, tail window closed) are moved to the blob store, on the replica that sweeps. */
+  logArchiveIntervalMs: 10_000,
   jsonBodyLimitBytes: 1024 * 1024,
   // retention and garbage collection (server; off unless --retention is given)
   /** How often the collector runs (on the replica that sweeps). */

@@ -14,6 +14,7 @@ import { LeaseWaiters } from "./engine/lease-waiters.ts";
 import { LogDigests } from "./engine/log-digests.ts";
 import { keys, Notifier } from "./engine/notifier.ts";
 import { runCollector } from "./engine/collector.ts";
+import { runLogArchiver } from "./engine/log-archive.ts";
 import { leasesNeedGrace, runSweeper } from "./engine/sweeper.ts";
 import { runReplicaSync } from "./engine/replica-sync.ts";
 import type { FastifyInstance } from "fastify";
@@ -109,6 +110,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ctx.events.emit(keys.shutdown);
       await sweeping;
       await collecting;
+      await archiving;
       await syncing;
       await closeListener(app);
       await store.close();
@@ -119,6 +121,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let sweeping: Promise<void> = Promise.resolve();
   let syncing: Promise<void> = Promise.resolve();
   let collecting: Promise<void> = Promise.resolve();
+  let archiving: Promise<void> = Promise.resolve();
   try {
     await app.listen({ host: opts.host, port: opts.port });
   } catch (err) {
@@ -127,6 +130,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   sweeping = runSweeper(ctx, sweeperStop.signal);
   collecting = runCollector(ctx, blobs, sweeperStop.signal);
+  if (options.archiveLogs ?? !(store.shared && blobs.kind === "fs")) archiving = runLogArchiver(ctx, blobs, sweeperStop.signal);
+  else opts.logger?.info("finished logs stay in the database: replicas would not share a filesystem blob store (use --blob-store s3://…)");
   syncing = runReplicaSync(ctx, sweeperStop.signal).catch((err: unknown) => opts.logger?.error({ err }, "replica sync stopped"));
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.port;

@@ -42,6 +42,13 @@ export interface ServerOptions {
   registrationTtlMs?: number;
   sessionTtlMs?: number;
   sweepIntervalMs?: number;
+  /** How often logs that can no longer change move to the blob store (engine/log-archive.ts). */
+  logArchiveIntervalMs?: number;
+  /**
+   * Move finished logs to the blob store. Default: yes, unless the state is shared (PostgreSQL)
+   * and the blobs are on this replica's disk, where other replicas could not read them.
+   */
+  archiveLogs?: boolean;
   /** Terminal jobs (attempts, logs, artifacts) are deleted this long after they finished; absent or null: kept forever, and nothing is collected. */
   retentionMs?: number | null;
   gcIntervalMs?: number;
@@ -61,7 +68,7 @@ export interface ServerOptions {
 /** `fs`: `<dataDir>/cas`. `s3`: a bucket (and key prefix) of an S3-compatible store, uploads presigned. */
 export type BlobStoreOptions = { kind: "fs" } | ({ kind: "s3" } & Omit<S3BlobStoreOptions, "partSizeBytes" | "multipartThresholdBytes" | "presignExpiryMs"> & Partial<S3BlobStoreOptions>);
 
-export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "databaseUrl" | "apiToken" | "controllerToken" | "secretsKeyFile" | "rotateSecretsKey" | "blobStore">> & {
+export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "databaseUrl" | "apiToken" | "controllerToken" | "secretsKeyFile" | "rotateSecretsKey" | "blobStore" | "archiveLogs">> & {
   logger: Logger | undefined;
   clock: Clock;
 };
@@ -87,6 +94,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     registrationTtlMs: o.registrationTtlMs ?? defaults.registrationTtlMs,
     sessionTtlMs: o.sessionTtlMs ?? defaults.sessionTtlMs,
     sweepIntervalMs: o.sweepIntervalMs ?? defaults.sweepIntervalMs,
+    logArchiveIntervalMs: o.logArchiveIntervalMs ?? defaults.logArchiveIntervalMs,
     retentionMs: o.retentionMs ?? null,
     gcIntervalMs: o.gcIntervalMs ?? defaults.gcIntervalMs,
     gcGraceMs: o.gcGraceMs ?? defaults.gcGraceMs,

@@ -32,7 +32,7 @@ function job(id: string, seq: number, over: Partial<JobRow> = {}): JobRow {
 function attempt(jobId: string, over: Partial<AttemptRow> = {}): AttemptRow {
   return {
     jobId, attempt: 1, state: "queued", runnerId: null, leaseId: null, leaseHash: null, expiresAt: null, startedAt: null,
-    finishedAt: null, reason: null, endedBy: null, logBytes: 0, logTruncated: false, ...over,
+    finishedAt: null, reason: null, endedBy: null, logBytes: 0, logTruncated: false, logBlob: null, ...over,
   };
 }
 

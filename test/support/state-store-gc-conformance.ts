@@ -14,7 +14,7 @@ import type { StoreFactory, StoreFixture } from "./state-store-conformance.ts";
 
 const hex = () => randomBytes(32).toString("hex");
 
-async function addJob(s: StateStore, over: Partial<JobRow>, attemptState = "succeeded", runnerId: string | null = null): Promise<JobRow> {
+export async function addJob(s: StateStore, over: Partial<JobRow>, attemptState = "succeeded", runnerId: string | null = null): Promise<JobRow> {
   return s.write(async (tx) => {
     const seq = await tx.nextJobSeq();
     const id = `job_gc${seq}_${randomBytes(3).toString("hex")}`;
@@ -25,7 +25,7 @@ async function addJob(s: StateStore, over: Partial<JobRow>, attemptState = "succ
     await tx.insertJob(j);
     await tx.insertAttempt({
       jobId: id, attempt: 1, state: attemptState as "succeeded", runnerId, leaseId: null, leaseHash: null, expiresAt: null, startedAt: null,
-      finishedAt: j.finishedAt, reason: null, endedBy: null, logBytes: 0, logTruncated: false,
+      finishedAt: j.finishedAt, reason: null, endedBy: null, logBytes: 0, logTruncated: false, logBlob: null,
     });
     await tx.addTransition(id, { at: 1, attempt: 1, from: "queued", to: j.state, reason: "test" });
     return j;

@@ -24,6 +24,7 @@ export interface ServerFlags {
   registrationTtl?: string;
   sessionTtl?: string;
   sweepInterval?: string;
+  archiveInterval?: string;
   retention?: string;
   gcInterval?: string;
   jsonBodyLimit?: string;
@@ -61,6 +62,7 @@ export function addServerOptions(cmd: Command): Command {
     .option("--registration-ttl <duration>", `default registration token lifetime (default ${d(defaults.registrationTtlMs)})`)
     .option("--session-ttl <duration>", `unused session token lifetime (default ${d(defaults.sessionTtlMs)})`)
     .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${d(defaults.sweepIntervalMs)})`)
+    .option("--archive-interval <duration>", `how often finished logs (tail window closed) move to the blob store (default ${d(defaults.logArchiveIntervalMs)})`)
     .option("--retention <duration>", "delete jobs (attempts, logs, artifacts) this long after they finished, e.g. 30d, and collect what nothing references (default: keep everything)")
     .option("--gc-interval <duration>", `how often retention and garbage collection run, with --retention (default ${d(defaults.gcIntervalMs)})`)
     .option("--json-body-limit <size>", `largest JSON body (default ${sz(defaults.jsonBodyLimitBytes)})`)
@@ -117,6 +119,7 @@ export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): Ser
   set("registrationTtlMs", dur(flags.registrationTtl));
   set("sessionTtlMs", dur(flags.sessionTtl));
   set("sweepIntervalMs", dur(flags.sweepInterval));
+  set("logArchiveIntervalMs", dur(flags.archiveInterval));
   set("retentionMs", flags.retention === undefined ? undefined : retentionMs(flags.retention));
   if (flags.gcInterval !== undefined && flags.retention === undefined) throw new Error("--gc-interval needs --retention (nothing is collected without one)");
   set("gcIntervalMs", dur(flags.gcInterval));

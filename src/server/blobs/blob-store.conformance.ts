@@ -82,6 +82,18 @@ export function blobStoreConformance(name: string, make: () => Promise<StoreUnde
       assert.deepEqual(await t.store.put(Readable.from([b]), b.length, info(b)), info(b));
     });
 
+    void it("openRange reads byte-exact ranges: the start, the middle, one byte, the end", async () => {
+      const b = randomBytes(3 * MiB + 17);
+      await t.store.put(Readable.from([b]), b.length);
+      const sha = info(b).sha256;
+      for (const [start, end] of [[0, 99], [MiB - 1, 2 * MiB + 4], [12345, 12345], [b.length - 1000, b.length - 1], [0, b.length - 1]] as const) {
+        const got = await readAll(await t.store.openRange(sha, start, end));
+        assert.ok(got.equals(b.subarray(start, end + 1)), `range ${start}-${end}: ${got.length} bytes`);
+      }
+      await rejects(t.store.openRange(info(randomBytes(8)).sha256, 0, 0), "E_NOT_FOUND");
+      await rejects(t.store.openRange(sha, 10, 9), "E_INVALID");
+    });
+
     void it("an empty blob is a blob", async () => {
       const e = Buffer.alloc(0);
       assert.deepEqual(await t.store.put(Readable.from([]), 0), info(e));

@@ -60,6 +60,8 @@ export interface BlobStore {
   has(sha256: string, size?: number): Promise<boolean>;
   /** The bytes of a blob; `E_NOT_FOUND` when the store does not hold it. */
   open(sha256: string): Promise<Readable>;
+  /** Bytes `[start, end]` (inclusive) of a blob, with `start <= end < size`; `E_NOT_FOUND` when the store does not hold it. */
+  openRange(sha256: string, start: number, end: number): Promise<Readable>;
   /** Streams `body` into the store (at most `maxBytes`); verifies `expect` when given (`E_DIGEST_MISMATCH`). */
   put(body: Readable, maxBytes: number, expect?: BlobInfo): Promise<BlobInfo>;
 
@@ -89,6 +91,11 @@ export const UPLOAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
 export function checkSha256(sha256: string): string {
   if (!SHA256_HEX.test(sha256)) throw new DeltaError("E_INVALID", "not a sha256 digest");
   return sha256;
+}
+
+/** Checks a byte range for `openRange`. */
+export function checkRange(start: number, end: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) throw new DeltaError("E_INVALID", `bad byte range ${start}-${end}`);
 }
 
 export function checkUploadId(uploadId: string): string {

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import {
-  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectUpload, type StagedUpload, type StoredBlob,
+  checkRange, checkSha256, checkUploadId, digestMismatch, SHA256_HEX, type BlobInfo, type BlobStore, type DirectUpload, type StagedUpload, type StoredBlob,
 } from "./blob-store.ts";
 
 export class FsBlobStore implements BlobStore {
@@ -55,6 +55,14 @@ export class FsBlobStore implements BlobStore {
       throw new DeltaError("E_NOT_FOUND", `no blob ${sha256}`, { cause: err });
     });
     return fh.createReadStream();
+  }
+
+  async openRange(sha256: string, start: number, end: number): Promise<Readable> {
+    checkRange(start, end);
+    const fh = await open(this.path(sha256), "r").catch((err: unknown) => {
+      throw new DeltaError("E_NOT_FOUND", `no blob ${sha256}`, { cause: err });
+    });
+    return fh.createReadStream({ start, end });
   }
 
   /** Uploads come through the server (appendUpload). */

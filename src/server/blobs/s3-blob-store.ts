@@ -22,7 +22,7 @@ import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { DeltaError } from "../../base/errors.ts";
 import type { AwsCredentials } from "../../config/server-config.ts";
 import {
-  checkSha256, checkUploadId, digestMismatch, SHA256_HEX, UPLOAD_ID, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload,
+  checkRange, checkSha256, checkUploadId, digestMismatch, SHA256_HEX, UPLOAD_ID, type BlobInfo, type BlobStore, type DirectPart, type DirectUpload,
   type StagedUpload, type StoredBlob,
 } from "./blob-store.ts";
 
@@ -105,8 +105,17 @@ export class S3BlobStore implements BlobStore {
   }
 
   async open(sha256: string): Promise<Readable> {
+    return this.get(sha256);
+  }
+
+  async openRange(sha256: string, start: number, end: number): Promise<Readable> {
+    checkRange(start, end);
+    return this.get(sha256, `bytes=${start}-${end}`);
+  }
+
+  private async get(sha256: string, Range?: string): Promise<Readable> {
     try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: this.blobKey(sha256) }));
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: this.blobKey(sha256), ...(Range === undefined ? {} : { Range }) }));
       return r.Body as Readable;
     } catch (err) {
       if (statusOf(err) === 404) throw new DeltaError("E_NOT_FOUND", `no blob ${sha256}`, { cause: err });

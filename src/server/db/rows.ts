@@ -16,7 +16,7 @@ const JSON_JOB_FIELDS = new Set(["spec", "secrets", "failure", "steps"]);
 export const ATTEMPT_COLS: Record<keyof Omit<AttemptRow, "jobId" | "attempt">, string> = {
   state: "state", runnerId: "runner_id", leaseId: "lease_id", leaseHash: "lease_hash", expiresAt: "expires_at",
   startedAt: "started_at", finishedAt: "finished_at", reason: "reason", endedBy: "ended_by",
-  logBytes: "log_bytes", logTruncated: "log_truncated",
+  logBytes: "log_bytes", logTruncated: "log_truncated", logBlob: "log_blob",
 };
 export const LIVE = "('leased','running','canceling')";
 /** The terminal job states as an SQL list. */
@@ -70,6 +70,7 @@ export function toAttempt(r: Raw): AttemptRow {
     leaseId: r.lease_id as string | null, leaseHash: r.lease_hash as string | null, expiresAt: r.expires_at as number | null,
     startedAt: r.started_at as number | null, finishedAt: r.finished_at as number | null, reason: r.reason as string | null,
     endedBy: r.ended_by as string | null, logBytes: r.log_bytes as number, logTruncated: r.log_truncated === 1 || r.log_truncated === true,
+    logBlob: (r.log_blob as string | null | undefined) ?? null,
   };
 }
 

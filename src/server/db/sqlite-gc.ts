@@ -1,6 +1,7 @@
 /**
- * The collector's statements on SQLite (StateOps' retention and GC part). One connection runs
- * one transaction at a time, so marking and a writer's `blobCollecting` check never interleave.
+ * The collector's and the log archive's statements on SQLite (StateOps' retention, GC and
+ * archive part). One connection runs one transaction at a time, so marking and a writer's
+ * `blobCollecting` check never interleave.
  */
 import type { Statement } from "better-sqlite3";
 import type { BlobRef, TxHooks } from "../engine/state-store.ts";
@@ -50,9 +51,9 @@ export class SqliteGc {
     for (const id of ids) {
       const ok = this.st(`SELECT 1 FROM jobs WHERE id = ? AND finished_at < ? AND state IN ${TERMINAL}`).get(id, finishedBefore);
       if (ok === undefined) continue;
-      for (const a of this.st("SELECT attempt, log_bytes FROM attempts WHERE job_id = ?").all(id) as Raw[]) {
+      for (const a of this.st("SELECT attempt, log_bytes, log_blob FROM attempts WHERE job_id = ?").all(id) as Raw[]) {
         files.push([id, a.attempt as number]);
-        logBytes += a.log_bytes as number;
+        if (a.log_blob === null) logBytes += a.log_bytes as number;
       }
       for (const table of ["attempts", "transitions", "log_chunks", "artifacts"]) this.st(`DELETE FROM ${table} WHERE job_id = ?`).run(id);
       this.st("DELETE FROM jobs WHERE id = ?").run(id);
@@ -82,6 +83,7 @@ export class SqliteGc {
         ...(this.st(`SELECT DISTINCT sha256 FROM artifacts WHERE sha256 IN (${marks(shas.length)})`).pluck().all(...shas) as string[]),
         ...(this.st(`SELECT DISTINCT json_extract(spec, '$.source.sha256') FROM jobs WHERE json_extract(spec, '$.source.sha256') IN (${marks(shas.length)})`)
           .pluck().all(...shas) as string[]),
+        ...(this.st(`SELECT DISTINCT log_blob FROM attempts WHERE log_blob IN (${marks(shas.length)})`).pluck().all(...shas) as string[]),
       ]);
       for (const c of part) {
         if (used.has(c.sha256)) continue;
@@ -95,6 +97,19 @@ export class SqliteGc {
 
   blobMarks(): BlobRef[] {
     return (this.st("SELECT sha256, size FROM blob_marks ORDER BY sha256").all() as Raw[]).map((r) => ({ sha256: r.sha256 as string, size: r.size as number }));
+  }
+
+  unarchivedLogs(endedBefore: number, limit: number): Array<{ jobId: string; attempt: number }> {
+    const rows = this.st(`SELECT job_id, attempt FROM attempts WHERE log_blob IS NULL AND finished_at < ? AND state NOT IN ${LIVE} ORDER BY finished_at LIMIT ?`)
+      .all(endedBefore, limit) as Raw[];
+    return rows.map((r) => ({ jobId: r.job_id as string, attempt: r.attempt as number }));
+  }
+
+  /** The log file goes after the commit (a rolled-back archive keeps it); chunks an older server wrote go with the transaction. */
+  setLogArchived(hooks: TxHooks, jobId: string, attempt: number, sha256: string): void {
+    this.st("UPDATE attempts SET log_blob = ? WHERE job_id = ? AND attempt = ?").run(sha256, jobId, attempt);
+    this.st("DELETE FROM log_chunks WHERE job_id = ? AND attempt = ?").run(jobId, attempt);
+    hooks.afterCommit(() => this.logs.remove(jobId, attempt));
   }
 
   clearBlobMarks(sha256s: readonly string[]): void {

@@ -352,4 +352,13 @@ export class SqliteStateStore implements StateStore {
   async clearBlobMarks(sha256s: readonly string[]): Promise<void> {
     this.gc.clearBlobMarks(sha256s);
   }
+
+  async unarchivedLogs(endedBefore: number, limit: number): Promise<Array<{ jobId: string; attempt: number }>> {
+    return this.gc.unarchivedLogs(endedBefore, limit);
+  }
+
+  /** Only inside `write` (the log file is removed after the commit). */
+  async setLogArchived(jobId: string, attempt: number, sha256: string): Promise<void> {
+    this.gc.setLogArchived(this as unknown as TxHooks, jobId, attempt, sha256);
+  }
 }

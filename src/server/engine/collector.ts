@@ -18,6 +18,7 @@ import type { BlobStore } from "../blobs/blob-store.ts";
 import type { EngineContext } from "./context.ts";
 import type { BlobRef } from "./state-store.ts";
 import { LIVE_ATTEMPT } from "./transitions.ts";
+import { whileSweeping } from "./while-sweeping.ts";
 
 /** The slice of the blob store the collector uses. */
 export type GcBlobs = Pick<BlobStore, "listBlobs" | "deleteBlob" | "listUploads" | "discardUpload">;
@@ -132,20 +133,9 @@ export async function refuseIfCollecting(ctx: EngineContext, sha256: string): Pr
 /** Runs `collect` every `gcIntervalMs` while this replica sweeps, until `signal` aborts (never when no retention is set). */
 export async function runCollector(ctx: EngineContext, blobs: GcBlobs, signal: AbortSignal): Promise<void> {
   if (ctx.opts.retentionMs === null) return;
-  while (!signal.aborted) {
-    try {
-      await ctx.clock.sleep(ctx.opts.gcIntervalMs, signal);
-    } catch {
-      return;
-    }
-    if (!ctx.roles.sweeper) continue;
-    try {
-      const r = await collect(ctx, blobs, signal);
-      ctx.metrics.gcPass(r);
-      if (GC_WHAT.some((w) => r.removed[w] > 0)) ctx.logger?.info({ removed: r.removed, reclaimedBytes: r.reclaimedBytes }, "garbage collected");
-    } catch (err) {
-      if (signal.aborted) return;
-      ctx.logger?.error({ err }, "garbage collection pass failed");
-    }
-  }
+  await whileSweeping(ctx, ctx.opts.gcIntervalMs, signal, "garbage collection", async () => {
+    const r = await collect(ctx, blobs, signal);
+    ctx.metrics.gcPass(r);
+    if (GC_WHAT.some((w) => r.removed[w] > 0)) ctx.logger?.info({ removed: r.removed, reclaimedBytes: r.reclaimedBytes }, "garbage collected");
+  });
 }

@@ -17,9 +17,11 @@ export interface EngineMetrics {
   leased(): void;
   /** One garbage-collection pass finished (collector.ts). */
   gcPass(r: GcResult): void;
+  /** An attempt's log of `bytes` moved to the blob store (log-archive.ts). */
+  logArchived(bytes: number): void;
 }
 
-export const nullMetrics: EngineMetrics = { leaseExpired() {}, retried() {}, logBytes() {}, leased() {}, gcPass() {} };
+export const nullMetrics: EngineMetrics = { leaseExpired() {}, retried() {}, logBytes() {}, leased() {}, gcPass() {}, logArchived() {} };
 
 export interface EngineContext {
   store: StateStore;

@@ -1,14 +1,17 @@
 /**
  * Per-attempt log storage: resumable appends at committed offsets (PROTOCOL.md `PUT /v1/runner/log`),
  * the per-job limit, the tail window, and reads for the job API. Bytes live in the state store
- * (committed with the same group commit as everything else, so acknowledged bytes survive SIGKILL).
+ * (committed with the same group commit as everything else, so acknowledged bytes survive SIGKILL)
+ * until the log is final; then in the blob store (log-archive.ts), read from there transparently.
  */
 import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import { defaults } from "../../config/defaults.ts";
 import { hashToken } from "../../base/ids.ts";
 import { type ByteParts, partsLength, sliceParts } from "./byte-parts.ts";
 import type { EngineContext } from "./context.ts";
+import { liveLogBytes, type LogBlobs } from "./log-archive.ts";
 import { keys } from "./notifier.ts";
 import { LIVE_ATTEMPT, wake } from "./transitions.ts";
 import type { StateOps } from "./state-store.ts";
@@ -104,6 +107,8 @@ function assertMayLog(ctx: EngineContext, a: AttemptRow, current: number): void 
     return;
   }
   if (a.state === "lost" || a.endedBy === "lost") throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} was lost`);
+  // Archived: its window closed by another replica's clock; the log is final.
+  if (a.logBlob !== null) throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} ended and its log was archived`);
   if (a.finishedAt !== null && ctx.clock.now() - a.finishedAt <= ctx.opts.tailWindowMs) return;
   throw new DeltaError("E_LEASE_STALE", `attempt ${a.attempt} ended and its tail window closed`);
 }
@@ -125,20 +130,31 @@ export async function logDigest(ctx: EngineContext, reads: StateOps, a: AttemptR
   return h.digest("hex");
 }
 
-/** Committed bytes of an attempt's log from `offset`, at most about `maxBytes`. */
-export async function readLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, maxBytes: number): Promise<Buffer> {
-  const out: Buffer[] = [];
-  let size = 0;
-  let at = offset;
-  while (size < maxBytes) {
-    const chunks = await ctx.store.readLogChunks(jobId, attempt, at, 64);
-    if (chunks.length === 0) break;
-    for (const c of chunks) {
-      const part = c.data.subarray(Math.max(0, at - c.start));
-      out.push(part);
-      size += part.length;
-      at = c.start + c.data.length;
-    }
-  }
-  return Buffer.concat(out);
+/** Committed bytes of an attempt's log from `offset`, at most `maxBytes`: from the state store, or from its blob once archived. */
+export async function readLog(ctx: EngineContext, blobs: LogBlobs, jobId: string, attempt: number, offset: number, maxBytes: number): Promise<Buffer> {
+  const a = await ctx.store.getAttempt(jobId, attempt);
+  if (!a) return Buffer.alloc(0);
+  if (a.logBlob !== null) return readArchived(blobs, a, offset, maxBytes);
+  const parts: Buffer[] = [];
+  for await (const p of liveLogBytes(ctx.store, jobId, attempt, offset, offset + maxBytes)) parts.push(p);
+  const live = Buffer.concat(parts);
+  if (live.length > 0 || offset >= a.logBytes) return live;
+  // Nothing where bytes were committed: the log was archived meanwhile, and its live copy dropped.
+  const again = await ctx.store.getAttempt(jobId, attempt);
+  return again?.logBlob ? readArchived(blobs, again, offset, maxBytes) : live;
+}
+
+/** The rest of an archived log from `offset`, as one ranged read of its blob; null while the log is live. */
+export async function openArchivedLog(ctx: EngineContext, blobs: LogBlobs, jobId: string, attempt: number, offset: number): Promise<Readable | null> {
+  const a = await ctx.store.getAttempt(jobId, attempt);
+  if (!a?.logBlob) return null;
+  return offset >= a.logBytes ? Readable.from([]) : blobs.openRange(a.logBlob, offset, a.logBytes - 1);
+}
+
+async function readArchived(blobs: LogBlobs, a: AttemptRow, offset: number, maxBytes: number): Promise<Buffer> {
+  const end = Math.min(a.logBytes, offset + maxBytes);
+  if (offset >= end || a.logBlob === null) return Buffer.alloc(0);
+  const parts: Buffer[] = [];
+  for await (const p of await blobs.openRange(a.logBlob, offset, end - 1)) parts.push(p as Buffer);
+  return Buffer.concat(parts);
 }

@@ -99,20 +99,32 @@ export interface StateOps {
   gcEpoch(): Promise<number>;
   /** Terminal jobs that finished before `finishedBefore`, oldest first, at most `limit`. */
   expiredJobIds(finishedBefore: number, limit: number): Promise<string[]>;
-  /** Deletes these jobs (those still terminal and finished before `finishedBefore`) with their attempts, transitions, logs and artifact rows. */
+  /**
+   * Deletes these jobs (those still terminal and finished before `finishedBefore`) with their attempts, transitions, logs and artifact rows.
+   * `logBytes`: the live log bytes freed (an archived log's blob is collected, and counted, as a blob).
+   */
   deleteJobs(ids: readonly string[], finishedBefore: number): Promise<{ jobs: number; logBytes: number }>;
   /** Registration tokens that expired before `now` (used or not). */
   deleteExpiredRegistrations(now: number): Promise<number>;
   /** Runners whose session expired before `now` and that hold no live attempt. */
   deleteDeadRunners(now: number): Promise<number>;
   /**
-   * Of `candidates`, marks those no artifact row and no job's source references (takes the blob
+   * Of `candidates`, marks those no artifact row, no job's source and no archived log references (takes the blob
    * gate exclusively on PostgreSQL); returns the ones it marked.
    */
   markUnreferencedBlobs(candidates: readonly BlobRef[], now: number): Promise<BlobRef[]>;
   /** Marked blobs (a pass that stopped between marking and clearing leaves some). */
   blobMarks(): Promise<BlobRef[]>;
   clearBlobMarks(sha256s: readonly string[]): Promise<void>;
+
+  // ---- log archive (engine/log-archive.ts) ----
+  /** Attempts that ended (not live) before `endedBefore` and whose log is not archived yet, oldest first, at most `limit`. */
+  unarchivedLogs(endedBefore: number, limit: number): Promise<Array<{ jobId: string; attempt: number }>>;
+  /**
+   * Records that blob `sha256` holds the attempt's whole log and drops the live copy (chunks,
+   * and on SQLite its file after the commit). Only inside `write`, after reading the attempt there.
+   */
+  setLogArchived(jobId: string, attempt: number, sha256: string): Promise<void>;
 }
 
 export interface BlobRef {

@@ -68,7 +68,7 @@ export async function setAttemptState(
 export async function queueAttempt(ctx: EngineContext, tx: StateTx, job: JobRow, n: number, reason: string): Promise<void> {
   await tx.insertAttempt({
     jobId: job.id, attempt: n, state: "queued", runnerId: null, leaseId: null, leaseHash: null, expiresAt: null,
-    startedAt: null, finishedAt: null, reason: null, endedBy: null, logBytes: 0, logTruncated: false,
+    startedAt: null, finishedAt: null, reason: null, endedBy: null, logBytes: 0, logTruncated: false, logBlob: null,
   });
   await tx.addTransition(job.id, { at: ctx.clock.now(), attempt: n, from: "attempt:none", to: "attempt:queued", reason });
   job.attempt = n;

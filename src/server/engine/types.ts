@@ -44,6 +44,8 @@ export interface AttemptRow {
   endedBy: string | null;
   logBytes: number;
   logTruncated: boolean;
+  /** sha256 of the blob holding the whole log once it was archived (log-archive.ts); null while the state store holds it. */
+  logBlob: string | null;
 }
 
 export interface RunnerRow {

@@ -1,7 +1,8 @@
 /** A job's log as a byte stream: committed bytes from an offset; with follow, until the job ends. */
 import { Readable } from "node:stream";
 import type { EngineContext } from "../engine/context.ts";
-import { readLog } from "../engine/log-ops.ts";
+import type { LogBlobs } from "../engine/log-archive.ts";
+import { openArchivedLog, readLog } from "../engine/log-ops.ts";
 import { keys } from "../engine/notifier.ts";
 import type { AttemptState } from "../../protocol/schemas.ts";
 
@@ -16,11 +17,17 @@ const FOLLOWED: ReadonlySet<AttemptState> = new Set(["queued", "leased", "runnin
  * when the job ends; after a retry the client follows the next attempt (`?attempt=N`,
  * `X-Deltaci-Attempt`). Bytes arriving later in the tail window are read without follow.
  */
-export function followLog(ctx: EngineContext, jobId: string, attempt: number, offset: number, signal: AbortSignal): Readable {
+export function followLog(ctx: EngineContext, blobs: LogBlobs, jobId: string, attempt: number, offset: number, signal: AbortSignal): Readable {
   async function* gen(): AsyncGenerator<Buffer> {
+    // An archived log is final: the rest of it in one read.
+    const archived = await openArchivedLog(ctx, blobs, jobId, attempt, offset);
+    if (archived) {
+      yield* archived;
+      return;
+    }
     let at = offset;
     while (!signal.aborted && !ctx.lifecycle.stopping) {
-      const bytes = await readLog(ctx, jobId, attempt, at, PIECE_BYTES);
+      const bytes = await readLog(ctx, blobs, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length > 0) {
         at += bytes.length;
         yield bytes;
@@ -35,11 +42,16 @@ export function followLog(ctx: EngineContext, jobId: string, attempt: number, of
 }
 
 /** The committed bytes of one attempt from `offset`, as a stream (no follow). */
-export function readLogStream(ctx: EngineContext, jobId: string, attempt: number, offset: number): Readable {
+export function readLogStream(ctx: EngineContext, blobs: LogBlobs, jobId: string, attempt: number, offset: number): Readable {
   async function* gen(): AsyncGenerator<Buffer> {
+    const archived = await openArchivedLog(ctx, blobs, jobId, attempt, offset);
+    if (archived) {
+      yield* archived;
+      return;
+    }
     let at = offset;
     for (;;) {
-      const bytes = await readLog(ctx, jobId, attempt, at, PIECE_BYTES);
+      const bytes = await readLog(ctx, blobs, jobId, attempt, at, PIECE_BYTES);
       if (bytes.length === 0) return;
       at += bytes.length;
       yield bytes;

@@ -14,6 +14,8 @@ export class ServerMetrics implements EngineMetrics {
   private readonly gcPasses: Counter;
   private readonly gcRemoved: Counter<"what">;
   private readonly gcReclaimed: Counter<"what">;
+  private readonly logArchives: Counter;
+  private readonly logArchivedBytes: Counter;
   readonly requestSeconds: Histogram<"method" | "route" | "status">;
 
   constructor(store: StateStore, waiters: LeaseWaiters) {
@@ -27,6 +29,8 @@ export class ServerMetrics implements EngineMetrics {
       name: "deltaci_gc_removed_total", help: "Things garbage collection removed (jobs, logs of jobs, registrations, runners, uploads, blobs)", labelNames: ["what"], registers,
     });
     this.gcReclaimed = new Counter({ name: "deltaci_gc_reclaimed_bytes_total", help: "Bytes garbage collection freed (logs, uploads, blobs)", labelNames: ["what"], registers });
+    this.logArchives = new Counter({ name: "deltaci_log_archives_total", help: "Attempt logs moved from the state store to the blob store once final", registers });
+    this.logArchivedBytes = new Counter({ name: "deltaci_log_archived_bytes_total", help: "Log bytes moved from the state store to the blob store", registers });
     for (const what of GC_WHAT) {
       this.gcRemoved.inc({ what }, 0);
       this.gcReclaimed.inc({ what }, 0);
@@ -74,6 +78,10 @@ export class ServerMetrics implements EngineMetrics {
   }
   leased(): void {
     this.leases.inc();
+  }
+  logArchived(bytes: number): void {
+    this.logArchives.inc();
+    this.logArchivedBytes.inc(bytes);
   }
   gcPass(r: GcResult): void {
     this.gcPasses.inc();

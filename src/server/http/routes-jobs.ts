@@ -62,7 +62,7 @@ export function jobRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobS
     // A follow sends its headers at once: Node holds them until the first byte otherwise, and a
     // queued or silent job's follower then waited for them until its client's headers timeout.
     if (follow) reply.raw.once("pipe", () => reply.raw.flushHeaders());
-    return reply.send(follow ? followLog(ctx, job.id, attempt, offset, clientGone(reply)) : readLogStream(ctx, job.id, attempt, offset));
+    return reply.send(follow ? followLog(ctx, blobs, job.id, attempt, offset, clientGone(reply)) : readLogStream(ctx, blobs, job.id, attempt, offset));
   });
 
   app.post<{ Params: { id: string } }>("/v1/jobs/:id/cancel", { schema: { params: IdParams }, onRequest }, async (req, reply) => {

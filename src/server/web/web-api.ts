@@ -132,11 +132,11 @@ export function webApiRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
       if (!a) throw new DeltaError("E_NOT_FOUND", `job ${job.id} has no attempt ${attempt}`);
       reply.header("x-deltaci-attempt", String(attempt)).header("x-deltaci-log-bytes", String(a.logBytes));
       if (req.query.download === "1") {
-        return download(reply, `${job.name}-${job.id}-attempt-${attempt}.log`, null).send(readLogStream(ctx, job.id, attempt, 0));
+        return download(reply, `${job.name}-${job.id}-attempt-${attempt}.log`, null).send(readLogStream(ctx, blobs, job.id, attempt, 0));
       }
       reply.header("content-type", "application/octet-stream");
       const follow = req.query.follow === "1";
-      return reply.send(follow ? followLog(ctx, job.id, attempt, offset, clientGone(reply)) : readLogStream(ctx, job.id, attempt, offset));
+      return reply.send(follow ? followLog(ctx, blobs, job.id, attempt, offset, clientGone(reply)) : readLogStream(ctx, blobs, job.id, attempt, offset));
     });
 
     api.get<{ Params: { id: string; name: string } }>("/jobs/:id/artifacts/:name", { schema: { params: ArtifactParams } }, async (req, reply) => {

@@ -1,6 +1,6 @@
 /**
- * The collector's statements on PostgreSQL (StateOps' retention and GC part). Replicas write
- * concurrently, so the blob gate is an advisory transaction lock: a writer about to reference a
+ * The collector's and the log archive's statements on PostgreSQL (StateOps' retention, GC and
+ * archive part). Replicas write concurrently, so the blob gate is an advisory transaction lock: a writer about to reference a
  * blob takes it shared (`blobCollecting`), a transaction that marks or clears blobs takes it
  * exclusively. Under READ COMMITTED each statement after the lock sees every transaction that
  * held it before: marking sees every reference committed so far, and a writer sees every mark.
@@ -50,7 +50,7 @@ export class PgGc {
       SELECT id FROM jobs WHERE id = ANY(${[...ids]}) AND finished_at < ${finishedBefore} AND state = ANY(${TERMINAL_STATES})
       ORDER BY id FOR UPDATE SKIP LOCKED`).map((r) => r.id as string);
     if (held.length === 0) return { jobs: 0, logBytes: 0 };
-    const [sum] = await this.q`SELECT COALESCE(SUM(log_bytes), 0)::bigint AS n FROM attempts WHERE job_id = ANY(${held})`;
+    const [sum] = await this.q`SELECT COALESCE(SUM(log_bytes), 0)::bigint AS n FROM attempts WHERE job_id = ANY(${held}) AND log_blob IS NULL`;
     await this.q`DELETE FROM attempts WHERE job_id = ANY(${held})`;
     await this.q`DELETE FROM transitions WHERE job_id = ANY(${held})`;
     await this.q`DELETE FROM log_chunks WHERE job_id = ANY(${held})`;
@@ -78,6 +78,7 @@ export class PgGc {
       ...(await this.q`SELECT DISTINCT sha256 FROM artifacts WHERE sha256 = ANY(${shas})`).map((r) => r.sha256 as string),
       ...(await this.q`SELECT DISTINCT (spec::jsonb -> 'source' ->> 'sha256') AS s FROM jobs WHERE (spec::jsonb -> 'source' ->> 'sha256') = ANY(${shas})`)
         .map((r) => r.s as string),
+      ...(await this.q`SELECT DISTINCT log_blob FROM attempts WHERE log_blob = ANY(${shas})`).map((r) => r.log_blob as string),
     ]);
     const out = candidates.filter((c) => !used.has(c.sha256));
     if (out.length === 0) return [];
@@ -91,6 +92,18 @@ export class PgGc {
 
   async blobMarks(): Promise<BlobRef[]> {
     return (await this.q`SELECT sha256, size FROM blob_marks ORDER BY sha256`).map((r) => ({ sha256: r.sha256 as string, size: r.size as number }));
+  }
+
+  async unarchivedLogs(endedBefore: number, limit: number): Promise<Array<{ jobId: string; attempt: number }>> {
+    const rows = await this.q`SELECT job_id, attempt FROM attempts
+      WHERE log_blob IS NULL AND finished_at < ${endedBefore} AND NOT (state = ANY(${LIVE_STATES})) ORDER BY finished_at LIMIT ${limit}`;
+    return rows.map((r) => ({ jobId: r.job_id as string, attempt: r.attempt as number }));
+  }
+
+  /** The caller holds the job row (it read the attempt in this transaction), so no append or archive races this. */
+  async setLogArchived(jobId: string, attempt: number, sha256: string): Promise<void> {
+    await this.q`UPDATE attempts SET log_blob = ${sha256} WHERE job_id = ${jobId} AND attempt = ${attempt}`;
+    await this.q`DELETE FROM log_chunks WHERE job_id = ${jobId} AND attempt = ${attempt}`;
   }
 
   async clearBlobMarks(sha256s: readonly string[]): Promise<void> {

@@ -329,4 +329,11 @@ export class PgOps implements StateOps {
   clearBlobMarks(sha256s: readonly string[]): Promise<void> {
     return this.gc.clearBlobMarks(sha256s);
   }
+  unarchivedLogs(endedBefore: number, limit: number): Promise<Array<{ jobId: string; attempt: number }>> {
+    return this.gc.unarchivedLogs(endedBefore, limit);
+  }
+  async setLogArchived(jobId: string, attempt: number, sha256: string): Promise<void> {
+    await this.settle();
+    return this.gc.setLogArchived(jobId, attempt, sha256);
+  }
 }

@@ -73,4 +73,14 @@ CREATE INDEX registrations_expiry ON registrations(expires_at);
 CREATE INDEX runners_session_expiry ON runners(session_expires_at);
 `,
   },
+  {
+    // Finished logs move to the blob store (engine/log-archive.ts): the blob's sha256, what is left to archive, what references a blob.
+    version: 3,
+    name: "log-archive",
+    sql: `
+ALTER TABLE attempts ADD COLUMN log_blob TEXT;
+CREATE INDEX attempts_to_archive ON attempts(finished_at) WHERE log_blob IS NULL;
+CREATE INDEX attempts_log_blob ON attempts(log_blob) WHERE log_blob IS NOT NULL;
+`,
+  },
 ];

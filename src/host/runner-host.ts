@@ -82,12 +82,13 @@ export class RunnerHost {
 
   /** Reaps every slot (what a crashed predecessor left) and prepares the sandbox backend. */
   async init(): Promise<string[]> {
-    const reaped: string[] = [];
-    for (const slot of this.o.slots) {
-      reaped.push(...(await this.o.sandboxFactory.reapSlot(slot)));
+    // The slots are independent: reaped at once (a host's start, or `deltaci run`'s, waits for the slowest only).
+    const reaped = await Promise.all(this.o.slots.map(async (slot) => {
+      const removed = await this.o.sandboxFactory.reapSlot(slot);
       await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
-    }
-    return reaped;
+      return removed;
+    }));
+    return reaped.flat();
   }
 
   /** No more sandboxes built ahead, for sessions launched or ending from now on (the owner expects no more jobs). */

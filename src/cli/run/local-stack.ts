@@ -135,7 +135,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       });
       void provider.prewarmFirst(maxRunners); // never rejects; the sessions take what it built
     }
-    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
+    // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync.
+    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none" });
     const controllerOpts = {
       serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
       maxRunners, workRoot, metricsListen: null, runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase,

@@ -104,10 +104,14 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let provider: InProcessProvider | null = null;
   const close = async () => {
     await client?.close().catch(() => {});
-    await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
-    if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
-    await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
-    await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
+    const stopRunners = async () => {
+      await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
+      if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
+      await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
+    };
+    // The server closes while the runners stop: nothing reads its state after this, so a runner's
+    // last request failing against it (a session stopped mid-job) loses nothing.
+    await Promise.all([stopRunners(), server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"))]);
     logger.flush();
     if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
   };

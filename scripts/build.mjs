@@ -47,10 +47,17 @@ const precompiledValidators = {
     });
   },
 };
+/** `undici` is scripts/undici-slim.cjs in the bundles: only what the client uses (why: there). */
+const slimUndici = {
+  name: "undici-slim",
+  setup(b) {
+    b.onResolve({ filter: /^undici$/ }, () => ({ path: `${root}scripts/undici-slim.cjs` }));
+  },
+};
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
-  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators],
+  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimUndici],
 };
 /**
  * `entry` as dist/NAME.cjs, a CommonJS function expression that dist/code-cache-loader.mjs runs

@@ -50,6 +50,8 @@ export interface LocalStackOptions {
   runnerProcesses?: boolean;
   /** The in-process runners' oci factory (e.g. already being prepared by the isolation check); closed by `close()`. */
   crunFactory?: EarlyCrunFactory | undefined;
+  /** Called as start-up and teardown steps end (`deltaci run --timings`). */
+  mark?: (step: string) => void;
 }
 
 /** One pool whose runners can serve every selected job: their labels, and at least their limits. */
@@ -102,16 +104,22 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let client: JobApiClient | null = null;
   let sandboxFactory: SandboxFactory | null = null;
   let provider: InProcessProvider | null = null;
+  const mark = opts.mark ?? (() => {});
   const close = async () => {
     await client?.close().catch(() => {});
     const stopRunners = async () => {
       await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
       if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
       await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
+      mark("runners stopped");
     };
     // The server closes while the runners stop: nothing reads its state after this, so a runner's
     // last request failing against it (a session stopped mid-job) loses nothing.
-    await Promise.all([stopRunners(), server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"))]);
+    const closeServer = async () => {
+      await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
+      mark("server closed");
+    };
+    await Promise.all([stopRunners(), closeServer()]);
     logger.flush();
     if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
   };
@@ -137,10 +145,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
         workRoot, slotBase, maxSlots: Math.min(MAX_LOCAL_RUNNERS, maxRunners + 1), sandboxFactory, clock: systemClock,
         logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm, prewarmJobs: opts.jobs.length,
       });
-      void provider.prewarmFirst(maxRunners); // never rejects; the sessions take what it built
+      void provider.prewarmFirst(maxRunners).then(() => mark("first sandboxes prewarmed")); // never rejects; the sessions take what it built
     }
     // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync.
     server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none" });
+    mark("server up");
     const controllerOpts = {
       serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
       maxRunners, workRoot, metricsListen: null, runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase,

@@ -5,7 +5,7 @@
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
-// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`).
+// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise.
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):
@@ -83,11 +83,11 @@ async function buildCached(name, entry) {
 }
 
 // no stale output of older builds (the split ESM bundle)
-for (const old of ["chunks", "deltaci.mjs.map"]) await rm(`${root}dist/${old}`, { recursive: true, force: true });
+for (const old of ["chunks", "deltaci.mjs.map", "runner.mjs.map"]) await rm(`${root}dist/${old}`, { recursive: true, force: true });
 await mkdir(`${root}dist`, { recursive: true });
 await copyFile(`${root}scripts/code-cache-loader.mjs`, `${root}dist/code-cache-loader.mjs`);
 await Promise.all([
   buildCached("deltaci", `${root}src/cli/main.ts`),
-  build({ ...common, entryPoints: [`${root}src/cli/runner-main.ts`], outfile: `${root}dist/runner.mjs` }),
+  buildCached("runner", `${root}src/cli/runner-main.ts`),
   buildWeb(root),
 ]);

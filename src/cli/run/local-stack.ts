@@ -38,6 +38,8 @@ export interface LocalStack {
   /** The temp dir holding the server's state, runner slots and logs. */
   dir: string;
   logFile: string;
+  /** Resolves once the controller runs: it starts after the server, while the caller may submit jobs already. */
+  controllerUp: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -105,8 +107,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let sandboxFactory: SandboxFactory | null = null;
   let provider: InProcessProvider | null = null;
   const mark = opts.mark ?? (() => {});
+  let controllerStarting: Promise<void> | null = null;
   const close = async () => {
     await client?.close().catch(() => {});
+    await controllerStarting?.catch(() => {}); // a controller still starting is stopped once it runs
     const stopRunners = async () => {
       await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
       if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
@@ -155,13 +159,18 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       maxRunners, workRoot, metricsListen: null, runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase,
     };
     const controllerLogger = logger.child({ component: "controller" });
-    controller = provider
-      ? await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock })
-      : await startLocalController({ ...controllerOpts, runnerMode: "process" }, controllerLogger);
+    const p = provider;
+    controllerStarting = (async () => {
+      controller = p
+        ? await startController(controllerOpts, { provider: p, logger: controllerLogger, clock: systemClock })
+        : await startLocalController({ ...controllerOpts, runnerMode: "process" }, controllerLogger);
+      mark("controller up");
+    })();
+    controllerStarting.catch(() => {}); // the caller awaits `controllerUp`
     client = new JobApiClient({ server: server.url, token: server.apiToken, timeoutMs: defaults.requestTimeoutMs });
     const s = server;
     const c = client;
-    return { client: c, server: s, dir, logFile, close };
+    return { client: c, server: s, dir, logFile, controllerUp: controllerStarting, close };
   } catch (err) {
     await close();
     throw err;

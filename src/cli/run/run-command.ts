@@ -110,7 +110,6 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;
     });
-    mark("server and controller up");
     const isolationProblem = await interrupt.race(checking);
     mark("isolation checked");
     if (isolationProblem) {
@@ -118,9 +117,11 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
         `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
     }
     if (packing) setActivity("", "packing the source");
-    const submitted = await interrupt.race(
+    // Submitted while the controller starts: the jobs wait in the queue for its runners.
+    const [submitted] = await interrupt.race(Promise.all([
       submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
-    );
+      stack.controllerUp,
+    ]));
     mark("source uploaded, jobs submitted");
     setActivity("", "");
     const client = stack.client;

@@ -165,9 +165,8 @@ export class RunnerHost {
   async close(): Promise<string[]> {
     this.retiring = true;
     await Promise.all([...this.sessions.keys()].map((id) => this.terminate(id)));
-    const reaped: string[] = [];
-    for (const slot of this.o.slots) reaped.push(...(await this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
-    return reaped;
+    const reaped = await Promise.all(this.o.slots.map((slot) => this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
+    return reaped.flat();
   }
 
   /** A slot is reused as is only when no session ended abnormally in it and the factory vouches for it. */

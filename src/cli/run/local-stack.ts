@@ -108,9 +108,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let provider: InProcessProvider | null = null;
   const mark = opts.mark ?? (() => {});
   let controllerStarting: Promise<void> | null = null;
+  let prewarming: Promise<void> = Promise.resolve();
   const close = async () => {
     await client?.close().catch(() => {});
     await controllerStarting?.catch(() => {}); // a controller still starting is stopped once it runs
+    await prewarming; // a sandbox still being built is in the warm pool before the slots are reaped (long done after a job ran)
     const stopRunners = async () => {
       await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
       if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
@@ -149,7 +151,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
         workRoot, slotBase, maxSlots: Math.min(MAX_LOCAL_RUNNERS, maxRunners + 1), sandboxFactory, clock: systemClock,
         logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm, prewarmJobs: opts.jobs.length,
       });
-      void provider.prewarmFirst(maxRunners).then(() => mark("first sandboxes prewarmed")); // never rejects; the sessions take what it built
+      prewarming = provider.prewarmFirst(maxRunners).then(() => mark("first sandboxes prewarmed")); // never rejects; the sessions take what it built
     }
     // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync.
     server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none" });

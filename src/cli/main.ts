@@ -24,8 +24,7 @@ function exitCodeOf(err: unknown): number {
   return ExitCode.jobFailed;
 }
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
+// No top-level await: the bundle is CommonJS (run with a V8 code cache, scripts/code-cache-loader.mjs).
+program.parseAsync(process.argv).catch((err: unknown) => {
   process.exitCode = exitCodeOf(err);
-}
+});

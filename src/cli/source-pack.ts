@@ -52,7 +52,8 @@ export async function listSourceFiles(dir: string): Promise<SourceFileList> {
     const gitDir = await mkdtemp(join(tmpdir(), "deltaci-pack-"));
     try {
       const env = { ...process.env, GIT_DIR: gitDir, GIT_WORK_TREE: dir };
-      const init = await run("git", ["init", "-q", "--bare", gitDir], { cwd: dir });
+      // no template: the sample hooks are not worth copying into a throwaway git dir
+      const init = await run("git", ["init", "-q", "--bare", "--template=", gitDir], { cwd: dir });
       if (init.code !== 0) throw new DeltaError("E_INVALID", `git init failed: ${init.stderr.trim()}`);
       const r = await run("git", ["ls-files", "-z", "--others", "--exclude-standard"], { cwd: dir, env });
       if (r.code !== 0) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${r.stderr.trim()}`);

@@ -86,12 +86,13 @@ export class RunnerHost {
 
   /** Reaps every slot (what a crashed predecessor left) and prepares the sandbox backend. */
   async init(): Promise<string[]> {
-    const reaped: string[] = [];
-    for (const slot of this.o.slots) {
-      reaped.push(...(await this.o.sandboxFactory.reapSlot(slot)));
+    // The slots are independent: reaped at once (a host's start, or `deltaci run`'s, waits for the slowest only).
+    const reaped = await Promise.all(this.o.slots.map(async (slot) => {
+      const removed = await this.o.sandboxFactory.reapSlot(slot);
       await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
-    }
-    return reaped;
+      return removed;
+    }));
+    return reaped.flat();
   }
 
   /** No more sandboxes built ahead, for sessions launched or ending from now on (the owner expects no more jobs). */
@@ -168,10 +169,9 @@ export class RunnerHost {
   async close(): Promise<string[]> {
     this.retiring = true;
     await Promise.all([...this.sessions.keys()].map((id) => this.terminate(id)));
-    const reaped: string[] = [];
-    for (const slot of this.o.slots) reaped.push(...(await this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
+    const reaped = await Promise.all(this.o.slots.map((slot) => this.o.sandboxFactory.reapSlot(slot).catch(() => [])));
     await this.connections.close().catch(() => {});
-    return reaped;
+    return reaped.flat();
   }
 
   /** A slot is reused as is only when no session ended abnormally in it and the factory vouches for it. */

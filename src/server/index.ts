@@ -56,7 +56,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const shared = options.databaseUrl !== undefined;
   const api = await operatorToken(options.apiToken, opts.dataDir, "api-token", shared);
   const ctl = await operatorToken(options.controllerToken, opts.dataDir, "controller-token", shared);
-  const blobs = await openBlobStore(options.blobStore ?? { kind: "fs" }, opts.dataDir);
+  const blobs = await openBlobStore(options.blobStore ?? { kind: "fs" }, opts.dataDir, opts.durability);
   await blobs.init();
 
   const sealKeys = await loadKeys({

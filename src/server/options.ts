@@ -4,8 +4,8 @@ import { systemClock, type Clock } from "../base/clock.ts";
 import { defaults } from "../config/defaults.ts";
 import type { S3BlobStoreOptions } from "./blobs/s3-blob-store.ts";
 
-/** How hard the state store syncs before a write is acknowledged. */
-export type Durability = "full" | "normal";
+/** How hard the state store syncs before a write is acknowledged (`none`: never; for a throwaway state, `deltaci run`'s). */
+export type Durability = "full" | "normal" | "none";
 
 export interface ServerOptions {
   /** Listen host; default 127.0.0.1. */
@@ -59,7 +59,7 @@ export interface ServerOptions {
   logChunkLimitBytes?: number;
   artifactMaxBytes?: number;
   sourceMaxBytes?: number;
-  /** `full`: fsync the WAL on every (group) commit. `normal`: survives a killed process, not a power cut. */
+  /** `full`: fsync the WAL on every (group) commit. `normal`: survives a killed process, not a power cut. `none`: no fsync at all. */
   durability?: Durability;
   /** Where artifacts and source archives live; default: the filesystem store under `dataDir`. */
   blobStore?: BlobStoreOptions;

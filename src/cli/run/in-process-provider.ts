@@ -17,7 +17,8 @@ import { RunnerHost } from "../../host/runner-host.ts";
 import type { HostEvent } from "../../protocol/host-protocol.ts";
 import type { RunnerLogger } from "../../runner/ports.ts";
 import { slotInfo } from "../../sandbox/slots.ts";
-import type { SandboxFactory } from "../../sandbox/types.ts";
+import { warmSpec } from "../../runner/warm-shape.ts";
+import type { SandboxFactory, SlotInfo } from "../../sandbox/types.ts";
 
 export interface InProcessProviderOptions {
   workRoot: string;
@@ -54,6 +55,8 @@ export class InProcessProvider implements RunnerProvider {
   private readonly listeners: Array<(e: RunnerExit) => void> = [];
   private seq = 0;
   private readonly leasedJobs = new Set<string>();
+  private readonly slots: SlotInfo[];
+  private initialized: Promise<InitResult> | null = null;
 
   constructor(opts: InProcessProviderOptions) {
     this.o = opts;
@@ -61,8 +64,9 @@ export class InProcessProvider implements RunnerProvider {
     const { serverUrl: _url, labels: _labels, ...settings } = defaultRunnerSettings("http://unused", {
       labels: [], cacheDir: opts.workRoot, idleTimeoutMs: opts.idleTimeoutMs, prewarm: opts.prewarm === true,
     });
+    this.slots = Array.from({ length: opts.maxSlots }, (_, i) => slotInfo(opts.slotBase + i, slotsDir));
     this.host = new RunnerHost({
-      slots: Array.from({ length: opts.maxSlots }, (_, i) => slotInfo(opts.slotBase + i, slotsDir)),
+      slots: this.slots,
       // The toolchain probe's cache outlives the run (its workRoot is fresh): a warm start costs a few stats.
       sandboxFactory: opts.sandboxFactory, settings: { ...settings, version: DELTACI_VERSION, toolchainsCache: join(userCacheDir(), "toolchains.json") }, clock: unrefClock(opts.clock),
       logger: opts.logger, maxSessions: 0, maxAgeMs: 0,
@@ -70,12 +74,30 @@ export class InProcessProvider implements RunnerProvider {
     this.host.onEvent((e) => this.onHostEvent(e));
   }
 
-  async init(): Promise<InitResult> {
-    // Sandboxed steps run as an unprivileged uid that must traverse down to its slot's work dir.
-    const slots = join(this.o.workRoot, "slots");
-    await mkdir(slots, { recursive: true, mode: 0o711 });
-    await chmod(slots, 0o711);
-    return { adopted: [], reaped: await this.host.init() };
+  /** Once: `deltaci run` calls it (see `prewarmFirst`) before its controller starts, which calls it again. */
+  init(): Promise<InitResult> {
+    this.initialized ??= (async () => {
+      // Sandboxed steps run as an unprivileged uid that must traverse down to its slot's work dir.
+      const slots = join(this.o.workRoot, "slots");
+      await mkdir(slots, { recursive: true, mode: 0o711 });
+      await chmod(slots, 0o711);
+      return { adopted: [], reaped: await this.host.init() };
+    })();
+    return this.initialized;
+  }
+
+  /**
+   * Builds the sandboxes of the first `n` sessions (they take the slots in order) now, before
+   * any session exists: `deltaci run` calls it while its server starts. A session then finds its
+   * sandbox built or being built (the factory's warm pool). Never rejects.
+   */
+  async prewarmFirst(n: number): Promise<void> {
+    if (this.o.prewarm !== true) return;
+    const since = this.o.clock.now();
+    await this.init().catch(() => {}); // a reap after the prewarm would dispose of it; a failure shows in the controller's init
+    const reapedMs = this.o.clock.now() - since;
+    await Promise.all(this.slots.slice(0, n).map(async (slot) => this.o.sandboxFactory.prewarm(await warmSpec(join(this.o.workRoot, "warm-shape.json"), slot))));
+    this.o.logger.info({ slots: n, reapedMs, ms: this.o.clock.now() - since }, "first sandboxes prewarmed");
   }
 
   async launch(req: LaunchRequest): Promise<RunnerRecord> {

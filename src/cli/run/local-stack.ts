@@ -38,6 +38,8 @@ export interface LocalStack {
   /** The temp dir holding the server's state, runner slots and logs. */
   dir: string;
   logFile: string;
+  /** Resolves once the controller runs: it starts after the server, while the caller may submit jobs already. */
+  controllerUp: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -50,6 +52,8 @@ export interface LocalStackOptions {
   runnerProcesses?: boolean;
   /** The in-process runners' oci factory (e.g. already being prepared by the isolation check); closed by `close()`. */
   crunFactory?: EarlyCrunFactory | undefined;
+  /** Called as start-up and teardown steps end (`deltaci run --timings`). */
+  mark?: (step: string) => void;
 }
 
 /** One pool whose runners can serve every selected job: their labels, and at least their limits. */
@@ -101,49 +105,74 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let controller: RunningController | null = null;
   let client: JobApiClient | null = null;
   let sandboxFactory: SandboxFactory | null = null;
+  let provider: InProcessProvider | null = null;
+  const mark = opts.mark ?? (() => {});
+  let controllerStarting: Promise<void> | null = null;
+  let prewarming: Promise<void> = Promise.resolve();
   const close = async () => {
     await client?.close().catch(() => {});
-    await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
-    await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
-    await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
+    await controllerStarting?.catch(() => {}); // a controller still starting is stopped once it runs
+    await prewarming; // a sandbox still being built is in the warm pool before the slots are reaped (long done after a job ran)
+    const stopRunners = async () => {
+      await controller?.stop({ runners: "terminate", timeoutMs: 15_000 }).catch((err: unknown) => logger.error({ err }, "controller stop failed"));
+      if (!controller) await provider?.close().catch((err: unknown) => logger.error({ err }, "runner host close failed")); // the controller closes it
+      await sandboxFactory?.close().catch((err: unknown) => logger.error({ err }, "sandbox factory close failed"));
+      mark("runners stopped");
+    };
+    // The server closes while the runners stop: nothing reads its state after this, so a runner's
+    // last request failing against it (a session stopped mid-job) loses nothing.
+    const closeServer = async () => {
+      await server?.close().catch((err: unknown) => logger.error({ err }, "server close failed"));
+      mark("server closed");
+    };
+    await Promise.all([stopRunners(), closeServer()]);
     logger.flush();
     if (!opts.keep) await rm(dir, { recursive: true, force: true }).catch(() => {});
   };
   try {
-    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "normal" });
     const workRoot = join(dir, "runners");
-    const controllerOpts = {
-      serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
-      maxRunners: Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length)), workRoot, metricsListen: null,
-      runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase: runSlotBase(process.pid),
-    };
-    const controllerLogger = logger.child({ component: "controller" });
-    if (opts.runnerProcesses) {
-      controller = await startLocalController({ ...controllerOpts, runnerMode: "process" }, controllerLogger);
-    } else {
+    const maxRunners = Math.min(MAX_LOCAL_RUNNERS, Math.max(1, opts.jobs.length));
+    const slotBase = runSlotBase(process.pid);
+    if (!opts.runnerProcesses) {
       const runnerLogger = logger.child({ component: "runner" });
       const sandboxLogger = { info: (f: Record<string, unknown>, m: string) => runnerLogger.info(f, m), warn: (f: Record<string, unknown>, m: string) => runnerLogger.warn(f, m) };
       opts.crunFactory?.log.attach(sandboxLogger);
       sandboxFactory = opts.isolation === "oci"
         ? requireCrunFactory(opts.crunFactory)
         : new ProcessSandboxFactory({ clock: systemClock, logger: sandboxLogger });
-      // The jobs are known: each runner prewarms a sandbox of their most common shape while the
-      // source is packed and the jobs submitted (when that shape can be built ahead: no egress, no caches).
+      // The jobs are known: the runners' sandboxes, of the jobs' most common shape, are built while
+      // the server starts and the source is packed (when that shape can be built ahead: no egress, no caches).
       const shape = commonShape(opts.jobs);
       const prewarm = shape.network.egress === "none" && shape.caches.length === 0;
       if (prewarm) await rememberShape(join(workRoot, "warm-shape.json"), shape);
-      const provider = new InProcessProvider({
+      provider = new InProcessProvider({
         // A slot per runner and one more (a runner's replacement starts while the slot it left is torn
         // down); each slot is reaped at start. Prewarming stops once every job is leased.
-        workRoot, slotBase: controllerOpts.slotBase, maxSlots: Math.min(MAX_LOCAL_RUNNERS, controllerOpts.maxRunners + 1), sandboxFactory, clock: systemClock,
+        workRoot, slotBase, maxSlots: Math.min(MAX_LOCAL_RUNNERS, maxRunners + 1), sandboxFactory, clock: systemClock,
         logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm, prewarmJobs: opts.jobs.length,
       });
-      controller = await startController(controllerOpts, { provider, logger: controllerLogger, clock: systemClock });
+      prewarming = provider.prewarmFirst(maxRunners).then(() => mark("first sandboxes prewarmed")); // never rejects; the sessions take what it built
     }
+    // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync.
+    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none" });
+    mark("server up");
+    const controllerOpts = {
+      serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],
+      maxRunners, workRoot, metricsListen: null, runnerIdleTimeoutMs: defaults.runnerIdleTimeoutMs, idleGraceMs: 60_000, slotBase,
+    };
+    const controllerLogger = logger.child({ component: "controller" });
+    const p = provider;
+    controllerStarting = (async () => {
+      controller = p
+        ? await startController(controllerOpts, { provider: p, logger: controllerLogger, clock: systemClock })
+        : await startLocalController({ ...controllerOpts, runnerMode: "process" }, controllerLogger);
+      mark("controller up");
+    })();
+    controllerStarting.catch(() => {}); // the caller awaits `controllerUp`
     client = new JobApiClient({ server: server.url, token: server.apiToken, timeoutMs: defaults.requestTimeoutMs });
     const s = server;
     const c = client;
-    return { client: c, server: s, dir, logFile, close };
+    return { client: c, server: s, dir, logFile, controllerUp: controllerStarting, close };
   } catch (err) {
     await close();
     throw err;

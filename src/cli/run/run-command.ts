@@ -104,13 +104,12 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory([join(defaults.sandboxCacheDir, "images"), sourceDir]) : undefined;
     const checking = isolation === "oci" ? checkIsolation(crunFactory?.factory) : Promise.resolve(null);
     const packing = jobs.some(takesLocalSource) ? packSource(sourceDir) : null; // git-source jobs clone in the sandbox
-    packing?.catch(() => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
-    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true, crunFactory });
+    packing?.then(() => mark("source packed"), () => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
+    const starting = startLocalStack({ jobs, isolation, keep: flags.keepState === true, runnerProcesses: flags.runnerProcesses === true, crunFactory, mark });
     stack = await interrupt.race(starting).catch(async (err: unknown) => {
       await (await starting.catch(() => null))?.close(); // interrupted while starting: tear down what started
       throw err;
     });
-    mark("server and controller up");
     const isolationProblem = await interrupt.race(checking);
     mark("isolation checked");
     if (isolationProblem) {
@@ -118,9 +117,11 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
         `  Fix that (see docs/sandbox.md), or run without isolation, for development only: deltaci run --isolation process ${file ?? ""}`.trimEnd());
     }
     if (packing) setActivity("", "packing the source");
-    const submitted = await interrupt.race(
+    // Submitted while the controller starts: the jobs wait in the queue for its runners.
+    const [submitted] = await interrupt.race(Promise.all([
       submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
-    );
+      stack.controllerUp,
+    ]));
     mark("source uploaded, jobs submitted");
     setActivity("", "");
     const client = stack.client;
@@ -166,7 +167,10 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   // Still installed: a Ctrl-C while the summary is written is counted, never a kill half-way.
   // A person reads the summary while the stack is torn down; the JSON summary (its durationMs and
   // timingsMs) still comes after the teardown, which a script waits for anyway.
-  if (!flags.json) await writeOnce(human, formatSummary(outcomes, { style, cwd, durationMs: systemClock.now() - started }));
+  if (!flags.json) {
+    await writeOnce(human, formatSummary(outcomes, { style, cwd, durationMs: systemClock.now() - started }));
+    mark("summary printed");
+  }
   await stack.close();
   mark("stack closed");
   // after the teardown: a Ctrl-C during it still makes the exit 130

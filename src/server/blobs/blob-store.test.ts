@@ -15,6 +15,12 @@ blobStoreConformance("filesystem", async () => {
   return { store: new FsBlobStore(dir), partSizeBytes: 0, dispose: () => rm(dir, { recursive: true, force: true }) };
 });
 
+// `deltaci run`'s throwaway server (durability "none"): the same store, without its fsyncs.
+blobStoreConformance("filesystem, no fsync", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "deltaci-blobs-"));
+  return { store: new FsBlobStore(dir, { fsync: false }), partSizeBytes: 0, dispose: () => rm(dir, { recursive: true, force: true }) };
+});
+
 blobStoreConformance("s3", async () => {
   const env = testS3Env();
   // A fresh prefix per run: runs share the service's bucket. 5 MiB parts (S3's minimum) keep the data small.

@@ -19,8 +19,11 @@ export class FsBlobStore implements BlobStore {
   private readonly casDir: string;
   private readonly tmpDir: string;
   private readonly uploadDir: string;
+  /** False for a throwaway store (`durability: "none"`): nothing is fsynced. */
+  private readonly fsync: boolean;
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, opts: { fsync?: boolean } = {}) {
+    this.fsync = opts.fsync ?? true;
     this.casDir = join(dataDir, "cas", "sha256");
     this.tmpDir = join(dataDir, "tmp");
     this.uploadDir = join(dataDir, "uploads");
@@ -74,7 +77,7 @@ export class FsBlobStore implements BlobStore {
   async put(body: Readable, maxBytes: number, expect?: BlobInfo): Promise<BlobInfo> {
     const tmp = join(this.tmpDir, `put-${randomBytes(8).toString("hex")}`);
     try {
-      const { size, sha256 } = await writeCapped(body, tmp, maxBytes, "w");
+      const { size, sha256 } = await writeCapped(body, tmp, maxBytes, "w", this.fsync);
       if (expect && (expect.size !== size || expect.sha256 !== sha256)) throw digestMismatch({ size, sha256 }, expect);
       await this.adopt(tmp, sha256);
       return { sha256, size };
@@ -90,7 +93,7 @@ export class FsBlobStore implements BlobStore {
     const dir = join(this.casDir, sha256.slice(0, 2));
     await mkdir(dir, { recursive: true });
     await rename(file, dest);
-    await fsyncDir(dir);
+    if (this.fsync) await fsyncDir(dir);
   }
 
   // ---- resumable uploads (artifacts) ----
@@ -115,7 +118,7 @@ export class FsBlobStore implements BlobStore {
       body.resume();
       throw new DeltaError("E_RANGE", `upload holds ${have} bytes; send from there`, { details: { committed: have } });
     }
-    const { size } = await writeCapped(body, this.partPath(uploadId), maxBytes, "a");
+    const { size } = await writeCapped(body, this.partPath(uploadId), maxBytes, "a", this.fsync);
     return have + size;
   }
 
@@ -161,7 +164,7 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
-async function writeCapped(body: Readable, file: string, maxBytes: number, flags: "w" | "a"): Promise<BlobInfo> {
+async function writeCapped(body: Readable, file: string, maxBytes: number, flags: "w" | "a", fsync: boolean): Promise<BlobInfo> {
   const h = createHash("sha256");
   let size = 0;
   const out = createWriteStream(file, { flags });
@@ -180,11 +183,13 @@ async function writeCapped(body: Readable, file: string, maxBytes: number, flags
     }
   } finally {
     await new Promise<void>((res, rej) => out.end((err?: Error | null) => (err ? rej(err) : res())));
-    const fh = await open(file, "r+");
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
+    if (fsync) {
+      const fh = await open(file, "r+");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     }
   }
   return { size, sha256: h.digest("hex") };

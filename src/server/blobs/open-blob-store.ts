@@ -4,12 +4,12 @@
  * (runners are spawned per job) skips evaluating it.
  */
 import { defaults } from "../../config/defaults.ts";
-import type { BlobStoreOptions } from "../options.ts";
+import type { BlobStoreOptions, Durability } from "../options.ts";
 import type { BlobStore } from "./blob-store.ts";
 import { FsBlobStore } from "./cas.ts";
 
-export async function openBlobStore(o: BlobStoreOptions, dataDir: string): Promise<BlobStore> {
-  if (o.kind === "fs") return new FsBlobStore(dataDir);
+export async function openBlobStore(o: BlobStoreOptions, dataDir: string, durability: Durability = "full"): Promise<BlobStore> {
+  if (o.kind === "fs") return new FsBlobStore(dataDir, { fsync: durability !== "none" });
   const { S3BlobStore } = await import("./s3-blob-store.ts");
   return new S3BlobStore({
     ...o,

@@ -60,3 +60,21 @@ void test("a lone failing op leaves nothing behind and the next write works", ()
     await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('y', 'v')").run());
     assert.deepEqual(db.db.prepare("SELECT key FROM kv").pluck().all(), ["y"]);
   }));
+
+void test("durability: the connection's synchronous level, kept through batches (none never syncs)", async () => {
+  for (const [durability, level] of [["full", 2], ["normal", 1], ["none", 0]] as const) {
+    const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
+    const db = new SqliteDatabase(join(dir, "state.db"), durability);
+    try {
+      assert.equal(db.db.pragma("journal_mode", { simple: true }), "wal");
+      await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('a', 'v')").run(), { durable: false });
+      // full goes down to NORMAL for a batch of non-durable ops only; none stays OFF
+      assert.equal(db.db.pragma("synchronous", { simple: true }), durability === "full" ? 1 : level);
+      await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('b', 'v')").run());
+      assert.equal(db.db.pragma("synchronous", { simple: true }), level);
+    } finally {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});

@@ -7,6 +7,7 @@
  * `durability: "full"` the commit fsyncs the WAL, so an acknowledged write survives SIGKILL and
  * power loss, and N concurrent requests share one fsync instead of paying N.
  * Ops marked `durable: false` (heartbeats) commit without an fsync when the batch has nothing else.
+ * `durability: "none"` (a throwaway state: `deltaci run`'s) never syncs.
  */
 import Database from "better-sqlite3";
 import type { Durability } from "../options.ts";
@@ -30,7 +31,7 @@ export class SqliteDatabase {
   /** A batch is running (its ops may await): the next one starts when it ends. */
   private running: Promise<void> | null = null;
   private closed = false;
-  private syncMode: "FULL" | "NORMAL";
+  private syncMode: "FULL" | "NORMAL" | "OFF";
   private readonly durability: Durability;
   /** Number of group commits and ops they carried (metrics, bench). */
   readonly stats = { commits: 0, ops: 0 };
@@ -47,9 +48,10 @@ export class SqliteDatabase {
   constructor(file: string, durability: Durability) {
     this.durability = durability;
     this.db = new Database(file);
-    this.db.pragma("journal_mode = WAL");
-    this.syncMode = durability === "full" ? "FULL" : "NORMAL";
+    // Set before the switch to WAL, which syncs too unless `synchronous = OFF`.
+    this.syncMode = durability === "full" ? "FULL" : durability === "normal" ? "NORMAL" : "OFF";
     this.db.pragma(`synchronous = ${this.syncMode}`);
+    this.db.pragma("journal_mode = WAL");
     this.db.pragma("foreign_keys = ON");
     // Deleted content (a terminal job's sealed secrets) is overwritten, not left in free pages.
     this.db.pragma("secure_delete = ON");
@@ -119,7 +121,7 @@ export class SqliteDatabase {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const wantSync = this.durability === "full" && batch.some((op) => op.durable) ? "FULL" : "NORMAL";
+    const wantSync = this.durability === "none" ? "OFF" : this.durability === "full" && batch.some((op) => op.durable) ? "FULL" : "NORMAL";
     if (wantSync !== this.syncMode) {
       this.db.pragma(`synchronous = ${wantSync}`);
       this.syncMode = wantSync;

@@ -1,0 +1,96 @@
+/**
+ * scripts/code-cache-loader.mjs (copied into dist/ by the build): a bundle run through it behaves
+ * as the main module would (CommonJS wrapper arguments, strict mode, exit code), its V8 code cache
+ * is written once and then used, and a corrupt or disabled cache changes nothing but speed.
+ * Real node child processes, a real cache dir (XDG_CACHE_HOME in a temp dir).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { projectRoot } from "../src/config/paths.ts";
+
+const loader = pathToFileURL(join(projectRoot(), "scripts", "code-cache-loader.mjs")).href;
+
+/** A bundle as the build makes it: a function expression taking the CommonJS module arguments. */
+const bundle = `(function (exports, require, module, __filename, __dirname) { "use strict";
+const { basename } = require("node:path");
+const strict = (function () { return this === undefined; })();
+process.stdout.write(JSON.stringify({ file: basename(__filename), dir: __dirname, strict, command: process.argv[2] ?? null, exportsIsModuleExports: exports === module.exports }));
+process.exitCode = 3;
+})`;
+
+function setUp() {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-code-cache-"));
+  writeFileSync(join(dir, "b.cjs"), bundle);
+  writeFileSync(join(dir, "b.mjs"), `import { runWithCodeCache } from ${JSON.stringify(loader)};\nrunWithCodeCache(new URL("./b.cjs", import.meta.url), "h0123456789abcdef");\n`);
+  const cacheDir = join(dir, "cache", "deltaci", "code-cache");
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
+    const r = spawnSync(process.execPath, [join(dir, "b.mjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
+    return { status: r.status, out: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
+  };
+  const caches = () => (statSync(cacheDir, { throwIfNoEntry: false }) ? readdirSync(cacheDir) : []);
+  return { dir, cacheDir, run, caches, dispose: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+void test("the bundle runs as a CommonJS main module would, strict, with its exit code", () => {
+  const t = setUp();
+  try {
+    const r = t.run(["run"]);
+    assert.equal(r.status, 3, r.stderr);
+    assert.deepEqual(r.out, { file: "b.cjs", dir: t.dir, strict: true, command: "run", exportsIsModuleExports: true });
+  } finally {
+    t.dispose();
+  }
+});
+
+void test("the cache is written at the first run, per subcommand, and then used as is", () => {
+  const t = setUp();
+  try {
+    assert.deepEqual(t.caches(), []);
+    t.run(["run"]);
+    const [first, ...others] = t.caches();
+    assert.ok(first !== undefined && others.length === 0, `one cache file, got ${t.caches().join(", ")}`);
+    assert.match(first, new RegExp(`^h0123456789abcdef-[0-9a-f]{8}-run-${process.version.replace(/\./g, "\\.")}-${process.arch}\\.v8$`));
+    const before = statSync(join(t.cacheDir, first));
+    const again = t.run(["run"]);
+    assert.equal(again.status, 3);
+    const after = statSync(join(t.cacheDir, first));
+    assert.equal(after.ino, before.ino, "an accepted cache is not written again (it is renamed into place when written)");
+    t.run(["--version"]); // not a subcommand name: a cache of its own
+    assert.equal(t.caches().length, 2);
+  } finally {
+    t.dispose();
+  }
+});
+
+void test("a corrupt cache is rejected, the bundle still runs, and the cache is rewritten", () => {
+  const t = setUp();
+  try {
+    t.run(["run"]);
+    const [name] = t.caches();
+    assert.ok(name);
+    const file = join(t.cacheDir, name);
+    writeFileSync(file, Buffer.alloc(4096, 7));
+    const r = t.run(["run"]);
+    assert.equal(r.status, 3, r.stderr);
+    assert.equal(r.out.command, "run");
+    assert.notDeepEqual(readFileSync(file), Buffer.alloc(4096, 7));
+  } finally {
+    t.dispose();
+  }
+});
+
+void test("DELTACI_NO_CODE_CACHE=1 neither reads nor writes a cache", () => {
+  const t = setUp();
+  try {
+    const r = t.run(["run"], { DELTACI_NO_CODE_CACHE: "1" });
+    assert.equal(r.status, 3, r.stderr);
+    assert.deepEqual(t.caches(), []);
+  } finally {
+    t.dispose();
+  }
+});

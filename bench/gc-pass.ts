@@ -18,6 +18,7 @@ import { PgStateStore } from "../src/server/db/pg/pg-state-store.ts";
 import { SqliteStateStore } from "../src/server/db/sqlite-state-store.ts";
 import { collect } from "../src/server/engine/collector.ts";
 import { nullMetrics, type EngineContext } from "../src/server/engine/context.ts";
+import { KnownTokens } from "../src/server/engine/known-tokens.ts";
 import { LeaseWaiters } from "../src/server/engine/lease-waiters.ts";
 import { LogDigests } from "../src/server/engine/log-digests.ts";
 import { Notifier } from "../src/server/engine/notifier.ts";
@@ -55,7 +56,7 @@ await blobs.init();
 const opts = resolveOptions({ dataDir: dir, clock, retentionMs: HOUR, gcGraceMs: 0 });
 const ctx: EngineContext = {
   store, clock, opts, events: new Notifier(), waiters: new LeaseWaiters(), metrics: nullMetrics, logger: undefined,
-  capacity: { pools: [] }, demand: { version: 0 }, uploadsInFlight: new Set(), discardUpload: () => {}, logDigests: new LogDigests(),
+  capacity: { pools: [] }, demand: { version: 0 }, uploadsInFlight: new Set(), discardUpload: () => {}, logDigests: new LogDigests(), knownTokens: new KnownTokens(),
   roles: { sweeper: true }, lifecycle: { stopping: false },
 };
 

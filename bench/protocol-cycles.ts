@@ -7,6 +7,8 @@
  * requests/s of a bare Fastify JSON route with the same concurrency and client.
  * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
  * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100]
+ * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
+ * (one .cpuprofile per server process, written when it exits).
  */
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";

@@ -26,9 +26,15 @@ function stopper(proc: ChildProcess, after?: () => Promise<void>): () => Promise
   };
 }
 
+/**
+ * Extra node flags for the `deltaci server` children, from DELTACI_BENCH_SERVER_NODE_ARGS
+ * (space-separated), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the server under load.
+ */
+const serverNodeArgs = (process.env.DELTACI_BENCH_SERVER_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+
 export async function spawnDeltaci(args: string[] = []): Promise<Child & { apiToken: string; controllerToken: string }> {
   const dir = await mkdtemp(join(tmpdir(), "deltaci-bench-"));
-  const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn", ...args], {
+  const proc = spawn(process.execPath, [...serverNodeArgs, join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn", ...args], {
     cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: "", DELTACI_CONTROLLER_TOKEN: "" },
   });
   const url = await waitForReadyUrl(proc);
@@ -40,7 +46,7 @@ export async function spawnDeltaci(args: string[] = []): Promise<Child & { apiTo
 /** A `deltaci server` replica on PostgreSQL `databaseUrl`, with the given shared tokens. */
 export async function spawnDeltaciPg(databaseUrl: string, tokens: { apiToken: string; controllerToken: string }, args: string[] = []): Promise<Child & { apiToken: string; controllerToken: string }> {
   const dir = await mkdtemp(join(tmpdir(), "deltaci-bench-"));
-  const proc = spawn(process.execPath, [join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--database", databaseUrl, "--log-level", "warn", ...args], {
+  const proc = spawn(process.execPath, [...serverNodeArgs, join(ROOT, "bin", "deltaci.js"), "server", "--listen", "127.0.0.1:0", "--data-dir", dir, "--database", databaseUrl, "--log-level", "warn", ...args], {
     cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, DELTACI_API_TOKEN: tokens.apiToken, DELTACI_CONTROLLER_TOKEN: tokens.controllerToken },
   });
   const url = await waitForReadyUrl(proc).catch(async (err: unknown) => {

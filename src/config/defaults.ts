@@ -35,6 +35,12 @@ export const defaults = {
    */
   logOrderWaitMs: 1_500,
   /**
+   * SQLite store: a log stays in the database (`log_chunks`, committed with the batch) until it
+   * would grow past this; then it moves to its own file. Most logs never pay a file create and
+   * a per-file fdatasync per batch.
+   */
+  logInlineMaxBytes: 64 * 1024,
+  /**
    * Replicas on one database (PostgreSQL): how often a replica with runners in a lease long poll
    * looks for queued jobs itself, in case a NOTIFY was lost (the NOTIFY is the fast path).
    */

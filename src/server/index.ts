@@ -11,6 +11,7 @@ import { openBlobStore } from "./blobs/open-blob-store.ts";
 import type { EngineContext } from "./engine/context.ts";
 import { loadCapacity } from "./engine/controller-ops.ts";
 import { LeaseWaiters } from "./engine/lease-waiters.ts";
+import { KnownTokens } from "./engine/known-tokens.ts";
 import { LogDigests } from "./engine/log-digests.ts";
 import { keys, Notifier } from "./engine/notifier.ts";
 import { runCollector } from "./engine/collector.ts";
@@ -74,7 +75,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const metrics = new ServerMetrics(store, waiters);
   const ctx: EngineContext = {
     store, clock: opts.clock, opts, events: new Notifier(), waiters, metrics, logger: opts.logger,
-    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), logDigests: new LogDigests(), lifecycle: { stopping: false }, roles: { sweeper: false },
+    capacity: { pools: [] }, demand: { version: opts.clock.now() }, uploadsInFlight: new Set(), logDigests: new LogDigests(), knownTokens: new KnownTokens(), lifecycle: { stopping: false }, roles: { sweeper: false },
     discardUpload: (id) => {
       blobs.discardUpload(id).catch((err: unknown) => opts.logger?.warn({ err, artifactId: id }, "could not remove an abandoned upload"));
     },

@@ -38,31 +38,52 @@ export function toJob(r: Raw, box: SecretBox): JobRow {
     unschedulable: r.unschedulable as string | null, createdAt: r.created_at as number, finishedAt: r.finished_at as number | null,
   } as JobRow;
   // The spec and secrets are parsed only when read: most state moves never look at them.
-  lazyJson(row, "spec", () => r.spec as string);
+  LAZY_SPEC.install(row, () => r.spec as string);
   const secrets = r.secrets as string;
-  lazyJson(row, "secrets", () => (SecretBox.isSealed(secrets) ? box.open(secrets, row.id) : secrets));
+  LAZY_SECRETS.install(row, () => (SecretBox.isSealed(secrets) ? box.open(secrets, row.id) : secrets));
   return row;
 }
 
-function lazyJson(obj: object, key: string, text: () => string): void {
-  let value: unknown;
-  let parsed = false;
-  Object.defineProperty(obj, key, {
-    enumerable: true,
-    configurable: true,
-    get: () => {
-      if (!parsed) {
-        value = JSON.parse(text());
-        parsed = true;
-      }
-      return value;
-    },
-    set: (v: unknown) => {
-      value = v;
-      parsed = true;
-    },
-  });
+/** JSON text not parsed yet (what a lazy field's slot holds until the first read). */
+class Unparsed {
+  constructor(readonly text: () => string) {}
 }
+
+/**
+ * A field parsed from JSON on its first read. Every row shares one getter and setter (the text
+ * or value sits in a hidden slot): per-row accessor closures would give each row its own shape,
+ * which makes every property access on rows slow.
+ */
+class LazyJsonField {
+  private readonly slot: symbol;
+  private readonly descriptor: PropertyDescriptor;
+  constructor(readonly name: string) {
+    const slot = Symbol(name);
+    this.slot = slot;
+    this.descriptor = {
+      enumerable: true,
+      configurable: true,
+      get(this: Record<symbol, unknown>) {
+        const v = this[slot];
+        if (!(v instanceof Unparsed)) return v;
+        const parsed: unknown = JSON.parse(v.text());
+        this[slot] = parsed;
+        return parsed;
+      },
+      set(this: Record<symbol, unknown>, v: unknown) {
+        this[slot] = v;
+      },
+    };
+  }
+
+  install(obj: object, text: () => string): void {
+    Object.defineProperty(obj, this.slot, { value: new Unparsed(text), writable: true, enumerable: false, configurable: true });
+    Object.defineProperty(obj, this.name, this.descriptor);
+  }
+}
+
+const LAZY_SPEC = new LazyJsonField("spec");
+const LAZY_SECRETS = new LazyJsonField("secrets");
 
 export function toAttempt(r: Raw): AttemptRow {
   return {

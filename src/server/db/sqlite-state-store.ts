@@ -9,6 +9,8 @@ import { SecretBox } from "../secrets/secret-box.ts";
 import { SqliteDatabase } from "./database.ts";
 import { LogFiles } from "./log-files.ts";
 import { SqliteGc } from "./sqlite-gc.ts";
+import { defaults } from "../../config/defaults.ts";
+import { partsLength } from "../engine/byte-parts.ts";
 import {
   ATTEMPT_COLS, JOB_COLS, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttempt, toJob, toRegistration, toRunner, toTransition,
 } from "./rows.ts";
@@ -263,26 +265,38 @@ export class SqliteStateStore implements StateStore {
     return (this.st("SELECT * FROM artifacts WHERE job_id = ? AND attempt = ? ORDER BY name").all(jobId, attempt) as Raw[]).map(toArtifact);
   }
 
-  /** Log bytes go to a file per attempt (log-files.ts); a log an older server began in `log_chunks` stays there. */
+  /**
+   * A log starts as `log_chunks` rows (committed, and fsynced, with the batch: no file to create
+   * or sync); an append that takes it past `logInlineMaxBytes` moves it to a file per attempt
+   * (log-files.ts), rows deleted in the same transaction. Rows, while there are any, are the log;
+   * a log an older server began in rows past that size stays in rows.
+   */
   async appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<void> {
-    if (start > 0 && !this.logs.exists(jobId, attempt) && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt)) {
-      const data = Buffer.concat(parts);
-      this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, start + data.length, data);
+    const end = start + partsLength(parts);
+    const inRows = start > 0 && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt) !== undefined;
+    if (end <= defaults.logInlineMaxBytes ? inRows || start === 0 : inRows && start > defaults.logInlineMaxBytes) {
+      const data = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+      this.st("INSERT INTO log_chunks(job_id, attempt, start_off, end_off, data) VALUES (?, ?, ?, ?, ?)").run(jobId, attempt, start, end, data);
       return;
+    }
+    if (inRows) {
+      // Outgrows the rows: they go to the file first (fdatasynced before this commit like the rest).
+      const rows = this.st("SELECT start_off, data FROM log_chunks WHERE job_id = ? AND attempt = ? ORDER BY start_off").all(jobId, attempt) as Raw[];
+      for (const r of rows) this.logs.write(jobId, attempt, r.start_off as number, [r.data as Buffer]);
+      this.st("DELETE FROM log_chunks WHERE job_id = ? AND attempt = ?").run(jobId, attempt);
     }
     this.logs.write(jobId, attempt, start, parts);
   }
 
   async readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Promise<Array<{ start: number; data: Buffer }>> {
-    if (this.logs.exists(jobId, attempt)) {
-      // The file may hold bytes past the committed end (see log-files.ts): read only up to it.
-      const committed = (this.st("SELECT log_bytes FROM attempts WHERE job_id = ? AND attempt = ?").pluck().get(jobId, attempt) as number | undefined) ?? 0;
-      const len = Math.min(LOG_READ_PIECE_BYTES, committed - offset);
-      const data = len > 0 ? this.logs.read(jobId, attempt, offset, len) : null;
-      return data && data.length > 0 ? [{ start: offset, data }] : [];
-    }
     const rows = this.st("SELECT start_off, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND end_off > ? ORDER BY start_off LIMIT ?").all(jobId, attempt, offset, limit) as Raw[];
-    return rows.map((r) => ({ start: r.start_off as number, data: r.data as Buffer }));
+    if (rows.length > 0) return rows.map((r) => ({ start: r.start_off as number, data: r.data as Buffer }));
+    // No rows from `offset` on: the log is a file, or it ends before `offset`. A file may hold
+    // bytes past the committed end (see log-files.ts; a move to a file that rolled back): read only up to it.
+    const committed = (this.st("SELECT log_bytes FROM attempts WHERE job_id = ? AND attempt = ?").pluck().get(jobId, attempt) as number | undefined) ?? 0;
+    const len = Math.min(LOG_READ_PIECE_BYTES, committed - offset);
+    const data = len > 0 ? this.logs.read(jobId, attempt, offset, len) : null;
+    return data && data.length > 0 ? [{ start: offset, data }] : [];
   }
 
   /** Every stored value must open under the key file (see StateStore); runs as one transaction. */

@@ -51,6 +51,7 @@ export async function collect(ctx: EngineContext, blobs: GcBlobs, signal?: Abort
     const ids = await ctx.store.expiredJobIds(finishedBefore, gcJobBatch);
     if (ids.length === 0) break;
     const r = await ctx.store.write((tx) => tx.deleteJobs(ids, finishedBefore));
+    if (r.jobs > 0) ctx.knownTokens.clear(); // their lease tokens are gone
     out.removed.jobs += r.jobs;
     out.removed.logs += r.jobs;
     out.reclaimedBytes.logs += r.logBytes;

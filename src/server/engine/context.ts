@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../../base/clock.ts";
 import type { GcResult } from "./collector.ts";
 import type { ResolvedOptions } from "../options.ts";
+import type { KnownTokens } from "./known-tokens.ts";
 import type { LeaseWaiters } from "./lease-waiters.ts";
 import type { LogDigests } from "./log-digests.ts";
 import type { Pool } from "./matching.ts";
@@ -41,6 +42,8 @@ export interface EngineContext {
   discardUpload(artifactId: string): void;
   /** Running digests of live attempts' logs (log-ops.ts). */
   logDigests: LogDigests;
+  /** Session and lease tokens known valid, so auth hooks skip a store read (known-tokens.ts). */
+  knownTokens: KnownTokens;
   /** Roles this replica holds among those sharing its store (one sweeper at a time). */
   roles: { sweeper: boolean };
   /** Set when the server begins to shut down: long polls and follow streams end. */

@@ -49,7 +49,17 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
     throw new DeltaError("E_INVALID", `body has ${length} bytes, Content-Range says ${range.end - range.start + 1}`);
   }
   const leaseHash = hashToken(leaseToken);
-  await awaitTurn(ctx, leaseHash, range.start, signal);
+  try {
+    return await appendAt(ctx, leaseHash, range, body, length);
+  } catch (err) {
+    // Ahead of its offset (PUTs overtake each other): wait for the appends before it, then once more.
+    if (!(err instanceof DeltaError && err.code === "E_RANGE")) throw err;
+    await awaitTurn(ctx, leaseHash, range.start, signal);
+    return appendAt(ctx, leaseHash, range, body, length);
+  }
+}
+
+async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, length: number): Promise<AppendResult> {
   return ctx.store.write(async (tx) => {
     const a = await tx.getAttemptByLeaseHash(leaseHash);
     if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");

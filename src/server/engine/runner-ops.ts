@@ -27,10 +27,12 @@ export async function register(ctx: EngineContext, registrationToken: string, bo
     const sessionToken = newToken("session");
     const runnerId = newId("rnr");
     const sessionExpiresAt = now + ctx.opts.sessionTtlMs;
+    const sessionHash = hashToken(sessionToken);
     await tx.insertRunner({
       id: runnerId, name: body.name, version: body.version, capabilities: body.capabilities,
-      sessionHash: hashToken(sessionToken), sessionExpiresAt, sessionUsed: false, createdAt: now,
+      sessionHash, sessionExpiresAt, sessionUsed: false, createdAt: now,
     });
+    tx.afterCommit(() => ctx.knownTokens.add(sessionHash, sessionExpiresAt));
     return { runnerId, sessionToken, sessionExpiresAt: new Date(sessionExpiresAt).toISOString(), leaseWaitMs: ctx.opts.leaseWaitDefaultMs };
   });
 }
@@ -73,9 +75,9 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
   return immediate ?? (await (holder.held ?? Promise.resolve(null)));
 }
 
-/** The live attempt a lease token acts on; throws 401 for unknown tokens, 409 for stale ones. */
-async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseToken: string): Promise<{ a: AttemptRow; job: JobRow }> {
-  const a = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
+/** The live attempt a lease token acts on (`read`: its row, already read in `tx`); throws 401 for unknown tokens, 409 for stale ones. */
+async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseToken: string, read?: AttemptRow): Promise<{ a: AttemptRow; job: JobRow }> {
+  const a = read ?? (await tx.getAttemptByLeaseHash(hashToken(leaseToken)));
   if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
   const job = await tx.getJob(a.jobId);
   if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
@@ -120,12 +122,14 @@ export async function complete(ctx: EngineContext, leaseToken: string, body: Com
   return ctx.store.write(async (tx) => {
     const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
     if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseToken);
+    const { a, job } = await liveAttempt(ctx, tx, leaseToken, a0);
     checkLog(a, body);
     const digestNote = !a.logTruncated && (await logDigest(ctx, tx, a)) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
-    const artifacts = (await tx.listArtifacts(a.jobId, a.attempt)).filter((x) => x.state === "committed").map((x) => x.id);
-    const unknown = body.artifacts.filter((id) => !artifacts.includes(id));
-    if (unknown.length > 0) throw new DeltaError("E_INVALID", `artifacts not committed for this attempt: ${unknown.slice(0, 5).join(", ")}`);
+    if (body.artifacts.length > 0) {
+      const artifacts = (await tx.listArtifacts(a.jobId, a.attempt)).filter((x) => x.state === "committed").map((x) => x.id);
+      const unknown = body.artifacts.filter((id) => !artifacts.includes(id));
+      if (unknown.length > 0) throw new DeltaError("E_INVALID", `artifacts not committed for this attempt: ${unknown.slice(0, 5).join(", ")}`);
+    }
     const patch = { steps: body.steps };
     if (job.state === "canceling") {
       await setAttemptState(ctx, tx, a, "canceled", `completed (${body.result}) while canceling${digestNote}`, { endedBy: "complete" });
@@ -162,7 +166,7 @@ export async function cancelAck(ctx: EngineContext, leaseToken: string, body: Co
   return ctx.store.write(async (tx) => {
     const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
     if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseToken);
+    const { a, job } = await liveAttempt(ctx, tx, leaseToken, a0);
     if (job.cancelMode === "none") throw new DeltaError("E_CONFLICT", "no cancel was requested for this attempt");
     checkLog(a, body);
     await setAttemptState(ctx, tx, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });

@@ -109,13 +109,17 @@ export async function claim(ctx: EngineContext, tx: StateTx, job: JobRow, runner
   const leaseToken = newToken("lease");
   const leaseId = newId("lse");
   const expiresAt = now + ctx.opts.leaseTtlMs;
+  const leaseHash = hashToken(leaseToken);
   await setAttemptState(ctx, tx, a, "leased", `leased by runner ${runner.id}`, {
-    runnerId: runner.id, leaseId, leaseHash: hashToken(leaseToken), expiresAt, startedAt: now,
+    runnerId: runner.id, leaseId, leaseHash, expiresAt, startedAt: now,
   });
   await tx.markSessionUsed(runner.id);
   runner.sessionUsed = true;
   await setJobState(ctx, tx, job, "leased", `attempt ${a.attempt} leased by runner ${runner.id}`);
-  tx.afterCommit(() => ctx.metrics.leased());
+  tx.afterCommit(() => {
+    ctx.metrics.leased();
+    ctx.knownTokens.add(leaseHash, Infinity);
+  });
   return {
     leaseId, leaseToken, jobId: job.id, runId: job.runId, attempt: a.attempt,
     expiresAt: new Date(expiresAt).toISOString(), ttlMs: ctx.opts.leaseTtlMs, heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs,

@@ -1,12 +1,11 @@
 /** Artifact create, resumable upload and direct-upload commit (`/v1/runner/artifacts`, lease token of the owning attempt only). */
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import { DeltaError } from "../../base/errors.ts";
-import { hashToken } from "../../base/ids.ts";
 import { ArtifactCreateRequest } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
 import { commitDirectUpload, createArtifact, uploadChunk, uploadStatus, type UploadRange } from "../engine/artifact-ops.ts";
 import type { EngineContext } from "../engine/context.ts";
-import { bearerOfKind } from "./auth.ts";
+import { leaseTokenHook } from "./routes-runner.ts";
 import { IdParams, rawBody } from "./common.ts";
 
 /** `bytes START-END/TOTAL` (END inclusive; TOTAL required for artifacts); none: the whole body. */
@@ -20,11 +19,7 @@ function parseUploadRange(h: string | undefined): UploadRange {
 }
 
 export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobStore): void {
-  const leaseAuth = async (req: FastifyRequest) => {
-    const t = bearerOfKind(req, "lease");
-    if (!(await ctx.store.getAttemptByLeaseHash(hashToken(t)))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-    req.deltaToken = t;
-  };
+  const leaseAuth = leaseTokenHook(ctx);
 
   app.post<{ Body: ArtifactCreateRequest }>("/v1/runner/artifacts", { schema: { body: ArtifactCreateRequest }, onRequest: leaseAuth }, async (req, reply) => {
     return reply.code(201).send(await createArtifact(ctx, blobs, req.deltaToken, req.body));

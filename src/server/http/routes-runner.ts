@@ -11,6 +11,19 @@ import { cancelAck, complete, heartbeat, lease, register } from "../engine/runne
 import { bearerOfKind } from "./auth.ts";
 import { checkContentLength, clientGone, rawBody, readCappedParts } from "./common.ts";
 
+/** onRequest hook of the routes a lease token opens: 401 for a token the store does not know. */
+export function leaseTokenHook(ctx: EngineContext): (req: FastifyRequest) => Promise<void> {
+  return async (req) => {
+    const t = bearerOfKind(req, "lease");
+    const hash = hashToken(t);
+    if (!ctx.knownTokens.valid(hash, 0)) {
+      if (!(await ctx.store.getAttemptByLeaseHash(hash))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+      ctx.knownTokens.add(hash, Infinity);
+    }
+    req.deltaToken = t;
+  };
+}
+
 export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: BlobStore): void {
   const { store } = ctx;
   const regAuth = async (req: FastifyRequest) => {
@@ -21,15 +34,15 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
   };
   const sessionAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "session");
-    const r = await store.getRunnerBySession(hashToken(t));
-    if (!r || r.sessionExpiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
+    const hash = hashToken(t);
+    if (!ctx.knownTokens.valid(hash, ctx.clock.now())) {
+      const r = await store.getRunnerBySession(hash);
+      if (!r || r.sessionExpiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
+      ctx.knownTokens.add(hash, r.sessionExpiresAt);
+    }
     req.deltaToken = t;
   };
-  const leaseAuth = async (req: FastifyRequest) => {
-    const t = bearerOfKind(req, "lease");
-    if (!(await store.getAttemptByLeaseHash(hashToken(t)))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-    req.deltaToken = t;
-  };
+  const leaseAuth = leaseTokenHook(ctx);
 
   app.post<{ Body: RegisterRequest }>("/v1/runner/register", { schema: { body: RegisterRequest }, onRequest: regAuth }, async (req, reply) => {
     return reply.code(201).send(await register(ctx, req.deltaToken, req.body));

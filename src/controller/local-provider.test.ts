@@ -179,11 +179,13 @@ void test("a slot takes its next runner only after the previous one's exit was f
   const { root, pids, until } = await setup(t);
   const relaunched: Array<Promise<{ id: string; handle: string }>> = [];
   let p: LocalProvider | null = null;
+  let reaps = 0;
   // the reaper of the dying runner's slot starts the next runner as soon as reaping is done
   const reaper: SlotReaper = {
     reap: async (slot) => {
       const r = await workDirReaper.reap(slot);
-      setImmediate(() => relaunched.push((p as LocalProvider).launch({ pool, registrationToken: "next", serverUrl: "http://127.0.0.1:1" })));
+      // once only: the next runner's own exit (killed by the clean-up) must not launch a third one, which would outlive the test
+      if (reaps++ === 0) setImmediate(() => relaunched.push((p as LocalProvider).launch({ pool, registrationToken: "next", serverUrl: "http://127.0.0.1:1" })));
       return r;
     },
   };

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Command } from "commander";
 import { addServerOptions, serverOptionsFromFlags, type ServerFlags } from "../src/cli/commands/server.ts";
+import { logArchiveMode } from "../src/server/index.ts";
 
 function parse(args: string[]): ServerFlags {
   const cmd = addServerOptions(new Command("server").exitOverride());
@@ -47,4 +48,17 @@ void test("--retention needs a unit and enables --gc-interval; absent, nothing i
   assert.throws(() => serverOptionsFromFlags(parse(["--retention", "30"])), /needs a unit/);
   assert.throws(() => serverOptionsFromFlags(parse(["--retention", "0d"])), /longer than 0/);
   assert.throws(() => serverOptionsFromFlags(parse(["--gc-interval", "5m"])), /needs --retention/);
+});
+
+void test("--archive-logs: auto leaves the server's choice, on and off force it; the choice by default is off only for a shared state on a filesystem blob store", () => {
+  assert.equal(serverOptionsFromFlags(parse([])).archiveLogs, undefined);
+  assert.equal(serverOptionsFromFlags(parse(["--archive-logs", "auto"])).archiveLogs, undefined);
+  assert.equal(serverOptionsFromFlags(parse(["--archive-logs", "on"])).archiveLogs, true);
+  assert.equal(serverOptionsFromFlags(parse(["--archive-logs", "off"])).archiveLogs, false);
+  assert.throws(() => parse(["--archive-logs", "sometimes"]));
+  assert.equal(logArchiveMode(undefined, false, "fs"), "on");
+  assert.equal(logArchiveMode(undefined, true, "s3"), "on");
+  assert.match(logArchiveMode(undefined, true, "fs"), /^off: replicas would not share/);
+  assert.match(logArchiveMode(true, true, "fs"), /^on \(--archive-logs on\)/);
+  assert.match(logArchiveMode(false, false, "s3"), /^off \(--archive-logs off\)/);
 });

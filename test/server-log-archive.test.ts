@@ -183,6 +183,29 @@ for (const [label, blobStore] of [["fs", (): BlobStoreOptions => ({ kind: "fs" }
   });
 }
 
+void test("with the archive off (PostgreSQL's default with a filesystem blob store; --archive-logs off), finished logs stay in the state store, read byte-exact, and GC keeps them", async () => {
+  // On PostgreSQL the default decides (other replicas could not read this replica's disk); on SQLite, `off` asked.
+  const r = await startBlobServer({ kind: "fs" }, {
+    tailWindowMs: TAIL_MS, logArchiveIntervalMs: 50, leaseTtlMs: 24 * HOUR, retentionMs: 24 * HOUR, gcIntervalMs: 50,
+    ...(testStoreIsPostgres() ? {} : { archiveLogs: false }),
+  });
+  const { s, clock } = r;
+  try {
+    assert.match(s.srv.logArchive, /^off/);
+    const log = randomBytes(300_000);
+    const { jobId } = await finishedJob(s, log);
+    clock.advance(TAIL_MS + 1000);
+    // The archive interval (50 ms) is the collector's: three passes of one are three chances for the other.
+    await passes(s, 3);
+    assert.equal(await s.metric("deltaci_log_archives_total"), 0, "nothing archived");
+    assert.ok((await liveCopy(s, jobId)) > 0, "the live copy stays");
+    assert.ok((await getLog(s, jobId)).raw.equals(log));
+    assert.ok((await getLog(s, jobId, "?offset=123456")).raw.equals(log.subarray(123_456)));
+  } finally {
+    await r.close();
+  }
+});
+
 /** A `deltaci server` child process to kill mid-archive, the state it keeps, and a way to hold its archive's commit back. */
 interface CrashRig {
   api: TestServer;
@@ -211,7 +234,7 @@ async function sqliteRig(): Promise<CrashRig> {
     const token = async (name: string) => (await readFile(join(dir, name), "utf8")).trim();
     const srv = {
       url, apiToken: await token("api-token"), controllerToken: await token("controller-token"), apiTokenFile: null, controllerTokenFile: null,
-      dataDir: dir, stateLocation: "", close: async () => {},
+      dataDir: dir, stateLocation: "", logArchive: "", close: async () => {},
     };
     child = { proc, api: new TestServer(srv, dir) };
     return child.api;

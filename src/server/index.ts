@@ -48,6 +48,8 @@ export interface RunningServer {
   dataDir: string;
   /** Where the state is: the SQLite file, or the PostgreSQL database (without credentials). */
   stateLocation: string;
+  /** Whether finished logs move to the blob store, and why (`--archive-logs`). */
+  logArchive: string;
   close(): Promise<void>;
 }
 
@@ -131,8 +133,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   sweeping = runSweeper(ctx, sweeperStop.signal);
   collecting = runCollector(ctx, blobs, sweeperStop.signal);
-  if (options.archiveLogs ?? !(store.shared && blobs.kind === "fs")) archiving = runLogArchiver(ctx, blobs, sweeperStop.signal);
-  else opts.logger?.info("finished logs stay in the database: replicas would not share a filesystem blob store (use --blob-store s3://…)");
+  const logArchive = logArchiveMode(options.archiveLogs, store.shared, blobs.kind);
+  if (logArchive.startsWith("on")) archiving = runLogArchiver(ctx, blobs, sweeperStop.signal);
+  else opts.logger?.info({ logArchive }, "finished logs stay in the state store");
   syncing = runReplicaSync(ctx, sweeperStop.signal).catch((err: unknown) => opts.logger?.error({ err }, "replica sync stopped"));
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : opts.port;
@@ -140,8 +143,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   return {
     url: `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`,
     apiToken: api.token, controllerToken: ctl.token, apiTokenFile: api.path, controllerTokenFile: ctl.path,
-    dataDir: opts.dataDir, stateLocation: stateLocation(opts.dataDir, options.databaseUrl), close,
+    dataDir: opts.dataDir, stateLocation: stateLocation(opts.dataDir, options.databaseUrl), logArchive, close,
   };
+}
+
+/**
+ * Whether finished logs move to the blob store: as asked, else yes unless the state is shared and
+ * the blobs are on this replica's own disk (the other replicas could not read them).
+ */
+export function logArchiveMode(asked: boolean | undefined, sharedState: boolean, blobKind: string): string {
+  if (asked !== undefined) return asked ? "on (--archive-logs on)" : "off (--archive-logs off)";
+  if (sharedState && blobKind === "fs") return "off: replicas would not share a filesystem blob store (use --blob-store s3://…, or --archive-logs on for one replica or a shared data dir)";
+  return "on";
 }
 
 /**

@@ -56,7 +56,7 @@ export class ReplicaSet {
     };
     const srv = {
       url, apiToken: this.apiToken, controllerToken: this.controllerToken, apiTokenFile: null, controllerTokenFile: null,
-      dataDir: join(this.root, name), stateLocation: "PostgreSQL", close: kill9,
+      dataDir: join(this.root, name), stateLocation: "PostgreSQL", logArchive: "", close: kill9,
     };
     const api = new TestServer(srv, join(this.root, name));
     const r: Replica = {

@@ -25,6 +25,7 @@ export interface ServerFlags {
   sessionTtl?: string;
   sweepInterval?: string;
   archiveInterval?: string;
+  archiveLogs?: string;
   retention?: string;
   gcInterval?: string;
   jsonBodyLimit?: string;
@@ -63,6 +64,7 @@ export function addServerOptions(cmd: Command): Command {
     .option("--session-ttl <duration>", `unused session token lifetime (default ${d(defaults.sessionTtlMs)})`)
     .option("--sweep-interval <duration>", `lease-expiry sweep interval (default ${d(defaults.sweepIntervalMs)})`)
     .option("--archive-interval <duration>", `how often finished logs (tail window closed) move to the blob store (default ${d(defaults.logArchiveIntervalMs)})`)
+    .addOption(new Option("--archive-logs <when>", "auto: archive finished logs unless the state is shared (PostgreSQL) and the blobs are on this replica's disk; on: always (one replica, or a data dir every replica shares); off: logs stay in the state store").choices(["auto", "on", "off"]).default("auto"))
     .option("--retention <duration>", "delete jobs (attempts, logs, artifacts) this long after they finished, e.g. 30d, and collect what nothing references (default: keep everything)")
     .option("--gc-interval <duration>", `how often retention and garbage collection run, with --retention (default ${d(defaults.gcIntervalMs)})`)
     .option("--json-body-limit <size>", `largest JSON body (default ${sz(defaults.jsonBodyLimitBytes)})`)
@@ -120,6 +122,7 @@ export function serverOptionsFromFlags(flags: ServerFlags, logger?: Logger): Ser
   set("sessionTtlMs", dur(flags.sessionTtl));
   set("sweepIntervalMs", dur(flags.sweepInterval));
   set("logArchiveIntervalMs", dur(flags.archiveInterval));
+  if (flags.archiveLogs === "on" || flags.archiveLogs === "off") o.archiveLogs = flags.archiveLogs === "on";
   set("retentionMs", flags.retention === undefined ? undefined : retentionMs(flags.retention));
   if (flags.gcInterval !== undefined && flags.retention === undefined) throw new Error("--gc-interval needs --retention (nothing is collected without one)");
   set("gcIntervalMs", dur(flags.gcInterval));
@@ -173,6 +176,7 @@ export function registerServerCommand(program: Command): void {
     process.stdout.write(`  data dir:         ${srv.dataDir}\n`);
     process.stdout.write(`  state:            ${srv.stateLocation}\n`);
     process.stdout.write(`  blob store:       ${flags.blobStore ?? "fs"}\n`);
+    process.stdout.write(`  log archive:      ${srv.logArchive}\n`);
     process.stdout.write(`  API token:        ${srv.apiTokenFile ?? "from DELTACI_API_TOKEN"}\n`);
     process.stdout.write(`  controller token: ${srv.controllerTokenFile ?? "from DELTACI_CONTROLLER_TOKEN"}\n`);
     let stopping = false;

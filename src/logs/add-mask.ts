@@ -14,7 +14,10 @@ const TOO_LONG_LINE = Buffer.from(`::add-mask::*** (ignored: the value is over $
 const MAX_COMMAND_BYTES = COMMAND.length + MAX_MASK_BYTES + 1;
 
 export interface AddMaskSink {
-  /** Bytes to pass on (to the stream's masker), in order. */
+  /**
+   * Bytes to pass on (to the stream's masker), in order. They may be a view of the chunk being
+   * written: use (or copy) them before returning, as the masker and the spool do.
+   */
   emit(bytes: Buffer): void;
   /** A value to mask from now on; called before any byte after its command line is emitted. */
   mask(value: string): void;
@@ -48,7 +51,7 @@ export class AddMaskFilter {
         const cmd = data.indexOf(NL_COMMAND, pos);
         const last = cmd === -1 ? data.lastIndexOf(0x0a) : cmd;
         const end = last < pos ? data.length : last + 1;
-        this.sink.emit(Buffer.from(data.subarray(pos, end)));
+        this.sink.emit(data.subarray(pos, end));
         this.atLineStart = end !== data.length || data[end - 1] === 0x0a;
         pos = end;
         continue;

@@ -39,17 +39,9 @@ export class LogFiles {
     let pending: Uint8Array[] = parts.filter((p) => p.length > 0);
     let at = start;
     while (pending.length > 0) {
-      let n = writevSync(fd, pending, at);
+      const n = writevSync(fd, pending, at);
       at += n;
-      const rest: Uint8Array[] = [];
-      for (const p of pending) {
-        if (n >= p.length) n -= p.length;
-        else {
-          rest.push(n > 0 ? p.subarray(n) : p);
-          n = 0;
-        }
-      }
-      pending = rest;
+      pending = unwritten(pending, n);
     }
     if (this.sync) this.dirty.add(key);
   }
@@ -69,17 +61,9 @@ export class LogFiles {
       let pending = parts.filter((p) => p.length > 0);
       let at = start;
       while (pending.length > 0) {
-        let n = await new Promise<number>((resolve, reject) => writev(fd, pending, at, (err, written) => (err ? reject(err) : resolve(written))));
+        const n = await new Promise<number>((resolve, reject) => writev(fd, pending, at, (err, written) => (err ? reject(err) : resolve(written))));
         at += n;
-        const rest: Uint8Array[] = [];
-        for (const p of pending) {
-          if (n >= p.length) n -= p.length;
-          else {
-            rest.push(n > 0 ? p.subarray(n) : p);
-            n = 0;
-          }
-        }
-        pending = rest;
+        pending = unwritten(pending, n);
       }
       if (this.sync) await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
       return true;
@@ -168,11 +152,7 @@ export class LogFiles {
   }
 
   private evictOldest(): void {
-    let oldest: [string, number] | undefined;
-    for (const e of this.fds) if (!this.pinned.has(e[0])) {
-      oldest = e;
-      break;
-    }
+    const oldest = [...this.fds].find(([k]) => !this.pinned.has(k));
     if (!oldest) return; // all pinned: a few more stay open until their stages end
     const [key, fd] = oldest;
     // Not yet synced for its batch: sync now, or the commit would acknowledge unsynced bytes.
@@ -183,6 +163,20 @@ export class LogFiles {
     this.fds.delete(key);
     closeSync(fd);
   }
+}
+
+/** What is left of `parts` after a (possibly short) writev of `n` bytes. */
+function unwritten(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const rest: Uint8Array[] = [];
+  let left = n;
+  for (const p of parts) {
+    if (left >= p.length) left -= p.length;
+    else {
+      rest.push(left > 0 ? p.subarray(left) : p);
+      left = 0;
+    }
+  }
+  return rest;
 }
 
 function keyOf(jobId: string, attempt: number): string {

@@ -9,6 +9,7 @@
  * Patterns shorter than MIN_PATTERN_BYTES are not masked (they would blank ordinary text).
  */
 import { TokenPrefix } from "../base/ids.ts";
+import { indexOfByRareByte } from "./find-bytes.ts";
 
 export const MASK = Buffer.from("***");
 export const MIN_PATTERN_BYTES = 3;
@@ -20,7 +21,6 @@ const TOKEN_LEN = (TOKEN_PREFIXES[0]?.length ?? 8) + TOKEN_BODY_LEN;
 const D = 0x64; // "d", first byte of every token prefix
 /** What every token starts with; a Buffer needle (a string one is encoded again on every search). */
 const TOKEN_HEAD = Buffer.from("dci_");
-const UNDERSCORE = 0x5f;
 
 function isTokenChar(b: number): boolean {
   return (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f || b === 0x2d;
@@ -157,7 +157,8 @@ export class SecretMasker {
     for (const p of this.patterns) {
       for (let i = data.indexOf(p); i !== -1; i = data.indexOf(p, i + 1)) all.push({ start: i, end: i + p.length });
     }
-    for (let i = indexOfTokenHead(data, 0); i !== -1; i = indexOfTokenHead(data, i + 1)) {
+    // Its "_" is rare in most output: found by memchr (find-bytes.ts).
+    for (let i = indexOfByRareByte(data, TOKEN_HEAD, 3, 0); i !== -1; i = indexOfByRareByte(data, TOKEN_HEAD, 3, i + 1)) {
       if (matchTokenAt(data, i)) all.push({ start: i, end: i + TOKEN_LEN });
     }
     if (all.length <= 1) return all;
@@ -189,21 +190,6 @@ export class SecretMasker {
     parts.push(data.subarray(pos, upTo));
     return Buffer.concat(parts);
   }
-}
-
-/**
- * The next "dci_" at or after `from`. A 4-byte search runs at ~3 GB/s on ordinary text; a search
- * for its "_" alone (memchr, ~20 GB/s) and a look back is far cheaper while underscores are rare,
- * so that goes first, and the plain search takes over once they prove common in this buffer.
- */
-function indexOfTokenHead(data: Buffer, from: number): number {
-  let misses = 0;
-  for (let u = data.indexOf(UNDERSCORE, from + 3); u !== -1; u = data.indexOf(UNDERSCORE, u + 1)) {
-    if (data[u - 1] === 0x69 && data[u - 2] === 0x63 && data[u - 3] === D) return u - 3;
-    // Every "_" before this one was no token head's: one starting at u − 2 or later is what is left.
-    if (++misses === 16) return data.indexOf(TOKEN_HEAD, u - 2);
-  }
-  return -1;
 }
 
 /**

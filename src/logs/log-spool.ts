@@ -13,8 +13,8 @@ import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
 
 /** Appends gathered before one write to the file. */
 export const SPOOL_BLOCK_BYTES = 1024 * 1024;
-/** Written blocks kept in memory for the uploader's reads (two 4 MiB PUTs' worth, at most). */
-export const SPOOL_RECENT_BLOCKS = 8;
+/** Written blocks kept in memory for the uploader's reads (it reads a chunk of ≤ 4 MiB just behind the writer). */
+export const SPOOL_RECENT_BLOCKS = 4;
 
 export class LogSpool {
   readonly path: string;

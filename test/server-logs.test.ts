@@ -8,6 +8,7 @@ import { request } from "undici";
 import Database from "better-sqlite3";
 import { defaults } from "../src/config/defaults.ts";
 import { startServer } from "../src/server/index.ts";
+import { STAGE_MIN_BYTES } from "../src/server/engine/log-ops.ts";
 import { completeBody, JumpClock, startTestServer, TestServer } from "./server-harness.ts";
 
 const sha = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
@@ -316,5 +317,34 @@ void test("a log an older server kept in the log_chunks table past logInlineMaxB
   } finally {
     if (s) await s.close();
     else await first.close();
+  }
+});
+
+void test("large appends staged before their transaction: out of order, overlapping committed bytes with other bytes, byte-exact", async () => {
+  const s = await startTestServer({ leaseTtlMs: 30_000 });
+  try {
+    const jobId = await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    const size = STAGE_MIN_BYTES + 4321;
+    const first = Buffer.alloc(defaults.logInlineMaxBytes + 1, "a"); // the log moves to its file (SQLite)
+    const b = Buffer.alloc(size, "b");
+    const c = Buffer.alloc(size, "c");
+    assert.equal((await s.log(l.leaseToken, 0, first)).body.committed, first.length);
+    // The later PUT first: it is staged (past the committed end) and held until the one before commits.
+    const ahead = s.log(l.leaseToken, first.length + size, c);
+    assert.equal((await s.log(l.leaseToken, first.length, b)).status, 202);
+    assert.equal((await ahead).body.committed, first.length + 2 * size);
+    // A resend that overlaps committed bytes with other bytes: only what is past the committed end counts.
+    const end = first.length + 2 * size;
+    const d = Buffer.alloc(size, "d");
+    assert.equal((await s.log(l.leaseToken, end - 1000, d)).body.committed, end - 1000 + size);
+    const all = Buffer.concat([first, b, c, d.subarray(1000)]);
+    assert.ok((await s.api("GET", `/v1/jobs/${jobId}/log`)).raw.equals(all), "committed bytes are never rewritten");
+    const done = await s.call("POST", "/v1/runner/complete", { token: l.leaseToken, json: completeBody({ log: { bytes: all.length, sha256: sha(all) } }) });
+    assert.equal(done.status, 200);
+    assert.ok(!JSON.stringify((await s.status(jobId)).transitions).includes("digest differs"));
+  } finally {
+    await s.close();
   }
 });

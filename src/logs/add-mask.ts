@@ -6,6 +6,8 @@
  * (a masker's prefix table grows with the square of a pattern's length) is not masked: its
  * line is dropped whole and says so, so nothing of it is stored either way.
  */
+import { indexOfByRareByte } from "./find-bytes.ts";
+
 const COMMAND = Buffer.from("::add-mask::");
 const NL_COMMAND = Buffer.from("\n::add-mask::");
 const MASKED_LINE = Buffer.from("::add-mask::***\n");
@@ -14,7 +16,10 @@ const TOO_LONG_LINE = Buffer.from(`::add-mask::*** (ignored: the value is over $
 const MAX_COMMAND_BYTES = COMMAND.length + MAX_MASK_BYTES + 1;
 
 export interface AddMaskSink {
-  /** Bytes to pass on (to the stream's masker), in order. */
+  /**
+   * Bytes to pass on (to the stream's masker), in order. They may be a view of the chunk being
+   * written: use (or copy) them before returning, as the masker and the spool do.
+   */
   emit(bytes: Buffer): void;
   /** A value to mask from now on; called before any byte after its command line is emitted. */
   mask(value: string): void;
@@ -45,10 +50,10 @@ export class AddMaskFilter {
       if (!this.atLineStart) {
         // Up to the next line that starts with the command, or else to the last line start (whose
         // line may be the command's first bytes): many lines in one emit, not one emit per line.
-        const cmd = data.indexOf(NL_COMMAND, pos);
+        const cmd = indexOfByRareByte(data, NL_COMMAND, NL_COMMAND.indexOf("k"), pos);
         const last = cmd === -1 ? data.lastIndexOf(0x0a) : cmd;
         const end = last < pos ? data.length : last + 1;
-        this.sink.emit(Buffer.from(data.subarray(pos, end)));
+        this.sink.emit(data.subarray(pos, end));
         this.atLineStart = end !== data.length || data[end - 1] === 0x0a;
         pos = end;
         continue;

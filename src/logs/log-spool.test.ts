@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { LogSpool, SPOOL_BLOCK_BYTES } from "./log-spool.ts";
+import { LogSpool, SPOOL_BLOCK_BYTES, SPOOL_RECENT_BLOCKS } from "./log-spool.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "deltaci-spool-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -34,6 +34,30 @@ void test("reads back every range, whether written to the file yet or still held
   assert.equal(await spool.readAt(total, Buffer.alloc(4)), 0);
   spool.close();
   assert.deepEqual(readFileSync(join(dir, "a.spool")), bytesAt(0, total), "close writes what was held");
+});
+
+void test("reads behind the writer come from the recent blocks or the file, byte-exact", async () => {
+  const spool = new LogSpool(join(dir, "r.spool"), 1 << 30);
+  const piece = 65_536 + 13; // pipe-sized appends that straddle block boundaries
+  let total = 0;
+  while (total < (SPOOL_RECENT_BLOCKS + 3) * SPOOL_BLOCK_BYTES + 777) {
+    spool.append(bytesAt(total, piece));
+    total += piece;
+  }
+  const memStart = Math.floor(total / SPOOL_BLOCK_BYTES) * SPOOL_BLOCK_BYTES - SPOOL_RECENT_BLOCKS * SPOOL_BLOCK_BYTES;
+  // In the file only, across the file/recent boundary, inside and across recent blocks, across recent/held.
+  const ranges = [[0, 100], [memStart - 10, 20], [memStart - SPOOL_BLOCK_BYTES, 3 * SPOOL_BLOCK_BYTES], [memStart, 1], [memStart + 5, 2 * SPOOL_BLOCK_BYTES + 9], [memStart + SPOOL_BLOCK_BYTES - 1, 2], [total - SPOOL_BLOCK_BYTES - 1000, SPOOL_BLOCK_BYTES + 2000], [memStart, total - memStart]] as const;
+  for (const [at, len] of ranges) {
+    const want = Math.min(len, total - at);
+    const buf = Buffer.alloc(len);
+    assert.equal(await spool.readAt(at, buf), want, `readAt ${at}+${len}`);
+    assert.ok(buf.subarray(0, want).equals(bytesAt(at, want)), `readAt ${at}+${len} bytes`);
+    const sync = Buffer.alloc(len);
+    assert.equal(spool.readAtSync(at, sync), want);
+    assert.ok(sync.subarray(0, want).equals(bytesAt(at, want)), `readAtSync ${at}+${len} bytes`);
+  }
+  spool.close();
+  assert.ok(readFileSync(join(dir, "r.spool")).equals(bytesAt(0, total)));
 });
 
 void test("appends past the limit are cut, and the spool says so", () => {

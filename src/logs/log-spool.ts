@@ -6,11 +6,15 @@
  *
  * Appends (a step's pipe gives 64 KiB at a time) are gathered in one block buffer and written
  * to the file a block at a time; reads of bytes not yet written are served from that buffer.
+ * The last SPOOL_RECENT_BLOCKS written blocks stay in memory too: the uploader reads just
+ * behind the writer, so its reads are a copy in memory, not a read of the file back.
  */
 import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
 
 /** Appends gathered before one write to the file. */
 export const SPOOL_BLOCK_BYTES = 1024 * 1024;
+/** Written blocks kept in memory for the uploader's reads (it reads a chunk of ≤ 4 MiB just behind the writer). */
+export const SPOOL_RECENT_BLOCKS = 4;
 
 export class LogSpool {
   readonly path: string;
@@ -20,6 +24,8 @@ export class LogSpool {
   /** Bytes in the file; the rest (`sizeBytes - fileBytes`) wait in `block`. */
   private fileBytes = 0;
   private block: Buffer | null = null;
+  /** The last blocks written, oldest first: together they hold the file's bytes [fileBytes − their size, fileBytes). */
+  private readonly recent: Buffer[] = [];
   private last = -1;
   private truncatedFlag = false;
   private readonly listeners = new Set<() => void>();
@@ -59,8 +65,9 @@ export class LogSpool {
     while (off < n) {
       const held = this.sizeBytes - this.fileBytes;
       if (held === 0 && n - off >= SPOOL_BLOCK_BYTES) {
-        // A whole block or more and nothing held: straight to the file, no copy.
+        // A whole block or more and nothing held: straight to the file, no copy (and not kept).
         off += this.writeFile(data.subarray(off, n));
+        this.recent.length = 0;
         continue;
       }
       this.block ??= Buffer.allocUnsafe(SPOOL_BLOCK_BYTES);
@@ -83,10 +90,11 @@ export class LogSpool {
     if (fd === null) return Promise.reject(new Error("spool closed"));
     const len = Math.min(buf.length, this.sizeBytes - position);
     if (len <= 0) return Promise.resolve(0);
-    // The held part is copied now (the block is reused once written); the file part is immutable.
+    // Copied now when in memory (blocks are reused); the file part is immutable.
     const fromFile = Math.max(0, Math.min(len, this.fileBytes - position));
     this.copyHeld(position + fromFile, buf.subarray(fromFile, len));
     if (fromFile === 0) return Promise.resolve(len);
+    if (this.copyRecent(position, buf.subarray(0, fromFile))) return Promise.resolve(len);
     return new Promise((resolve, reject) => read(fd, buf, 0, fromFile, position, (err, n) => (err ? reject(err) : resolve(n < fromFile ? n : len))));
   }
 
@@ -96,7 +104,7 @@ export class LogSpool {
     if (len <= 0) return 0;
     const fromFile = Math.max(0, Math.min(len, this.fileBytes - position));
     this.copyHeld(position + fromFile, buf.subarray(fromFile, len));
-    if (fromFile === 0) return len;
+    if (fromFile === 0 || this.copyRecent(position, buf.subarray(0, fromFile))) return len;
     const n = readSync(this.fd, buf, 0, fromFile, position);
     return n < fromFile ? n : len;
   }
@@ -119,9 +127,33 @@ export class LogSpool {
     this.block.copy(into, 0, at, at + into.length);
   }
 
+  /** Copies file bytes from `position` into `into` if the recent blocks hold all of them. */
+  private copyRecent(position: number, into: Buffer): boolean {
+    let at = this.fileBytes;
+    for (const b of this.recent) at -= b.length;
+    if (position < at) return false;
+    let done = 0;
+    for (const b of this.recent) {
+      if (done === into.length) break;
+      if (position + done < at + b.length) done += b.copy(into, done, position + done - at, Math.min(b.length, position + into.length - at));
+      at += b.length;
+    }
+    return true;
+  }
+
   private flushBlock(): void {
     const held = this.sizeBytes - this.fileBytes;
-    if (held > 0 && this.block !== null) this.writeFile(this.block.subarray(0, held), false);
+    const block = this.block;
+    if (held === 0 || block === null) return;
+    this.writeFile(block.subarray(0, held), false);
+    if (held < SPOOL_BLOCK_BYTES) {
+      // A partial block (close) is not kept: the block is filled again from its start.
+      this.recent.length = 0;
+      return;
+    }
+    // Keep it for reads; the block that drops out of the window is filled next (no allocation).
+    this.recent.push(block);
+    this.block = this.recent.length > SPOOL_RECENT_BLOCKS ? (this.recent.shift() ?? null) : null;
   }
 
   /** Writes `data` at the file's end; returns its length. `grow`: it was not yet counted in the size. */

@@ -182,8 +182,11 @@ export class LogUploader {
           continue;
         }
         const dueAt = this.lastSendAt + this.o.flushIntervalMs;
-        if (!this.finishing && unsent < this.o.flushBytes && clock.now() < dueAt) {
-          await this.waitForPoke(dueAt - clock.now(), this.sentTo + this.o.flushBytes);
+        // With a PUT already in flight, the next waits for half a chunk (or the interval): a flood
+        // goes in few large PUTs (each costs the server a commit and an fsync), not in many small ones.
+        const enough = inflight.size > 0 ? Math.max(this.o.flushBytes, Math.floor(this.chunkLimit / 2)) : this.o.flushBytes;
+        if (!this.finishing && unsent < enough && clock.now() < dueAt) {
+          await this.waitForPoke(dueAt - clock.now(), this.sentTo + enough);
           continue;
         }
         const buf = this.free.pop() as Buffer;

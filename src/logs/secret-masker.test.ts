@@ -79,6 +79,16 @@ void describe("SecretMasker", () => {
     assert.equal(new SecretMasker([]).maskAll(`dci_xyz_${body}`), `dci_xyz_${body}`);
   });
 
+  void it("finds tokens among few or many underscores, at the buffer's edges too", () => {
+    const token = newToken("session");
+    const m = new SecretMasker([]);
+    assert.equal(m.maskAll(`${token}`), "***");
+    assert.equal(m.maskAll(`_dci_${token}_`), "_dci_***_");
+    // Dense underscores (past the point where the plain search takes over), tokens before and after it.
+    const snake = "a_b_c_d_dc_ci_i_".repeat(8);
+    assert.equal(m.maskAll(`${token} ${snake}${token}__${snake}dci${token}`), `*** ${snake}***__${snake}dci***`);
+  });
+
   void it("masks overlapping secrets without leaving a fragment", () => {
     const m = new SecretMasker(["abcdef", "defghi"]);
     assert.equal(m.maskAll("xxabcdefghiyy"), "xx***yy");

@@ -9,6 +9,7 @@
  * Patterns shorter than MIN_PATTERN_BYTES are not masked (they would blank ordinary text).
  */
 import { TokenPrefix } from "../base/ids.ts";
+import { indexOfByRareByte } from "./find-bytes.ts";
 
 export const MASK = Buffer.from("***");
 export const MIN_PATTERN_BYTES = 3;
@@ -156,7 +157,8 @@ export class SecretMasker {
     for (const p of this.patterns) {
       for (let i = data.indexOf(p); i !== -1; i = data.indexOf(p, i + 1)) all.push({ start: i, end: i + p.length });
     }
-    for (let i = data.indexOf(TOKEN_HEAD); i !== -1; i = data.indexOf(TOKEN_HEAD, i + 1)) {
+    // Its "_" is rare in most output: found by memchr (find-bytes.ts).
+    for (let i = indexOfByRareByte(data, TOKEN_HEAD, 3, 0); i !== -1; i = indexOfByRareByte(data, TOKEN_HEAD, 3, i + 1)) {
       if (matchTokenAt(data, i)) all.push({ start: i, end: i + TOKEN_LEN });
     }
     if (all.length <= 1) return all;

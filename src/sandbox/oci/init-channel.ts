@@ -40,8 +40,14 @@ export function encodeStepRequest(req: StepRequest): Buffer {
   return Buffer.concat([header, body]);
 }
 
+/** Frames whose payload is passed on piece by piece as it arrives (output: a byte stream). */
+const STREAMED = new Set<string>(["O", "E"]);
+
 export class InitChannel {
-  private pending: Buffer = Buffer.alloc(0);
+  /** A header not yet complete (it may straddle reads). */
+  private head: Buffer = Buffer.alloc(0);
+  /** The frame whose payload is being read: its type, bytes still to come, and (unless streamed) what came. */
+  private body: { type: FrameType; left: number; parts: Buffer[] } | null = null;
   private handler: FrameHandler | null = null;
   private ended = false;
 
@@ -93,21 +99,48 @@ export class InitChannel {
     return h;
   }
 
+  /**
+   * Frames straddle reads (init's are up to 64 KiB + header, as are reads): output payloads go
+   * on as views of each read, with no copy; only a header or a status frame is gathered.
+   */
   private onData(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    while (this.pending.length >= HEADER_BYTES) {
-      const len = this.pending.readUInt32BE(1);
-      if (len > MAX_FRAME_BYTES) {
-        this.close();
-        return;
+    let at = 0;
+    while (at < chunk.length && !this.ended) {
+      const body = this.body;
+      if (body === null) {
+        const need = HEADER_BYTES - this.head.length;
+        const got = chunk.subarray(at, at + need);
+        at += got.length;
+        this.head = this.head.length === 0 && got.length === HEADER_BYTES ? got : Buffer.concat([this.head, got]);
+        if (this.head.length < HEADER_BYTES) return;
+        const len = this.head.readUInt32BE(1);
+        const type = String.fromCharCode(this.head[0] ?? 0) as FrameType;
+        this.head = Buffer.alloc(0);
+        if (len > MAX_FRAME_BYTES) {
+          this.close();
+          return;
+        }
+        this.body = { type, left: len, parts: [] };
+        if (len === 0) this.endFrame();
+        continue;
       }
-      if (this.pending.length < HEADER_BYTES + len) break;
-      const type = String.fromCharCode(this.pending[0] ?? 0) as FrameType;
-      const data = this.pending.subarray(HEADER_BYTES, HEADER_BYTES + len);
-      this.pending = this.pending.subarray(HEADER_BYTES + len);
-      if (type === "R") this.finish()?.frame(type, data);
-      else this.handler?.frame(type, data);
+      const piece = chunk.subarray(at, at + body.left);
+      at += piece.length;
+      body.left -= piece.length;
+      if (STREAMED.has(body.type)) this.handler?.frame(body.type, piece);
+      else body.parts.push(piece);
+      if (body.left === 0) this.endFrame();
     }
+  }
+
+  /** The current frame's payload is complete: a gathered frame is delivered now. */
+  private endFrame(): void {
+    const body = this.body;
+    this.body = null;
+    if (body === null || STREAMED.has(body.type)) return;
+    const data = body.parts.length === 1 ? (body.parts[0] as Buffer) : Buffer.concat(body.parts);
+    if (body.type === "R") this.finish()?.frame(body.type, data);
+    else this.handler?.frame(body.type, data);
   }
 
   private onEnd(): void {

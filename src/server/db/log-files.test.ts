@@ -24,3 +24,19 @@ void test("a body in more parts than one writev takes (IOV_MAX) is written whole
     files.close();
   }
 });
+
+void test("stage writes parts at an offset of an existing file off the event loop; a missing file is refused; a remove meanwhile is safe", async () => {
+  const files = new LogFiles(join(dir, "stage"), true);
+  assert.equal(await files.stage("job_s", 1, 0, [Buffer.from("x")]), false, "no file: the transaction writes it");
+  files.write("job_s", 1, 0, [Buffer.from("head:")]);
+  files.syncWritten();
+  const parts = [Buffer.from("one,"), Buffer.alloc(0), Buffer.from("two")];
+  assert.equal(await files.stage("job_s", 1, 5, parts), true);
+  assert.deepEqual(files.read("job_s", 1, 0, 64), Buffer.from("head:one,two"));
+  // Removed while a stage is in flight: the stage ends without error, the file is gone.
+  const pending = files.stage("job_s", 1, 12, [Buffer.alloc(1 << 20, "z")]);
+  files.remove("job_s", 1);
+  assert.equal(await pending, true);
+  assert.equal(files.exists("job_s", 1), false);
+  files.close();
+});

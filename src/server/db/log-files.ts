@@ -7,7 +7,7 @@
  * page cache holds them, which survives a SIGKILL of the server as SQLite's NORMAL mode does.
  * Logs left in the `log_chunks` table by older servers are still read (and appended to) there.
  */
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writevSync, constants } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, rmSync, writev, writevSync, constants } from "node:fs";
 import { join } from "node:path";
 
 /** Open log files kept at most; the least recently used one is closed first. */
@@ -20,6 +20,8 @@ export class LogFiles {
   /** Open descriptors by `jobId.attempt`, least recently used first. */
   private readonly fds = new Map<string, number>();
   private readonly dirty = new Set<string>();
+  /** Keys with a stage in flight (count): their descriptor stays open until it ends. */
+  private readonly pinned = new Map<string, number>();
   private dirDirty = false;
 
   constructor(dir: string, sync: boolean) {
@@ -37,19 +39,43 @@ export class LogFiles {
     let pending: Uint8Array[] = parts.filter((p) => p.length > 0);
     let at = start;
     while (pending.length > 0) {
-      let n = writevSync(fd, pending, at);
+      const n = writevSync(fd, pending, at);
       at += n;
-      const rest: Uint8Array[] = [];
-      for (const p of pending) {
-        if (n >= p.length) n -= p.length;
-        else {
-          rest.push(n > 0 ? p.subarray(n) : p);
-          n = 0;
-        }
-      }
-      pending = rest;
+      pending = unwritten(pending, n);
     }
     if (this.sync) this.dirty.add(key);
+  }
+
+  /**
+   * Writes `parts` at `start` of an existing log file off the event loop (the thread pool), and
+   * with `sync` fdatasyncs them. Its descriptor is pinned meanwhile: not evicted, and a `remove`
+   * closes it only once the stage is over. False when the file does not exist. The caller
+   * commits the range afterwards.
+   */
+  async stage(jobId: string, attempt: number, start: number, parts: readonly Uint8Array[]): Promise<boolean> {
+    const key = keyOf(jobId, attempt);
+    const fd = this.open(key, false);
+    if (fd === null) return false;
+    this.pinned.set(key, (this.pinned.get(key) ?? 0) + 1);
+    try {
+      let pending = parts.filter((p) => p.length > 0);
+      let at = start;
+      while (pending.length > 0) {
+        const n = await new Promise<number>((resolve, reject) => writev(fd, pending, at, (err, written) => (err ? reject(err) : resolve(written))));
+        at += n;
+        pending = unwritten(pending, n);
+      }
+      if (this.sync) await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      return true;
+    } finally {
+      const left = (this.pinned.get(key) ?? 1) - 1;
+      if (left > 0) this.pinned.set(key, left);
+      else {
+        this.pinned.delete(key);
+        // Removed (or evicted past the limit) while staging: close it now.
+        if (this.fds.get(key) !== fd) closeSync(fd);
+      }
+    }
   }
 
   /** Reads up to `len` bytes at `position`; null when the attempt has no log file. */
@@ -77,7 +103,7 @@ export class LogFiles {
     if (fd !== undefined) {
       this.fds.delete(key);
       this.dirty.delete(key);
-      closeSync(fd);
+      if (!this.pinned.has(key)) closeSync(fd);
     }
     rmSync(join(this.dir, `${key}.log`), { force: true });
   }
@@ -101,7 +127,7 @@ export class LogFiles {
   }
 
   close(): void {
-    for (const fd of this.fds.values()) closeSync(fd);
+    for (const [key, fd] of this.fds) if (!this.pinned.has(key)) closeSync(fd);
     this.fds.clear();
   }
 
@@ -126,7 +152,9 @@ export class LogFiles {
   }
 
   private evictOldest(): void {
-    const [key, fd] = this.fds.entries().next().value as [string, number];
+    const oldest = [...this.fds].find(([k]) => !this.pinned.has(k));
+    if (!oldest) return; // all pinned: a few more stay open until their stages end
+    const [key, fd] = oldest;
     // Not yet synced for its batch: sync now, or the commit would acknowledge unsynced bytes.
     if (this.dirty.has(key)) {
       fdatasyncSync(fd); // throws (EIO) with the key still dirty: the batch fails, nothing is acknowledged unsynced
@@ -135,6 +163,20 @@ export class LogFiles {
     this.fds.delete(key);
     closeSync(fd);
   }
+}
+
+/** What is left of `parts` after a (possibly short) writev of `n` bytes. */
+function unwritten(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const rest: Uint8Array[] = [];
+  let left = n;
+  for (const p of parts) {
+    if (left >= p.length) left -= p.length;
+    else {
+      rest.push(left > 0 ? p.subarray(left) : p);
+      left = 0;
+    }
+  }
+  return rest;
 }
 
 function keyOf(jobId: string, attempt: number): string {

@@ -2,7 +2,7 @@
 import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
-import type { BlobRef, JobListFilter, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
+import type { BlobRef, JobListFilter, StagedLogBytes, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
 import { SecretBox } from "../secrets/secret-box.ts";
@@ -271,7 +271,7 @@ export class SqliteStateStore implements StateStore {
    * (log-files.ts), rows deleted in the same transaction. Rows, while there are any, are the log;
    * a log an older server began in rows past that size stays in rows.
    */
-  async appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<void> {
+  async appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[], staged?: StagedLogBytes | null): Promise<void> {
     const end = start + partsLength(parts);
     const inRows = start > 0 && this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt) !== undefined;
     if (end <= defaults.logInlineMaxBytes ? inRows || start === 0 : inRows && start > defaults.logInlineMaxBytes) {
@@ -285,7 +285,16 @@ export class SqliteStateStore implements StateStore {
       for (const r of rows) this.logs.write(jobId, attempt, r.start_off as number, [r.data as Buffer]);
       this.st("DELETE FROM log_chunks WHERE job_id = ? AND attempt = ?").run(jobId, attempt);
     }
+    // Already in the file, and synced, before this transaction (stageLogBytes).
+    if (staged && staged.start <= start && end <= staged.end) return;
     this.logs.write(jobId, attempt, start, parts);
+  }
+
+  /** Only a log already in its file (no rows: it never goes back to rows), see StateStore. */
+  async stageLogBytes(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<StagedLogBytes | null> {
+    if (start <= defaults.logInlineMaxBytes) return null;
+    if (this.st("SELECT 1 FROM log_chunks WHERE job_id = ? AND attempt = ? LIMIT 1").get(jobId, attempt) !== undefined) return null;
+    return (await this.logs.stage(jobId, attempt, start, parts)) ? { start, end: start + partsLength(parts) } : null;
   }
 
   async readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Promise<Array<{ start: number; data: Buffer }>> {

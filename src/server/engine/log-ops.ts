@@ -14,7 +14,7 @@ import type { EngineContext } from "./context.ts";
 import { liveLogBytes, type LogBlobs } from "./log-archive.ts";
 import { keys } from "./notifier.ts";
 import { LIVE_ATTEMPT, wake } from "./transitions.ts";
-import type { StateOps } from "./state-store.ts";
+import type { StagedLogBytes, StateOps } from "./state-store.ts";
 import type { AttemptRow } from "./types.ts";
 
 export interface ContentRange {
@@ -42,6 +42,13 @@ export type AppendResult = { status: 202; committed: number } | { status: 413; c
  */
 export const LOG_ORDER_WAIT_MS = defaults.logOrderWaitMs;
 
+/**
+ * Appends at least this large stage their bytes before their transaction (StateStore.stageLogBytes):
+ * the file write and its fdatasync leave the event loop, which meanwhile reads the next PUT and
+ * commits the one before. Small appends (and their per-request cost) are untouched.
+ */
+export const STAGE_MIN_BYTES = 256 * 1024;
+
 /** Appends a body (as the parts it arrived in) at `range.start`; see PROTOCOL.md for the rules. */
 export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
   const length = partsLength(body);
@@ -49,17 +56,36 @@ export async function appendLog(ctx: EngineContext, leaseToken: string, range: C
     throw new DeltaError("E_INVALID", `body has ${length} bytes, Content-Range says ${range.end - range.start + 1}`);
   }
   const leaseHash = hashToken(leaseToken);
+  const staged = length >= STAGE_MIN_BYTES ? await stage(ctx, leaseHash, range, body) : null;
   try {
-    return await appendAt(ctx, leaseHash, range, body, length);
+    return await appendAt(ctx, leaseHash, range, body, length, staged);
   } catch (err) {
     // Ahead of its offset (PUTs overtake each other): wait for the appends before it, then once more.
     if (!(err instanceof DeltaError && err.code === "E_RANGE")) throw err;
     await awaitTurn(ctx, leaseHash, range.start, signal);
-    return appendAt(ctx, leaseHash, range, body, length);
+    return appendAt(ctx, leaseHash, range, body, length, staged);
   }
 }
 
-async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, length: number): Promise<AppendResult> {
+/**
+ * Stages the part of the body past what the attempt holds now (never rewriting committed bytes
+ * with another request's); a failure only means the transaction writes the bytes itself.
+ */
+async function stage(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts): Promise<StagedLogBytes | null> {
+  if (!ctx.store.stageLogBytes) return null;
+  const a = await ctx.store.getAttemptByLeaseHash(leaseHash);
+  if (!a || !LIVE_ATTEMPT.has(a.state)) return null;
+  const from = Math.max(range.start, a.logBytes);
+  if (from > range.end) return null;
+  try {
+    return await ctx.store.stageLogBytes(a.jobId, a.attempt, from, sliceParts(body, from - range.start, range.end + 1 - range.start));
+  } catch (err) {
+    ctx.logger?.warn({ err, jobId: a.jobId, attempt: a.attempt }, "staging a log append failed; its transaction writes it");
+    return null;
+  }
+}
+
+async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, length: number, staged: StagedLogBytes | null): Promise<AppendResult> {
   return ctx.store.write(async (tx) => {
     const a = await tx.getAttemptByLeaseHash(leaseHash);
     if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
@@ -76,7 +102,7 @@ async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRan
     if (freshLength === 0) return { status: 202 as const, committed };
     const keptLength = Math.min(freshLength, Math.max(0, job.logLimit - committed));
     const kept = sliceParts(body, skip, skip + keptLength);
-    if (keptLength > 0) await tx.appendLogChunk(a.jobId, a.attempt, committed, kept);
+    if (keptLength > 0) await tx.appendLogChunk(a.jobId, a.attempt, committed, kept, staged);
     const now = committed + keptLength;
     const truncated = keptLength < freshLength;
     await tx.updateAttempt(a.jobId, a.attempt, { logBytes: now, ...(truncated ? { logTruncated: true } : {}) });

@@ -80,8 +80,12 @@ export interface StateOps {
   deleteArtifact(id: string): Promise<void>;
   listArtifacts(jobId: string, attempt: number): Promise<ArtifactRow[]>;
 
-  /** Writes `parts` (in order, as one run of bytes) at `start` of an attempt's log. */
-  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<void>;
+  /**
+   * Writes `parts` (in order, as one run of bytes) at `start` of an attempt's log. `staged`: the
+   * same request's bytes staged before the transaction (stageLogBytes); a store may skip writing
+   * what it covers.
+   */
+  appendLogChunk(jobId: string, attempt: number, start: number, parts: readonly Buffer[], staged?: StagedLogBytes | null): Promise<void>;
   /** Committed chunks that end after `offset`, in order, at most `limit` (callers loop until empty). */
   readLogChunks(jobId: string, attempt: number, offset: number, limit: number): Promise<Array<{ start: number; data: Buffer }>>;
 
@@ -150,7 +154,21 @@ export interface StateStore extends StateOps {
   subscribe(feed: ReplicaFeed): Promise<() => Promise<void>>;
   /** Is this replica the one that sweeps? Takes the role when it is free (unshared: always true). */
   leadSweeper(): Promise<boolean>;
+  /**
+   * A large append's bytes, written (and at full durability fdatasynced) at `start` of an
+   * attempt's log before its transaction, off the event loop: the store then need not write
+   * them in the transaction. Bytes past the committed end are never read, so nothing changes
+   * until a commit covers them. Null when the store cannot (a log in rows, not begun yet, or a
+   * store without log files): the transaction writes them as usual.
+   */
+  stageLogBytes?(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<StagedLogBytes | null>;
   close(): Promise<void>;
+}
+
+/** Bytes staged ahead of an append's transaction (StateStore.stageLogBytes): `[start, end)`, durable as the store's durability says. */
+export interface StagedLogBytes {
+  start: number;
+  end: number;
 }
 
 export type { CancelMode };

@@ -6,11 +6,18 @@
  *
  * Appends (a step's pipe gives 64 KiB at a time) are gathered in one block buffer and written
  * to the file a block at a time; reads of bytes not yet written are served from that buffer.
+ * The block starts small and grows to its full size only when a job prints that much.
  */
 import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
 
 /** Appends gathered before one write to the file. */
 export const SPOOL_BLOCK_BYTES = 1024 * 1024;
+
+/**
+ * The block's first size. Most jobs print a few KiB; a full block per job is external memory
+ * V8 counts towards a full GC (a runner host runs many jobs).
+ */
+export const SPOOL_FIRST_BLOCK_BYTES = 64 * 1024;
 
 export class LogSpool {
   readonly path: string;
@@ -63,9 +70,8 @@ export class LogSpool {
         off += this.writeFile(data.subarray(off, n));
         continue;
       }
-      this.block ??= Buffer.allocUnsafe(SPOOL_BLOCK_BYTES);
       const take = Math.min(SPOOL_BLOCK_BYTES - held, n - off);
-      this.block.set(data.subarray(off, off + take), held);
+      this.blockFor(held, held + take).set(data.subarray(off, off + take), held);
       this.sizeBytes += take;
       off += take;
       if (this.sizeBytes - this.fileBytes === SPOOL_BLOCK_BYTES) this.flushBlock();
@@ -75,6 +81,15 @@ export class LogSpool {
       for (const l of this.listeners) l();
     }
     return n;
+  }
+
+  /** The block, made or grown (keeping its `held` bytes) to hold at least `need` bytes. */
+  private blockFor(held: number, need: number): Buffer {
+    if (this.block !== null && this.block.length >= need) return this.block;
+    const grown = Buffer.allocUnsafe(need <= SPOOL_FIRST_BLOCK_BYTES ? SPOOL_FIRST_BLOCK_BYTES : SPOOL_BLOCK_BYTES);
+    if (this.block !== null && held > 0) this.block.copy(grown, 0, 0, held);
+    this.block = grown;
+    return grown;
   }
 
   /** Reads up to `buf.length` bytes at `position`; returns the count. */

@@ -3,8 +3,8 @@
  * the counters that prove a limit was hit (OOM kills, refused forks). Works on v1, v2 and hybrid;
  * `assertCgroupSupport` refuses, with a clear reason, a host where the job limits cannot work.
  */
-import { readdirSync, readFileSync, type Dirent } from "node:fs";
-import { readFile, rmdir } from "node:fs/promises";
+import { readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 
@@ -98,23 +98,32 @@ export function cgroupDirs(layout: CgroupLayout, path: string): string[] {
 }
 
 /** Removes a cgroup path and everything below it, deepest first; processes must be gone. */
-export async function removeCgroupTree(layout: CgroupLayout, path: string): Promise<string[]> {
+export function removeCgroupTree(layout: CgroupLayout, path: string): Promise<string[]> {
   const removed: string[] = [];
-  const visit = async (dir: string): Promise<void> => {
+  // Sync calls: small kernel dirs, cheaper than a thread-pool round trip each. A job's cgroup
+  // rarely has children: the rmdir is tried first, and the dir listed only when that fails.
+  const visit = (dir: string): void => {
+    if (tryRmdir(dir) !== "busy") return;
     let entries: Dirent[];
     try {
-      entries = readdirSync(dir, { withFileTypes: true }); // a small kernel dir: sync is cheaper than a thread-pool round trip
+      entries = readdirSync(dir, { withFileTypes: true });
     } catch {
       return;
     }
-    for (const e of entries) if (e.isDirectory()) await visit(join(dir, e.name));
-    try {
-      await rmdir(dir);
-      removed.push(dir);
-    } catch {}
+    for (const e of entries) if (e.isDirectory()) visit(join(dir, e.name));
+    tryRmdir(dir);
   };
-  for (const dir of cgroupDirs(layout, path)) await visit(dir);
-  return removed;
+  const tryRmdir = (dir: string): "removed" | "gone" | "busy" => {
+    try {
+      rmdirSync(dir);
+      removed.push(dir);
+      return "removed";
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === "ENOENT" ? "gone" : "busy";
+    }
+  };
+  for (const dir of cgroupDirs(layout, path)) visit(dir);
+  return Promise.resolve(removed);
 }
 
 /** The controllers the bundle's limits need, and the limit each one enforces. */

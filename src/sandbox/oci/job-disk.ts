@@ -63,6 +63,22 @@ export async function unmountBelow(diskTool: HostTool, dir: string): Promise<str
   return mounts;
 }
 
+/**
+ * The loop devices mounted at or below `dir` (the sources of those mounts in the host mount table):
+ * one read, where `loopDevicesBelow` reads every loop device's backing file.
+ */
+export function loopsMountedBelow(dir: string): string[] {
+  const out = new Set<string>();
+  for (const line of readKernelFile("/proc/self/mountinfo").split("\n")) {
+    const sep = line.indexOf(" - ");
+    if (sep < 0) continue;
+    const mp = line.slice(0, sep).split(" ")[4]?.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const source = line.slice(sep + 3).split(" ")[1] ?? "";
+    if (mp !== undefined && (mp === dir || mp.startsWith(dir + "/")) && /^\/dev\/loop\d+$/.test(source)) out.add(source);
+  }
+  return [...out];
+}
+
 /** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */
 export async function loopDevicesBelow(dir: string): Promise<string[]> {
   let names: string[] = [];

@@ -7,7 +7,7 @@
 import { assertTraversableSync } from "../slots.ts";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { chmod, chown, mkdir, rename, writeFile } from "node:fs/promises";
+import { chown, mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName } from "../job-names.ts";

@@ -3,8 +3,8 @@
  * the counters that prove a limit was hit (OOM kills, refused forks). Works on v1, v2 and hybrid;
  * `assertCgroupSupport` refuses, with a clear reason, a host where the job limits cannot work.
  */
-import { readdirSync, readFileSync, rmdirSync, type Dirent } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readdirSync, readFileSync, type Dirent } from "node:fs";
+import { readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 
@@ -98,32 +98,31 @@ export function cgroupDirs(layout: CgroupLayout, path: string): string[] {
 }
 
 /** Removes a cgroup path and everything below it, deepest first; processes must be gone. */
-export function removeCgroupTree(layout: CgroupLayout, path: string): Promise<string[]> {
+export async function removeCgroupTree(layout: CgroupLayout, path: string): Promise<string[]> {
   const removed: string[] = [];
-  // Sync calls: small kernel dirs, cheaper than a thread-pool round trip each. A job's cgroup
-  // rarely has children: the rmdir is tried first, and the dir listed only when that fails.
-  const visit = (dir: string): void => {
-    if (tryRmdir(dir) !== "busy") return;
+  // A job's cgroup rarely has children: its rmdir is tried first, and the dir listed only when
+  // that fails. (The rmdir stays off this thread: the kernel's part can take a millisecond.)
+  const visit = async (dir: string): Promise<void> => {
+    if ((await tryRmdir(dir)) !== "busy") return;
     let entries: Dirent[];
     try {
-      entries = readdirSync(dir, { withFileTypes: true });
+      entries = readdirSync(dir, { withFileTypes: true }); // a small kernel dir: sync is cheaper than a thread-pool round trip
     } catch {
       return;
     }
-    for (const e of entries) if (e.isDirectory()) visit(join(dir, e.name));
-    tryRmdir(dir);
+    for (const e of entries) if (e.isDirectory()) await visit(join(dir, e.name));
+    await tryRmdir(dir);
   };
-  const tryRmdir = (dir: string): "removed" | "gone" | "busy" => {
-    try {
-      rmdirSync(dir);
-      removed.push(dir);
-      return "removed";
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === "ENOENT" ? "gone" : "busy";
-    }
-  };
-  for (const dir of cgroupDirs(layout, path)) visit(dir);
-  return Promise.resolve(removed);
+  const tryRmdir = (dir: string): Promise<"removed" | "gone" | "busy"> =>
+    rmdir(dir).then(
+      () => {
+        removed.push(dir);
+        return "removed" as const;
+      },
+      (e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? "gone" : "busy"),
+    );
+  for (const dir of cgroupDirs(layout, path)) await visit(dir);
+  return removed;
 }
 
 /** The controllers the bundle's limits need, and the limit each one enforces. */

@@ -6,7 +6,7 @@ import type { Clock } from "../../base/clock.ts";
 import { cgroupDirs, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
 import type { HostTool } from "./host-commands.ts";
-import { detachLoops, loopDevicesBelow, loopsMountedBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
+import { detachLoops, loopDevicesBelow, mountTableBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
 
 export interface TeardownContext {
   crun: CrunCli;
@@ -83,8 +83,9 @@ export async function forgetContainer(ctx: TeardownContext, id: string, cgroupPa
 export async function removeJobFiles(ctx: Pick<TeardownContext, "clock" | "diskTool">, dir: string, loops: "scan" | "mounted" = "scan"): Promise<string[]> {
   const removed: string[] = [];
   if (!existsSync(dir)) return removed;
-  const watched = loops === "scan" ? await loopDevicesBelow(dir) : loopsMountedBelow(dir); // found once; then only these are watched
-  for (const mp of await unmountBelow(ctx.diskTool, dir)) removed.push(`mount ${mp}`);
+  const table = loops === "mounted" ? mountTableBelow(dir) : null;
+  const watched = table?.loops ?? (await loopDevicesBelow(dir)); // found once; then only these are watched
+  for (const mp of await unmountBelow(ctx.diskTool, dir, table?.mounts)) removed.push(`mount ${mp}`);
   const until = ctx.clock.now() + 3_000;
   let left = await stillBelow(watched, dir);
   for (let waitMs = 2; left.length > 0 && ctx.clock.now() < until; waitMs = Math.min(50, waitMs * 2)) {

@@ -17,14 +17,15 @@ const run = promisify(execFile);
 
 /**
  * Makes the job disk: a new image file written from the pristine template of its size (no mkfs),
- * attached to a free loop device with autoclear and mounted by the disk tool. Returns the device.
+ * attached to a free loop device with autoclear and mounted, all by one run of the disk tool.
+ * Returns the device.
  */
 export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
-    await templates.writeImage(imagePath, sizeMiB);
+    const { pack, runs } = await templates.writeArgs(sizeMiB);
     await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-    const res = await diskTool.run(["mount", imagePath, mountPoint]);
-    if (res.code !== 0) throw new Error(`disk-tool mount exited ${res.code}: ${res.stderr.trim()}`);
+    const res = await diskTool.run(["write-mount", ...pack, imagePath, mountPoint, ...runs]);
+    if (res.code !== 0) throw new Error(`disk-tool write-mount exited ${res.code}: ${res.stderr.trim()}`);
     return res.stdout.trim();
   } catch (e) {
     if (e instanceof DeltaError) throw e;

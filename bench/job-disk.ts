@@ -1,8 +1,9 @@
 /**
  * Making a job disk image, three ways, round-robin in the same run: `truncate` + `mkfs.ext4` per
  * job (the baseline, what the sandbox did before), `cp --sparse=always` of a formatted template,
- * and the template pack written by the runner (`DiskTemplates.writeImage`, what it does now).
- * Prints JSON: wall p50/p90 per way and this process's CPU (children not counted).
+ * and the template pack written by the disk tool (`disk-tool write`, what the runner does now, as
+ * part of `write-mount`). Prints JSON: wall p50/p90 per way and this process's CPU (children,
+ * the disk tool included, not counted).
  * Usage: tsx bench/job-disk.ts [sizeMiB=1024] [runs=20]
  */
 import { execFile } from "node:child_process";
@@ -24,7 +25,9 @@ async function main() {
   const templates = new DiskTemplates(join(cacheDir, "disk-templates"), async () => tool);
   const dir = mkdtempSync(join(tmpdir(), "deltaci-job-disk-"));
   try {
-    await templates.writeImage(join(dir, "formatted.img"), sizeMiB); // also makes the pack once
+    const { pack, runs: packRuns } = await templates.writeArgs(sizeMiB); // also makes the pack once
+    const writePack = (f: string) => run(tool, ["write", ...pack, f, ...packRuns]);
+    await writePack(join(dir, "formatted.img"));
     const ways: Record<string, (file: string) => Promise<unknown>> = {
       "truncate + mkfs.ext4 (baseline)": async (f) => {
         writeFileSync(f, "");
@@ -32,7 +35,7 @@ async function main() {
         await run("mkfs.ext4", [...MKFS_ARGS, f]);
       },
       "cp --sparse=always of a template": (f) => run("cp", ["--sparse=always", join(dir, "formatted.img"), f]),
-      "template pack written (chosen)": (f) => templates.writeImage(f, sizeMiB),
+      "template pack written by the disk tool (chosen)": writePack,
     };
     const wall: Record<string, number[]> = {};
     const cpu: Record<string, number[]> = {};

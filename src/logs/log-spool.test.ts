@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { LogSpool, SPOOL_BLOCK_BYTES, SPOOL_RECENT_BLOCKS } from "./log-spool.ts";
+import { LogSpool, SPOOL_BLOCK_BYTES, SPOOL_FIRST_BLOCK_BYTES, SPOOL_RECENT_BLOCKS } from "./log-spool.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "deltaci-spool-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,6 +58,24 @@ void test("reads behind the writer come from the recent blocks or the file, byte
   }
   spool.close();
   assert.ok(readFileSync(join(dir, "r.spool")).equals(bytesAt(0, total)));
+});
+
+void test("the held block grows past its first size and keeps what it held", async () => {
+  const spool = new LogSpool(join(dir, "c.spool"), 1 << 30);
+  const first = SPOOL_FIRST_BLOCK_BYTES - 10;
+  spool.append(bytesAt(0, first));
+  const head = Buffer.alloc(first);
+  assert.equal(await spool.readAt(0, head), first);
+  assert.deepEqual(head, bytesAt(0, first));
+  // the next append needs more than the first block: it grows, with the held bytes copied over
+  spool.append(bytesAt(first, 100));
+  spool.append(bytesAt(first + 100, SPOOL_BLOCK_BYTES));
+  const total = first + 100 + SPOOL_BLOCK_BYTES;
+  const all = Buffer.alloc(total);
+  assert.equal(spool.readAtSync(0, all), total);
+  assert.deepEqual(all, bytesAt(0, total));
+  spool.close();
+  assert.deepEqual(readFileSync(join(dir, "c.spool")), bytesAt(0, total));
 });
 
 void test("appends past the limit are cut, and the spool says so", () => {

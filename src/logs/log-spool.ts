@@ -8,6 +8,7 @@
  * to the file a block at a time; reads of bytes not yet written are served from that buffer.
  * The last SPOOL_RECENT_BLOCKS written blocks stay in memory too: the uploader reads just
  * behind the writer, so its reads are a copy in memory, not a read of the file back.
+ * The block starts small and grows to its full size only when a job prints that much.
  */
 import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
 
@@ -15,6 +16,12 @@ import { closeSync, openSync, read, readSync, writeSync } from "node:fs";
 export const SPOOL_BLOCK_BYTES = 1024 * 1024;
 /** Written blocks kept in memory for the uploader's reads (it reads a chunk of ≤ 4 MiB just behind the writer). */
 export const SPOOL_RECENT_BLOCKS = 4;
+
+/**
+ * The block's first size. Most jobs print a few KiB; a full block per job is external memory
+ * V8 counts towards a full GC (a runner host runs many jobs).
+ */
+export const SPOOL_FIRST_BLOCK_BYTES = 64 * 1024;
 
 export class LogSpool {
   readonly path: string;
@@ -70,9 +77,8 @@ export class LogSpool {
         this.recent.length = 0;
         continue;
       }
-      this.block ??= Buffer.allocUnsafe(SPOOL_BLOCK_BYTES);
       const take = Math.min(SPOOL_BLOCK_BYTES - held, n - off);
-      this.block.set(data.subarray(off, off + take), held);
+      this.blockFor(held, held + take).set(data.subarray(off, off + take), held);
       this.sizeBytes += take;
       off += take;
       if (this.sizeBytes - this.fileBytes === SPOOL_BLOCK_BYTES) this.flushBlock();
@@ -82,6 +88,15 @@ export class LogSpool {
       for (const l of this.listeners) l();
     }
     return n;
+  }
+
+  /** The block, made or grown (keeping its `held` bytes) to hold at least `need` bytes. */
+  private blockFor(held: number, need: number): Buffer {
+    if (this.block !== null && this.block.length >= need) return this.block;
+    const grown = Buffer.allocUnsafe(need <= SPOOL_FIRST_BLOCK_BYTES ? SPOOL_FIRST_BLOCK_BYTES : SPOOL_BLOCK_BYTES);
+    if (this.block !== null && held > 0) this.block.copy(grown, 0, 0, held);
+    this.block = grown;
+    return grown;
   }
 
   /** Reads up to `buf.length` bytes at `position`; returns the count. */

@@ -1,6 +1,7 @@
 /**
  * Streams the spool to the server: `PUT` chunks (≤ chunkBytes) at offsets, up to `inFlight`
- * requests at once (each with its own reusable buffer; the server orders them by offset),
+ * requests at once (each with its own reusable buffer, made on first use and no larger than the
+ * chunks need; the server orders them by offset),
  * flushing once `flushBytes` wait or `flushIntervalMs` after the previous send. The
  * server's `committed` is the truth: a 416 rewinds to it, resends before it are idempotent, and
  * the sha256 is computed over exactly the committed bytes, in order. Transient failures are
@@ -32,6 +33,13 @@ export const MIN_CHUNK_BYTES = 16 * 1024;
  */
 export const DEFAULT_PUTS_IN_FLIGHT = 2;
 
+/**
+ * Size of a window buffer while chunks are small. A job that prints little (most do) never holds
+ * `chunkBytes` (4 MiB) per PUT: buffers that size, made per job, are external memory V8 counts
+ * towards a full GC, which in a runner host ran every one or two jobs.
+ */
+export const SMALL_CHUNK_BUFFER_BYTES = 64 * 1024;
+
 /** The reason a wait's own timer is cleared with (an abort without one builds a DOMException). */
 const TIMER_DONE = new Error("wait over");
 
@@ -55,8 +63,8 @@ export interface LogSummary {
 
 export class LogUploader {
   private readonly o: LogUploaderOptions;
-  /** Chunk buffers not in flight (one per PUT the window allows). */
-  private readonly free: Buffer[] = [];
+  /** Chunk buffers not in flight (one per PUT the window allows; null until first used). */
+  private readonly free: Array<Buffer | null> = [];
   private committedBytes = 0;
   /** End of what was handed to the sink (≥ committed while PUTs are in flight). */
   private sentTo = 0;
@@ -79,7 +87,7 @@ export class LogUploader {
   constructor(opts: LogUploaderOptions) {
     this.o = opts;
     const window = Math.max(1, opts.inFlight ?? DEFAULT_PUTS_IN_FLIGHT);
-    for (let i = 0; i < window; i++) this.free.push(Buffer.allocUnsafe(opts.chunkBytes));
+    for (let i = 0; i < window; i++) this.free.push(null);
     this.chunkLimit = opts.chunkBytes;
   }
 
@@ -189,9 +197,9 @@ export class LogUploader {
           await this.waitForPoke(dueAt - clock.now(), this.sentTo + enough);
           continue;
         }
-        const buf = this.free.pop() as Buffer;
         const start = this.sentTo;
         const want = Math.min(this.chunkLimit, unsent);
+        const buf = this.windowBuffer(want);
         // Reserve the range before the read: completions that land meanwhile may rewind `sentTo`.
         this.sentTo = start + want;
         this.lastSendAt = clock.now();
@@ -217,6 +225,13 @@ export class LogUploader {
     } finally {
       await Promise.allSettled(inflight);
     }
+  }
+
+  /** A free window buffer of at least `want` bytes: small until a chunk needs more, then `chunkBytes`. */
+  private windowBuffer(want: number): Buffer {
+    const buf = this.free.pop() ?? null;
+    if (buf !== null && buf.length >= want) return buf;
+    return Buffer.allocUnsafe(want <= SMALL_CHUNK_BUFFER_BYTES ? Math.min(SMALL_CHUNK_BUFFER_BYTES, this.o.chunkBytes) : this.o.chunkBytes);
   }
 
   /** One PUT; its outcome updates `committed`, the hash, the chunk size, or stops the uploader. */

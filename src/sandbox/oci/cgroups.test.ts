@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
 import { test } from "node:test";
 import { DeltaError } from "../../base/errors.ts";
-import { assertCgroupSupport, cgroupDirs, cgroupProblems, detectCgroupLayout, type CgroupHostFacts } from "./cgroups.ts";
+import { assertCgroupSupport, cgroupDirs, cgroupProblems, detectCgroupLayout, removeCgroupTree, type CgroupHostFacts } from "./cgroups.ts";
 
 const HYBRID = `30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 31 30 0:28 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
@@ -66,4 +67,25 @@ void test("preflight: RLIMIT_MEMLOCK matters only on v2, and only without CAP_SY
   assert.equal(cgroupProblems(detectCgroupLayout(V2), facts(tight)).length, 1);
   assert.deepEqual(cgroupProblems(detectCgroupLayout(V2), facts({ status: NO_SYS_RESOURCE, limits: LIMITS("unlimited") })), []);
   assert.deepEqual(cgroupProblems(detectCgroupLayout(V2), facts({ limits: LIMITS("8388608") })), []);
+});
+
+void test("removeCgroupTree removes a real cgroup with nested children in every hierarchy, and is idempotent", async (t) => {
+  const layout = detectCgroupLayout();
+  const path = `/deltaci-test-${process.pid}/job`;
+  const dirs = cgroupDirs(layout, path);
+  try {
+    for (const d of dirs) mkdirSync(`${d}/child/grandchild`, { recursive: true });
+  } catch (e) {
+    t.skip(`cannot make cgroups here: ${String(e)}`);
+    return;
+  }
+  const removed = await removeCgroupTree(layout, path);
+  for (const d of dirs) {
+    assert.equal(existsSync(d), false, d);
+    // deepest first: a child is reported before its parent
+    assert.ok(removed.indexOf(`${d}/child/grandchild`) < removed.indexOf(`${d}/child`) && removed.indexOf(`${d}/child`) < removed.indexOf(d), d);
+  }
+  assert.equal(removed.length, dirs.length * 3);
+  assert.deepEqual(await removeCgroupTree(layout, path), []);
+  await removeCgroupTree(layout, `/deltaci-test-${process.pid}`);
 });

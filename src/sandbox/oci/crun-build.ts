@@ -4,10 +4,10 @@
  * and the rest (crun's state and cgroups, unmounting, loop devices, files), run in the background
  * and tracked by the factory's slot ledger. See docs/sandbox.md.
  */
-import { assertTraversable } from "../slots.ts";
+import { assertTraversableSync } from "../slots.ts";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, rename, writeFile } from "node:fs/promises";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chown, mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName } from "../job-names.ts";
@@ -87,7 +87,8 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
   const removeAll = async (jobId: string, dir: string, killed: boolean): Promise<void> => {
     const [fromCrun, fromFiles] = await Promise.all([
       killed ? forgetContainer(td, containerId, cgroupPath) : removeContainer(td, containerId, cgroupPath),
-      (async () => [...(await removeJobFiles(td, dir)), ...(await removeJobFiles(td, sockDir))])(),
+      // the job's disk was mounted by this factory (spare or build) and is still: its loop device is in the mount table
+      (async () => [...(await removeJobFiles(td, dir, "mounted")), ...(await removeJobFiles(td, sockDir))])(),
     ]);
     mark("teardown: forget container | unmount + remove files");
     if (ledger.release(slot.index) === 0) await ledger.whenEmpty(slot.index, () => removeSlotCgroup(p.layout, slotCgroup));
@@ -137,9 +138,10 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     // a predecessor that crashed without a reap may have left this job's container behind
     if (existsSync(join(p.crun.stateRoot, containerId))) await removeContainer(td, containerId, cgroupPath);
     await removeJobFiles(td, jobDir);
-    await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
-    await chmod(slot.workDir, 0o711); // traversable for the sandbox's uids, not listable by host users
-    await assertTraversable(slot.workDir);
+    // small metadata calls on this thread: a thread-pool round trip each cost more than the call
+    mkdirSync(slot.workDir, { recursive: true, mode: 0o711 });
+    chmodSync(slot.workDir, 0o711); // traversable for the sandbox's uids, not listable by host users
+    assertTraversableSync(slot.workDir);
     const uid = slot.hostUidBase;
     const diskMount = join(jobDir, "disk");
     mark("create: job dir");
@@ -231,7 +233,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
       apparmorProfile: p.apparmor,
       ...(attachment !== null ? { netnsPath: `/run/netns/${transparentNames(slot.index).netns}` } : {}),
     });
-    await writeFile(join(jobDir, "bundle", "config.json"), JSON.stringify(config));
+    writeFileSync(join(jobDir, "bundle", "config.json"), JSON.stringify(config)); // ~25 KB: one call here beats three pool round trips
     mark("create: rootfs + bundle");
     signal?.throwIfAborted();
     await ledger.quiet(slot.index); // the slot's parent cgroup is not being removed under crun

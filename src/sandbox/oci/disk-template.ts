@@ -2,7 +2,7 @@
  * Pristine job disks. A job disk of a given size is formatted once per machine: `mkfs.ext4` of a
  * sparse image, whose non-zero blocks (about 0.6 MiB for 1 GiB) are kept as a *pack* in the cache
  * dir. Each job gets a new sparse image file written from the pack: the bytes of a freshly
- * formatted file system and holes elsewhere, so nothing of an earlier job (files, sparse data,
+ * formatted file system and holes elsewhere (the disk tool writes it: `write-mount`), so nothing of an earlier job (files, sparse data,
  * xattrs, freed blocks) can be in it, and no mkfs runs on a job's path. The previous job's image
  * file is unlinked with its job dir. (Measured alternatives: docs/sandbox.md, "Job disks".)
  */
@@ -26,9 +26,11 @@ const BLOCK = 4096;
 
 interface Pack {
   sizeBytes: number;
-  /** [offset, length] of each run of non-zero blocks, in file order; their bytes follow in `data`. */
+  /** [offset, length] of each run of non-zero blocks, in file order; their bytes follow from `dataOffset`. */
   extents: Array<[number, number]>;
-  data: Buffer;
+  /** The pack file, and where its runs' bytes start in it. */
+  file: string;
+  dataOffset: number;
 }
 
 /** The runs of non-zero 4 KiB blocks of `buf`, read from file offset `base`. */
@@ -55,20 +57,13 @@ export class DiskTemplates {
     private readonly diskTool: () => Promise<string>,
   ) {}
 
-  /** Writes a new sparse image of `sizeMiB` holding a pristine ext4 file system; `path` must not exist. */
-  async writeImage(path: string, sizeMiB: number): Promise<void> {
+  /**
+   * The disk tool's `write-mount` arguments before IMAGE (PACK DATA SIZE) and after DIR (the runs):
+   * it writes a new sparse image of `sizeMiB` holding a pristine ext4 file system, and mounts it.
+   */
+  async writeArgs(sizeMiB: number): Promise<{ pack: string[]; runs: string[] }> {
     const pack = await this.pack(sizeMiB);
-    const fh = await open(path, "wx", 0o600);
-    try {
-      await fh.truncate(pack.sizeBytes);
-      let at = 0;
-      for (const [offset, length] of pack.extents) {
-        await fh.write(pack.data, at, length, offset);
-        at += length;
-      }
-    } finally {
-      await fh.close();
-    }
+    return { pack: [pack.file, String(pack.dataOffset), String(pack.sizeBytes)], runs: pack.extents.map(([o, l]) => `${o}:${l}`) };
   }
 
   private pack(sizeMiB: number): Promise<Pack> {
@@ -89,12 +84,12 @@ export class DiskTemplates {
     if (!existsSync(file)) await this.make(sizeMiB, file);
     const raw = await readFile(file);
     const headerLength = raw.readUInt32BE(0);
-    const header = JSON.parse(raw.subarray(4, 4 + headerLength).toString("utf8")) as Omit<Pack, "data">;
-    const data = raw.subarray(4 + headerLength);
-    if (header.sizeBytes !== sizeMiB * 1024 * 1024 || header.extents.reduce((n, [, len]) => n + len, 0) !== data.length) {
+    const header = JSON.parse(raw.subarray(4, 4 + headerLength).toString("utf8")) as Pick<Pack, "sizeBytes" | "extents">;
+    const dataOffset = 4 + headerLength;
+    if (header.sizeBytes !== sizeMiB * 1024 * 1024 || header.extents.reduce((n, [, len]) => n + len, 0) !== raw.length - dataOffset) {
       throw new Error(`${file} is damaged: remove it to have it made again`);
     }
-    return { ...header, data };
+    return { sizeBytes: header.sizeBytes, extents: header.extents, file, dataOffset };
   }
 
   /** mkfs once, keep the non-zero blocks; written to a temp name and renamed (concurrent makers never see half a pack). */

@@ -17,14 +17,15 @@ const run = promisify(execFile);
 
 /**
  * Makes the job disk: a new image file written from the pristine template of its size (no mkfs),
- * attached to a free loop device with autoclear and mounted by the disk tool. Returns the device.
+ * attached to a free loop device with autoclear and mounted, all by one run of the disk tool.
+ * Returns the device.
  */
 export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
-    await templates.writeImage(imagePath, sizeMiB);
+    const { pack, runs } = await templates.writeArgs(sizeMiB);
     await mkdir(mountPoint, { recursive: true, mode: 0o755 });
-    const res = await diskTool.run(["mount", imagePath, mountPoint]);
-    if (res.code !== 0) throw new Error(`disk-tool mount exited ${res.code}: ${res.stderr.trim()}`);
+    const res = await diskTool.run(["write-mount", ...pack, imagePath, mountPoint, ...runs]);
+    if (res.code !== 0) throw new Error(`disk-tool write-mount exited ${res.code}: ${res.stderr.trim()}`);
     return res.stdout.trim();
   } catch (e) {
     if (e instanceof DeltaError) throw e;
@@ -43,24 +44,37 @@ export async function diskFull(mountPoint: string): Promise<boolean> {
   return freeBytes < Math.max(1024 * 1024, (s.blocks * s.bsize) / 100) || s.ffree === 0;
 }
 
-/** Mount points at or below `dir` in the host mount table, last mounted first. */
-export async function mountsBelow(dir: string): Promise<string[]> {
-  const text = readKernelFile("/proc/self/mountinfo");
-  const out: string[] = [];
-  for (const line of text.split("\n")) {
+/**
+ * The mounts at or below `dir` in the host mount table, last mounted first, and the loop devices
+ * among their sources (one read of mountinfo; `loopDevicesBelow` reads every loop device instead).
+ */
+export function mountTableBelow(dir: string): { mounts: string[]; loops: string[] } {
+  const mounts: string[] = [];
+  const loops = new Set<string>();
+  for (const line of readKernelFile("/proc/self/mountinfo").split("\n")) {
     const mp = line.split(" ")[4];
     if (mp === undefined) continue;
     const decoded = mp.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (decoded === dir || decoded.startsWith(dir + "/")) out.push(decoded);
+    if (decoded !== dir && !decoded.startsWith(dir + "/")) continue;
+    mounts.push(decoded);
+    const sep = line.indexOf(" - ");
+    const source = sep < 0 ? "" : (line.slice(sep + 3).split(" ")[1] ?? "");
+    if (/^\/dev\/loop\d+$/.test(source)) loops.add(source);
   }
-  return out.reverse(); // mountinfo lists in mount order: undo it backwards (an overlay before its upper's disk)
+  // mountinfo lists in mount order: undo it backwards (an overlay before its upper's disk)
+  return { mounts: mounts.reverse(), loops: [...loops] };
 }
 
-/** Unmounts everything at or below `dir` (lazily when busy), in one run of the disk tool. */
-export async function unmountBelow(diskTool: HostTool, dir: string): Promise<string[]> {
-  const mounts = await mountsBelow(dir);
-  if (mounts.length > 0) await diskTool.run(["umount", ...mounts]);
-  return mounts;
+/** Mount points at or below `dir` in the host mount table, last mounted first. */
+export async function mountsBelow(dir: string): Promise<string[]> {
+  return Promise.resolve(mountTableBelow(dir).mounts);
+}
+
+/** Unmounts `mounts` (default: everything at or below `dir`), lazily when busy, in one run of the disk tool. */
+export async function unmountBelow(diskTool: HostTool, dir: string, mounts?: string[]): Promise<string[]> {
+  const list = mounts ?? (await mountsBelow(dir));
+  if (list.length > 0) await diskTool.run(["umount", ...list]);
+  return list;
 }
 
 /** Loop devices whose backing file is below `dir` (from sysfs: no process to spawn). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -75,6 +75,31 @@ void test("what a command leaves behind is reparented to the spawner, which reap
     // reaped by the spawner: no zombie is left (it would keep its /proc entry)
     for (let i = 0; i < 1000 && existsSync(`/proc/${orphan}`); i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(existsSync(`/proc/${orphan}`), false);
+  } finally {
+    await s.close();
+  }
+});
+
+void test("a connection is kept for the next request; concurrent requests and channel commands still get their own replies", async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  /** The spawner's socket inodes (its listening socket and the connections it holds). */
+  const sockets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ""; } }).filter((l) => l.startsWith("socket:")).sort();
+  try {
+    const pid = Number((await s.run("sh", ["-c", "echo $PPID"], 10_000)).stdout.trim());
+    // while a command runs the spawner holds its request's connection; after the reply it still does
+    const running = s.run("sleep", ["0.3"], 10_000);
+    await new Promise((r) => setTimeout(r, 150));
+    const during = sockets(pid);
+    assert.equal((await running).code, 0);
+    assert.deepEqual(sockets(pid), during, "the connection is kept after the reply");
+    for (let i = 0; i < 5; i++) assert.equal((await s.run("true", [], 10_000)).code, 0);
+    assert.deepEqual(sockets(pid), during, "and served the next requests: no new connection");
+    const many = await Promise.all(Array.from({ length: 12 }, (_, i) => s.run("sh", ["-c", `sleep 0.0${i % 3}; echo ${i}`], 10_000)));
+    assert.deepEqual(many.map((r) => r.stdout), Array.from({ length: 12 }, (_, i) => `${i}\n`));
+    const withChannels = await Promise.all(Array.from({ length: 4 }, (_, i) => s.runWithChannel("sh", ["-c", `echo ch${i} >&3`], 10_000)));
+    const lines = await Promise.all(withChannels.map((r) => new Promise<string>((resolve) => r.channel.once("data", (d: Buffer) => resolve(d.toString())))));
+    assert.deepEqual(lines, ["ch0\n", "ch1\n", "ch2\n", "ch3\n"]);
+    for (const r of withChannels) r.channel.destroy();
   } finally {
     await s.close();
   }

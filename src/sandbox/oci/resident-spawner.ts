@@ -18,10 +18,15 @@ const START_TIMEOUT_MS = 10_000;
 /** sockaddr_un's path limit, with room for "/s". */
 const MAX_DIR_CHARS = 100;
 
+/** Connections kept open for the next request (the spawner keeps up to 32 idle, IDLE_MAX). */
+const IDLE_CONNECTIONS = 8;
+
 interface Running {
   child: ChildProcess;
   dir: string;
   socketPath: string;
+  /** Connections whose last reply came in full: reused for the next request (a connect each cost more than the command's reply). */
+  idle: Socket[];
   /** Removes `dir`; also run when this process exits, so a spawner killed outright leaves nothing behind. */
   removeDir: () => void;
 }
@@ -82,6 +87,7 @@ export class ResidentSpawner implements HostCommands {
     this.running = null;
     if (r === null || r === undefined) return;
     const gone = r.child.exitCode !== null || r.child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => r.child.once("exit", () => resolve()));
+    for (const s of r.idle.splice(0)) s.destroy();
     r.child.stdin?.end();
     const timer = setTimeout(() => r.child.kill("SIGKILL"), 2_000);
     await gone.finally(() => clearTimeout(timer));
@@ -130,7 +136,7 @@ export class ResidentSpawner implements HostCommands {
     // the host may exit with the spawner still there: its stdin's EOF ends it then
     child.unref();
     (child.stdin as Socket | null)?.unref();
-    const running: Running = { child, dir, socketPath: join(dir, "s"), removeDir: forget };
+    const running: Running = { child, dir, socketPath: join(dir, "s"), idle: [], removeDir: forget };
     child.once("exit", (code, sig) => {
       if (this.running !== null) this.logger.warn({ code, sig }, "the resident spawner exited; the next command starts a new one");
       this.running = null;
@@ -150,31 +156,63 @@ export class ResidentSpawner implements HostCommands {
     });
   }
 
+  /** An idle connection to the spawner, or a new one; null if it could not be reached. */
+  private async connection(r: Running): Promise<Socket | null> {
+    for (let s = r.idle.pop(); s !== undefined; s = r.idle.pop()) {
+      if (!s.destroyed && s.readyState === "open") {
+        s.ref();
+        return s;
+      }
+    }
+    const s = await this.connect(r.socketPath).catch(() => null);
+    s?.on("error", () => {});
+    return s;
+  }
+
+  /** Keeps a connection whose reply came in full for the next request (unreferenced: it keeps no process alive). */
+  private keep(r: Running, s: Socket): void {
+    if (this.running === null || r.idle.length >= IDLE_CONNECTIONS || s.destroyed) {
+      s.destroy();
+      return;
+    }
+    s.unref();
+    r.idle.push(s);
+    s.once("close", () => {
+      const i = r.idle.indexOf(s);
+      if (i >= 0) r.idle.splice(i, 1);
+    });
+  }
+
   /** Sends one request and reads its reply; null if the spawner could not be reached. */
   private async call(r: Running, req: Buffer, timeoutMs: number, killSignal: NodeJS.Signals): Promise<CommandResult | null> {
-    const s = await this.connect(r.socketPath).catch(() => null);
+    const s = await this.connection(r);
     if (s === null) return null;
     return new Promise((resolve) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
+      let got: Buffer = Buffer.alloc(0);
       let pid = 0;
       const timer = setTimeout(() => {
         if (pid > 0) try {
           process.kill(pid, killSignal);
         } catch {}
       }, timeoutMs);
-      s.on("data", (d: Buffer) => {
-        chunks.push(d);
-        size += d.length;
-        if (pid === 0 && size >= 4) pid = Buffer.concat(chunks).readInt32BE(0);
-      });
-      s.on("error", () => {});
-      s.on("close", () => {
+      const done = (reply: CommandResult | null) => {
         clearTimeout(timer);
-        const reply = parseReply(Buffer.concat(chunks));
-        resolve(reply ?? (pid > 0 ? { code: 1, stdout: "", stderr: "the spawner's reply was cut short" } : null));
-      });
-      s.end(req);
+        s.off("data", onData);
+        s.off("close", onClose);
+        resolve(reply);
+      };
+      const onData = (d: Buffer) => {
+        got = got.length === 0 ? d : Buffer.concat([got, d]);
+        if (pid === 0 && got.length >= 4) pid = got.readInt32BE(0);
+        const reply = parseReply(got);
+        if (reply === null) return;
+        done(reply);
+        this.keep(r, s);
+      };
+      const onClose = () => done(parseReply(got) ?? (pid > 0 ? { code: 1, stdout: "", stderr: "the spawner's reply was cut short" } : null));
+      s.on("data", onData);
+      s.on("close", onClose);
+      s.write(req);
     });
   }
 }

@@ -6,7 +6,7 @@ import type { Clock } from "../../base/clock.ts";
 import { cgroupDirs, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
 import type { HostTool } from "./host-commands.ts";
-import { detachLoops, loopDevicesBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
+import { detachLoops, loopDevicesBelow, mountTableBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
 
 export interface TeardownContext {
   crun: CrunCli;
@@ -75,14 +75,19 @@ export async function forgetContainer(ctx: TeardownContext, id: string, cgroupPa
 /**
  * Unmounts everything below `dir`, waits for its loop devices to be released (autoclear happens
  * once the last mount namespace holding the file system is gone), detaches stragglers, removes it.
+ * `loops`: which loop devices are watched. "scan" (the default) checks every loop device's backing
+ * file, for dirs whose maker may have died between attaching and mounting; "mounted" takes those
+ * mounted below `dir`, for a job dir whose disk this process mounted and still holds mounted
+ * (an autoclear device that was never mounted is gone when its attacher closed it).
  */
-export async function removeJobFiles(ctx: Pick<TeardownContext, "clock" | "diskTool">, dir: string): Promise<string[]> {
+export async function removeJobFiles(ctx: Pick<TeardownContext, "clock" | "diskTool">, dir: string, loops: "scan" | "mounted" = "scan"): Promise<string[]> {
   const removed: string[] = [];
   if (!existsSync(dir)) return removed;
-  const loops = await loopDevicesBelow(dir); // found once; then only these are watched
-  for (const mp of await unmountBelow(ctx.diskTool, dir)) removed.push(`mount ${mp}`);
+  const table = loops === "mounted" ? mountTableBelow(dir) : null;
+  const watched = table?.loops ?? (await loopDevicesBelow(dir)); // found once; then only these are watched
+  for (const mp of await unmountBelow(ctx.diskTool, dir, table?.mounts)) removed.push(`mount ${mp}`);
   const until = ctx.clock.now() + 3_000;
-  let left = await stillBelow(loops, dir);
+  let left = await stillBelow(watched, dir);
   for (let waitMs = 2; left.length > 0 && ctx.clock.now() < until; waitMs = Math.min(50, waitMs * 2)) {
     await ctx.clock.sleep(waitMs);
     left = await stillBelow(left, dir);

@@ -6,6 +6,13 @@
  *   mount IMAGE DIR       attaches IMAGE to a free loop device (autoclear: it is released with
  *                         its last mount) and mounts it at DIR as ext4, nosuid, nodev, noatime,
  *                         noinit_itable; prints the loop device
+ *   write PACK DATA SIZE IMAGE OFFSET:LENGTH...
+ *                         creates IMAGE (it must not exist) as a sparse file of SIZE bytes holding
+ *                         the runs of a template pack (disk-template.ts): run i is LENGTH bytes at
+ *                         OFFSET of IMAGE, read in order from PACK starting at byte DATA
+ *   write-mount PACK DATA SIZE IMAGE DIR OFFSET:LENGTH...
+ *                         `write`, then `mount IMAGE DIR`: one exec per job disk instead of a
+ *                         dozen file operations in the host and then this tool
  *   umount DIR...         unmounts each DIR in order (lazily when busy); missing ones are skipped
  */
 #define _GNU_SOURCE
@@ -74,6 +81,39 @@ static int run_mount(const char *image, const char *dir) {
   return 0;
 }
 
+static int write_image(const char *pack, const char *data, const char *size, const char *image, int n, char **runs) {
+  char *end;
+  long long from = strtoll(data, &end, 10), total = strtoll(size, &end, 10);
+  if (from < 0 || total <= 0) { fprintf(stderr, "deltaci: bad pack offset or image size\n"); return 1; }
+  int in = open(pack, O_RDONLY | O_CLOEXEC);
+  if (in < 0) { perror("deltaci: open pack"); return 1; }
+  int out = open(image, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (out < 0) { perror("deltaci: create image"); close(in); return 1; }
+  int rc = 0;
+  if (ftruncate(out, (off_t)total) != 0) { perror("deltaci: size image"); rc = 1; }
+  static char buf[1 << 16];
+  for (int i = 0; i < n && rc == 0; i++) {
+    long long at = strtoll(runs[i], &end, 10), left = *end == ':' ? strtoll(end + 1, &end, 10) : -1;
+    if (at < 0 || left <= 0 || *end != 0 || at + left > total) { fprintf(stderr, "deltaci: bad run %s\n", runs[i]); rc = 1; break; }
+    while (left > 0) {
+      ssize_t got = pread(in, buf, left < (long long)sizeof buf ? (size_t)left : sizeof buf, (off_t)from);
+      if (got <= 0) { fprintf(stderr, "deltaci: pack %s ends early\n", pack); rc = 1; break; }
+      for (ssize_t off = 0; off < got;) {
+        ssize_t put = pwrite(out, buf + off, (size_t)(got - off), (off_t)(at + off));
+        if (put < 0) { perror("deltaci: write image"); rc = 1; break; }
+        off += put;
+      }
+      if (rc != 0) break;
+      from += got;
+      at += got;
+      left -= got;
+    }
+  }
+  close(in);
+  if (close(out) != 0 && rc == 0) { perror("deltaci: close image"); rc = 1; }
+  return rc;
+}
+
 static int run_umount(int n, char **dirs) {
   int rc = 0;
   for (int i = 0; i < n; i++) {
@@ -90,6 +130,11 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "extents") == 0) return run_extents(argv[2]);
   if (argc == 4 && strcmp(argv[1], "mount") == 0) return run_mount(argv[2], argv[3]);
   if (argc >= 2 && strcmp(argv[1], "umount") == 0) return run_umount(argc - 2, argv + 2);
-  fprintf(stderr, "usage: %s extents FILE | mount IMAGE DIR | umount DIR...\n", argv[0]);
+  if (argc >= 6 && strcmp(argv[1], "write") == 0) return write_image(argv[2], argv[3], argv[4], argv[5], argc - 6, argv + 6);
+  if (argc >= 7 && strcmp(argv[1], "write-mount") == 0) {
+    if (write_image(argv[2], argv[3], argv[4], argv[5], argc - 7, argv + 7) != 0) return 1;
+    return run_mount(argv[5], argv[6]);
+  }
+  fprintf(stderr, "usage: %s extents FILE | mount IMAGE DIR | write PACK DATA SIZE IMAGE OFFSET:LENGTH... | write-mount PACK DATA SIZE IMAGE DIR OFFSET:LENGTH... | umount DIR...\n", argv[0]);
   return 2;
 }

@@ -5,7 +5,8 @@
  *
  *   spawner DIR    listens on DIR/s (DIR must be a private 0700 directory); prints "ready\n"
  *
- * Requests, one per connection: u32 big-endian length, then NUL-terminated fields:
+ * Requests: u32 big-endian length, then NUL-terminated fields. After an R or D command's reply the
+ * connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
  *   "C" TOKEN            keep this connection as channel TOKEN (fd 3 of a later "D" command)
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
  *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
@@ -39,6 +40,7 @@
 #define OUT_MAX (16 << 20)
 #define CHANNELS 64
 #define MAX_CMDS 256
+#define IDLE_MAX 32
 
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static char dir_path[sizeof(sock_path)];
@@ -119,6 +121,15 @@ struct cmd {
 };
 static struct cmd cmds[MAX_CMDS];
 
+/* Connections that got their reply and wait for their client's next request (or EOF). */
+static int idle[IDLE_MAX];
+static int nidle;
+
+static void keep_or_close(int conn, int ok) {
+  if (ok && nidle < IDLE_MAX) idle[nidle++] = conn;
+  else close(conn);
+}
+
 static void finish(struct cmd *c) {
   if (c->kind == 'D' && c->err >= 0) { /* its detached children may keep the pipe: take what it holds */
     char tmp[65536];
@@ -128,12 +139,10 @@ static void finish(struct cmd *c) {
   if (c->out >= 0) close(c->out);
   if (c->err >= 0) close(c->err);
   int code = WIFEXITED(c->status) ? WEXITSTATUS(c->status) : 128 + WTERMSIG(c->status);
-  write_u32(c->conn, (uint32_t)code);
-  write_u32(c->conn, (uint32_t)c->so.len);
-  if (c->so.len) write_full(c->conn, c->so.data, c->so.len);
-  write_u32(c->conn, (uint32_t)c->se.len);
-  if (c->se.len) write_full(c->conn, c->se.data, c->se.len);
-  close(c->conn);
+  int ok = write_u32(c->conn, (uint32_t)code) == 0 && write_u32(c->conn, (uint32_t)c->so.len) == 0 &&
+           (c->so.len == 0 || write_full(c->conn, c->so.data, c->so.len) == 0) && write_u32(c->conn, (uint32_t)c->se.len) == 0 &&
+           (c->se.len == 0 || write_full(c->conn, c->se.data, c->se.len) == 0);
+  keep_or_close(c->conn, ok);
   free(c->so.data);
   free(c->se.data);
   memset(c, 0, sizeof *c);
@@ -288,7 +297,7 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
-  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0); /* accepted ones block */
   struct sockaddr_un addr = {0};
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, sock_path, strlen(sock_path));
@@ -298,8 +307,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (write_full(1, "ready\n", 6) < 0) { cleanup(); return 1; }
-  static struct pollfd p[3 + 2 * MAX_CMDS];
-  static struct { struct cmd *c; int which; } at[3 + 2 * MAX_CMDS];
+  static struct pollfd p[3 + 2 * MAX_CMDS + IDLE_MAX];
+  static struct { struct cmd *c; int which; } at[3 + 2 * MAX_CMDS + IDLE_MAX];
   for (;;) {
     int n = 0;
     p[n++] = (struct pollfd){0, POLLIN, 0};
@@ -310,14 +319,30 @@ int main(int argc, char **argv) {
       if (cmds[i].out >= 0) { at[n].c = &cmds[i]; at[n].which = 1; p[n++] = (struct pollfd){cmds[i].out, POLLIN, 0}; }
       if (cmds[i].err >= 0) { at[n].c = &cmds[i]; at[n].which = 2; p[n++] = (struct pollfd){cmds[i].err, POLLIN, 0}; }
     }
+    for (int i = 0; i < nidle; i++) { at[n].c = NULL; at[n].which = 3; p[n++] = (struct pollfd){idle[i], POLLIN, 0}; }
     if (poll(p, (nfds_t)n, -1) < 0) { if (errno == EINTR) continue; break; }
     if (p[0].revents != 0) {
       char c;
       ssize_t r = read(0, &c, 1);
       if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) break; /* the host is gone */
     }
+    /* New connections first, all that wait: a D request on an idle connection names a channel
+     * whose C request came on a new connection, connected and written before it. */
+    if (p[2].revents & POLLIN) {
+      for (int conn; (conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0;) serve(conn);
+    }
     for (int i = 3; i < n; i++) {
-      if (p[i].revents == 0) continue;
+      if (p[i].revents == 0 || at[i].which != 3) continue;
+      /* an idle connection's next request (or its EOF): off the idle list, then served as a new one */
+      for (int k = 0; k < nidle; k++) {
+        if (idle[k] != p[i].fd) continue;
+        idle[k] = idle[--nidle];
+        serve(p[i].fd);
+        break;
+      }
+    }
+    for (int i = 3; i < n; i++) {
+      if (p[i].revents == 0 || at[i].which == 3) continue;
       struct cmd *c = at[i].c;
       if (at[i].which == 1 && c->out == p[i].fd) drain(c, &c->out, &c->so);
       else if (at[i].which == 2 && c->err == p[i].fd) drain(c, &c->err, &c->se);
@@ -326,10 +351,6 @@ int main(int argc, char **argv) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) == sizeof si) {}
       reap();
-    }
-    if (p[2].revents & POLLIN) {
-      int conn = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-      if (conn >= 0) serve(conn);
     }
   }
   cleanup();

@@ -18,9 +18,18 @@ export function projectRoot(): string {
   return dir;
 }
 
-/** The command that starts this CLI again in a child process (runners spawned by a controller). */
-export function selfCommand(): { command: string; args: string[] } {
-  return { command: process.execPath, args: [join(projectRoot(), "bin", "deltaci.js")] };
+/**
+ * node's own flags for a runner host process. A 1 MiB semi-space (node's default grows it to
+ * 8–16 MiB under a burst of jobs and keeps it): the young generation of a host is its sessions'
+ * short-lived request and log objects, and a smaller one keeps ~5 MiB off the idle host's RSS
+ * for no measurable CPU per job (docs/benchmarks.md, memory). V8 takes heap sizes only at start,
+ * so they go on node's command line, before the script.
+ */
+export const RUNNER_HOST_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1"];
+
+/** The command that starts this CLI again in a child process (runners and hosts spawned by a controller); `nodeFlags` go to node. */
+export function selfCommand(nodeFlags: readonly string[] = []): { command: string; args: string[] } {
+  return { command: process.execPath, args: [...nodeFlags, join(projectRoot(), "bin", "deltaci.js")] };
 }
 
 /** The user's cache dir for Delta CI: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci (may not exist yet). */

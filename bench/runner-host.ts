@@ -10,6 +10,9 @@
  *               jobs (`true`) submitted at once (8 submitters) until all ended: jobs/s and CPU
  *               per job (`up` = server + controller, plus host / runner processes and the crun
  *               they ran, from /proc). Baseline in the same run: `--runner-mode process`.
+ * Memory is read 1–2 s after the host's last activity, and again once it settled (`--settle-ms`,
+ * default 10 s, without jobs: V8's memory reducer has run) for 0 sessions (cold) and 1 idle
+ * session after the warm jobs.
  * Pickup = the step's own `date +%s%N` − the wall time just before its POST /v1/jobs.
  * One client submits and polls (/metrics every 20 ms), so the check barely loads what it measures.
  * Prints one JSON document. Usage: tsx bench/runner-host.ts [--jobs 100] [--warm 20] [--cold 10]
@@ -33,6 +36,7 @@ const only = opt("only", "cold,warm,throughput").split(",");
 const isolation = opt("isolation", "oci") as "oci" | "process";
 const modes = opt("modes", "session,process").split(",") as Array<"session" | "process">;
 const cpuProfDir = argv.includes("--cpu-prof-dir") ? opt("cpu-prof-dir", "") : undefined;
+const SETTLE_MS = Number(opt("settle-ms", "10000"));
 const MAX = 8;
 const GAP_MS = 1000;
 const STEP = "date +%s%N";
@@ -72,7 +76,10 @@ async function cold(bundle: string) {
       ms.push(await pickup(up, `cold-${i}`));
     }
     await sleep(GAP_MS);
-    return { firstJobAfterColdStartMs: firstAfterStartMs, pickupHostRunningNoIdleSession: summary(ms), goalP50Ms: 200, hostRssMiBNoSessions: await hostRssMiB(up), loadavgAtStart: loadAtStart, loadavgAtEnd: load() };
+    const rss0 = await hostRssMiB(up);
+    const loadAtEnd = load();
+    await sleep(SETTLE_MS);
+    return { firstJobAfterColdStartMs: firstAfterStartMs, pickupHostRunningNoIdleSession: summary(ms), goalP50Ms: 200, hostRssMiBNoSessions: rss0, hostRssMiBNoSessionsSettled: await hostRssMiB(up), loadavgAtStart: loadAtStart, loadavgAtEnd: loadAtEnd };
   } finally {
     await up.close();
   }
@@ -93,7 +100,10 @@ async function warm(bundle: string, mode: "session" | "process") {
       ms.push(await pickup(up, `warm-${i}`));
       await idle();
     }
-    return { mode, pickup: summary(ms), goalP50Ms: mode === "session" ? 15 : undefined, hostRssMiBOneIdleSession: rss, loadavgAtStart: loadAtStart, loadavgAtEnd: load() };
+    const loadAtEnd = load();
+    if (mode === "session") await sleep(SETTLE_MS);
+    const settled = mode === "session" ? await hostRssMiB(up) : null;
+    return { mode, pickup: summary(ms), goalP50Ms: mode === "session" ? 15 : undefined, hostRssMiBOneIdleSession: rss, hostRssMiBOneIdleSessionAfterJobsSettled: settled, loadavgAtStart: loadAtStart, loadavgAtEnd: loadAtEnd };
   } finally {
     await up.close();
   }
@@ -164,10 +174,12 @@ async function bareNodeRssMiB(): Promise<number> {
 }
 const [m0, m1, m8] = [mem("hostRssMiBNoSessions"), mem("hostRssMiBOneIdleSession"), mem("hostRssMiBEightIdleSessions")];
 out.memory = {
-  hostMiB: { sessions0: m0, sessions1: m1, sessions8: m8 }, baselineBareNodeRssMiB: await bareNodeRssMiB(),
+  hostMiB: { sessions0: m0, sessions1: m1, sessions8: m8 },
+  hostMiBSettled: { sessions0: mem("hostRssMiBNoSessionsSettled"), sessions1AfterJobs: mem("hostRssMiBOneIdleSessionAfterJobsSettled") },
+  baselineBareNodeRssMiB: await bareNodeRssMiB(),
   marginalRssMiBPerIdleSession: m0 !== null && m8 !== null ? r1((m8.rss - m0.rss) / 8) : null,
   goals: { idleHostRssMiB: 60, perIdleSessionMiB: 10 },
-  note: "runner host, each from its own `deltaci up` (cold: 0 sessions after its jobs, warm: 1, throughput: 8 idle sessions); rss = VmRSS, private = Private_* of smaps_rollup (not node's shared text), pss = its proportional share",
+  note: "runner host, each from its own `deltaci up` (cold: 0 sessions after its jobs, warm: 1, throughput: 8 idle sessions; settled: the same host --settle-ms later); rss = VmRSS, private = Private_* of smaps_rollup (not node's shared text), pss = its proportional share",
 };
 out.loadavgAtEnd = load();
 // bin/deltaci.js runs hosts and runners from the sources (tsx) once a source file is newer than the bundle.

@@ -5,7 +5,7 @@
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
-// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise.
+// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise (without node:http2: noHttp2).
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):
@@ -54,6 +54,18 @@ const slimUndici = {
     b.onResolve({ filter: /^undici$/ }, () => ({ path: `${root}scripts/undici-slim.cjs` }));
   },
 };
+/**
+ * The runner bundle has no `node:http2`: undici's HTTP/2 client requires it at load (and with it
+ * tls and http), ~1.5 MiB of every runner host's RSS, and the runner's client never speaks h2.
+ * undici takes a failed require as "no http2" (lib/dispatcher/client-h2.js).
+ */
+const noHttp2 = {
+  name: "no-http2",
+  setup(b) {
+    b.onResolve({ filter: /^node:http2$/ }, () => ({ path: "node:http2", namespace: "no-http2" }));
+    b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the runner bundle (scripts/build.mjs)");', loader: "js" }));
+  },
+};
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
@@ -64,10 +76,10 @@ const common = {
  * with a V8 code cache, and dist/NAME.mjs, the loader's call (what bin/deltaci.js imports). Strict
  * mode as in the ESM bundle; `import.meta.url` is the .cjs file's URL.
  */
-async function buildCached(name, entry) {
+async function buildCached(name, entry, plugins = []) {
   const out = `${root}dist/${name}.cjs`;
   await build({
-    ...common, format: "cjs", entryPoints: [entry], outfile: out,
+    ...common, format: "cjs", entryPoints: [entry], outfile: out, plugins: [...common.plugins, ...plugins],
     define: { "import.meta.url": "__deltaciBundleUrl" },
     banner: { js: '(function (exports, require, module, __filename, __dirname) { "use strict"; const __deltaciBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
     footer: { js: "})" },
@@ -88,6 +100,6 @@ await mkdir(`${root}dist`, { recursive: true });
 await copyFile(`${root}scripts/code-cache-loader.mjs`, `${root}dist/code-cache-loader.mjs`);
 await Promise.all([
   buildCached("deltaci", `${root}src/cli/main.ts`),
-  buildCached("runner", `${root}src/cli/runner-main.ts`),
+  buildCached("runner", `${root}src/cli/runner-main.ts`, [noHttp2]),
   buildWeb(root),
 ]);

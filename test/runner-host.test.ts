@@ -12,6 +12,7 @@ import { chmod, readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { controllerOptionsFromFlags, startLocalController } from "../src/cli/commands/controller.ts";
+import { RUNNER_HOST_NODE_FLAGS } from "../src/config/paths.ts";
 import type { RunningController } from "../src/controller/index.ts";
 import { alive, startHarness, type Harness } from "./controller-harness.ts";
 import { cgroupDirs, crunIds, loopsUnder, mountsUnder } from "./support/leftovers.ts";
@@ -76,6 +77,8 @@ void test("session mode: kill -9 of the runner host mid-burst: every job succeed
   await h.waitJob(ids[0] as string, (j) => j.state === "running", 120_000);
   const [pid] = await hostPids(h.workRoot);
   assert.ok(pid, "a runner host runs the sessions");
+  const argv = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
+  assert.deepEqual(argv.slice(1, 1 + RUNNER_HOST_NODE_FLAGS.length), [...RUNNER_HOST_NODE_FLAGS], `the host's node flags, before its script: ${argv.join(" ")}`);
   process.kill(pid, "SIGKILL");
   const jobs = await Promise.all(ids.map((id) => h.waitJob(id, undefined, 180_000)));
   for (const j of jobs) assert.equal(j.state, "succeeded", JSON.stringify(j.failure));

@@ -18,9 +18,22 @@ export function projectRoot(): string {
   return dir;
 }
 
-/** The command that starts this CLI again in a child process (runners spawned by a controller). */
-export function selfCommand(): { command: string; args: string[] } {
-  return { command: process.execPath, args: [join(projectRoot(), "bin", "deltaci.js")] };
+/**
+ * node's own flags for a runner host process (docs/benchmarks.md, "Runner host memory"). V8
+ * takes them only at start, so they go on node's command line, before the script.
+ * - `--liftoff-only`: undici's HTTP parser is WebAssembly (llhttp), and V8 compiles it with
+ *   TurboFan too on first use: ~36 MiB of malloc on a compile thread, ~10 MiB of it kept
+ *   resident in that thread's arena for the host's life. Liftoff code alone parses the
+ *   host's responses with less CPU than the TurboFan compile costs.
+ * - `--max-semi-space-size=1` (MiB): node's default lets the young generation grow to 8–16 MiB
+ *   under a burst of jobs and keeps it; a host's young objects are its sessions' short-lived
+ *   request and log objects.
+ */
+export const RUNNER_HOST_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1", "--liftoff-only"];
+
+/** The command that starts this CLI again in a child process (runners and hosts spawned by a controller); `nodeFlags` go to node. */
+export function selfCommand(nodeFlags: readonly string[] = []): { command: string; args: string[] } {
+  return { command: process.execPath, args: [...nodeFlags, join(projectRoot(), "bin", "deltaci.js")] };
 }
 
 /** The user's cache dir for Delta CI: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci (may not exist yet). */

@@ -49,6 +49,8 @@ export interface ControllerDeps {
   reaper?: SlotReaper;
   /** How to start `deltaci` (required unless `provider` is given). */
   command?: { command: string; args: string[] };
+  /** How to start `deltaci` for a runner host (session mode); default `command`. */
+  hostCommand?: { command: string; args: string[] };
   provider?: RunnerProvider;
   api?: ControlPlane;
   clock?: Clock;
@@ -84,7 +86,7 @@ export async function startController(opts: ControllerOptions, deps: ControllerD
     deps.provider ??
     ((opts.runnerMode ?? "session") === "session"
       ? new HostProvider({
-        workRoot: opts.workRoot, command, slotBase: opts.slotBase ?? 0, slotsPerHost: opts.maxRunners, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
+        workRoot: opts.workRoot, command: deps.hostCommand ?? command, slotBase: opts.slotBase ?? 0, slotsPerHost: opts.maxRunners, runnerIdleTimeoutMs: t.runnerIdleTimeoutMs,
         maxSessions: opts.hostMaxSessions ?? defaults.hostMaxSessions, maxAgeMs: opts.hostMaxAgeMs ?? defaults.hostMaxAgeMs,
         startTimeoutMs: defaults.hostStartTimeoutMs, drainTimeoutMs: t.drainTimeoutMs, reaper, clock, logger: deps.logger, hostArgs: opts.hostArgs ?? [],
       })

@@ -71,6 +71,20 @@ void describe("LogUploader", () => {
     spool.close();
   });
 
+  void it("a quiet log's uploader holds a buffer sized to its log, not chunkBytes (a runner host runs many)", async () => {
+    const spool = new LogSpool(join(dir, "quiet.log"), 1 << 30);
+    const server = new FlakyLogServer();
+    const held: number[] = [];
+    const sink: LogSink = { put: (start, bytes, signal) => (held.push(bytes.buffer.byteLength), server.put(start, bytes, signal)) };
+    const up = new LogUploader({ spool, sink, clock: systemClock, flushIntervalMs: 5, flushBytes: 64 * 1024, chunkBytes: 4 << 20 });
+    up.start();
+    spool.append(Buffer.from("hello\n"));
+    const sum = await up.finish(AbortSignal.timeout(60_000));
+    assert.equal(sum.bytes, 6);
+    assert.ok(held.length > 0 && held.every((n) => n <= 64 * 1024), `buffers behind the PUTs: ${held.join(", ")} bytes`);
+    spool.close();
+  });
+
   void it("rewinds after a 412 and resends from the server's committed", async () => {
     const spool = new LogSpool(join(dir, "b.log"), 1 << 30);
     const server = new FlakyLogServer();

@@ -1,7 +1,7 @@
 /**
  * Streams the spool to the server: `PUT` chunks (≤ chunkBytes) at offsets, up to `inFlight`
- * requests at once (each with its own reusable buffer, made on first use and no larger than the
- * chunks need; the server orders them by offset),
+ * requests at once (each with its own reusable buffer, made on first need and no bigger than the
+ * log needs, so a quiet job's uploader holds kilobytes, not `inFlight` × chunkBytes; the server orders them by offset),
  * flushing once `flushBytes` wait or `flushIntervalMs` after the previous send. The
  * server's `committed` is the truth: a 416 rewinds to it, resends before it are idempotent, and
  * the sha256 is computed over exactly the committed bytes, in order. Transient failures are
@@ -33,12 +33,8 @@ export const MIN_CHUNK_BYTES = 16 * 1024;
  */
 export const DEFAULT_PUTS_IN_FLIGHT = 2;
 
-/**
- * Size of a window buffer while chunks are small. A job that prints little (most do) never holds
- * `chunkBytes` (4 MiB) per PUT: buffers that size, made per job, are external memory V8 counts
- * towards a full GC, which in a runner host ran every one or two jobs.
- */
-export const SMALL_CHUNK_BUFFER_BYTES = 64 * 1024;
+/** Smallest chunk buffer made; buffers grow by powers of two up to chunkBytes as the log does. */
+const MIN_BUFFER_BYTES = 64 * 1024;
 
 /** The reason a wait's own timer is cleared with (an abort without one builds a DOMException). */
 const TIMER_DONE = new Error("wait over");
@@ -63,8 +59,10 @@ export interface LogSummary {
 
 export class LogUploader {
   private readonly o: LogUploaderOptions;
-  /** Chunk buffers not in flight (one per PUT the window allows; null until first used). */
-  private readonly free: Array<Buffer | null> = [];
+  /** Chunk buffers not in flight (at most one per PUT the window allows; made on first need). */
+  private readonly free: Buffer[] = [];
+  /** PUTs allowed in flight at once. */
+  private readonly window: number;
   private committedBytes = 0;
   /** End of what was handed to the sink (≥ committed while PUTs are in flight). */
   private sentTo = 0;
@@ -86,8 +84,7 @@ export class LogUploader {
 
   constructor(opts: LogUploaderOptions) {
     this.o = opts;
-    const window = Math.max(1, opts.inFlight ?? DEFAULT_PUTS_IN_FLIGHT);
-    for (let i = 0; i < window; i++) this.free.push(null);
+    this.window = Math.max(1, opts.inFlight ?? DEFAULT_PUTS_IN_FLIGHT);
     this.chunkLimit = opts.chunkBytes;
   }
 
@@ -183,7 +180,7 @@ export class LogUploader {
         // Nothing in flight yet bytes sent but not held (a partial commit): send them again.
         if (inflight.size === 0 && this.sentTo > this.committedBytes) this.sentTo = this.committedBytes;
         const unsent = spool.size - this.sentTo;
-        if (unsent <= 0 || this.free.length === 0) {
+        if (unsent <= 0 || inflight.size >= this.window) {
           if (unsent <= 0 && inflight.size === 0 && this.finishing) return;
           // Window full: only a settling PUT can let more go (a flood appends every 64 KiB).
           await this.waitForPoke(undefined, unsent > 0 ? Infinity : 0);
@@ -199,7 +196,7 @@ export class LogUploader {
         }
         const start = this.sentTo;
         const want = Math.min(this.chunkLimit, unsent);
-        const buf = this.windowBuffer(want);
+        const buf = this.buffer(want);
         // Reserve the range before the read: completions that land meanwhile may rewind `sentTo`.
         this.sentTo = start + want;
         this.lastSendAt = clock.now();
@@ -227,11 +224,11 @@ export class LogUploader {
     }
   }
 
-  /** A free window buffer of at least `want` bytes: small until a chunk needs more, then `chunkBytes`. */
-  private windowBuffer(want: number): Buffer {
-    const buf = this.free.pop() ?? null;
-    if (buf !== null && buf.length >= want) return buf;
-    return Buffer.allocUnsafe(want <= SMALL_CHUNK_BUFFER_BYTES ? Math.min(SMALL_CHUNK_BUFFER_BYTES, this.o.chunkBytes) : this.o.chunkBytes);
+  /** A free chunk buffer of at least `bytes`; a smaller free one is dropped for a bigger one (powers of two, so a growing log makes a few). */
+  private buffer(bytes: number): Buffer {
+    const free = this.free.pop();
+    if (free !== undefined && free.length >= bytes) return free;
+    return Buffer.allocUnsafe(Math.min(this.o.chunkBytes, 2 ** Math.ceil(Math.log2(Math.max(bytes, MIN_BUFFER_BYTES)))));
   }
 
   /** One PUT; its outcome updates `committed`, the hash, the chunk size, or stops the uploader. */

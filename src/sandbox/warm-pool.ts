@@ -7,12 +7,15 @@
  */
 import type { Sandbox, WarmSpec } from "./types.ts";
 
-/** The key a job must match to take a warm sandbox, or null when its spec cannot be prebuilt. */
+/**
+ * The key a job must match to take a warm sandbox, or null when its spec cannot be prebuilt.
+ * Limits sort by code unit: localeCompare would load ICU's collation data (~2 MiB of a runner host's RSS).
+ */
 export function warmKey(spec: WarmSpec): string | null {
   if (spec.network.egress !== "none" || spec.caches.length > 0) return null;
   const { timeoutMs: _timeout, logMiB: _log, ...limits } = spec.limits;
   const slot = [spec.slot.index, spec.slot.hostUidBase, spec.slot.uidCount, spec.slot.workDir];
-  return JSON.stringify([slot, spec.image, Object.entries(limits).sort(([a], [b]) => a.localeCompare(b))]);
+  return JSON.stringify([slot, spec.image, Object.entries(limits).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
 }
 
 interface Entry<T> {

@@ -10,7 +10,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { Value } from "@sinclair/typebox/value";
 import { systemClock } from "../../src/base/clock.ts";
-import { selfCommand } from "../../src/config/paths.ts";
+import { RUNNER_HOST_NODE_FLAGS, selfCommand } from "../../src/config/paths.ts";
 import { CrunSandboxFactory } from "../../src/sandbox/oci/crun-sandbox-factory.ts";
 import { ProcessSandboxFactory } from "../../src/sandbox/process/process-sandbox.ts";
 import { slotInfo } from "../../src/sandbox/slots.ts";
@@ -52,7 +52,7 @@ export async function startHostClient(o: HostClientOptions): Promise<HostClient>
   const socket = join(o.dir, "host.sock");
   const log = join(o.dir, "host.log");
   const fd = openSync(log, "a", 0o600);
-  const self = selfCommand();
+  const self = selfCommand(RUNNER_HOST_NODE_FLAGS); // as the controller starts it
   let child: ChildProcess;
   try {
     child = spawn(self.command, [...self.args, "runner-host", "--socket", socket, "--work-root", o.workRoot, "--slot-base", String(o.slotBase),

@@ -11,7 +11,7 @@ import { systemClock } from "../../base/clock.ts";
 import { DeltaError, isDeltaError } from "../../base/errors.ts";
 import { parseDurationMs } from "../../base/units.ts";
 import { controllerDefaults, hostPoolDefaults, parseIsolation, parseLabels, resolvePools } from "../../config/controller-config.ts";
-import { selfCommand } from "../../config/paths.ts";
+import { RUNNER_HOST_NODE_FLAGS, selfCommand } from "../../config/paths.ts";
 import { RUNNER_MODES, startController, type ControllerOptions, type Pool, type RunningController, type SlotReaper } from "../../controller/index.ts";
 import { defaults } from "../../config/defaults.ts";
 import { workDirReaper } from "../../controller/local-provider.ts";
@@ -147,7 +147,7 @@ function refusal(command: string, problem: string): CliExit {
 
 /** Starts the controller in this process with the local provider and the sandbox's reaper. */
 export async function startLocalController(opts: ControllerOptions, logger: Logger): Promise<RunningController> {
-  return startController(opts, { command: selfCommand(), reaper: defaultSlotReaper(opts.pools, logger), logger, clock: systemClock });
+  return startController(opts, { command: selfCommand(), hostCommand: selfCommand(RUNNER_HOST_NODE_FLAGS), reaper: defaultSlotReaper(opts.pools, logger), logger, clock: systemClock });
 }
 
 export function registerControllerCommand(program: Command): void {

@@ -74,7 +74,7 @@ export class JobApiClient {
     jobId: string,
     onChunk: (chunk: Buffer) => void,
     opts: { clock: Clock; attempt?: number; offset?: number; signal?: AbortSignal; retryMs?: number },
-  ): Promise<{ attempt: number; bytes: number }> {
+  ): Promise<{ attempt: number; bytes: number; status: JobStatus }> {
     let offset = opts.offset ?? 0;
     let attempt = opts.attempt;
     for (let failures = 0; ; ) {
@@ -98,7 +98,7 @@ export class JobApiClient {
             offset += rest.length;
             onChunk(rest);
           }
-          return { attempt, bytes: offset };
+          return { attempt, bytes: offset, status: st };
         }
       } catch (err) {
         if (opts.signal?.aborted) throw err;

@@ -6,8 +6,8 @@
  */
 import { assertTraversable } from "../slots.ts";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, rename, writeFile } from "node:fs/promises";
+import { chmodSync, chownSync, existsSync, mkdirSync } from "node:fs";
+import { chown, mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName } from "../job-names.ts";
@@ -55,14 +55,16 @@ export interface BuildEnv {
 export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string): Promise<void> {
   const uid = slot.hostUidBase;
   const diskMount = join(jobDir, "disk");
-  await mkdir(jobDir, { recursive: true, mode: 0o755 });
+  // The small steps are synchronous: a thread-pool round trip each would wait for a turn of a
+  // busy event loop (`deltaci run` builds its first sandbox while its server starts).
+  mkdirSync(jobDir, { recursive: true, mode: 0o755 });
   await createJobDisk(env.templates, env.prepared.diskTool, join(jobDir, "disk.img"), diskMount, diskMiB);
   for (const d of ["workspace", "home"]) {
-    await mkdir(join(diskMount, d), { mode: 0o755 });
-    await chown(join(diskMount, d), uid, uid);
+    mkdirSync(join(diskMount, d), { mode: 0o755 });
+    chownSync(join(diskMount, d), uid, uid);
   }
-  await mkdir(join(jobDir, "steps"), { mode: 0o755 });
-  await mkdir(join(jobDir, "bundle"), { mode: 0o700 });
+  mkdirSync(join(jobDir, "steps"), { mode: 0o755 });
+  mkdirSync(join(jobDir, "bundle"), { mode: 0o700 });
 }
 
 export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {
@@ -137,8 +139,8 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     // a predecessor that crashed without a reap may have left this job's container behind
     if (existsSync(join(p.crun.stateRoot, containerId))) await removeContainer(td, containerId, cgroupPath);
     await removeJobFiles(td, jobDir);
-    await mkdir(slot.workDir, { recursive: true, mode: 0o711 });
-    await chmod(slot.workDir, 0o711); // traversable for the sandbox's uids, not listable by host users
+    mkdirSync(slot.workDir, { recursive: true, mode: 0o711 });
+    chmodSync(slot.workDir, 0o711); // traversable for the sandbox's uids, not listable by host users
     await assertTraversable(slot.workDir);
     const uid = slot.hostUidBase;
     const diskMount = join(jobDir, "disk");

@@ -127,8 +127,13 @@ export class JobApiClient {
    * server takes it directly (presigned). A stream, or a server without that route, goes through
    * `POST /v1/sources`.
    */
-  async uploadSource(tar: Readable | Buffer, signal?: AbortSignal): Promise<{ sha256: string }> {
-    if (Buffer.isBuffer(tar)) {
+  /**
+   * Uploads a source archive. A buffer is declared first (`POST /v1/sources/uploads`: the server
+   * may have it already, or take it directly into its blob store); `declare: false` skips that
+   * for a server known to have neither (`deltaci run`'s own, fresh, on its disk): one request less.
+   */
+  async uploadSource(tar: Readable | Buffer, signal?: AbortSignal, opts: { declare?: boolean } = {}): Promise<{ sha256: string }> {
+    if (Buffer.isBuffer(tar) && opts.declare !== false) {
       const declared = await this.declareSource(tar, signal);
       if (declared !== undefined) return declared;
     }

@@ -129,7 +129,8 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     if (packing) setActivity("", "packing the source");
     // Submitted while the controller starts: the jobs wait in the queue for its runners.
     const [submitted] = await interrupt.race(Promise.all([
-      submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
+      // The run's server is fresh and keeps blobs on its disk: the source is posted, not declared first.
+      submitJobs(stack.client, { jobs, source: packing, secrets, fork, declareSource: false, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
       stack.controllerUp,
     ]));
     mark("source uploaded, jobs submitted");

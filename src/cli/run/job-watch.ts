@@ -57,7 +57,9 @@ async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchO
     stepsFor(printer);
     const done = await client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: o.signal, ...(attempt === undefined ? {} : { attempt }) });
     printer.end();
-    const st = done.status; // read when the stream ended: a request less on every job's last moments
+    // The status read when the stream ended: a request less on every job's last moments. An
+    // attempt that ended without ending the job (a retry follows) is looked at again.
+    const st = isTerminal(done.status) ? done.status : await client.status(sub.jobId, o.signal);
     const next = st.attempts.find((a) => a.attempt > done.attempt);
     if (isTerminal(st) && !next) return st;
     if (!next) {

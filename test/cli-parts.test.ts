@@ -14,6 +14,7 @@ import { CliExit } from "../src/cli/exit.ts";
 import { formatMarker, type MarkerKind } from "../src/logs/step-markers.ts";
 import { JobFileParser } from "../src/jobfile/parse.ts";
 import { StatusLine } from "../src/cli/run/status-line.ts";
+import { checkIsolation } from "../src/cli/run/isolation.ts";
 import { systemClock } from "../src/base/clock.ts";
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
@@ -86,6 +87,32 @@ void test("source packing: in a git repo, tracked and untracked-not-ignored file
   const packed = await packSource(dir);
   const names = execFileSync("tar", ["-t"], { input: packed.tar }).toString().trim().split("\n").sort();
   assert.deepEqual(names, [".gitignore", "link.txt", "new.txt", "tracked.txt"]);
+});
+
+void test("source packing: a subdirectory of a work tree packs in git mode (the repository is found above it)", async (t) => {
+  const dir = tempDir(t);
+  const git = (...args: string[]) => execFileSync("git", ["-c", "user.email=t@t", "-c", "user.name=t", ...args], { cwd: dir, stdio: "pipe" });
+  git("init", "-q");
+  mkdirSync(join(dir, "app"));
+  writeFileSync(join(dir, "app", ".gitignore"), "out/\n");
+  writeFileSync(join(dir, "app", "a.txt"), "a");
+  mkdirSync(join(dir, "app", "out"));
+  writeFileSync(join(dir, "app", "out", "x"), "x");
+  git("add", "app/a.txt");
+  git("commit", "-q", "-m", "x");
+  const list = await listSourceFiles(join(dir, "app"));
+  assert.equal(list.mode, "git");
+  assert.deepEqual(list.files, [".gitignore", "a.txt"]);
+});
+
+void test("deltaci run's isolation check: crun missing from PATH is named before anything is prepared", async (t) => {
+  const path = process.env.PATH;
+  t.after(() => {
+    process.env.PATH = path;
+  });
+  process.env.PATH = tempDir(t);
+  const problem = await checkIsolation();
+  assert.match(problem ?? "", /^crun is not installed or does not run \(crun not found in PATH\); install it with: apt-get install crun$/);
 });
 
 void test("source packing: a plain directory honours its .gitignore files", async (t) => {

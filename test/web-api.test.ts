@@ -112,3 +112,16 @@ void test("fleet: pools carry the min-idle their controller declared; runners wa
     await s.close();
   }
 });
+
+void test("web: false (deltaci run's embedded server): no page, asset or web API route; the protocol is served", async () => {
+  const s = await startTestServer({ web: false });
+  try {
+    for (const path of ["/", "/login", "/web/api/fleet"]) assert.equal((await fetch(s.url + path, { redirect: "manual" })).status, 404, path);
+    const signIn = await fetch(`${s.url}/web/session`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: s.srv.apiToken }) });
+    assert.equal(signIn.status, 404);
+    const id = await s.submit({});
+    assert.match(id, /^job_/);
+  } finally {
+    await s.close();
+  }
+});

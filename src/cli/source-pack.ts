@@ -6,9 +6,9 @@
  */
 import { spawn } from "node:child_process";
 import { lstatSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { DeltaError } from "../base/errors.ts";
 
 export interface SourceFileList {
@@ -36,14 +36,37 @@ function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.Proc
 
 const excluded = (f: string) => f === ".deltaci" || f.startsWith(".deltaci/") || f.startsWith(".git/") || f === ".git";
 
+/**
+ * False when git could not find a work tree around `dir`: no `.git` in it or above it, and no
+ * `GIT_DIR`/`GIT_WORK_TREE` in the environment. Then `git rev-parse` (a fork of this process,
+ * 5–15 ms of its thread on `deltaci run`'s start) would only say so.
+ */
+function mayBeInRepo(dir: string): boolean {
+  if (process.env.GIT_DIR !== undefined || process.env.GIT_WORK_TREE !== undefined) return true;
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if (lstatSync(join(d, ".git"), { throwIfNoEntry: false }) !== undefined) return true;
+    if (dirname(d) === d) return false;
+  }
+}
+
+/**
+ * What `git init --bare --template=` makes that `git ls-files` needs: HEAD, objects/ and refs/,
+ * written here rather than by another git process.
+ */
+async function emptyGitDir(gitDir: string): Promise<void> {
+  await mkdir(join(gitDir, "objects"));
+  await mkdir(join(gitDir, "refs"));
+  await writeFile(join(gitDir, "HEAD"), "ref: refs/heads/main\n");
+}
+
 /** Lists the files to pack, relative to `dir`. */
 export async function listSourceFiles(dir: string): Promise<SourceFileList> {
-  const inRepo = await run("git", ["rev-parse", "--is-inside-work-tree"], { cwd: dir }).catch((err: Error) => {
+  const inRepo = mayBeInRepo(dir) ? await run("git", ["rev-parse", "--is-inside-work-tree"], { cwd: dir }).catch((err: Error) => {
     throw new DeltaError("E_INVALID", `cannot run git to list the source files (${err.message}); install git`, { cause: err });
-  });
+  }) : null;
   let listed: Buffer;
   let mode: SourceFileList["mode"];
-  if (inRepo.code === 0 && inRepo.stdout.toString().trim() === "true") {
+  if (inRepo !== null && inRepo.code === 0 && inRepo.stdout.toString().trim() === "true") {
     const r = await run("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."], { cwd: dir });
     if (r.code !== 0) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${r.stderr.trim()}`);
     listed = r.stdout;
@@ -52,10 +75,10 @@ export async function listSourceFiles(dir: string): Promise<SourceFileList> {
     const gitDir = await mkdtemp(join(tmpdir(), "deltaci-pack-"));
     try {
       const env = { ...process.env, GIT_DIR: gitDir, GIT_WORK_TREE: dir };
-      // no template: the sample hooks are not worth copying into a throwaway git dir
-      const init = await run("git", ["init", "-q", "--bare", "--template=", gitDir], { cwd: dir });
-      if (init.code !== 0) throw new DeltaError("E_INVALID", `git init failed: ${init.stderr.trim()}`);
-      const r = await run("git", ["ls-files", "-z", "--others", "--exclude-standard"], { cwd: dir, env });
+      await emptyGitDir(gitDir);
+      const r = await run("git", ["ls-files", "-z", "--others", "--exclude-standard"], { cwd: dir, env }).catch((err: Error) => {
+        throw new DeltaError("E_INVALID", `cannot run git to list the source files (${err.message}); install git`, { cause: err });
+      });
       if (r.code !== 0) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${r.stderr.trim()}`);
       listed = r.stdout;
       mode = "gitignore";

@@ -21,6 +21,8 @@ export interface SubmitOptions {
   fork: boolean;
   signal?: AbortSignal;
   onProgress?: (text: string) => void;
+  /** Declare the source before uploading it (JobApiClient.uploadSource); default true. */
+  declareSource?: boolean;
 }
 
 type PackedSource = Awaited<ReturnType<typeof packSource>>;
@@ -30,17 +32,17 @@ export function takesLocalSource(job: ParsedJob): boolean {
   return job.spec.source.kind !== "git";
 }
 
-export async function uploadSource(client: JobApiClient, source: string | Promise<PackedSource>, onProgress?: (text: string) => void, signal?: AbortSignal): Promise<string> {
+export async function uploadSource(client: JobApiClient, source: string | Promise<PackedSource>, onProgress?: (text: string) => void, signal?: AbortSignal, declare = true): Promise<string> {
   const packed = await (typeof source === "string" ? packSource(source) : source);
   onProgress?.(`source: ${packed.files} files (${(packed.tar.length / 1024).toFixed(0)} KiB, ${packed.mode === "git" ? "git-tracked and untracked-not-ignored" : "not ignored by .gitignore"})`);
-  const { sha256 } = await client.uploadSource(packed.tar, signal);
+  const { sha256 } = await client.uploadSource(packed.tar, signal, { declare });
   return sha256;
 }
 
 export async function submitJobs(client: JobApiClient, opts: SubmitOptions): Promise<SubmittedJob[]> {
   // Secrets are checked before anything is uploaded, so a missing one costs nothing.
   const secrets = new Map(opts.jobs.map((j) => [j.name, secretsForJob(j, opts.secrets, opts.fork)]));
-  const sha256 = opts.source === null || !opts.jobs.some(takesLocalSource) ? null : await uploadSource(client, opts.source, opts.onProgress, opts.signal);
+  const sha256 = opts.source === null || !opts.jobs.some(takesLocalSource) ? null : await uploadSource(client, opts.source, opts.onProgress, opts.signal, opts.declareSource !== false);
   for (const job of opts.jobs) {
     const src = job.spec.source;
     if (src.kind === "git") opts.onProgress?.(`source${opts.jobs.length > 1 ? ` of ${job.name}` : ""}: git ${src.url} ${src.commit ? `at ${src.commit}` : `ref ${src.ref}`} (cloned in the sandbox)`);

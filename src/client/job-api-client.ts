@@ -74,7 +74,7 @@ export class JobApiClient {
     jobId: string,
     onChunk: (chunk: Buffer) => void,
     opts: { clock: Clock; attempt?: number; offset?: number; signal?: AbortSignal; retryMs?: number },
-  ): Promise<{ attempt: number; bytes: number }> {
+  ): Promise<{ attempt: number; bytes: number; status: JobStatus }> {
     let offset = opts.offset ?? 0;
     let attempt = opts.attempt;
     for (let failures = 0; ; ) {
@@ -98,7 +98,7 @@ export class JobApiClient {
             offset += rest.length;
             onChunk(rest);
           }
-          return { attempt, bytes: offset };
+          return { attempt, bytes: offset, status: st };
         }
       } catch (err) {
         if (opts.signal?.aborted) throw err;
@@ -127,8 +127,13 @@ export class JobApiClient {
    * server takes it directly (presigned). A stream, or a server without that route, goes through
    * `POST /v1/sources`.
    */
-  async uploadSource(tar: Readable | Buffer, signal?: AbortSignal): Promise<{ sha256: string }> {
-    if (Buffer.isBuffer(tar)) {
+  /**
+   * Uploads a source archive. A buffer is declared first (`POST /v1/sources/uploads`: the server
+   * may have it already, or take it directly into its blob store); `declare: false` skips that
+   * for a server known to have neither (`deltaci run`'s own, fresh, on its disk): one request less.
+   */
+  async uploadSource(tar: Readable | Buffer, signal?: AbortSignal, opts: { declare?: boolean } = {}): Promise<{ sha256: string }> {
+    if (Buffer.isBuffer(tar) && opts.declare !== false) {
       const declared = await this.declareSource(tar, signal);
       if (declared !== undefined) return declared;
     }

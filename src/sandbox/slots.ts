@@ -33,7 +33,7 @@ export function assertTraversable(dir: string): Promise<void> {
 /** `assertTraversable`, with a stat per level on this thread (no thread-pool round trip each: a job's create runs it). */
 export function assertTraversableSync(dir: string): void {
   for (let d = dir; d !== dirname(d); d = dirname(d)) {
-    const st = statSync(d);
+    const st = statSync(d); // a few stats: cheaper than as many thread-pool round trips
     if ((st.mode & 0o001) === 0) throw new DeltaError("E_SANDBOX", `slot work dir ${dir}: ${d} is not traversable by others (mode ${(st.mode & 0o777).toString(8)})`);
   }
 }

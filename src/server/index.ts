@@ -98,7 +98,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   jobRoutes(app, ctx, blobs, apiToken, reports);
   sourceRoutes(app, ctx, blobs, apiToken);
-  await webRoutes(app, ctx, blobs, apiToken, { assetsDir: join(projectRoot(), "dist", "web"), reports });
+  if (options.web !== false) await webRoutes(app, ctx, blobs, apiToken, { assetsDir: join(projectRoot(), "dist", "web"), reports });
   opsRoutes(app, metrics, async () => ({
     ok: !ctx.lifecycle.stopping, schemaVersion: await store.schemaVersion(), leaseWaiters: waiters.size, sweeper: ctx.roles.sweeper,
   }));

@@ -49,6 +49,8 @@ export interface ServerOptions {
    * and the blobs are on this replica's disk, where other replicas could not read them.
    */
   archiveLogs?: boolean;
+  /** Serve the web view (its routes, assets and fleet sampler); default true. `deltaci run`'s embedded server, which no browser reaches, passes false. */
+  web?: boolean;
   /** Terminal jobs (attempts, logs, artifacts) are deleted this long after they finished; absent or null: kept forever, and nothing is collected. */
   retentionMs?: number | null;
   gcIntervalMs?: number;
@@ -68,7 +70,7 @@ export interface ServerOptions {
 /** `fs`: `<dataDir>/cas`. `s3`: a bucket (and key prefix) of an S3-compatible store, uploads presigned. */
 export type BlobStoreOptions = { kind: "fs" } | ({ kind: "s3" } & Omit<S3BlobStoreOptions, "partSizeBytes" | "multipartThresholdBytes" | "presignExpiryMs"> & Partial<S3BlobStoreOptions>);
 
-export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "databaseUrl" | "apiToken" | "controllerToken" | "secretsKeyFile" | "rotateSecretsKey" | "blobStore" | "archiveLogs">> & {
+export type ResolvedOptions = Required<Omit<ServerOptions, "logger" | "databaseUrl" | "apiToken" | "controllerToken" | "secretsKeyFile" | "rotateSecretsKey" | "blobStore" | "archiveLogs" | "web">> & {
   logger: Logger | undefined;
   clock: Clock;
 };

@@ -48,7 +48,8 @@ function activity(st: JobStatus, stepNames: string[], currentStep: string | null
  * Follows every attempt's log in turn (a retried job prints a header per new attempt) until
  * the job ends. Resolves when the last attempt's log is complete or `signal` aborts.
  */
-async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchOptions, printers: LogPrinter[], stepsFor: (p: LogPrinter) => void): Promise<void> {
+/** Follows the job's log, attempt after attempt; resolves with the job's terminal status. */
+async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchOptions, printers: LogPrinter[], stepsFor: (p: LogPrinter) => void): Promise<JobStatus> {
   let attempt: number | undefined;
   for (;;) {
     const printer = new LogPrinter({ write: (t) => o.ui.print(t), style: o.style, prefix: o.prefix, fold: o.fold });
@@ -56,9 +57,11 @@ async function followAttempts(client: JobApiClient, sub: SubmittedJob, o: WatchO
     stepsFor(printer);
     const done = await client.followLog(sub.jobId, (chunk) => printer.push(chunk), { clock: o.clock, signal: o.signal, ...(attempt === undefined ? {} : { attempt }) });
     printer.end();
-    const st = await client.status(sub.jobId, o.signal);
+    // The status read when the stream ended: a request less on every job's last moments. An
+    // attempt that ended without ending the job (a retry follows) is looked at again.
+    const st = isTerminal(done.status) ? done.status : await client.status(sub.jobId, o.signal);
     const next = st.attempts.find((a) => a.attempt > done.attempt);
-    if (isTerminal(st) && !next) return;
+    if (isTerminal(st) && !next) return st;
     if (!next) {
       await o.clock.sleep(POLL_MS, o.signal);
       attempt = done.attempt;
@@ -98,7 +101,8 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
   const followSignal = AbortSignal.any([o.signal, followStop.signal]);
   const printers: LogPrinter[] = [];
   let current: LogPrinter | null = null;
-  const follow = followAttempts(client, sub, { ...o, signal: followSignal }, printers, (p) => (current = p)).catch((err: unknown) => {
+  let followed: JobStatus | null = null;
+  const follow = followAttempts(client, sub, { ...o, signal: followSignal }, printers, (p) => (current = p)).then((st) => void (followed = st), (err: unknown) => {
     if (!followSignal.aborted) o.ui.print(`${o.prefix}${o.style.yellow(`(log stream lost: ${(err as Error).message})`)}\n`);
   });
   // The log ends with the job: then the state is polled at once (once), not up to POLL_MS later.
@@ -109,7 +113,8 @@ export async function watchJob(client: JobApiClient, sub: SubmittedJob, o: Watch
   let unschedulableSince: number | null = null;
   const submittedAt = o.clock.now();
   for (;;) {
-    st = await client.status(sub.jobId, o.signal);
+    // The log follow ends with the job and brings its terminal status: no need to ask again.
+    st = followed ?? (await client.status(sub.jobId, o.signal));
     // Nothing on this machine can ever run it (another os/arch): say so and cancel, not wait forever.
     unschedulableSince = st.state === "queued" && st.unschedulable ? (unschedulableSince ?? o.clock.now()) : null;
     if (unschedulableSince !== null && o.clock.now() - unschedulableSince >= UNSCHEDULABLE_GIVE_UP_MS) {

@@ -152,9 +152,11 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
         logger: runnerLogger, idleTimeoutMs: defaults.runnerIdleTimeoutMs, prewarm, prewarmJobs: opts.jobs.length,
       });
       prewarming = provider.prewarmFirst(maxRunners).then(() => mark("first sandboxes prewarmed")); // never rejects; the sessions take what it built
+      await provider.init().catch(() => {});
     }
-    // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync.
-    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none" });
+    // The state is thrown away at the end (and a crash leaves nothing worth keeping): no fsync. No
+    // browser reaches this server (its token is never shown): no web view.
+    server = await startServer({ host: "127.0.0.1", port: 0, dataDir: join(dir, "server"), logger: logger.child({ component: "server" }), durability: "none", web: false });
     mark("server up");
     const controllerOpts = {
       serverUrl: server.url, controllerToken: server.controllerToken, pools: [localPool(opts.jobs, opts.isolation, dir)],

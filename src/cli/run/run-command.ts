@@ -65,15 +65,26 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   const mark = (name: string) => marks.push([name, Math.round(performance.now())]);
   const cwd = process.cwd();
   const path = resolveJobFile(file, cwd);
-  const jobs = selectJobs(loadJobs(path, cwd), flags.job);
-  const secrets = parseSecretFlags(flags.secret);
-  const fork = flags.fork === true;
-  for (const j of jobs) secretsForJob(j, secrets, fork); // a missing secret is a usage error before anything starts
   if (flags.isolation !== undefined && flags.isolation !== "oci" && flags.isolation !== "process") {
     throw usageError(`deltaci: --isolation: expected oci or process, got "${flags.isolation}"`);
   }
   const isolation: Isolation = (flags.isolation) ?? "oci";
   const sourceDir = resolve(cwd, flags.source ?? dirname(path));
+  // The in-process runners' oci factory starts its one-time preparation (cgroups, helpers, seccomp,
+  // the resident spawner) while the job file is read: it begins the longest path (the first
+  // sandbox). The isolation check below waits for it; an invalid file closes it.
+  const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory([join(defaults.sandboxCacheDir, "images"), sourceDir]) : undefined;
+  crunFactory?.factory.prepare().catch(() => {}); // a failure is the isolation check's answer
+  const fork = flags.fork === true;
+  const [jobs, secrets] = await (async () => {
+    const jobs = selectJobs(loadJobs(path, cwd), flags.job);
+    const secrets = parseSecretFlags(flags.secret);
+    for (const j of jobs) secretsForJob(j, secrets, fork); // a missing secret is a usage error before anything starts
+    return [jobs, secrets] as const;
+  })().catch(async (err: unknown) => {
+    await crunFactory?.factory.close();
+    throw err;
+  });
 
   const human = flags.json ? process.stderr : process.stdout;
   const tty = human.isTTY === true;
@@ -100,8 +111,7 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
   const outcomes: JobOutcome[] = [];
   try {
     // Independent start-up work runs at once: the sandbox check, the stack, and packing the source.
-    // The check prepares the in-process runners' own factory (helper build, cgroups, seccomp): done once.
-    const crunFactory = isolation === "oci" && flags.runnerProcesses !== true ? newCrunFactory([join(defaults.sandboxCacheDir, "images"), sourceDir]) : undefined;
+    // The check waits for the in-process runners' factory's preparation (started above): done once.
     const checking = isolation === "oci" ? checkIsolation(crunFactory?.factory) : Promise.resolve(null);
     const packing = jobs.some(takesLocalSource) ? packSource(sourceDir) : null; // git-source jobs clone in the sandbox
     packing?.then(() => mark("source packed"), () => {}); // awaited below; a failure must not be an unhandled rejection meanwhile
@@ -119,7 +129,8 @@ async function runCommand(file: string | undefined, flags: RunFlags): Promise<vo
     if (packing) setActivity("", "packing the source");
     // Submitted while the controller starts: the jobs wait in the queue for its runners.
     const [submitted] = await interrupt.race(Promise.all([
-      submitJobs(stack.client, { jobs, source: packing, secrets, fork, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
+      // The run's server is fresh and keeps blobs on its disk: the source is posted, not declared first.
+      submitJobs(stack.client, { jobs, source: packing, secrets, fork, declareSource: false, onProgress: (t) => line.print(style.dim(`${t}\n`)) }),
       stack.controllerUp,
     ]));
     mark("source uploaded, jobs submitted");

@@ -6,7 +6,7 @@
  */
 import { assertTraversableSync } from "../slots.ts";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { chown, mkdir, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
@@ -55,14 +55,16 @@ export interface BuildEnv {
 export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string): Promise<void> {
   const uid = slot.hostUidBase;
   const diskMount = join(jobDir, "disk");
-  await mkdir(jobDir, { recursive: true, mode: 0o755 });
+  // The small steps are synchronous: a thread-pool round trip each would wait for a turn of a
+  // busy event loop (`deltaci run` builds its first sandbox while its server starts).
+  mkdirSync(jobDir, { recursive: true, mode: 0o755 });
   await createJobDisk(env.templates, env.prepared.diskTool, join(jobDir, "disk.img"), diskMount, diskMiB);
   for (const d of ["workspace", "home"]) {
-    await mkdir(join(diskMount, d), { mode: 0o755 });
-    await chown(join(diskMount, d), uid, uid);
+    mkdirSync(join(diskMount, d), { mode: 0o755 });
+    chownSync(join(diskMount, d), uid, uid);
   }
-  await mkdir(join(jobDir, "steps"), { mode: 0o755 });
-  await mkdir(join(jobDir, "bundle"), { mode: 0o700 });
+  mkdirSync(join(jobDir, "steps"), { mode: 0o755 });
+  mkdirSync(join(jobDir, "bundle"), { mode: 0o700 });
 }
 
 export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {

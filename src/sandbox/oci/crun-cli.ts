@@ -3,6 +3,7 @@
  * the helper's `unshare-cgroup2`: a private mount namespace without the cgroup2 mount, which crun
  * 1.8 refuses; the host's mount table is not changed. On pure v1 or v2 hosts crun runs directly.
  */
+import { readdir } from "node:fs/promises";
 import type { Duplex } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import type { CommandResult, HostCommands } from "./host-commands.ts";
@@ -49,9 +50,14 @@ export class CrunCli {
     return channel;
   }
 
-  /** Ids of the containers in our state root. */
+  /**
+   * Ids of the containers in our state root: its directories, read directly. `crun list` reads
+   * the same directory, but costs two process starts (crun, and the hybrid-cgroup wrapper), about
+   * 15 ms on each slot reap of `deltaci run`'s start. A directory crun left without its status
+   * file (a crash mid-create) is listed too, so a reap tries to remove it.
+   */
   async list(): Promise<string[]> {
-    const res = await this.run(["list", "-q"]);
-    return res.code === 0 ? res.stdout.split("\n").map((l) => l.trim()).filter((l) => l !== "") : [];
+    const entries = await readdir(this.stateRoot, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isDirectory() && !e.name.startsWith(".")).map((e) => e.name).sort();
   }
 }

@@ -5,8 +5,8 @@
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
-import { readdirSync } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdirSync, readdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
 import type { HostTool } from "./host-commands.ts";
@@ -23,7 +23,7 @@ const run = promisify(execFile);
 export async function createJobDisk(templates: DiskTemplates, diskTool: HostTool, imagePath: string, mountPoint: string, sizeMiB: number): Promise<string> {
   try {
     const { pack, runs } = await templates.writeArgs(sizeMiB);
-    await mkdir(mountPoint, { recursive: true, mode: 0o755 });
+    mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
     const res = await diskTool.run(["write-mount", ...pack, imagePath, mountPoint, ...runs]);
     if (res.code !== 0) throw new Error(`disk-tool write-mount exited ${res.code}: ${res.stderr.trim()}`);
     return res.stdout.trim();

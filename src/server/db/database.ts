@@ -139,15 +139,14 @@ export class SqliteDatabase {
     let outcomes: OpOutcome[] = [];
     try {
       for (;;) {
-        const run = await this.runOps(ops);
-        outcomes = run.outcomes;
-        if (run.spoiled < 0) break;
+        outcomes = [];
+        const spoiler = await this.runOps(ops, outcomes);
+        if (spoiler < 0) break;
         // That op failed after writing: roll everything back and run the others again without it.
         if (this.db.inTransaction) this.tx.rollback.run();
         for (const o of outcomes) for (const f of o.undo) f();
-        spoiled.push({ op: ops[run.spoiled] as PendingOp, err: outcomes[run.spoiled]?.value });
-        ops = ops.filter((_, i) => i !== run.spoiled);
-        outcomes = [];
+        spoiled.push({ op: ops[spoiler] as PendingOp, err: outcomes[spoiler]?.value });
+        ops = ops.filter((_, i) => i !== spoiler);
         if (ops.length === 0) break;
       }
       if (this.db.inTransaction) {
@@ -181,12 +180,12 @@ export class SqliteDatabase {
   }
 
   /**
-   * Runs `ops` in order in a new transaction. An op that fails before writing anything undoes its
-   * own hooks and the rest go on; one that wrote (or whose failure ended the transaction) stops
-   * the run: `spoiled` is its index (-1: none). A lone op is rolled back with the transaction.
+   * Runs `ops` in order in a new transaction, adding their outcomes to `outcomes`. An op that
+   * fails before writing anything undoes its own hooks and the rest go on; one that wrote (or
+   * whose failure ended the transaction) stops the run: returns its index (-1: none). A lone op
+   * that fails is rolled back with the transaction.
    */
-  private async runOps(ops: readonly PendingOp[]): Promise<{ outcomes: OpOutcome[]; spoiled: number }> {
-    const outcomes: OpOutcome[] = [];
+  private async runOps(ops: readonly PendingOp[], outcomes: OpOutcome[]): Promise<number> {
     this.tx.begin.run();
     for (let i = 0; i < ops.length; i++) {
       const after: Array<() => void> = [];
@@ -197,12 +196,12 @@ export class SqliteDatabase {
         outcomes.push({ ok: true, value: await (ops[i] as PendingOp).fn(hooks), after, undo });
       } catch (err) {
         outcomes.push({ ok: false, value: err, after: [], undo });
-        if (ops.length === 1 || !this.db.inTransaction || this.tx.totalChanges.get() !== changes) return { outcomes, spoiled: i };
+        if (ops.length === 1 || !this.db.inTransaction || this.tx.totalChanges.get() !== changes) return i;
         for (const f of undo) f();
         undo.length = 0;
       }
     }
-    return { outcomes, spoiled: -1 };
+    return -1;
   }
 
   async close(): Promise<void> {

@@ -3,10 +3,12 @@
  * runners, against `deltaci server` in its own process: SQLite (durability full, then normal),
  * then PostgreSQL with 1 and 2 replicas (runners spread over them; server CPU is the replicas'
  * node processes, PostgreSQL's own CPU not included), then the cross-replica pickup latency.
- * Jobs and runner sessions are prepared before the clock starts. Baseline in the same run:
- * requests/s of a bare Fastify JSON route with the same concurrency and client.
+ * Jobs and runner sessions are prepared before the clock starts, and each server first runs
+ * WARMUP cycles (default: as many as measured; V8 optimizes the hot paths meanwhile), as the
+ * baseline does. Baseline in the same run: requests/s of a bare Fastify JSON route with the same
+ * concurrency and client, after 2,000 warm-up requests.
  * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
- * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100]
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles]
  * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
  * (one .cpuprofile per server process, written when it exits).
  */
@@ -19,6 +21,7 @@ import { loadavg } from "node:os";
 const CYCLES = Number(process.argv[2] ?? 4000);
 const CONC = Number(process.argv[3] ?? 16);
 const PICKUPS = Number(process.argv[4] ?? 100);
+const WARMUP = Number(process.argv[5] ?? CYCLES);
 const LOG = Buffer.alloc(4096, "x");
 const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
 
@@ -52,42 +55,49 @@ async function pgRate(replicas: number): Promise<Record<string, number | string>
   }
 }
 
-/** Runner `i` talks to server `i % servers.length` for its whole cycle. */
+/** One full cycle per session, CONC at a time; runner `w` talks to server `w % clients.length`. Returns the errors. */
+async function runCycles(clients: Client[], sess: string[]): Promise<number> {
+  let next = 0;
+  let errors = 0;
+  await Promise.all(Array.from({ length: CONC }, async (_, w) => {
+    const c = clients[w % clients.length] as Client;
+    for (let i = next++; i < sess.length; i = next++) {
+      const l = await c.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 0 } });
+      if (l.status !== 200) {
+        errors++;
+        continue;
+      }
+      const tok = l.body.lease.leaseToken as string;
+      const hb = await c.call("POST", "/v1/runner/heartbeat", tok, { json: { state: "running", step: 0, logBytes: 0 } });
+      const lg = await c.call("PUT", "/v1/runner/log", tok, { body: LOG, headers: { "content-type": "application/octet-stream", "content-range": `bytes 0-${LOG.length - 1}/*` } });
+      const done = await c.call("POST", "/v1/runner/complete", tok, {
+        json: { result: "succeeded", exitCode: 0, failure: null, steps: [], artifacts: [], log: { bytes: LOG.length, sha256: LOG_SHA } },
+      });
+      if (hb.status !== 200 || lg.status !== 202 || done.status !== 200) errors++;
+    }
+  }));
+  return errors;
+}
+
+/** Cycles/s and the servers' CPU per cycle, after WARMUP unmeasured cycles on the same servers (errors: both runs). */
 async function cycleRate(servers: Server[]): Promise<Record<string, number | string>> {
   const clients = servers.map((s) => new Client(s.url));
   const c = clients[0] as Client;
   const srv = servers[0] as Server;
   try {
-    const sess = await sessions(c, srv.controllerToken, CYCLES);
-    for (let i = 0; i < CYCLES; i += 64) {
-      await Promise.all(Array.from({ length: Math.min(64, CYCLES - i) }, () => c.call("POST", "/v1/jobs", srv.apiToken, { json: { spec: jobSpec(), fork: false } })));
+    const sess = await sessions(c, srv.controllerToken, WARMUP + CYCLES);
+    for (let i = 0; i < WARMUP + CYCLES; i += 64) {
+      await Promise.all(Array.from({ length: Math.min(64, WARMUP + CYCLES - i) }, () => c.call("POST", "/v1/jobs", srv.apiToken, { json: { spec: jobSpec(), fork: false } })));
     }
-    let next = 0;
-    let errors = 0;
+    const warm = await runCycles(clients, sess.slice(0, WARMUP));
     const cpu = () => servers.reduce((n, s) => n + processCpuMs(s.proc.pid as number), 0);
     const cpu0 = cpu();
     const t = performance.now();
-    await Promise.all(Array.from({ length: CONC }, async (_, w) => {
-      const c = clients[w % clients.length] as Client;
-      for (let i = next++; i < CYCLES; i = next++) {
-        const l = await c.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 0 } });
-        if (l.status !== 200) {
-          errors++;
-          continue;
-        }
-        const tok = l.body.lease.leaseToken as string;
-        const hb = await c.call("POST", "/v1/runner/heartbeat", tok, { json: { state: "running", step: 0, logBytes: 0 } });
-        const lg = await c.call("PUT", "/v1/runner/log", tok, { body: LOG, headers: { "content-type": "application/octet-stream", "content-range": `bytes 0-${LOG.length - 1}/*` } });
-        const done = await c.call("POST", "/v1/runner/complete", tok, {
-          json: { result: "succeeded", exitCode: 0, failure: null, steps: [], artifacts: [], log: { bytes: LOG.length, sha256: LOG_SHA } },
-        });
-        if (hb.status !== 200 || lg.status !== 202 || done.status !== 200) errors++;
-      }
-    }));
+    const errors = warm + (await runCycles(clients, sess.slice(WARMUP)));
     const secs = (performance.now() - t) / 1000;
     const cpuMsPerCycle = (cpu() - cpu0) / CYCLES;
     return {
-      cycles: CYCLES, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
+      cycles: CYCLES, warmupCycles: WARMUP, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
       serverCpuMsPerCycle: Math.round(cpuMsPerCycle * 1000) / 1000,
       cyclesPerSecPerServerCore: Math.round(1000 / cpuMsPerCycle),
     };

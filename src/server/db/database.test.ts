@@ -40,6 +40,32 @@ void test("ops of one turn share one commit; a failing op is rolled back alone",
     assert.equal(db.stats.ops, 3);
   }));
 
+void test("an op that fails before writing costs the others nothing; one that wrote has them run again without it", () =>
+  withDb(async (db) => {
+    const runs: string[] = [];
+    const put = (k: string) => db.write(() => {
+      runs.push(k);
+      db.db.prepare("INSERT INTO kv(key, value) VALUES (?, 'v')").run(k);
+    });
+    const check = () => db.write(() => {
+      runs.push("check");
+      throw new Error("refused before writing");
+    });
+    await Promise.allSettled([put("a"), check(), put("b")]);
+    assert.deepEqual(runs, ["a", "check", "b"]);
+    runs.length = 0;
+    const spoiler = () => db.write(() => {
+      runs.push("spoiler");
+      db.db.prepare("UPDATE kv SET value = 'x' WHERE key = 'a'").run();
+      throw new Error("failed after writing");
+    });
+    const results = await Promise.allSettled([put("c"), spoiler(), put("d")]);
+    assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+    assert.deepEqual(runs, ["c", "spoiler", "c", "d"]);
+    assert.deepEqual(db.db.prepare("SELECT key || value FROM kv ORDER BY key").pluck().all(), ["av", "bv", "cv", "dv"]);
+    assert.equal(db.stats.commits, 2);
+  }));
+
 void test("after-commit hooks run after the commit, before the op resolves", () =>
   withDb(async (db) => {
     const seen: string[] = [];

@@ -2,8 +2,11 @@
  * SQLite connection (better-sqlite3, WAL) with versioned migrations and group commit.
  *
  * Every mutation goes through `write(fn)`: operations queued during one turn of the event loop
- * run back to back in ONE transaction (each inside its own savepoint, so one failing op does not
- * undo the others) and are acknowledged only after that transaction committed. With
+ * run back to back in ONE transaction and are acknowledged only after that transaction committed.
+ * One failing op does not undo the others: most fail before they write (a check), and cost
+ * nothing; one that wrote spoils the transaction, which is rolled back and run again without it
+ * (ops must be re-runnable, as on PostgreSQL, which retries them on conflicts). No savepoint per
+ * op: it cost two statements and a copy of every page the op touched. With
  * `durability: "full"` the commit fsyncs the WAL, so an acknowledged write survives SIGKILL and
  * power loss, and N concurrent requests share one fsync instead of paying N.
  * Ops marked `durable: false` (heartbeats) commit without an fsync when the batch has nothing else.
@@ -22,6 +25,13 @@ interface PendingOp {
   durable: boolean;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
+}
+
+interface OpOutcome {
+  ok: boolean;
+  value: unknown;
+  after: Array<() => void>;
+  undo: Array<() => void>;
 }
 
 export class SqliteDatabase {
@@ -43,7 +53,7 @@ export class SqliteDatabase {
   onHookError: (err: unknown) => void = () => {};
 
   /** Transaction control, prepared once (exec() would re-parse the SQL on every call). */
-  private tx!: Record<"begin" | "commit" | "rollback" | "savepoint" | "release" | "rollbackTo", Database.Statement>;
+  private tx!: Record<"begin" | "commit" | "rollback" | "totalChanges", Database.Statement>;
 
   constructor(file: string, durability: Durability) {
     this.durability = durability;
@@ -63,8 +73,7 @@ export class SqliteDatabase {
     this.migrate();
     const p = (sql: string) => this.db.prepare(sql);
     this.tx = {
-      begin: p("BEGIN IMMEDIATE"), commit: p("COMMIT"), rollback: p("ROLLBACK"),
-      savepoint: p("SAVEPOINT op"), release: p("RELEASE op"), rollbackTo: p("ROLLBACK TO op"),
+      begin: p("BEGIN IMMEDIATE"), commit: p("COMMIT"), rollback: p("ROLLBACK"), totalChanges: p("SELECT total_changes()").pluck(),
     };
   }
 
@@ -118,38 +127,27 @@ export class SqliteDatabase {
   }
 
   private async runBatch(): Promise<void> {
-    const batch = this.queue;
+    let ops = this.queue;
     this.queue = [];
-    if (batch.length === 0) return;
-    const wantSync = this.durability === "none" ? "OFF" : this.durability === "full" && batch.some((op) => op.durable) ? "FULL" : "NORMAL";
+    if (ops.length === 0) return;
+    const wantSync = this.durability === "none" ? "OFF" : this.durability === "full" && ops.some((op) => op.durable) ? "FULL" : "NORMAL";
     if (wantSync !== this.syncMode) {
       this.db.pragma(`synchronous = ${wantSync}`);
       this.syncMode = wantSync;
     }
-    const results: Array<{ ok: boolean; value: unknown; after: Array<() => void> }> = [];
-    const rollbacks: Array<() => void> = [];
-    // A lone op needs no savepoint: if it fails, the whole (one-op) transaction is rolled back.
-    const guard = batch.length > 1;
+    const spoiled: Array<{ op: PendingOp; err: unknown }> = [];
+    let outcomes: OpOutcome[] = [];
     try {
-      this.tx.begin.run();
-      for (const op of batch) {
-        const after: Array<() => void> = [];
-        const undo: Array<() => void> = [];
-        const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: () => {} };
-        if (guard) this.tx.savepoint.run();
-        try {
-          const value = await op.fn(hooks);
-          if (guard) this.tx.release.run();
-          results.push({ ok: true, value, after });
-          rollbacks.push(...undo);
-        } catch (err) {
-          if (guard) {
-            this.tx.rollbackTo.run();
-            this.tx.release.run();
-          } else this.tx.rollback.run();
-          for (const f of undo) f();
-          results.push({ ok: false, value: err, after: [] });
-        }
+      for (;;) {
+        outcomes = [];
+        const spoiler = await this.runOps(ops, outcomes);
+        if (spoiler < 0) break;
+        // That op failed after writing: roll everything back and run the others again without it.
+        if (this.db.inTransaction) this.tx.rollback.run();
+        for (const o of outcomes) for (const f of o.undo) f();
+        spoiled.push({ op: ops[spoiler] as PendingOp, err: outcomes[spoiler]?.value });
+        ops = ops.filter((_, i) => i !== spoiler);
+        if (ops.length === 0) break;
       }
       if (this.db.inTransaction) {
         this.beforeCommit?.();
@@ -157,14 +155,15 @@ export class SqliteDatabase {
       }
     } catch (err) {
       if (this.db.inTransaction) this.tx.rollback.run();
-      for (const f of rollbacks) f();
-      for (const op of batch) op.reject(err);
+      for (const o of outcomes) if (o.ok) for (const f of o.undo) f();
+      for (const op of ops) op.reject(err);
+      for (const s of spoiled) s.op.reject(s.err);
       return;
     }
-    if (guard || results[0]?.ok) this.stats.commits++;
-    this.stats.ops += batch.length;
-    batch.forEach((op, i) => {
-      const r = results[i];
+    if (outcomes.some((o) => o.ok)) this.stats.commits++;
+    this.stats.ops += ops.length + spoiled.length;
+    ops.forEach((op, i) => {
+      const r = outcomes[i];
       if (!r) return;
       if (r.ok) {
         for (const f of r.after) {
@@ -177,6 +176,32 @@ export class SqliteDatabase {
         op.resolve(r.value);
       } else op.reject(r.value);
     });
+    for (const s of spoiled) s.op.reject(s.err);
+  }
+
+  /**
+   * Runs `ops` in order in a new transaction, adding their outcomes to `outcomes`. An op that
+   * fails before writing anything undoes its own hooks and the rest go on; one that wrote (or
+   * whose failure ended the transaction) stops the run: returns its index (-1: none). A lone op
+   * that fails is rolled back with the transaction.
+   */
+  private async runOps(ops: readonly PendingOp[], outcomes: OpOutcome[]): Promise<number> {
+    this.tx.begin.run();
+    for (let i = 0; i < ops.length; i++) {
+      const after: Array<() => void> = [];
+      const undo: Array<() => void> = [];
+      const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: () => {} };
+      const changes = ops.length > 1 ? (this.tx.totalChanges.get() as number) : 0;
+      try {
+        outcomes.push({ ok: true, value: await (ops[i] as PendingOp).fn(hooks), after, undo });
+      } catch (err) {
+        outcomes.push({ ok: false, value: err, after: [], undo });
+        if (ops.length === 1 || !this.db.inTransaction || this.tx.totalChanges.get() !== changes) return i;
+        for (const f of undo) f();
+        undo.length = 0;
+      }
+    }
+    return -1;
   }
 
   async close(): Promise<void> {

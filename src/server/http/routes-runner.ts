@@ -43,19 +43,21 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
     req.deltaToken = t;
   };
   const leaseAuth = leaseTokenHook(ctx);
+  // A request that cannot wait needs no abort signal (an AbortController and a close listener per request).
+  const neverAborted = new AbortController().signal;
 
   app.post<{ Body: RegisterRequest }>("/v1/runner/register", { schema: { body: RegisterRequest }, onRequest: regAuth }, async (req, reply) => {
     return reply.code(201).send(await register(ctx, req.deltaToken, req.body));
   });
 
   app.post<{ Body: LeaseRequest }>("/v1/runner/lease", { schema: { body: LeaseRequest }, onRequest: sessionAuth }, async (req, reply) => {
-    const l = await lease(ctx, req.deltaToken, req.body.waitMs, clientGone(reply));
+    const l = await lease(ctx, req.deltaToken, req.body.waitMs, req.body.waitMs > 0 ? clientGone(reply) : neverAborted);
     if (!l) return reply.code(204).send();
     return reply.code(200).send({ lease: l });
   });
 
   app.post<{ Body: HeartbeatRequest }>("/v1/runner/heartbeat", { schema: { body: HeartbeatRequest }, onRequest: leaseAuth }, async (req, reply) => {
-    return reply.code(200).send(await heartbeat(ctx, req.deltaToken, req.body, clientGone(reply)));
+    return reply.code(200).send(await heartbeat(ctx, req.deltaToken, req.body, (req.body.waitMs ?? 0) > 0 ? clientGone(reply) : neverAborted));
   });
 
   app.put("/v1/runner/log", { onRequest: leaseAuth }, async (req, reply) => {

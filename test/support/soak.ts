@@ -30,11 +30,17 @@ export interface RunnerMode {
   isRunnerProcess(argv: readonly string[]): boolean;
 }
 
-/** A process per runner: `node …/deltaci.js runner …`. */
-export const processRunnerMode: RunnerMode = { name: "process", upArgs: ["--runner-mode", "process"], isRunnerProcess: (argv) => argv[2] === "runner" };
+/** The subcommand of a `node [node flags] …/deltaci.js SUBCOMMAND …` command line (a host gets node flags first: RUNNER_HOST_NODE_FLAGS). */
+function subcommand(argv: readonly string[]): string | undefined {
+  const script = argv.findIndex((a, i) => i > 0 && !a.startsWith("-"));
+  return script < 0 ? undefined : argv[script + 1];
+}
 
-/** Runners as sessions in a runner host (the default): the host, `node …/deltaci.js runner-host …`, is what gets killed. */
-export const sessionRunnerMode: RunnerMode = { name: "session", upArgs: ["--runner-mode", "session"], isRunnerProcess: (argv) => argv[2] === "runner-host" };
+/** A process per runner: `node …/deltaci.js runner …`. */
+export const processRunnerMode: RunnerMode = { name: "process", upArgs: ["--runner-mode", "process"], isRunnerProcess: (argv) => subcommand(argv) === "runner" };
+
+/** Runners as sessions in a runner host (the default): the host, `node [flags] …/deltaci.js runner-host …`, is what gets killed. */
+export const sessionRunnerMode: RunnerMode = { name: "session", upArgs: ["--runner-mode", "session"], isRunnerProcess: (argv) => subcommand(argv) === "runner-host" };
 
 export interface SoakOptions {
   isolation: "process" | "oci";

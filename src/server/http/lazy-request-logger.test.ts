@@ -5,14 +5,14 @@ import { pino } from "pino";
 import { buildApp } from "./app.ts";
 
 /** The app with a real pino logger (redacting as the server's does) writing its lines to `lines`. */
-function appLogging(lines: Array<Record<string, unknown>>) {
+function appLogging(lines: Array<Record<string, unknown>>, redact = ["*.leaseToken", "reqId"]) {
   const out = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const l of chunk.toString("utf8").split("\n")) if (l !== "") lines.push(JSON.parse(l) as Record<string, unknown>);
       done();
     },
   });
-  const logger = pino({ level: "info", redact: { paths: ["*.leaseToken", "reqId"], censor: "[redacted]" } }, out);
+  const logger = pino({ level: "info", redact: { paths: redact, censor: "[redacted]" } }, out);
   const app = buildApp({ logger, jsonBodyLimitBytes: 1024, metrics: null });
   app.get("/quiet", async () => ({ ok: true }));
   app.get("/talks", async (req) => {
@@ -49,7 +49,7 @@ void test("a request logs with its own reqId, redacted as the logger says; quiet
 
 void test("two requests' loggers are separate children, each with its own reqId", async () => {
   const lines: Array<Record<string, unknown>> = [];
-  const app = appLogging(lines);
+  const app = appLogging(lines, ["*.leaseToken"]);
   app.get("/id", async (req) => {
     req.log.warn({ id: req.id }, "id");
     return {};
@@ -59,6 +59,8 @@ void test("two requests' loggers are separate children, each with its own reqId"
     await app.inject({ method: "GET", url: "/id" });
     assert.equal(lines.length, 2);
     assert.notEqual(lines[0]?.id, lines[1]?.id);
+    assert.equal(lines[0]?.reqId, lines[0]?.id);
+    assert.equal(lines[1]?.reqId, lines[1]?.id);
   } finally {
     await app.close();
   }

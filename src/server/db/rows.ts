@@ -29,18 +29,34 @@ export function storedSecrets(box: SecretBox, jobId: string, secrets: Record<str
   return Object.keys(secrets).length === 0 ? "{}" : box.seal(JSON.stringify(secrets), jobId);
 }
 
+/**
+ * The jobs columns in the order `toJobValues` takes them. The SQLite store selects them by name
+ * and reads rows as arrays (better-sqlite3's `.raw()`): no object with 19 named properties per row.
+ */
+export const JOB_ROW_COLS = [
+  "id", "run_id", "name", "seq", "spec", "secrets", "fork", "state", "req_key", "attempt", "max_attempts", "cancel_mode",
+  "cancel_deadline", "log_limit", "failure", "steps", "unschedulable", "created_at", "finished_at",
+] as const;
+/** Index of `seq` in JOB_ROW_COLS. */
+export const JOB_ROW_SEQ = JOB_ROW_COLS.indexOf("seq");
+
 export function toJob(r: Raw, box: SecretBox): JobRow {
+  return toJobValues(JOB_ROW_COLS.map((c) => r[c]), box);
+}
+
+/** A job row from its column values in JOB_ROW_COLS order. */
+export function toJobValues(v: readonly unknown[], box: SecretBox): JobRow {
+  const [id, runId, name, seq, spec, secrets, fork, state, reqKey, attempt, maxAttempts, cancelMode, cancelDeadline, logLimit, failure, steps, unschedulable, createdAt, finishedAt] = v;
   const row = {
-    id: r.id as string, runId: r.run_id as string, name: r.name as string, seq: r.seq as number, fork: r.fork === 1 || r.fork === true,
-    state: r.state as JobState, reqKey: r.req_key as string, attempt: r.attempt as number, maxAttempts: r.max_attempts as number,
-    cancelMode: r.cancel_mode as JobRow["cancelMode"], cancelDeadline: r.cancel_deadline as number | null, logLimit: r.log_limit as number,
-    failure: r.failure == null ? null : JSON.parse(r.failure as string), steps: r.steps == null ? null : JSON.parse(r.steps as string),
-    unschedulable: r.unschedulable as string | null, createdAt: r.created_at as number, finishedAt: r.finished_at as number | null,
+    id: id as string, runId: runId as string, name: name as string, seq: seq as number, fork: fork === 1 || fork === true,
+    state: state as JobState, reqKey: reqKey as string, attempt: attempt as number, maxAttempts: maxAttempts as number,
+    cancelMode: cancelMode as JobRow["cancelMode"], cancelDeadline: cancelDeadline as number | null, logLimit: logLimit as number,
+    failure: failure == null ? null : JSON.parse(failure as string), steps: steps == null ? null : JSON.parse(steps as string),
+    unschedulable: unschedulable as string | null, createdAt: createdAt as number, finishedAt: finishedAt as number | null,
   } as JobRow;
   // The spec and secrets are parsed only when read: most state moves never look at them.
-  LAZY_SPEC.install(row, () => r.spec as string);
-  const secrets = r.secrets as string;
-  LAZY_SECRETS.install(row, () => (SecretBox.isSealed(secrets) ? box.open(secrets, row.id) : secrets));
+  LAZY_SPEC.install(row, () => spec as string);
+  LAZY_SECRETS.install(row, () => (SecretBox.isSealed(secrets as string) ? box.open(secrets as string, row.id) : (secrets as string)));
   return row;
 }
 
@@ -85,13 +101,25 @@ class LazyJsonField {
 const LAZY_SPEC = new LazyJsonField("spec");
 const LAZY_SECRETS = new LazyJsonField("secrets");
 
+/** The attempts columns in the order `toAttemptValues` takes them (see JOB_ROW_COLS). */
+export const ATTEMPT_ROW_COLS = [
+  "job_id", "attempt", "state", "runner_id", "lease_id", "lease_hash", "expires_at", "started_at", "finished_at", "reason", "ended_by",
+  "log_bytes", "log_truncated", "log_blob",
+] as const;
+
 export function toAttempt(r: Raw): AttemptRow {
+  return toAttemptValues(ATTEMPT_ROW_COLS.map((c) => r[c]));
+}
+
+/** An attempt row from its column values in ATTEMPT_ROW_COLS order. */
+export function toAttemptValues(v: readonly unknown[]): AttemptRow {
+  const [jobId, attempt, state, runnerId, leaseId, leaseHash, expiresAt, startedAt, finishedAt, reason, endedBy, logBytes, logTruncated, logBlob] = v;
   return {
-    jobId: r.job_id as string, attempt: r.attempt as number, state: r.state as AttemptRow["state"], runnerId: r.runner_id as string | null,
-    leaseId: r.lease_id as string | null, leaseHash: r.lease_hash as string | null, expiresAt: r.expires_at as number | null,
-    startedAt: r.started_at as number | null, finishedAt: r.finished_at as number | null, reason: r.reason as string | null,
-    endedBy: r.ended_by as string | null, logBytes: r.log_bytes as number, logTruncated: r.log_truncated === 1 || r.log_truncated === true,
-    logBlob: (r.log_blob as string | null | undefined) ?? null,
+    jobId: jobId as string, attempt: attempt as number, state: state as AttemptRow["state"], runnerId: runnerId as string | null,
+    leaseId: leaseId as string | null, leaseHash: leaseHash as string | null, expiresAt: expiresAt as number | null,
+    startedAt: startedAt as number | null, finishedAt: finishedAt as number | null, reason: reason as string | null,
+    endedBy: endedBy as string | null, logBytes: logBytes as number, logTruncated: logTruncated === 1 || logTruncated === true,
+    logBlob: (logBlob as string | null | undefined) ?? null,
   };
 }
 

@@ -12,7 +12,7 @@ import { SqliteGc } from "./sqlite-gc.ts";
 import { defaults } from "../../config/defaults.ts";
 import { partsLength } from "../engine/byte-parts.ts";
 import {
-  ATTEMPT_COLS, JOB_COLS, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttempt, toJob, toRegistration, toRunner, toTransition,
+  ATTEMPT_COLS, ATTEMPT_ROW_COLS, JOB_COLS, JOB_ROW_COLS, JOB_ROW_SEQ, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttemptValues, toJobValues, toRegistration, toRunner, toTransition,
 } from "./rows.ts";
 
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
@@ -58,6 +58,26 @@ export class SqliteStateStore implements StateStore {
     return s;
   }
 
+  /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order. */
+  private jobs(rest: string): Statement {
+    return this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
+  }
+
+  /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order. */
+  private attempts(rest: string): Statement {
+    return this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
+  }
+
+  /** A cached statement whose rows are arrays (`.raw()`); `text` names its columns. */
+  private arrays(text: string): Statement {
+    let s = this.stmts.get(text);
+    if (!s) {
+      s = this.sql.db.prepare(text).raw();
+      this.stmts.set(text, s);
+    }
+    return s;
+  }
+
   write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T> {
     // One connection, one transaction at a time: the transaction's reads are the store's own
     // (a view of it with the hooks added; it must never assign fields, see `mem`).
@@ -92,8 +112,8 @@ export class SqliteStateStore implements StateStore {
   }
 
   async getJob(id: string): Promise<JobRow | undefined> {
-    const r = this.st("SELECT * FROM jobs WHERE id = ?").get(id) as Raw | undefined;
-    return r ? toJob(r, this.box) : undefined;
+    const r = this.jobs("WHERE id = ?").get(id) as unknown[] | undefined;
+    return r ? toJobValues(r, this.box) : undefined;
   }
 
   async updateJob(id: string, patch: Partial<Omit<JobRow, "id">>): Promise<void> {
@@ -117,7 +137,7 @@ export class SqliteStateStore implements StateStore {
     add("EXISTS (SELECT 1 FROM json_each(spec, '$.runsOn.labels') WHERE value = ?)", filter.label);
     add("seq < ?", filter.beforeSeq);
     const cond = where.length > 0 ? `WHERE ${where.join(" AND ")} ` : "";
-    return (this.st(`SELECT * FROM jobs ${cond}ORDER BY seq DESC LIMIT ?`).all(...args, filter.limit) as Raw[]).map((r) => toJob(r, this.box));
+    return (this.jobs(`${cond}ORDER BY seq DESC LIMIT ?`).all(...args, filter.limit) as unknown[][]).map((r) => toJobValues(r, this.box));
   }
 
   async queuedReqKeys(): Promise<string[]> {
@@ -129,21 +149,21 @@ export class SqliteStateStore implements StateStore {
 
   async oldestQueued(reqKeys: readonly string[]): Promise<JobRow | undefined> {
     // Distinct queued requirement sets are few; each head is one index probe, not a scan of the queue.
-    let best: Raw | undefined;
+    let best: unknown[] | undefined;
     for (const key of reqKeys) {
-      const r = this.st("SELECT * FROM jobs WHERE state = 'queued' AND req_key = ? ORDER BY seq LIMIT 1").get(key) as Raw | undefined;
+      const r = this.jobs("WHERE state = 'queued' AND req_key = ? ORDER BY seq LIMIT 1").get(key) as unknown[] | undefined;
       if (!r) this.mem.queuedKeys?.delete(key);
-      else if (!best || (r.seq as number) < (best.seq as number)) best = r;
+      else if (!best || (r[JOB_ROW_SEQ] as number) < (best[JOB_ROW_SEQ] as number)) best = r;
     }
-    return best ? toJob(best, this.box) : undefined;
+    return best ? toJobValues(best, this.box) : undefined;
   }
 
   async queuedJobs(): Promise<JobRow[]> {
-    return (this.st("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq").all() as Raw[]).map((r) => toJob(r, this.box));
+    return (this.jobs("WHERE state = 'queued' ORDER BY seq").all() as unknown[][]).map((r) => toJobValues(r, this.box));
   }
 
   async cancelOverdue(now: number): Promise<JobRow[]> {
-    return (this.st("SELECT * FROM jobs WHERE state = 'canceling' AND cancel_deadline <= ?").all(now) as Raw[]).map((r) => toJob(r, this.box));
+    return (this.jobs("WHERE state = 'canceling' AND cancel_deadline <= ?").all(now) as unknown[][]).map((r) => toJobValues(r, this.box));
   }
 
   async demandRows(): Promise<DemandRow[]> {
@@ -164,13 +184,13 @@ export class SqliteStateStore implements StateStore {
   }
 
   async getAttempt(jobId: string, attempt: number): Promise<AttemptRow | undefined> {
-    const r = this.st("SELECT * FROM attempts WHERE job_id = ? AND attempt = ?").get(jobId, attempt) as Raw | undefined;
-    return r ? toAttempt(r) : undefined;
+    const r = this.attempts("WHERE job_id = ? AND attempt = ?").get(jobId, attempt) as unknown[] | undefined;
+    return r ? toAttemptValues(r) : undefined;
   }
 
   async getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined> {
-    const r = this.st("SELECT * FROM attempts WHERE lease_hash = ?").get(hash) as Raw | undefined;
-    return r ? toAttempt(r) : undefined;
+    const r = this.attempts("WHERE lease_hash = ?").get(hash) as unknown[] | undefined;
+    return r ? toAttemptValues(r) : undefined;
   }
 
   async updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void> {
@@ -182,11 +202,11 @@ export class SqliteStateStore implements StateStore {
   }
 
   async listAttempts(jobId: string): Promise<AttemptRow[]> {
-    return (this.st("SELECT * FROM attempts WHERE job_id = ? ORDER BY attempt").all(jobId) as Raw[]).map(toAttempt);
+    return (this.attempts("WHERE job_id = ? ORDER BY attempt").all(jobId) as unknown[][]).map(toAttemptValues);
   }
 
   async expiredAttempts(now: number): Promise<AttemptRow[]> {
-    return (this.st(`SELECT * FROM attempts WHERE state IN ${LIVE} AND expires_at <= ?`).all(now) as Raw[]).map(toAttempt);
+    return (this.attempts(`WHERE state IN ${LIVE} AND expires_at <= ?`).all(now) as unknown[][]).map(toAttemptValues);
   }
 
   async extendLiveLeases(minExpiresAt: number): Promise<number> {

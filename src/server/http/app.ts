@@ -3,12 +3,14 @@ import Fastify, { LogController, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { sendError } from "./errors.ts";
 import { lazyValidatorCompiler } from "./lazy-validators.ts";
+import { lazyChildLogger } from "./lazy-request-logger.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
 export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes: number; metrics: ServerMetrics | null }): FastifyInstance {
   const app: FastifyInstance = Fastify({
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: lazyChildLogger,
     bodyLimit: opts.jsonBodyLimitBytes,
     return503OnClosing: true,
     forceCloseConnections: "idle",
@@ -33,7 +35,7 @@ export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes:
   const m = opts.metrics;
   if (m) {
     app.addHook("onResponse", (req, reply, done) => {
-      m.requestSeconds.observe({ method: req.method, route: req.routeOptions.url ?? "unmatched", status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      m.observeRequest(req.method, req.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
       done();
     });
   }

@@ -63,7 +63,12 @@ export async function archiveLog(ctx: ArchiveContext, blobs: LogBlobs, jobId: st
   const stored = a.logBytes === 0
     ? { sha256: EMPTY_SHA, size: 0 }
     : await blobs.put(Readable.from(liveLogBytes(ctx.store, jobId, attempt, 0, a.logBytes)), a.logBytes);
-  if (stored.size !== a.logBytes) throw new Error(`log of ${jobId}/${attempt}: read ${stored.size} of its ${a.logBytes} committed bytes`);
+  if (stored.size !== a.logBytes) {
+    // Another archiver (a replica that just took the sweeper role) moved it while we read: done.
+    const moved = await ctx.store.getAttempt(jobId, attempt);
+    if (!moved || moved.logBlob !== null) return "skipped";
+    throw new Error(`log of ${jobId}/${attempt}: read ${stored.size} of its ${a.logBytes} committed bytes`);
+  }
   return ctx.store.write(async (tx) => {
     const now = await tx.getAttempt(jobId, attempt);
     if (!now || now.logBlob !== null || now.logBytes !== a.logBytes || !logSettled(ctx, now)) return "skipped";

@@ -21,19 +21,14 @@ export function slotInfo(index: number, workRoot: string): SlotInfo {
  * A sandbox's root maps to an unprivileged uid that must reach its slot's work dir: every
  * directory from `dir` up to `/` must be traversable by others.
  */
-export function assertTraversable(dir: string): Promise<void> {
-  try {
-    assertTraversableSync(dir);
-    return Promise.resolve();
-  } catch (e) {
-    return Promise.reject(e);
-  }
+export async function assertTraversable(dir: string): Promise<void> {
+  assertTraversableSync(dir);
 }
 
 /** `assertTraversable`, with a stat per level on this thread (no thread-pool round trip each: a job's create runs it). */
 export function assertTraversableSync(dir: string): void {
   for (let d = dir; d !== dirname(d); d = dirname(d)) {
-    const st = statSync(d); // a few stats: cheaper than as many thread-pool round trips
+    const st = statSync(d);
     if ((st.mode & 0o001) === 0) throw new DeltaError("E_SANDBOX", `slot work dir ${dir}: ${d} is not traversable by others (mode ${(st.mode & 0o777).toString(8)})`);
   }
 }

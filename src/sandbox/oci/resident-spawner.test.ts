@@ -92,8 +92,14 @@ void test("a connection is kept for the next request; concurrent requests and ch
     const during = sockets(pid);
     assert.equal((await running).code, 0);
     assert.deepEqual(sockets(pid), during, "the connection is kept after the reply");
-    for (let i = 0; i < 5; i++) assert.equal((await s.run("true", [], 10_000)).code, 0);
+    const leaks: Error[] = [];
+    const onWarning = (w: Error) => void (w.name === "MaxListenersExceededWarning" && leaks.push(w));
+    process.on("warning", onWarning);
+    for (let i = 0; i < 15; i++) assert.equal((await s.run("true", [], 10_000)).code, 0);
+    await new Promise((r) => setImmediate(r));
+    process.off("warning", onWarning);
     assert.deepEqual(sockets(pid), during, "and served the next requests: no new connection");
+    assert.deepEqual(leaks.map((w) => w.message), [], "a kept connection gains no listener per request");
     const many = await Promise.all(Array.from({ length: 12 }, (_, i) => s.run("sh", ["-c", `sleep 0.0${i % 3}; echo ${i}`], 10_000)));
     assert.deepEqual(many.map((r) => r.stdout), Array.from({ length: 12 }, (_, i) => `${i}\n`));
     const withChannels = await Promise.all(Array.from({ length: 4 }, (_, i) => s.runWithChannel("sh", ["-c", `echo ch${i} >&3`], 10_000)));

@@ -165,7 +165,13 @@ export class ResidentSpawner implements HostCommands {
       }
     }
     const s = await this.connect(r.socketPath).catch(() => null);
-    s?.on("error", () => {});
+    if (s === null) return null;
+    s.on("error", () => {});
+    // once per connection, not per reuse: a kept connection serves many requests
+    s.once("close", () => {
+      const i = r.idle.indexOf(s);
+      if (i >= 0) r.idle.splice(i, 1);
+    });
     return s;
   }
 
@@ -177,10 +183,6 @@ export class ResidentSpawner implements HostCommands {
     }
     s.unref();
     r.idle.push(s);
-    s.once("close", () => {
-      const i = r.idle.indexOf(s);
-      if (i >= 0) r.idle.splice(i, 1);
-    });
   }
 
   /** Sends one request and reads its reply; null if the spawner could not be reached. */

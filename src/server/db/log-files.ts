@@ -152,8 +152,13 @@ export class LogFiles {
   }
 
   private evictOldest(): void {
-    const oldest = [...this.fds].find(([k]) => !this.pinned.has(k));
-    if (!oldest) return; // all pinned: a few more stay open until their stages end
+    let oldest: [string, number] | undefined;
+    for (const entry of this.fds) {
+      if (this.pinned.has(entry[0])) continue;
+      oldest = entry;
+      break;
+    }
+    if (oldest === undefined) return; // all pinned: a few more stay open until their stages end
     const [key, fd] = oldest;
     // Not yet synced for its batch: sync now, or the commit would acknowledge unsynced bytes.
     if (this.dirty.has(key)) {

@@ -47,11 +47,12 @@ const precompiledValidators = {
     });
   },
 };
-/** `undici` is scripts/undici-slim.cjs in the bundles: only what the client uses (why: there). */
-const slimUndici = {
-  name: "undici-slim",
+/** `undici` and `prom-client` are scripts/*-slim.cjs in the bundles: only what the sources use (why: there). */
+const slimPackages = {
+  name: "slim-packages",
   setup(b) {
     b.onResolve({ filter: /^undici$/ }, () => ({ path: `${root}scripts/undici-slim.cjs` }));
+    b.onResolve({ filter: /^prom-client$/ }, () => ({ path: `${root}scripts/prom-client-slim.cjs` }));
   },
 };
 /**
@@ -69,7 +70,7 @@ const noHttp2 = {
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
-  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimUndici],
+  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages],
 };
 /**
  * V8 flags of every start of a bundle, set by the loader before it reads the code cache.

@@ -2,7 +2,7 @@
 import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
-import type { BlobRef, JobListFilter, StagedLogBytes, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
+import type { BlobRef, JobListFilter, StagedLogBytes, StateOps, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
 import { SecretBox } from "../secrets/secret-box.ts";
@@ -14,6 +14,14 @@ import { partsLength } from "../engine/byte-parts.ts";
 import {
   ATTEMPT_COLS, ATTEMPT_ROW_COLS, JOB_COLS, JOB_ROW_COLS, JOB_ROW_SEQ, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttemptValues, toJobValues, toRegistration, toRunner, toTransition,
 } from "./rows.ts";
+
+/** The reads that, outside a transaction, wait for commits not yet durable (SqliteDatabase.durable). */
+const OUTSIDE_READS = [
+  "getJob", "listJobs", "queuedReqKeys", "oldestQueued", "queuedJobs", "cancelOverdue", "demandRows", "countJobsByState",
+  "getAttempt", "getAttemptByLeaseHash", "listAttempts", "expiredAttempts", "listTransitions", "getRunnerBySession", "getRunner",
+  "getRegistration", "getArtifact", "findArtifact", "listArtifacts", "readLogChunks", "getKv", "blobCollecting", "gcEpoch",
+  "expiredJobIds", "blobMarks", "unarchivedLogs",
+] as const satisfies ReadonlyArray<keyof StateOps>;
 
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
@@ -27,6 +35,8 @@ export class SqliteStateStore implements StateStore {
 
   private readonly box: SecretBox;
   private readonly gc: SqliteGc;
+  /** What a transaction's view inherits from: the store, with the reads that do not wait (see OUTSIDE_READS). */
+  private readonly txBase: SqliteStateStore;
 
   constructor(file: string, durability: Durability, box: SecretBox) {
     this.box = box;
@@ -35,6 +45,19 @@ export class SqliteStateStore implements StateStore {
     this.sql.beforeCommit = () => this.logs.syncWritten();
     this.gc = new SqliteGc((text) => this.st(text), this.logs);
     this.mem.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
+    // Outside a transaction a read first waits for the commits not yet durable (full durability
+    // syncs after the commit, off the event loop): nothing unacknowledged is ever read. A
+    // transaction reads directly: it is acknowledged only after a sync that covers what it read.
+    const direct: Record<string, unknown> = {};
+    for (const name of OUTSIDE_READS) {
+      const read = (SqliteStateStore.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[name] as (...args: unknown[]) => Promise<unknown>;
+      direct[name] = read;
+      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+        const wait = this.sql.durable();
+        return wait ? wait.then(() => read.apply(this, args)) : read.apply(this, args);
+      };
+    }
+    this.txBase = Object.assign(Object.create(this) as SqliteStateStore, direct);
   }
 
   get stats(): { commits: number; ops: number } {
@@ -81,7 +104,7 @@ export class SqliteStateStore implements StateStore {
   write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T> {
     // One connection, one transaction at a time: the transaction's reads are the store's own
     // (a view of it with the hooks added; it must never assign fields, see `mem`).
-    return this.sql.write((hooks) => fn(Object.assign(Object.create(this) as SqliteStateStore, hooks)), opts);
+    return this.sql.write((hooks) => fn(Object.assign(Object.create(this.txBase) as SqliteStateStore, hooks)), opts);
   }
 
   readonly shared = false;

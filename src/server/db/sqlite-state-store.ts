@@ -30,6 +30,8 @@ export class SqliteStateStore implements StateStore {
   private readonly sql: SqliteDatabase;
   private readonly logs: LogFiles;
   private readonly stmts = new Map<string, Statement>();
+  private readonly jobStmts = new Map<string, Statement>();
+  private readonly attemptStmts = new Map<string, Statement>();
   /** Mutable state lives in this object, shared by the store and its transaction views (write()). */
   private readonly mem: { seq: number; queuedKeys: Set<string> | null } = { seq: 0, queuedKeys: null };
 
@@ -81,14 +83,24 @@ export class SqliteStateStore implements StateStore {
     return s;
   }
 
-  /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order. */
+  /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order (cached by `rest`: no SQL text built per call). */
   private jobs(rest: string): Statement {
-    return this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
+    let s = this.jobStmts.get(rest);
+    if (!s) {
+      s = this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
+      this.jobStmts.set(rest, s);
+    }
+    return s;
   }
 
-  /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order. */
+  /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order (cached as `jobs`). */
   private attempts(rest: string): Statement {
-    return this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
+    let s = this.attemptStmts.get(rest);
+    if (!s) {
+      s = this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
+      this.attemptStmts.set(rest, s);
+    }
+    return s;
   }
 
   /** A cached statement whose rows are arrays (`.raw()`); `text` names its columns. */

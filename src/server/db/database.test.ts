@@ -129,3 +129,22 @@ void test("full durability: a write is acknowledged, and its hooks run, only aft
     assert.deepEqual(seen, ["hook", "acknowledged"]);
     assert.equal(db.durable(), null);
   }));
+
+void test("full durability: a database closed (its WAL removed) opens again with what it held", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
+  try {
+    const file = join(dir, "state.db");
+    const first = new SqliteDatabase(file, "full");
+    await first.write(() => first.db.prepare("INSERT INTO kv(key, value) VALUES ('a', 'v')").run());
+    await first.close();
+    const again = new SqliteDatabase(file, "full");
+    try {
+      assert.equal(again.db.prepare("SELECT value FROM kv WHERE key = 'a'").pluck().get(), "v");
+      await again.write(() => again.db.prepare("INSERT INTO kv(key, value) VALUES ('b', 'v')").run());
+    } finally {
+      await again.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

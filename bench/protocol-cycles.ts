@@ -8,7 +8,8 @@
  * baseline does. Baseline in the same run: requests/s of a bare Fastify JSON route with the same
  * concurrency and client, after 2,000 warm-up requests.
  * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
- * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles]
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles] [--sqlite-only]
+ * (--sqlite-only: the baseline and the two SQLite rounds, no PostgreSQL; for iterating on the server's hot path)
  * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
  * (one .cpuprofile per server process, written when it exits).
  */
@@ -18,10 +19,12 @@ import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs, type 
 import { crossReplicaPickup, startReplicas } from "./lib/replica-bench.ts";
 import { loadavg } from "node:os";
 
-const CYCLES = Number(process.argv[2] ?? 4000);
-const CONC = Number(process.argv[3] ?? 16);
-const PICKUPS = Number(process.argv[4] ?? 100);
-const WARMUP = Number(process.argv[5] ?? CYCLES);
+const SQLITE_ONLY = process.argv.includes("--sqlite-only");
+const ARGS = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const CYCLES = Number(ARGS[0] ?? 4000);
+const CONC = Number(ARGS[1] ?? 16);
+const PICKUPS = Number(ARGS[2] ?? 100);
+const WARMUP = Number(ARGS[3] ?? CYCLES);
 const LOG = Buffer.alloc(4096, "x");
 const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
 
@@ -123,9 +126,9 @@ async function main(): Promise<void> {
   }
   const full = await sqliteRate("full");
   const normal = await sqliteRate("normal");
-  const pg1 = await pgRate(1);
-  const pg2 = await pgRate(2);
-  const pickup = await crossReplicaPickup(PICKUPS);
+  const pg1 = SQLITE_ONLY ? null : await pgRate(1);
+  const pg2 = SQLITE_ONLY ? null : await pgRate(2);
+  const pickup = SQLITE_ONLY ? null : await crossReplicaPickup(PICKUPS);
   process.stdout.write(JSON.stringify({
     bench: "protocol-cycles",
     concurrency: CONC,
@@ -134,7 +137,7 @@ async function main(): Promise<void> {
     normal,
     postgres1: pg1,
     postgres2: pg2,
-    crossReplicaPickupMs: { ...pickup, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
+    crossReplicaPickupMs: pickup && { ...pickup, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
     postgresCluster: "test cluster from scripts/services/postgres.sh (fsync off); PostgreSQL's CPU not counted in serverCpuMsPerCycle",
     loadAverageAtStart: load,
     loadAverageAtEnd: loadavg()[0],

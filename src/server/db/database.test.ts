@@ -87,20 +87,64 @@ void test("a lone failing op leaves nothing behind and the next write works", ()
     assert.deepEqual(db.db.prepare("SELECT key FROM kv").pluck().all(), ["y"]);
   }));
 
-void test("durability: the connection's synchronous level, kept through batches (none never syncs)", async () => {
-  for (const [durability, level] of [["full", 2], ["normal", 1], ["none", 0]] as const) {
+void test("durability: the connection's synchronous level, kept through batches (full syncs after the commit; none never syncs)", async () => {
+  for (const [durability, level] of [["full", 1], ["normal", 1], ["none", 0]] as const) {
     const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
     const db = new SqliteDatabase(join(dir, "state.db"), durability);
     try {
       assert.equal(db.db.pragma("journal_mode", { simple: true }), "wal");
       await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('a', 'v')").run(), { durable: false });
-      // full goes down to NORMAL for a batch of non-durable ops only; none stays OFF
-      assert.equal(db.db.pragma("synchronous", { simple: true }), durability === "full" ? 1 : level);
+      assert.equal(db.db.pragma("synchronous", { simple: true }), level);
       await db.write(() => db.db.prepare("INSERT INTO kv(key, value) VALUES ('b', 'v')").run());
       assert.equal(db.db.pragma("synchronous", { simple: true }), level);
+      assert.equal(db.durable(), null);
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+});
+
+void test("full durability: a write is acknowledged, and its hooks run, only after the WAL sync that follows its commit; reads wait for it", () =>
+  withDb(async (db) => {
+    const seen: string[] = [];
+    const w = db.write((hooks) => {
+      db.db.prepare("INSERT INTO kv(key, value) VALUES ('k', 'v')").run();
+      hooks.afterCommit(() => seen.push("hook"));
+      return "done";
+    });
+    void w.then(() => seen.push("acknowledged"));
+    // Runs the batch now: committed, its sync on the thread pool (its callback needs another turn of the loop).
+    await db.flush();
+    assert.equal(db.db.prepare("SELECT value FROM kv WHERE key = 'k'").pluck().get(), "v");
+    const read = db.durable();
+    assert.ok(read, "a commit is waiting for its sync");
+    // A heartbeat-like batch asks for no sync of its own but is not acknowledged before the one due.
+    const light = db.write(() => "light", { durable: false });
+    await db.flush();
+    assert.deepEqual(seen, []);
+    await read;
+    assert.equal(await w, "done");
+    assert.equal(await light, "light");
+    assert.deepEqual(seen, ["hook", "acknowledged"]);
+    assert.equal(db.durable(), null);
+  }));
+
+void test("full durability: a database closed (its WAL removed) opens again with what it held", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-db-test-"));
+  try {
+    const file = join(dir, "state.db");
+    const first = new SqliteDatabase(file, "full");
+    await first.write(() => first.db.prepare("INSERT INTO kv(key, value) VALUES ('a', 'v')").run());
+    await first.close();
+    const again = new SqliteDatabase(file, "full");
+    try {
+      assert.equal(again.db.prepare("SELECT value FROM kv WHERE key = 'a'").pluck().get(), "v");
+      await again.write(() => again.db.prepare("INSERT INTO kv(key, value) VALUES ('b', 'v')").run());
+    } finally {
+      await again.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

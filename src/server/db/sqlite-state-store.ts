@@ -2,7 +2,7 @@
 import { dirname, join } from "node:path";
 import type { Statement } from "better-sqlite3";
 import type { JobState } from "../../protocol/schemas.ts";
-import type { BlobRef, JobListFilter, StagedLogBytes, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
+import type { BlobRef, JobListFilter, StagedLogBytes, StateOps, StateStore, StateTx, TxHooks } from "../engine/state-store.ts";
 import type { ArtifactRow, AttemptRow, DemandRow, JobRow, RegistrationRow, RunnerRow, TransitionRow } from "../engine/types.ts";
 import type { Durability } from "../options.ts";
 import { SecretBox } from "../secrets/secret-box.ts";
@@ -15,6 +15,14 @@ import {
   ATTEMPT_COLS, ATTEMPT_ROW_COLS, JOB_COLS, JOB_ROW_COLS, JOB_ROW_SEQ, LIVE, type Raw, sqlValue, storedSecrets, toArtifact, toAttemptValues, toJobValues, toRegistration, toRunner, toTransition,
 } from "./rows.ts";
 
+/** The reads that, outside a transaction, wait for commits not yet durable (SqliteDatabase.durable). */
+const OUTSIDE_READS = [
+  "getJob", "listJobs", "queuedReqKeys", "oldestQueued", "queuedJobs", "cancelOverdue", "demandRows", "countJobsByState",
+  "getAttempt", "getAttemptByLeaseHash", "listAttempts", "expiredAttempts", "listTransitions", "getRunnerBySession", "getRunner",
+  "getRegistration", "getArtifact", "findArtifact", "listArtifacts", "readLogChunks", "getKv", "blobCollecting", "gcEpoch",
+  "expiredJobIds", "blobMarks", "unarchivedLogs",
+] as const satisfies ReadonlyArray<keyof StateOps>;
+
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
 
@@ -22,11 +30,15 @@ export class SqliteStateStore implements StateStore {
   private readonly sql: SqliteDatabase;
   private readonly logs: LogFiles;
   private readonly stmts = new Map<string, Statement>();
+  private readonly jobStmts = new Map<string, Statement>();
+  private readonly attemptStmts = new Map<string, Statement>();
   /** Mutable state lives in this object, shared by the store and its transaction views (write()). */
   private readonly mem: { seq: number; queuedKeys: Set<string> | null } = { seq: 0, queuedKeys: null };
 
   private readonly box: SecretBox;
   private readonly gc: SqliteGc;
+  /** What a transaction's view inherits from: the store, with the reads that do not wait (see OUTSIDE_READS). */
+  private readonly txBase: SqliteStateStore;
 
   constructor(file: string, durability: Durability, box: SecretBox) {
     this.box = box;
@@ -35,6 +47,19 @@ export class SqliteStateStore implements StateStore {
     this.sql.beforeCommit = () => this.logs.syncWritten();
     this.gc = new SqliteGc((text) => this.st(text), this.logs);
     this.mem.seq = (this.sql.db.prepare("SELECT COALESCE(MAX(seq), 0) FROM jobs").pluck().get() as number) ?? 0;
+    // Outside a transaction a read first waits for the commits not yet durable (full durability
+    // syncs after the commit, off the event loop): nothing unacknowledged is ever read. A
+    // transaction reads directly: it is acknowledged only after a sync that covers what it read.
+    const direct: Record<string, unknown> = {};
+    for (const name of OUTSIDE_READS) {
+      const read = (SqliteStateStore.prototype as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[name] as (...args: unknown[]) => Promise<unknown>;
+      direct[name] = read;
+      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+        const wait = this.sql.durable();
+        return wait ? wait.then(() => read.apply(this, args)) : read.apply(this, args);
+      };
+    }
+    this.txBase = Object.assign(Object.create(this) as SqliteStateStore, direct);
   }
 
   get stats(): { commits: number; ops: number } {
@@ -58,14 +83,24 @@ export class SqliteStateStore implements StateStore {
     return s;
   }
 
-  /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order. */
+  /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order (cached by `rest`: no SQL text built per call). */
   private jobs(rest: string): Statement {
-    return this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
+    let s = this.jobStmts.get(rest);
+    if (!s) {
+      s = this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
+      this.jobStmts.set(rest, s);
+    }
+    return s;
   }
 
-  /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order. */
+  /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order (cached as `jobs`). */
   private attempts(rest: string): Statement {
-    return this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
+    let s = this.attemptStmts.get(rest);
+    if (!s) {
+      s = this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
+      this.attemptStmts.set(rest, s);
+    }
+    return s;
   }
 
   /** A cached statement whose rows are arrays (`.raw()`); `text` names its columns. */
@@ -81,7 +116,7 @@ export class SqliteStateStore implements StateStore {
   write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T> {
     // One connection, one transaction at a time: the transaction's reads are the store's own
     // (a view of it with the hooks added; it must never assign fields, see `mem`).
-    return this.sql.write((hooks) => fn(Object.assign(Object.create(this) as SqliteStateStore, hooks)), opts);
+    return this.sql.write((hooks) => fn(Object.assign(Object.create(this.txBase) as SqliteStateStore, hooks)), opts);
   }
 
   readonly shared = false;

@@ -8,7 +8,6 @@
 import { createReadStream } from "node:fs";
 import { chmod, lchown, link, lstat, mkdir, open, readdir, symlink } from "node:fs/promises";
 import { posix } from "node:path";
-import { createGunzip } from "node:zlib";
 import { DeltaError } from "../base/errors.ts";
 
 export interface ExtractOptions {
@@ -114,8 +113,10 @@ export async function extractSourceArchive(archivePath: string, root: string, op
     throw new DeltaError("E_SOURCE", `cannot open source archive: ${String(e)}`, { cause: e });
   });
   await fh.read(head, 0, 2, 0).finally(() => fh.close());
+  // zlib loaded on first need: a runner host that never extracts a gzip keeps it out of its RSS.
+  const gunzip = head[0] === 0x1f && head[1] === 0x8b ? (await import("node:zlib")).createGunzip() : null;
   const raw = createReadStream(archivePath);
-  const source = head[0] === 0x1f && head[1] === 0x8b ? raw.pipe(createGunzip()) : raw;
+  const source = gunzip === null ? raw : raw.pipe(gunzip);
   try {
     await extractStream(new ByteReader(source as AsyncIterable<Buffer>), root, opts);
   } catch (e) {

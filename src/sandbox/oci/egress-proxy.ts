@@ -7,13 +7,13 @@
  */
 import { createWriteStream, type WriteStream } from "node:fs";
 import { chmod, rm } from "node:fs/promises";
-import { lookup } from "node:dns/promises";
 import { isIP, createConnection, createServer, type Server, type Socket } from "node:net";
 import type { SandboxLogger } from "../types.ts";
 
 export type ResolveHost = (host: string) => Promise<string[]>;
 
-export const defaultResolve: ResolveHost = async (host) => (await lookup(host, { all: true })).map((a) => a.address);
+/** node:dns/promises loaded on first need: most runner hosts never resolve a name. */
+export const defaultResolve: ResolveHost = async (host) => (await (await import("node:dns/promises")).lookup(host, { all: true })).map((a) => a.address);
 
 export interface AuditEntry {
   time: string;

@@ -7,12 +7,15 @@
 // written when missing or rejected by V8, at exit: by then it holds every function the command
 // compiled, not only the top level. A missing, stale or unwritable cache only costs the compile.
 // DELTACI_NO_CODE_CACHE=1 neither reads nor writes it.
+// The entry may pass V8 flags: they are set before the cache is read, because V8 rejects a cache
+// made under other flags (set later, every start would compile and rewrite the cache).
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
 import { Script, constants } from "node:vm";
 
 /** Caches kept (subcommands, other checkouts and node versions share the dir); the oldest go first. */
@@ -48,8 +51,12 @@ function writeCache(dir, file, data) {
   }
 }
 
-/** Runs the bundle at `url` (a file URL) as the main module would run; `hash`: its content hash, from the build. */
-export function runWithCodeCache(url, hash) {
+/**
+ * Runs the bundle at `url` (a file URL) as the main module would run; `hash`: its content hash,
+ * from the build; `v8Flags`: V8 flags the bundle runs with (set first: the cache depends on them).
+ */
+export function runWithCodeCache(url, hash, v8Flags = []) {
+  for (const flag of v8Flags) setFlagsFromString(flag);
   const filename = fileURLToPath(url);
   const source = readFileSync(filename).toString("latin1"); // the build made it ASCII: no UTF-8 decoding (~20 ms for 6 MB)
   const enabled = process.env.DELTACI_NO_CODE_CACHE !== "1";

@@ -23,10 +23,12 @@ process.stdout.write(JSON.stringify({ file: basename(__filename), dir: __dirname
 process.exitCode = 3;
 })`;
 
-function setUp() {
+/** `v8Flags`: what the entry passes to the loader, as the build's entries do. */
+function setUp(v8Flags?: string[]) {
   const dir = mkdtempSync(join(tmpdir(), "deltaci-code-cache-"));
   writeFileSync(join(dir, "b.cjs"), bundle);
-  writeFileSync(join(dir, "b.mjs"), `import { runWithCodeCache } from ${JSON.stringify(loader)};\nrunWithCodeCache(new URL("./b.cjs", import.meta.url), "h0123456789abcdef");\n`);
+  const flags = v8Flags ? `, ${JSON.stringify(v8Flags)}` : "";
+  writeFileSync(join(dir, "b.mjs"), `import { runWithCodeCache } from ${JSON.stringify(loader)};\nrunWithCodeCache(new URL("./b.cjs", import.meta.url), "h0123456789abcdef"${flags});\n`);
   const cacheDir = join(dir, "cache", "deltaci", "code-cache");
   const run = (args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []) => {
     const r = spawnSync(process.execPath, [...nodeFlags, join(dir, "b.mjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
@@ -80,6 +82,21 @@ void test("node's flags get a cache of their own (V8 rejects a cache made under 
     t.run(["runner-host"], {}, flags);
     t.run(["runner-host"]);
     assert.deepEqual(inodes(), before, "neither run threw the other's cache away");
+  } finally {
+    t.dispose();
+  }
+});
+
+void test("V8 flags from the entry are set before the cache is read: the cache made under them is used as is", () => {
+  const t = setUp(["--liftoff-only"]);
+  try {
+    const r = t.run(["run"]);
+    assert.equal(r.status, 3, r.stderr);
+    const [name] = t.caches();
+    assert.ok(name);
+    const before = statSync(join(t.cacheDir, name));
+    assert.equal(t.run(["run"]).status, 3);
+    assert.equal(statSync(join(t.cacheDir, name)).ino, before.ino, "a cache made under the same flags is not rejected and rewritten");
   } finally {
     t.dispose();
   }

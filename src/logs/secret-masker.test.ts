@@ -31,6 +31,15 @@ void describe("SecretMasker", () => {
     assert.equal(streamed(new SecretMasker([secret]), text, [2, 3, 5]), expected);
   });
 
+  void it("masks a secret whose rarest byte is everywhere in the output, across every split point", () => {
+    const value = "Qq-QQ-Zz"; // its rarest byte, Q, also fills the text around it
+    const text = `QQQ ${value}QQq-QQ-Z ${"Q".repeat(40)}${value}${value} QQ-QQ-Zz\n`;
+    const expected = text.replaceAll(value, "***");
+    for (let split = 1; split < text.length; split++) {
+      assert.equal(streamed(new SecretMasker([value]), text, [split, 7]), expected, `split at ${split}`);
+    }
+  });
+
   void it("holds back only a possible prefix of a pattern", () => {
     const m = new SecretMasker([secret]);
     assert.equal(m.write(Buffer.from("hello world\n")).toString(), "hello world\n");

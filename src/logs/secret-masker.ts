@@ -9,7 +9,7 @@
  * Patterns shorter than MIN_PATTERN_BYTES are not masked (they would blank ordinary text).
  */
 import { TokenPrefix } from "../base/ids.ts";
-import { indexOfByRareByte } from "./find-bytes.ts";
+import { indexOfByRareByte, rarestByteAt } from "./find-bytes.ts";
 
 export const MASK = Buffer.from("***");
 export const MIN_PATTERN_BYTES = 3;
@@ -68,9 +68,13 @@ interface Match {
 
 export class SecretMasker {
   private readonly patterns: Buffer[] = [];
+  /** Per pattern, the index of its byte likely rarest in output: each is found by a memchr of that byte (find-bytes.ts). */
+  private readonly rareAt: number[] = [];
   private readonly known = new Set<string>();
   /** Every proper prefix of every pattern (latin1), to size the held-back tail. */
   private readonly prefixes = new Set<string>();
+  /** First bytes of the patterns: a tail that does not start with one is no prefix (no string made for it). */
+  private readonly firstBytes = new Uint8Array(256);
   private maxPrefixLen = TOKEN_LEN - 1;
   private pending: Buffer = Buffer.alloc(0);
 
@@ -85,6 +89,8 @@ export class SecretMasker {
       if (this.known.has(key)) continue;
       this.known.add(key);
       this.patterns.push(p);
+      this.rareAt.push(rarestByteAt(p));
+      this.firstBytes[p[0] ?? 0] = 1;
       for (let k = 1; k < p.length; k++) this.prefixes.add(p.toString("latin1", 0, k));
       this.maxPrefixLen = Math.max(this.maxPrefixLen, p.length - 1);
     }
@@ -125,7 +131,7 @@ export class SecretMasker {
     let held = 0;
     if (this.prefixes.size > 0) {
       for (let k = limit; k >= 1; k--) {
-        if (this.prefixes.has(data.toString("latin1", data.length - k))) {
+        if (this.firstBytes[data[data.length - k] ?? 0] === 1 && this.prefixes.has(data.toString("latin1", data.length - k))) {
           held = k;
           break;
         }
@@ -154,9 +160,10 @@ export class SecretMasker {
   /** Non-overlapping matches, leftmost first, longest at a position. */
   private findMatches(data: Buffer): Match[] {
     const all: Match[] = [];
-    for (const p of this.patterns) {
-      for (let i = data.indexOf(p); i !== -1; i = data.indexOf(p, i + 1)) all.push({ start: i, end: i + p.length });
-    }
+    this.patterns.forEach((p, n) => {
+      const rareAt = this.rareAt[n] ?? 0;
+      for (let i = indexOfByRareByte(data, p, rareAt, 0); i !== -1; i = indexOfByRareByte(data, p, rareAt, i + 1)) all.push({ start: i, end: i + p.length });
+    });
     // Its "_" is rare in most output: found by memchr (find-bytes.ts).
     for (let i = indexOfByRareByte(data, TOKEN_HEAD, 3, 0); i !== -1; i = indexOfByRareByte(data, TOKEN_HEAD, 3, i + 1)) {
       if (matchTokenAt(data, i)) all.push({ start: i, end: i + TOKEN_LEN });

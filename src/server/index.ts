@@ -3,6 +3,7 @@
  * `dataDir`, starts the expiry sweeper and listens; `close()` answers held long polls, stops
  * the sweeper, closes the listener and the database.
  */
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { defaults } from "../config/defaults.ts";
@@ -158,15 +159,25 @@ export function logArchiveMode(asked: boolean | undefined, sharedState: boolean,
 }
 
 /**
- * Closes the listener: idle keep-alive connections at once, responses in flight after
- * `serverCloseGraceMs` (a client that stopped reading a download would otherwise hold the close
- * until its socket timed out).
+ * Closes the listener: idle keep-alive connections at once, and each one whose response ends
+ * meanwhile as soon as it is idle (else the close waited for its client to close it: `deltaci
+ * run`'s controller's long poll, released by the drain, held it 20–140 ms, until the controller
+ * had stopped its runners); responses in flight after `serverCloseGraceMs` (a client that stopped
+ * reading a download would otherwise hold the close until its socket timed out).
  */
 async function closeListener(app: FastifyInstance): Promise<void> {
   const timer = setTimeout(() => app.server.closeAllConnections(), defaults.serverCloseGraceMs);
+  const onResponseEnd = (msg: unknown) => {
+    if ((msg as { server?: unknown }).server === app.server) setImmediate(() => app.server.closeIdleConnections());
+  };
+  subscribe(RESPONSE_FINISH_CHANNEL, onResponseEnd);
   try {
     await app.close();
   } finally {
+    unsubscribe(RESPONSE_FINISH_CHANNEL, onResponseEnd);
     clearTimeout(timer);
   }
 }
+
+/** node's http server publishes `{ request, response, socket, server }` here as a response ends. */
+const RESPONSE_FINISH_CHANNEL = "http.server.response.finish";

@@ -6,7 +6,6 @@
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { DeltaError } from "../base/errors.ts";
-import { PgStateStore } from "./db/pg/pg-state-store.ts";
 import { SqliteStateStore } from "./db/sqlite-state-store.ts";
 import type { StateStore } from "./engine/state-store.ts";
 import type { ResolvedOptions } from "./options.ts";
@@ -16,7 +15,11 @@ import { loadOrCreateToken, readToken } from "./tokens.ts";
 export type OpenedStore = StateStore & { onHookError: (err: unknown) => void };
 
 export async function openStateStore(opts: ResolvedOptions, databaseUrl: string | undefined, box: SecretBox): Promise<OpenedStore> {
-  if (databaseUrl !== undefined) return PgStateStore.open({ url: databaseUrl, box, applicationName: `deltaci-server:${process.pid}` });
+  if (databaseUrl !== undefined) {
+    // Loaded only here: the PostgreSQL client's module (and node:tls) cost every SQLite start, `deltaci run`'s included.
+    const { PgStateStore } = await import("./db/pg/pg-state-store.ts");
+    return PgStateStore.open({ url: databaseUrl, box, applicationName: `deltaci-server:${process.pid}` });
+  }
   // The state holds job secrets (sealed): create it owner-only (SQLite gives -wal/-shm the same mode).
   await (await open(join(opts.dataDir, "state.db"), "a", 0o600)).close();
   return new SqliteStateStore(join(opts.dataDir, "state.db"), opts.durability, box);

@@ -3,7 +3,7 @@
 // compiled code instead of parsing and compiling ~5 MB of JavaScript (node 20 has no
 // module.enableCompileCache; its ESM loader takes no cached data).
 // The cache is a file in the user cache dir ($XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci),
-// named by the bundle's content hash (from the build) and path, the subcommand, node's version and the architecture. It is
+// named by the bundle's content hash (from the build) and path, node's flags, the subcommand, node's version and the architecture. It is
 // written when missing or rejected by V8, at exit: by then it holds every function the command
 // compiled, not only the top level. A missing, stale or unwritable cache only costs the compile.
 // DELTACI_NO_CODE_CACHE=1 neither reads nor writes it.
@@ -64,7 +64,9 @@ export function runWithCodeCache(url, hash, v8Flags = []) {
   // One cache per subcommand: each holds the functions its command ran (`run` and `--version` differ).
   const command = /^[a-z][a-z-]{0,30}$/.test(process.argv[2] ?? "") ? process.argv[2] : "_";
   // The bundle's path too: a cache keeps the script name it was made with (stack traces of a copied bundle).
-  const where = createHash("sha256").update(filename).digest("hex").slice(0, 8);
+  // And node's flags: V8 rejects a cache made under other flags (a runner host started by a
+  // controller, RUNNER_HOST_NODE_FLAGS, and one started by hand would each throw the other's away).
+  const where = createHash("sha256").update(filename).update(`\0${process.execArgv.join("\0")}`).digest("hex").slice(0, 8);
   const file = join(dir, `${hash}-${where}-${command}-${process.version}-${process.arch}.v8`);
   const cachedData = enabled ? readCache(file) : undefined;
   const script = new Script(source, { filename, cachedData, importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });

@@ -30,8 +30,8 @@ function setUp(v8Flags?: string[]) {
   const flags = v8Flags ? `, ${JSON.stringify(v8Flags)}` : "";
   writeFileSync(join(dir, "b.mjs"), `import { runWithCodeCache } from ${JSON.stringify(loader)};\nrunWithCodeCache(new URL("./b.cjs", import.meta.url), "h0123456789abcdef"${flags});\n`);
   const cacheDir = join(dir, "cache", "deltaci", "code-cache");
-  const run = (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    const r = spawnSync(process.execPath, [join(dir, "b.mjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []) => {
+    const r = spawnSync(process.execPath, [...nodeFlags, join(dir, "b.mjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
     return { status: r.status, out: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
   };
   const caches = () => (statSync(cacheDir, { throwIfNoEntry: false }) ? readdirSync(cacheDir) : []);
@@ -64,6 +64,24 @@ void test("the cache is written at the first run, per subcommand, and then used 
     assert.equal(after.ino, before.ino, "an accepted cache is not written again (it is renamed into place when written)");
     t.run(["--version"]); // not a subcommand name: a cache of its own
     assert.equal(t.caches().length, 2);
+  } finally {
+    t.dispose();
+  }
+});
+
+void test("node's flags get a cache of their own (V8 rejects a cache made under other flags), each then used as is", () => {
+  const t = setUp();
+  try {
+    const flags = ["--max-semi-space-size=1", "--no-opt"];
+    t.run(["runner-host"]);
+    assert.equal(t.run(["runner-host"], {}, flags).status, 3);
+    const files = t.caches().sort();
+    assert.equal(files.length, 2, `a cache per set of flags, got ${files.join(", ")}`);
+    const inodes = () => t.caches().sort().map((n) => statSync(join(t.cacheDir, n)).ino);
+    const before = inodes();
+    t.run(["runner-host"], {}, flags);
+    t.run(["runner-host"]);
+    assert.deepEqual(inodes(), before, "neither run threw the other's cache away");
   } finally {
     t.dispose();
   }

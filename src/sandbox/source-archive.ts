@@ -7,9 +7,15 @@
  */
 import { createReadStream } from "node:fs";
 import { chmod, lchown, link, lstat, mkdir, open, readdir, symlink } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { posix } from "node:path";
-import { createGunzip } from "node:zlib";
 import { DeltaError } from "../base/errors.ts";
+
+/**
+ * Built-ins loaded on first need: a runner host that never extracts a gzip keeps node:zlib out of
+ * its RSS. Not `import()`: the bundles run from a V8 code cache, where a dynamic import fails.
+ */
+const lazyRequire = createRequire(import.meta.url);
 
 export interface ExtractOptions {
   /** Host uid/gid to own every entry, or null to keep the extracting process's. */
@@ -114,8 +120,9 @@ export async function extractSourceArchive(archivePath: string, root: string, op
     throw new DeltaError("E_SOURCE", `cannot open source archive: ${String(e)}`, { cause: e });
   });
   await fh.read(head, 0, 2, 0).finally(() => fh.close());
+  const gunzip = head[0] === 0x1f && head[1] === 0x8b ? (lazyRequire("node:zlib") as typeof import("node:zlib")).createGunzip() : null;
   const raw = createReadStream(archivePath);
-  const source = head[0] === 0x1f && head[1] === 0x8b ? raw.pipe(createGunzip()) : raw;
+  const source = gunzip === null ? raw : raw.pipe(gunzip);
   try {
     await extractStream(new ByteReader(source as AsyncIterable<Buffer>), root, opts);
   } catch (e) {

@@ -7,13 +7,20 @@
  */
 import { createWriteStream, type WriteStream } from "node:fs";
 import { chmod, rm } from "node:fs/promises";
-import { lookup } from "node:dns/promises";
+import { createRequire } from "node:module";
 import { isIP, createConnection, createServer, type Server, type Socket } from "node:net";
 import type { SandboxLogger } from "../types.ts";
 
 export type ResolveHost = (host: string) => Promise<string[]>;
 
-export const defaultResolve: ResolveHost = async (host) => (await lookup(host, { all: true })).map((a) => a.address);
+/**
+ * node:dns/promises loaded on first need: most runner hosts never resolve a name. Not `import()`:
+ * the bundles run from a V8 code cache, where a dynamic import fails.
+ */
+const lazyRequire = createRequire(import.meta.url);
+
+export const defaultResolve: ResolveHost = async (host) =>
+  (await (lazyRequire("node:dns/promises") as typeof import("node:dns/promises")).lookup(host, { all: true })).map((a) => a.address);
 
 export interface AuditEntry {
   time: string;

@@ -91,6 +91,11 @@ async function buildCached(name, entry, plugins = []) {
   await build({
     ...common, format: "cjs", entryPoints: [entry], outfile: out, plugins: [...common.plugins, ...plugins],
     define: { "import.meta.url": "__deltaciBundleUrl" },
+    // A script compiled from a V8 code cache has no dynamic-import callback (node 20 drops it:
+    // ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING from the second start on), so no `import()` may be
+    // left in the bundle: esbuild turns those of external modules (the AWS SDK's
+    // `await import("node:http")` for instance-role credentials) into `require`.
+    supported: { "dynamic-import": false },
     banner: { js: '(function (exports, require, module, __filename, __dirname) { "use strict"; const __deltaciBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
     footer: { js: "})" },
   });

@@ -129,3 +129,25 @@ void test("DELTACI_NO_CODE_CACHE=1 neither reads nor writes a cache", () => {
     t.dispose();
   }
 });
+
+void test("a script run from its code cache has no dynamic import, and the built bundles hold none", () => {
+  // Why the build leaves none (scripts/build.mjs, `supported`): node 20 drops the callback.
+  const t = setUp();
+  try {
+    writeFileSync(join(t.dir, "b.cjs"), `(function (exports, require) {
+import("node:path").then(() => process.stdout.write('{"imported":true}'), (err) => process.stdout.write(JSON.stringify({ code: err.code })));
+})`);
+    assert.deepEqual(t.run([]).out, { imported: true }); // compiled: the callback is there
+    assert.deepEqual(t.run([]).out, { code: "ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING" }); // from the cache: gone
+  } finally {
+    t.dispose();
+  }
+  for (const name of ["deltaci", "runner"]) {
+    const file = join(projectRoot(), "dist", `${name}.cjs`);
+    assert.ok(statSync(file, { throwIfNoEntry: false }), `${file} is missing: run npm run build (scripts/setup.sh does)`);
+    // Code lines only: JSDoc types such as {import('net').Socket} are comments.
+    const code = readFileSync(file, "latin1").split("\n").filter((l) => !/^\s*(\*|\/\/)/.test(l));
+    const calls = code.filter((l) => /(?<![\w$.])import\s*\(/.test(l));
+    assert.deepEqual(calls, [], `dynamic import() left in dist/${name}.cjs`);
+  }
+});

@@ -118,7 +118,9 @@ for (const [name, make] of implementations) {
       assert.equal(exit.runner.everBusy, true, "the exit says it ran a job");
       const states = seen.get(id) ?? [];
       assert.ok(states.includes("idle"), `listed idle once registered: ${states.join(" → ")}`);
-      assert.ok(states.indexOf("idle") < states.lastIndexOf(exit.runner.state), `idle before it ended ${exit.runner.state}: ${states.join(" → ")}`);
+      // Never busy before its job: a job as short as this one may end between two looks, so its busy may go unseen.
+      const busy = states.indexOf("busy");
+      assert.ok(busy === -1 || busy > states.indexOf("idle"), `busy only after idle: ${states.join(" → ")}`);
       const job = await h.waitJob(jobId);
       assert.equal(job.state, "succeeded", JSON.stringify(job.failure));
       assert.equal(job.attempts.length, 1);

@@ -23,10 +23,15 @@ const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
 console.log("registered with", token.length, "bytes");
 process.on("SIGTERM", () => process.exit(0));
 const events = a[a.indexOf("--events-file") + 1];
+const event = (e) => fs.appendFileSync(events, JSON.stringify({ runnerId: "r1", ...e }) + "\\n");
+event({ type: "registered" });
 // a lease is told through the events file; the same words in the log must not count
 if (a.includes("--log-leased")) setTimeout(() => console.log(JSON.stringify({ level: 30, msg: "leased", type: "leased", jobId: "j1" })), 50);
-if (a.includes("--event-leased")) setTimeout(() => fs.appendFileSync(events, JSON.stringify({ type: "leased", runnerId: "r1", jobId: "j1", attempt: 1 }) + "\\n"), 50);
+if (a.includes("--event-leased")) setTimeout(() => event({ type: "leased", jobId: "j1", attempt: 1 }), 50);
+// a child of its own that is no job (an oci runner's prewarmed sandbox)
+if (a.includes("--own-child")) require("child_process").spawn("sleep", ["300"], { stdio: "ignore" });
 if (a.includes("--busy")) {
+  event({ type: "leased", jobId: "j1", attempt: 1 });
   fs.mkdirSync(work + "/job1", { recursive: true }); fs.writeFileSync(work + "/job1/leftover", "x");
   require("child_process").spawn("sleep", ["300"], { stdio: "ignore", cwd: work + "/job1", detached: true });
 }
@@ -137,16 +142,16 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   assert.equal(second.list().length, 0);
 });
 
-void test("a runner whose events file tells its lease is busy even before its job's first process; log text never counts", async (t) => {
+void test("a runner whose events file tells its lease is busy even before its job's first process; log text and its own children never count", async (t) => {
   const { pids, make, until } = await setup(t);
-  const { p } = make(false, ["--log-leased"]);
+  const { p } = make(false, ["--log-leased", "--own-child"]);
   await p.init();
   const quiet = await p.launch({ pool, registrationToken: "t", serverUrl: "http://127.0.0.1:1" });
   pids.add(Number(quiet.handle));
   await until("idle", async () => (await p.refresh(), p.list()[0]?.state === "idle"));
   await new Promise((r) => setTimeout(r, 300));
   await p.refresh();
-  assert.equal(p.list()[0]?.state, "idle", "a lease line in the log is not an event");
+  assert.equal(p.list()[0]?.state, "idle", "a lease line in the log is not an event, nor a child process a job");
   await p.terminate(quiet.id);
   await until("gone", () => p.list().length === 0);
   const { p: p2 } = make(false, ["--event-leased"]);

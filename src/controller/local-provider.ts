@@ -52,15 +52,17 @@ interface Live {
   requested: boolean;
   drainedAtMs: number | null;
   exiting: boolean;
-  /** How far the runner's events file was read for its `leased` event, and whether it was seen. */
+  /** How far the runner's events file was read, and whether its `registered` and `leased` events were seen. */
   logOffset: number;
+  registered: boolean;
   leased: boolean;
   /** Settles once the runner's pid is in its state file (an exit waits for it before removing that file). */
   recorded: Promise<void>;
 }
 
-/** A runner's typed events (`--events-file`), one JSON line each; `leased` is the one a provider needs. */
+/** A runner's typed events (`--events-file`), one JSON line each; `registered` and `leased` are the ones a provider needs. */
 const EVENTS_FILE = "events.jsonl";
+const REGISTERED_EVENT = '"type":"registered"';
 const LEASED_EVENT = '"type":"leased"';
 
 export class LocalProvider implements RunnerProvider {
@@ -111,7 +113,7 @@ export class LocalProvider implements RunnerProvider {
       if (pid !== null && startTime !== null && (await isSameProcess(pid, startTime))) {
         const now = this.o.clock.now();
         const record: RunnerRecord = { id: state.id, pool: state.pool, state: "idle", sinceMs: now, launchedAtMs: state.launchedAtMs, adopted: true, everBusy: false, handle: String(pid) };
-        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false, recorded: Promise.resolve() };
+        const live: Live = { record, slot, pid, startTime, tokenFile: state.tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, registered: false, leased: false, recorded: Promise.resolve() };
         record.state = await this.probe(live);
         if (record.state === "busy") record.everBusy = true;
         this.live.set(record.id, live);
@@ -186,7 +188,7 @@ export class LocalProvider implements RunnerProvider {
     child.on("error", () => {});
     const record: RunnerRecord = { id, pool: req.pool.name, state: "starting", sinceMs: now, launchedAtMs: now, adopted: false, everBusy: false, handle: String(pid) };
     let recorded = () => {};
-    const live: Live = { record, slot, pid, startTime: "", tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, leased: false, recorded: new Promise((r) => (recorded = r)) };
+    const live: Live = { record, slot, pid, startTime: "", tokenFile, requested: false, drainedAtMs: null, exiting: false, logOffset: 0, registered: false, leased: false, recorded: new Promise((r) => (recorded = r)) };
     this.live.set(id, live);
     void exit.then(([code, signal]) => this.exited(live, code, signal));
     child.unref();
@@ -205,7 +207,9 @@ export class LocalProvider implements RunnerProvider {
     if (l.drainedAtMs !== null) return "draining";
     if (await exists(l.tokenFile)) return "starting";
     if (!l.leased) await this.scanEvents(l);
-    return l.leased || (await childPids(l.pid)).length > 0 ? "busy" : "idle";
+    // From its events only: an oci runner's own children (the sandbox it prewarms while it
+    // registers) are no job, and read as busy they hid an idle runner from the scaler.
+    return l.leased ? "busy" : l.registered ? "idle" : "starting";
   }
 
   /** Reads the runner's events since the last look; a `leased` event makes it busy for good. */
@@ -215,10 +219,11 @@ export class LocalProvider implements RunnerProvider {
       try {
         const { size } = await f.stat();
         if (size <= l.logOffset) return;
-        const start = Math.max(0, l.logOffset - LEASED_EVENT.length);
+        const start = Math.max(0, l.logOffset - REGISTERED_EVENT.length); // a marker split by the last read
         const buf = Buffer.alloc(Math.min(size - start, 1 << 20));
         await f.read(buf, 0, buf.length, start);
         l.logOffset = start + buf.length;
+        if (buf.includes(REGISTERED_EVENT)) l.registered = true;
         if (buf.includes(LEASED_EVENT)) l.leased = true;
       } finally {
         await f.close();
@@ -288,6 +293,9 @@ export class LocalProvider implements RunnerProvider {
     if (l.exiting || this.closed) return; // after close() the next controller reaps it
     l.exiting = true;
     await l.recorded;
+    // A job that ended between two looks still counts: the exit says whether it ran one.
+    if (!l.leased) await this.scanEvents(l);
+    if (l.leased) l.record.everBusy = true;
     const now = this.o.clock.now();
     const logTail = await fileTail(join(l.slot.dir, "runner.log"), 2048);
     // a clean exit leaves nothing behind; anything else may have left a sandbox behind

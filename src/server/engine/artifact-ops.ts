@@ -30,10 +30,9 @@ export function commitUrl(artifactId: string): string {
 
 /** The live, current attempt a lease token (by its hash) acts on (401 unknown, 409 stale). */
 export async function fencedAttempt(ctx: EngineContext, reads: StateOps, leaseHash: string): Promise<AttemptRow> {
-  const a = await reads.getAttemptByLeaseHash(leaseHash);
-  if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = await reads.getJob(a.jobId);
-  if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const found = await reads.getLeasedAttempt(leaseHash);
+  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const { a, job } = found;
   if (!LIVE_ATTEMPT.has(a.state) || job.attempt !== a.attempt || (a.expiresAt ?? 0) <= ctx.clock.now()) {
     throw new DeltaError("E_LEASE_STALE", `lease is stale: attempt ${a.attempt} is ${a.state}`);
   }

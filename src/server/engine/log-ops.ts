@@ -85,10 +85,9 @@ async function stage(ctx: EngineContext, leaseHash: string, range: ContentRange,
 
 async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, length: number, staged: StagedLogBytes | null): Promise<AppendResult> {
   return ctx.store.write(async (tx) => {
-    const a = await tx.getAttemptByLeaseHash(leaseHash);
-    if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-    const job = await tx.getJob(a.jobId);
-    if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    const { a, job } = found;
     assertMayLog(ctx, a, job.attempt);
     const committed = a.logBytes;
     if (range.start > committed) {

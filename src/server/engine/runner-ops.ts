@@ -5,7 +5,6 @@ import type {
   CancelMode, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, RegisterRequest, RegisterResponse,
 } from "../../protocol/schemas.ts";
 import type { EngineContext } from "./context.ts";
-import type { StateTx } from "./state-store.ts";
 import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { TRANSPARENT_EGRESS_LABEL } from "../../protocol/schemas.ts";
@@ -74,12 +73,10 @@ export async function lease(ctx: EngineContext, sessionHash: string, waitMs: num
   return immediate ?? (await (holder.held ?? Promise.resolve(null)));
 }
 
-/** The live attempt a lease token (by its hash) acts on (`read`: its row, already read in `tx`); throws 401 for unknown tokens, 409 for stale ones. */
-async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseHash: string, read?: AttemptRow): Promise<{ a: AttemptRow; job: JobRow }> {
-  const a = read ?? (await tx.getAttemptByLeaseHash(leaseHash));
-  if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = await tx.getJob(a.jobId);
-  if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+/** The live attempt a lease token acts on, from its `getLeasedAttempt` read; throws 401 for unknown tokens, 409 for stale ones. */
+function liveAttempt(ctx: EngineContext, found: { a: AttemptRow; job: JobRow | undefined } | undefined): { a: AttemptRow; job: JobRow } {
+  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const { a, job } = found;
   if (!LIVE_ATTEMPT.has(a.state)) throw stale(`attempt ${a.attempt} is ${a.state}`);
   if (job.attempt !== a.attempt) throw stale(`attempt ${a.attempt} was superseded`);
   if ((a.expiresAt ?? 0) <= ctx.clock.now()) throw stale(`attempt ${a.attempt} expired`);
@@ -89,7 +86,7 @@ async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseHash: string, r
 export async function heartbeat(ctx: EngineContext, leaseHash: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
   const { a, expiresAt, cancel } = await ctx.store.write(
     async (tx) => {
-      const { a, job } = await liveAttempt(ctx, tx, leaseHash);
+      const { a, job } = liveAttempt(ctx, await tx.getLeasedAttempt(leaseHash));
       const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
       if (a.state === "leased" && body.state !== "preparing") {
         await setAttemptState(ctx, tx, a, "running", `runner reports ${body.state}`, { expiresAt });
@@ -119,9 +116,9 @@ const reported = (a: AttemptRow) => a.endedBy === "complete" || a.endedBy === "c
 
 export async function complete(ctx: EngineContext, leaseHash: string, body: CompleteRequest): Promise<{ accepted: true }> {
   return ctx.store.write(async (tx) => {
-    const a0 = await tx.getAttemptByLeaseHash(leaseHash);
-    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseHash, a0);
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (found && !LIVE_ATTEMPT.has(found.a.state) && reported(found.a)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, found);
     checkLog(a, body);
     const digestNote = !a.logTruncated && (await logDigest(ctx, tx, a)) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
     if (body.artifacts.length > 0) {
@@ -163,9 +160,9 @@ function checkLog(a: AttemptRow, body: CompleteRequest): void {
 
 export async function cancelAck(ctx: EngineContext, leaseHash: string, body: CompleteRequest): Promise<{ accepted: true }> {
   return ctx.store.write(async (tx) => {
-    const a0 = await tx.getAttemptByLeaseHash(leaseHash);
-    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseHash, a0);
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (found && !LIVE_ATTEMPT.has(found.a.state) && reported(found.a)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, found);
     if (job.cancelMode === "none") throw new DeltaError("E_CONFLICT", "no cancel was requested for this attempt");
     checkLog(a, body);
     await setAttemptState(ctx, tx, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });

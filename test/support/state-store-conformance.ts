@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { StateStore, StateTx } from "../../src/server/engine/state-store.ts";
+import type { StateOps, StateStore, StateTx } from "../../src/server/engine/state-store.ts";
 import type { AttemptRow, JobRow } from "../../src/server/engine/types.ts";
 import type { SecretBox } from "../../src/server/secrets/secret-box.ts";
 import { jobSpec } from "../server-harness.ts";
@@ -96,6 +96,12 @@ export function stateStoreConformance(f: StoreFactory, box: () => SecretBox): vo
     const j = await addJob(a);
     await a.write((tx) => tx.updateAttempt(j.id, 1, { state: "running", leaseHash: "h1", leaseId: "l1", runnerId: "r1", expiresAt: 100, startedAt: 10 }));
     assert.equal((await b.getAttemptByLeaseHash("h1"))?.jobId, j.id);
+    // The attempt and its job in one read, as the two reads give them (outside and inside a transaction).
+    const both = async (s: StateOps) => ({ a: await s.getAttemptByLeaseHash("h1"), job: await s.getJob(j.id) });
+    assert.deepEqual(await b.getLeasedAttempt("h1"), await both(b));
+    assert.deepEqual(await b.write(async (tx) => [await tx.getLeasedAttempt("h1"), await tx.getLeasedAttempt("nope")]), [await both(b), undefined]);
+    assert.deepEqual((await b.getLeasedAttempt("h1"))?.job?.spec, j.spec);
+    assert.equal(await b.getLeasedAttempt("nope"), undefined);
     assert.equal((await b.getAttempt(j.id, 1))?.expiresAt, 100);
     assert.deepEqual((await b.expiredAttempts(99)).filter((x) => x.jobId === j.id), []);
     assert.deepEqual((await b.expiredAttempts(100)).map((x) => x.jobId), [j.id]);

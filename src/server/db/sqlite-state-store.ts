@@ -18,10 +18,13 @@ import {
 /** The reads that, outside a transaction, wait for commits not yet durable (SqliteDatabase.durable). */
 const OUTSIDE_READS = [
   "getJob", "listJobs", "queuedReqKeys", "oldestQueued", "queuedJobs", "cancelOverdue", "demandRows", "countJobsByState",
-  "getAttempt", "getAttemptByLeaseHash", "listAttempts", "expiredAttempts", "listTransitions", "getRunnerBySession", "getRunner",
+  "getAttempt", "getAttemptByLeaseHash", "getLeasedAttempt", "listAttempts", "expiredAttempts", "listTransitions", "getRunnerBySession", "getRunner",
   "getRegistration", "getArtifact", "findArtifact", "listArtifacts", "readLogChunks", "getKv", "blobCollecting", "gcEpoch",
   "expiredJobIds", "blobMarks", "unarchivedLogs",
 ] as const satisfies ReadonlyArray<keyof StateOps>;
+
+/** getLeasedAttempt's statement: the attempt's columns, then its job's (NULLs when the job is gone). */
+const LEASED_ATTEMPT_SQL = `SELECT ${ATTEMPT_ROW_COLS.map((c) => `a.${c}`).join(", ")}, ${JOB_ROW_COLS.map((c) => `j.${c}`).join(", ")} FROM attempts a LEFT JOIN jobs j ON j.id = a.job_id WHERE a.lease_hash = ?`;
 
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
@@ -226,6 +229,13 @@ export class SqliteStateStore implements StateStore {
   async getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined> {
     const r = this.attempts("WHERE lease_hash = ?").get(hash) as unknown[] | undefined;
     return r ? toAttemptValues(r) : undefined;
+  }
+
+  async getLeasedAttempt(hash: string): Promise<{ a: AttemptRow; job: JobRow | undefined } | undefined> {
+    const r = this.arrays(LEASED_ATTEMPT_SQL).get(hash) as unknown[] | undefined;
+    if (!r) return undefined;
+    const job = r[ATTEMPT_ROW_COLS.length] == null ? undefined : toJobValues(r.slice(ATTEMPT_ROW_COLS.length), this.box);
+    return { a: toAttemptValues(r.slice(0, ATTEMPT_ROW_COLS.length)), job };
   }
 
   async updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void> {

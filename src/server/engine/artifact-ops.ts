@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
-import { hashToken, newId } from "../../base/ids.ts";
+import { newId } from "../../base/ids.ts";
 import { isSafeArtifactPath } from "../../protocol/artifact-path.ts";
 import type { ArtifactCreateRequest, ArtifactCreateResponse, ArtifactUpload } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
@@ -28,19 +28,18 @@ export function commitUrl(artifactId: string): string {
   return `/v1/runner/artifacts/${artifactId}/commit`;
 }
 
-/** The live, current attempt a lease token acts on (401 unknown, 409 stale). */
-export async function fencedAttempt(ctx: EngineContext, reads: StateOps, leaseToken: string): Promise<AttemptRow> {
-  const a = await reads.getAttemptByLeaseHash(hashToken(leaseToken));
-  if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = await reads.getJob(a.jobId);
-  if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+/** The live, current attempt a lease token (by its hash) acts on (401 unknown, 409 stale). */
+export async function fencedAttempt(ctx: EngineContext, reads: StateOps, leaseHash: string): Promise<AttemptRow> {
+  const found = await reads.getLeasedAttempt(leaseHash);
+  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const { a, job } = found;
   if (!LIVE_ATTEMPT.has(a.state) || job.attempt !== a.attempt || (a.expiresAt ?? 0) <= ctx.clock.now()) {
     throw new DeltaError("E_LEASE_STALE", `lease is stale: attempt ${a.attempt} is ${a.state}`);
   }
   return a;
 }
 
-export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToken: string, body: ArtifactCreateRequest): Promise<ArtifactCreateResponse> {
+export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseHash: string, body: ArtifactCreateRequest): Promise<ArtifactCreateResponse> {
   if (body.size > ctx.opts.artifactMaxBytes) throw new DeltaError("E_TOO_LARGE", `artifact exceeds ${ctx.opts.artifactMaxBytes} bytes`);
   if (body.path !== undefined && !isSafeArtifactPath(body.path)) {
     throw new DeltaError("E_INVALID", "artifact path must be relative, with no empty, `.` or `..` segment, no NUL or backslash");
@@ -49,7 +48,7 @@ export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToke
   // The row goes in (pending) before the store is asked for the blob: from then on the collector
   // sees it referenced, so a blob found below stays (collector.ts); one being collected now is refused.
   const row = await ctx.store.write(async (tx) => {
-    const a = await fencedAttempt(ctx, tx, leaseToken);
+    const a = await fencedAttempt(ctx, tx, leaseHash);
     const existing = await tx.findArtifact(a.jobId, a.attempt, body.name);
     if (existing) {
       if (existing.sha256 !== body.sha256 || existing.size !== body.size || existing.path !== (body.path ?? null)) {
@@ -68,7 +67,7 @@ export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseToke
   });
   if (row.state === "pending" && (await heldOrEmpty(blobs, body))) {
     await ctx.store.write(async (tx) => {
-      await fencedAttempt(ctx, tx, leaseToken);
+      await fencedAttempt(ctx, tx, leaseHash);
       await tx.setArtifactCommitted(row.id);
     });
     row.state = "committed";
@@ -100,15 +99,15 @@ async function uploadSpec(blobs: Blobs, a: ArtifactRow): Promise<ArtifactUpload>
 }
 
 /** The pending artifact `artifactId` of the token's own live attempt. */
-async function ownArtifact(ctx: EngineContext, leaseToken: string, artifactId: string): Promise<ArtifactRow> {
-  const a = await fencedAttempt(ctx, ctx.store, leaseToken);
+async function ownArtifact(ctx: EngineContext, leaseHash: string, artifactId: string): Promise<ArtifactRow> {
+  const a = await fencedAttempt(ctx, ctx.store, leaseHash);
   const art = await ctx.store.getArtifact(artifactId);
   if (!art || art.jobId !== a.jobId || art.attempt !== a.attempt) throw new DeltaError("E_NOT_FOUND", "no such artifact for this lease");
   return art;
 }
 
-export async function uploadStatus(ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string): Promise<{ offset: number; size: number; committed: boolean }> {
-  const art = await ownArtifact(ctx, leaseToken, artifactId);
+export async function uploadStatus(ctx: EngineContext, blobs: Blobs, leaseHash: string, artifactId: string): Promise<{ offset: number; size: number; committed: boolean }> {
+  const art = await ownArtifact(ctx, leaseHash, artifactId);
   if (art.state === "committed") return { offset: art.size, size: art.size, committed: true };
   return { offset: await blobs.uploadOffset(art.id), size: art.size, committed: false };
 }
@@ -119,9 +118,9 @@ export type UploadResult = { done: false; committed: number } | { done: true; ar
 export type UploadRange = { start: number; end: number; total: number } | null;
 
 export async function uploadChunk(
-  ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string, given: UploadRange, body: Readable, contentLength?: number,
+  ctx: EngineContext, blobs: Blobs, leaseHash: string, artifactId: string, given: UploadRange, body: Readable, contentLength?: number,
 ): Promise<UploadResult> {
-  const art = await ownArtifact(ctx, leaseToken, artifactId);
+  const art = await ownArtifact(ctx, leaseHash, artifactId);
   const whole = given === null;
   const range = given ?? { start: 0, end: art.size - 1, total: art.size };
   if (whole && contentLength !== undefined && contentLength !== art.size) {
@@ -141,23 +140,23 @@ export async function uploadChunk(
   try {
     // A whole-body PUT starts over: bytes an earlier attempt left are not the start of this one.
     if (whole) await blobs.discardUpload(art.id);
-    return await finishChunk(ctx, blobs, leaseToken, art, range, body);
+    return await finishChunk(ctx, blobs, leaseHash, art, range, body);
   } finally {
     ctx.uploadsInFlight.delete(art.id);
   }
 }
 
 async function finishChunk(
-  ctx: EngineContext, blobs: Blobs, leaseToken: string, art: ArtifactRow, range: { start: number; end: number }, body: Readable,
+  ctx: EngineContext, blobs: Blobs, leaseHash: string, art: ArtifactRow, range: { start: number; end: number }, body: Readable,
 ): Promise<UploadResult> {
   const committed = await blobs.appendUpload(art.id, range.start, body, range.end - range.start + 1);
   if (committed < range.end + 1) return { done: false, committed };
   if (committed < art.size) return { done: false, committed };
-  return commitUpload(ctx, blobs, leaseToken, art);
+  return commitUpload(ctx, blobs, leaseHash, art);
 }
 
 /** Verifies the stored bytes (size, sha256) and makes the artifact visible; a mismatch deletes the upload and the record. */
-async function commitUpload(ctx: EngineContext, blobs: Blobs, leaseToken: string, art: ArtifactRow): Promise<UploadResult & { done: true }> {
+async function commitUpload(ctx: EngineContext, blobs: Blobs, leaseHash: string, art: ArtifactRow): Promise<UploadResult & { done: true }> {
   try {
     await blobs.finishUpload(art.id, { sha256: art.sha256, size: art.size });
   } catch (err) {
@@ -166,20 +165,20 @@ async function commitUpload(ctx: EngineContext, blobs: Blobs, leaseToken: string
     throw err;
   }
   await ctx.store.write(async (tx) => {
-    await fencedAttempt(ctx, tx, leaseToken);
+    await fencedAttempt(ctx, tx, leaseHash);
     await tx.setArtifactCommitted(art.id);
   });
   return { done: true, artifactId: art.id, sha256: art.sha256, size: art.size };
 }
 
 /** `POST …/commit` after a direct upload: the server reads the bytes back, checks them, and commits. */
-export async function commitDirectUpload(ctx: EngineContext, blobs: Blobs, leaseToken: string, artifactId: string): Promise<UploadResult & { done: true }> {
-  const art = await ownArtifact(ctx, leaseToken, artifactId);
+export async function commitDirectUpload(ctx: EngineContext, blobs: Blobs, leaseHash: string, artifactId: string): Promise<UploadResult & { done: true }> {
+  const art = await ownArtifact(ctx, leaseHash, artifactId);
   if (art.state === "committed") return { done: true, artifactId: art.id, sha256: art.sha256, size: art.size };
   if (ctx.uploadsInFlight.has(art.id)) throw new DeltaError("E_CONFLICT", "another upload or commit of this artifact is in progress");
   ctx.uploadsInFlight.add(art.id);
   try {
-    return await commitUpload(ctx, blobs, leaseToken, art);
+    return await commitUpload(ctx, blobs, leaseHash, art);
   } finally {
     ctx.uploadsInFlight.delete(art.id);
   }

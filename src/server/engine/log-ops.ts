@@ -8,7 +8,6 @@ import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import { defaults } from "../../config/defaults.ts";
-import { hashToken } from "../../base/ids.ts";
 import { type ByteParts, partsLength, sliceParts } from "./byte-parts.ts";
 import type { EngineContext } from "./context.ts";
 import { liveLogBytes, type LogBlobs } from "./log-archive.ts";
@@ -49,13 +48,12 @@ export const LOG_ORDER_WAIT_MS = defaults.logOrderWaitMs;
  */
 export const STAGE_MIN_BYTES = 256 * 1024;
 
-/** Appends a body (as the parts it arrived in) at `range.start`; see PROTOCOL.md for the rules. */
-export async function appendLog(ctx: EngineContext, leaseToken: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
+/** Appends a body (as the parts it arrived in) at `range.start` for the lease token hashed `leaseHash`; see PROTOCOL.md for the rules. */
+export async function appendLog(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
   const length = partsLength(body);
   if (length !== range.end - range.start + 1) {
     throw new DeltaError("E_INVALID", `body has ${length} bytes, Content-Range says ${range.end - range.start + 1}`);
   }
-  const leaseHash = hashToken(leaseToken);
   const staged = length >= STAGE_MIN_BYTES ? await stage(ctx, leaseHash, range, body) : null;
   try {
     return await appendAt(ctx, leaseHash, range, body, length, staged);
@@ -87,10 +85,9 @@ async function stage(ctx: EngineContext, leaseHash: string, range: ContentRange,
 
 async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, length: number, staged: StagedLogBytes | null): Promise<AppendResult> {
   return ctx.store.write(async (tx) => {
-    const a = await tx.getAttemptByLeaseHash(leaseHash);
-    if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-    const job = await tx.getJob(a.jobId);
-    if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+    const { a, job } = found;
     assertMayLog(ctx, a, job.attempt);
     const committed = a.logBytes;
     if (range.start > committed) {

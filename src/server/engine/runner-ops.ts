@@ -5,7 +5,6 @@ import type {
   CancelMode, CompleteRequest, HeartbeatRequest, HeartbeatResponse, Lease, RegisterRequest, RegisterResponse,
 } from "../../protocol/schemas.ts";
 import type { EngineContext } from "./context.ts";
-import type { StateTx } from "./state-store.ts";
 import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { TRANSPARENT_EGRESS_LABEL } from "../../protocol/schemas.ts";
@@ -15,15 +14,15 @@ import type { AttemptRow, JobRow } from "./types.ts";
 
 const stale = (why: string) => new DeltaError("E_LEASE_STALE", `lease is stale: ${why}`);
 
-export async function register(ctx: EngineContext, registrationToken: string, body: RegisterRequest): Promise<RegisterResponse> {
+/** `registrationHash` (and the other ops' token hashes): hashToken of the bearer token, which the route's auth hook computed. */
+export async function register(ctx: EngineContext, registrationHash: string, body: RegisterRequest): Promise<RegisterResponse> {
   return ctx.store.write(async (tx) => {
     const now = ctx.clock.now();
-    const hash = hashToken(registrationToken);
-    const reg = await tx.getRegistration(hash);
+    const reg = await tx.getRegistration(registrationHash);
     if (!reg || reg.usedAt !== null || reg.expiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
     const extra = reg.labels.length > 0 ? body.capabilities.labels.filter((l) => !reg.labels.includes(l) && l !== TRANSPARENT_EGRESS_LABEL) : [];
     if (extra.length > 0) throw new DeltaError("E_FORBIDDEN", `labels not granted by this registration: ${extra.join(", ")}`);
-    await tx.markRegistrationUsed(hash, now);
+    await tx.markRegistrationUsed(registrationHash, now);
     const sessionToken = newToken("session");
     const runnerId = newId("rnr");
     const sessionExpiresAt = now + ctx.opts.sessionTtlMs;
@@ -38,13 +37,12 @@ export async function register(ctx: EngineContext, registrationToken: string, bo
 }
 
 /** Long poll: a lease, or null after `waitMs` with no matching job. */
-export async function lease(ctx: EngineContext, sessionToken: string, waitMs: number, signal: AbortSignal): Promise<Lease | null> {
-  const hash = hashToken(sessionToken);
+export async function lease(ctx: EngineContext, sessionHash: string, waitMs: number, signal: AbortSignal): Promise<Lease | null> {
   const wait = Math.min(waitMs, ctx.opts.leaseWaitMaxMs);
   const holder: { held: Promise<Lease | null> | null } = { held: null };
   const immediate = await ctx.store.write(async (tx) => {
     const now = ctx.clock.now();
-    const runner = await tx.getRunnerBySession(hash);
+    const runner = await tx.getRunnerBySession(sessionHash);
     if (!runner || runner.sessionExpiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
     if (runner.sessionUsed) throw new DeltaError("E_SESSION_USED", "this session already leased its one job");
     const fit = (await tx.queuedReqKeys()).filter((k) => matches(parseReqKey(k), runner.capabilities));
@@ -75,22 +73,20 @@ export async function lease(ctx: EngineContext, sessionToken: string, waitMs: nu
   return immediate ?? (await (holder.held ?? Promise.resolve(null)));
 }
 
-/** The live attempt a lease token acts on (`read`: its row, already read in `tx`); throws 401 for unknown tokens, 409 for stale ones. */
-async function liveAttempt(ctx: EngineContext, tx: StateTx, leaseToken: string, read?: AttemptRow): Promise<{ a: AttemptRow; job: JobRow }> {
-  const a = read ?? (await tx.getAttemptByLeaseHash(hashToken(leaseToken)));
-  if (!a) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const job = await tx.getJob(a.jobId);
-  if (!job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+/** The live attempt a lease token acts on, from its `getLeasedAttempt` read; throws 401 for unknown tokens, 409 for stale ones. */
+function liveAttempt(ctx: EngineContext, found: { a: AttemptRow; job: JobRow | undefined } | undefined): { a: AttemptRow; job: JobRow } {
+  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
+  const { a, job } = found;
   if (!LIVE_ATTEMPT.has(a.state)) throw stale(`attempt ${a.attempt} is ${a.state}`);
   if (job.attempt !== a.attempt) throw stale(`attempt ${a.attempt} was superseded`);
   if ((a.expiresAt ?? 0) <= ctx.clock.now()) throw stale(`attempt ${a.attempt} expired`);
   return { a, job };
 }
 
-export async function heartbeat(ctx: EngineContext, leaseToken: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
+export async function heartbeat(ctx: EngineContext, leaseHash: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
   const { a, expiresAt, cancel } = await ctx.store.write(
     async (tx) => {
-      const { a, job } = await liveAttempt(ctx, tx, leaseToken);
+      const { a, job } = liveAttempt(ctx, await tx.getLeasedAttempt(leaseHash));
       const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
       if (a.state === "leased" && body.state !== "preparing") {
         await setAttemptState(ctx, tx, a, "running", `runner reports ${body.state}`, { expiresAt });
@@ -118,11 +114,11 @@ async function cancelModeOf(ctx: EngineContext, jobId: string): Promise<CancelMo
 /** Was this terminal attempt ended by its own runner's report (so a repeat is harmless)? */
 const reported = (a: AttemptRow) => a.endedBy === "complete" || a.endedBy === "cancel-ack";
 
-export async function complete(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
+export async function complete(ctx: EngineContext, leaseHash: string, body: CompleteRequest): Promise<{ accepted: true }> {
   return ctx.store.write(async (tx) => {
-    const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
-    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseToken, a0);
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (found && !LIVE_ATTEMPT.has(found.a.state) && reported(found.a)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, found);
     checkLog(a, body);
     const digestNote = !a.logTruncated && (await logDigest(ctx, tx, a)) !== body.log.sha256 ? " (log digest differs from the runner's)" : "";
     if (body.artifacts.length > 0) {
@@ -162,11 +158,11 @@ function checkLog(a: AttemptRow, body: CompleteRequest): void {
   throw new DeltaError("E_LOG_INCOMPLETE", `server holds ${a.logBytes} log bytes, runner reports ${body.log.bytes}`, { details: { committed: a.logBytes } });
 }
 
-export async function cancelAck(ctx: EngineContext, leaseToken: string, body: CompleteRequest): Promise<{ accepted: true }> {
+export async function cancelAck(ctx: EngineContext, leaseHash: string, body: CompleteRequest): Promise<{ accepted: true }> {
   return ctx.store.write(async (tx) => {
-    const a0 = await tx.getAttemptByLeaseHash(hashToken(leaseToken));
-    if (a0 && !LIVE_ATTEMPT.has(a0.state) && reported(a0)) return { accepted: true as const };
-    const { a, job } = await liveAttempt(ctx, tx, leaseToken, a0);
+    const found = await tx.getLeasedAttempt(leaseHash);
+    if (found && !LIVE_ATTEMPT.has(found.a.state) && reported(found.a)) return { accepted: true as const };
+    const { a, job } = liveAttempt(ctx, found);
     if (job.cancelMode === "none") throw new DeltaError("E_CONFLICT", "no cancel was requested for this attempt");
     checkLog(a, body);
     await setAttemptState(ctx, tx, a, "canceled", "runner acknowledged cancel", { endedBy: "cancel-ack" });

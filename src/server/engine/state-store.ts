@@ -55,6 +55,8 @@ export interface StateOps {
   insertAttempt(a: AttemptRow): Promise<void>;
   getAttempt(jobId: string, attempt: number): Promise<AttemptRow | undefined>;
   getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined>;
+  /** The attempt of lease hash `hash` and its job (`job` undefined if the job row is gone), as getAttemptByLeaseHash then getJob would read them. */
+  getLeasedAttempt(hash: string): Promise<{ a: AttemptRow; job: JobRow | undefined } | undefined>;
   updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void>;
   listAttempts(jobId: string): Promise<AttemptRow[]>;
   expiredAttempts(now: number): Promise<AttemptRow[]>;

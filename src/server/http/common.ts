@@ -6,8 +6,8 @@ import { Type } from "@sinclair/typebox";
 
 declare module "fastify" {
   interface FastifyRequest {
-    /** The bearer token the onRequest hook accepted (never logged). */
-    deltaToken: string;
+    /** sha256 of the bearer token the onRequest hook accepted (hashed once per request; never logged). */
+    deltaTokenHash: string;
   }
 }
 

@@ -22,16 +22,16 @@ export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: 
   const leaseAuth = leaseTokenHook(ctx);
 
   app.post<{ Body: ArtifactCreateRequest }>("/v1/runner/artifacts", { schema: { body: ArtifactCreateRequest }, onRequest: leaseAuth }, async (req, reply) => {
-    return reply.code(201).send(await createArtifact(ctx, blobs, req.deltaToken, req.body));
+    return reply.code(201).send(await createArtifact(ctx, blobs, req.deltaTokenHash, req.body));
   });
 
   app.head<{ Params: { id: string } }>("/v1/runner/artifacts/:id/content", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
-    const s = await uploadStatus(ctx, blobs, req.deltaToken, req.params.id);
+    const s = await uploadStatus(ctx, blobs, req.deltaTokenHash, req.params.id);
     return reply.code(s.committed ? 200 : 204).header("upload-offset", String(s.offset)).header("upload-length", String(s.size)).send();
   });
 
   app.get<{ Params: { id: string } }>("/v1/runner/artifacts/:id/content", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
-    const s = await uploadStatus(ctx, blobs, req.deltaToken, req.params.id);
+    const s = await uploadStatus(ctx, blobs, req.deltaTokenHash, req.params.id);
     return reply.code(200).header("upload-offset", String(s.offset)).send({ committed: s.offset, size: s.size, complete: s.committed });
   });
 
@@ -40,13 +40,13 @@ export function artifactRoutes(app: FastifyInstance, ctx: EngineContext, blobs: 
     const range = parseUploadRange(req.headers["content-range"]);
     const len = req.headers["content-length"] === undefined ? undefined : Number(req.headers["content-length"]);
     if (range && len !== undefined && len !== range.end - range.start + 1) throw new DeltaError("E_INVALID", "Content-Length differs from Content-Range");
-    const r = await uploadChunk(ctx, blobs, req.deltaToken, req.params.id, range, body, len);
+    const r = await uploadChunk(ctx, blobs, req.deltaTokenHash, req.params.id, range, body, len);
     if (!r.done) return reply.code(202).header("upload-offset", String(r.committed)).send({ committed: r.committed });
     return reply.code(201).header("upload-offset", String(r.size)).send({ artifactId: r.artifactId, sha256: r.sha256, size: r.size });
   });
 
   app.post<{ Params: { id: string } }>("/v1/runner/artifacts/:id/commit", { schema: { params: IdParams }, onRequest: leaseAuth }, async (req, reply) => {
-    const r = await commitDirectUpload(ctx, blobs, req.deltaToken, req.params.id);
+    const r = await commitDirectUpload(ctx, blobs, req.deltaTokenHash, req.params.id);
     return reply.code(201).send({ artifactId: r.artifactId, sha256: r.sha256, size: r.size });
   });
 }

@@ -20,7 +20,7 @@ export function leaseTokenHook(ctx: EngineContext): (req: FastifyRequest) => Pro
       if (!(await ctx.store.getAttemptByLeaseHash(hash))) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
       ctx.knownTokens.add(hash, Infinity);
     }
-    req.deltaToken = t;
+    req.deltaTokenHash = hash;
   };
 }
 
@@ -28,9 +28,10 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
   const { store } = ctx;
   const regAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "registration");
-    const reg = await store.getRegistration(hashToken(t));
+    const hash = hashToken(t);
+    const reg = await store.getRegistration(hash);
     if (!reg || reg.usedAt !== null || reg.expiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "registration token is unknown, used or expired");
-    req.deltaToken = t;
+    req.deltaTokenHash = hash;
   };
   const sessionAuth = async (req: FastifyRequest) => {
     const t = bearerOfKind(req, "session");
@@ -40,31 +41,31 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
       if (!r || r.sessionExpiresAt <= ctx.clock.now()) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
       ctx.knownTokens.add(hash, r.sessionExpiresAt);
     }
-    req.deltaToken = t;
+    req.deltaTokenHash = hash;
   };
   const leaseAuth = leaseTokenHook(ctx);
   // A request that cannot wait needs no abort signal (an AbortController and a close listener per request).
   const neverAborted = new AbortController().signal;
 
   app.post<{ Body: RegisterRequest }>("/v1/runner/register", { schema: { body: RegisterRequest }, onRequest: regAuth }, async (req, reply) => {
-    return reply.code(201).send(await register(ctx, req.deltaToken, req.body));
+    return reply.code(201).send(await register(ctx, req.deltaTokenHash, req.body));
   });
 
   app.post<{ Body: LeaseRequest }>("/v1/runner/lease", { schema: { body: LeaseRequest }, onRequest: sessionAuth }, async (req, reply) => {
-    const l = await lease(ctx, req.deltaToken, req.body.waitMs, req.body.waitMs > 0 ? clientGone(reply) : neverAborted);
+    const l = await lease(ctx, req.deltaTokenHash, req.body.waitMs, req.body.waitMs > 0 ? clientGone(reply) : neverAborted);
     if (!l) return reply.code(204).send();
     return reply.code(200).send({ lease: l });
   });
 
   app.post<{ Body: HeartbeatRequest }>("/v1/runner/heartbeat", { schema: { body: HeartbeatRequest }, onRequest: leaseAuth }, async (req, reply) => {
-    return reply.code(200).send(await heartbeat(ctx, req.deltaToken, req.body, (req.body.waitMs ?? 0) > 0 ? clientGone(reply) : neverAborted));
+    return reply.code(200).send(await heartbeat(ctx, req.deltaTokenHash, req.body, (req.body.waitMs ?? 0) > 0 ? clientGone(reply) : neverAborted));
   });
 
   app.put("/v1/runner/log", { onRequest: leaseAuth }, async (req, reply) => {
     const range = parseContentRange(req.headers["content-range"]);
     checkContentLength(req, ctx.opts.logChunkLimitBytes);
     const body = await readCappedParts(rawBody(req), ctx.opts.logChunkLimitBytes);
-    const r = await appendLog(ctx, req.deltaToken, range, body, clientGone(reply));
+    const r = await appendLog(ctx, req.deltaTokenHash, range, body, clientGone(reply));
     if (r.status === 413) {
       return reply.code(413).send({ error: { code: "E_LOG_LIMIT", message: "the job's log limit is reached; the log is truncated", committed: r.committed }, committed: r.committed, truncated: true });
     }
@@ -72,15 +73,15 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
   });
 
   app.post<{ Body: CompleteRequest }>("/v1/runner/complete", { schema: { body: CompleteRequest }, onRequest: leaseAuth }, async (req, reply) => {
-    return reply.code(200).send(await complete(ctx, req.deltaToken, req.body));
+    return reply.code(200).send(await complete(ctx, req.deltaTokenHash, req.body));
   });
 
   app.post<{ Body: CompleteRequest }>("/v1/runner/cancel-ack", { schema: { body: CompleteRequest }, onRequest: leaseAuth }, async (req, reply) => {
-    return reply.code(200).send(await cancelAck(ctx, req.deltaToken, req.body));
+    return reply.code(200).send(await cancelAck(ctx, req.deltaTokenHash, req.body));
   });
 
   app.get("/v1/runner/source", { onRequest: leaseAuth }, async (req, reply) => {
-    const a = await fencedAttempt(ctx, store, req.deltaToken);
+    const a = await fencedAttempt(ctx, store, req.deltaTokenHash);
     const job = await store.getJob(a.jobId);
     const src = job?.spec.source;
     if (!src || src.kind !== "archive" || !(await blobs.has(src.sha256))) throw new DeltaError("E_NOT_FOUND", "this job has no archive source");

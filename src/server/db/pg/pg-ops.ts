@@ -202,6 +202,12 @@ export class PgOps implements StateOps {
     return again ? toAttempt(again) : undefined;
   }
 
+  async getLeasedAttempt(hash: string): Promise<{ a: AttemptRow; job: JobRow | undefined } | undefined> {
+    // Two reads, as before: the job's row lock (in a transaction) is taken by its own statement.
+    const a = await this.getAttemptByLeaseHash(hash);
+    return a ? { a, job: await this.getJob(a.jobId) } : undefined;
+  }
+
   async updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void> {
     const set: Record<string, Val> = {};
     for (const k of Object.keys(patch) as Array<keyof typeof ATTEMPT_COLS>) {

@@ -42,7 +42,10 @@ const pool: Pool = { name: "p", os: "linux", arch: "x64", labels: ["a"], resourc
 async function setup(t: { after(fn: () => unknown): void }) {
   const root = await mkdtemp(join(tmpdir(), "dci-lp-"));
   const pids = new Set<number>();
+  const providers: LocalProvider[] = [];
   t.after(async () => {
+    // Closed first: a provider still open reaps its killed runners' slots, which remakes their dirs after the rm.
+    for (const p of providers) await p.close();
     for (const pid of pids) {
       try {
         process.kill(-pid, "SIGKILL");
@@ -60,6 +63,7 @@ async function setup(t: { after(fn: () => unknown): void }) {
       workRoot: root, command: { command: process.execPath, args: ["-e", FAKE_RUNNER, "--"] }, runnerIdleTimeoutMs: 60_000,
       drainTimeoutMs: 5_000, reaper, clock: systemClock, runnerArgs: [...(busy ? ["--busy"] : []), ...extra],
     });
+    providers.push(p);
     const exits: RunnerExit[] = [];
     p.onExit((e) => exits.push(e));
     return { p, exits };

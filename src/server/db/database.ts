@@ -47,8 +47,6 @@ export class SqliteDatabase {
   /** A batch is running (its ops may await): the next one starts when it ends. */
   private running: Promise<void> | null = null;
   private closed = false;
-  private syncMode: "FULL" | "NORMAL" | "OFF";
-  private readonly durability: Durability;
   /** Number of group commits and ops they carried (metrics, bench). */
   readonly stats = { commits: 0, ops: 0 };
 
@@ -58,7 +56,7 @@ export class SqliteDatabase {
   /** Called when an after-commit hook throws; the commit itself stands. */
   onHookError: (err: unknown) => void = () => {};
 
-   /** Transaction control, prepared once (exec() would re-parse the SQL on every call). */
+  /** Transaction control, prepared once (exec() would re-parse the SQL on every call). */
   private tx!: Record<"begin" | "commit" | "rollback" | "totalChanges", Database.Statement>;
 
   /** The WAL, open for the post-commit fdatasync (full durability only). */
@@ -71,12 +69,10 @@ export class SqliteDatabase {
   private syncFailed: Error | null = null;
 
   constructor(file: string, durability: Durability) {
-    this.durability = durability;
     this.db = new Database(file);
     // Set before the switch to WAL, which syncs too unless `synchronous = OFF`; migrations
     // commit with it too (full: in place, before the post-commit syncs take over).
-    this.syncMode = durability === "full" ? "FULL" : durability === "normal" ? "NORMAL" : "OFF";
-    this.db.pragma(`synchronous = ${this.syncMode}`);
+    this.db.pragma(`synchronous = ${durability === "full" ? "FULL" : durability === "normal" ? "NORMAL" : "OFF"}`);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("foreign_keys = ON");
     // Deleted content (a terminal job's sealed secrets) is overwritten, not left in free pages.
@@ -94,7 +90,6 @@ export class SqliteDatabase {
     if (durability === "full") {
       // From here the commits leave the WAL to the OS and `requestSync` makes it durable
       // (set before any statement is prepared: the switch expires prepared statements).
-      this.syncMode = "NORMAL";
       this.db.pragma("synchronous = NORMAL");
       this.walFd = openSync(`${file}-wal`, "r");
       fsyncSync(this.walFd);
@@ -167,11 +162,6 @@ export class SqliteDatabase {
     let ops = this.queue;
     this.queue = [];
     if (ops.length === 0) return;
-    const wantSync = this.durability === "none" ? "OFF" : "NORMAL";
-    if (wantSync !== this.syncMode) {
-      this.db.pragma(`synchronous = ${wantSync}`);
-      this.syncMode = wantSync;
-    }
     const spoiled: Array<{ op: PendingOp; err: unknown }> = [];
     let outcomes: OpOutcome[] = [];
     try {

@@ -8,6 +8,7 @@
  *  - launch: the runner goes starting → idle (registered) → busy (leased one job) → exits 0 with
  *    its job succeeded, not requested, everBusy;
  *  - drain of an idle runner: it exits, requested, never busy; its job-less slot is clean;
+ *  - drain of a busy runner (a drain races a lease on its way back): its job runs to its end;
  *  - terminate of a busy runner: it exits, requested; its step's process is gone; its slot is reaped;
  *  - after every exit: no job dir and no process of the runner left below the work root.
  */
@@ -136,6 +137,20 @@ for (const [name, make] of implementations) {
       const exit = await until("exit", () => exitOf(id));
       assert.equal(exit.requested, true);
       assert.equal(exit.runner.everBusy, false);
+      await nothingLeft();
+    });
+
+    void it("drain of a runner that holds a job (its lease came back as the drain was sent): the job runs to its end", async () => {
+      const jobId = await h.submit({ name: "drained-busy", steps: [{ name: "s", run: "sleep 0.5; echo done" }] });
+      const id = await launch();
+      await until("busy", () => stateOf(id) === "busy");
+      await provider.drain(id);
+      const exit = await until("exit", () => exitOf(id));
+      assert.equal(exit.code, 0, exit.logTail);
+      assert.equal(exit.runner.everBusy, true);
+      const job = await h.waitJob(jobId);
+      assert.equal(job.state, "succeeded", JSON.stringify(job.failure));
+      assert.deepEqual(job.attempts.map((a) => a.state), ["succeeded"], "the drain did not stop the job");
       await nothingLeft();
     });
 

@@ -314,9 +314,12 @@ function poolOf(id: string): string {
   return id.slice(0, Math.max(0, id.indexOf(".")));
 }
 
-/** A session's new state onto its record (a draining record stays draining). */
+/**
+ * A session's new state onto its record. A draining record stays draining, unless the session
+ * turns out busy: its lease was on its way when the drain came, and it runs that job.
+ */
 export function applySessionState(record: RunnerRecord, e: Extract<HostEvent, { type: "session_state" }>): void {
-  if (record.state === "draining") return;
+  if (record.state === "draining" && e.state !== "busy") return;
   record.state = e.state;
   record.sinceMs = e.sinceMs;
   if (e.state === "busy") record.everBusy = true;

@@ -22,6 +22,7 @@ const work = a[a.indexOf("--work-dir") + 1];
 const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
 console.log("registered with", token.length, "bytes");
 process.on("SIGTERM", () => process.exit(0));
+process.on("SIGUSR2", () => process.exit(0)); // a drain
 const events = a[a.indexOf("--events-file") + 1];
 const event = (e) => fs.appendFileSync(events, JSON.stringify({ runnerId: "r1", ...e }) + "\\n");
 event({ type: "registered" });
@@ -31,9 +32,10 @@ if (a.includes("--event-leased")) setTimeout(() => event({ type: "leased", jobId
 // a child of its own that is no job (an oci runner's prewarmed sandbox)
 if (a.includes("--own-child")) require("child_process").spawn("sleep", ["300"], { stdio: "ignore" });
 if (a.includes("--busy")) {
-  event({ type: "leased", jobId: "j1", attempt: 1 });
   fs.mkdirSync(work + "/job1", { recursive: true }); fs.writeFileSync(work + "/job1/leftover", "x");
   require("child_process").spawn("sleep", ["300"], { stdio: "ignore", cwd: work + "/job1", detached: true });
+  // told only once the job's process runs: a test that kills this runner on "busy" then finds it orphaned
+  event({ type: "leased", jobId: "j1", attempt: 1 });
 }
 setInterval(() => {}, 1000);
 `;

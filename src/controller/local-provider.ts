@@ -64,6 +64,8 @@ interface Live {
 const EVENTS_FILE = "events.jsonl";
 const REGISTERED_EVENT = '"type":"registered"';
 const LEASED_EVENT = '"type":"leased"';
+/** How a runner process is drained (the runner's DRAIN_SIGNAL, src/runner/runner-events.ts; the conformance test drains real runners). */
+const DRAIN_SIGNAL = "SIGUSR2";
 
 export class LocalProvider implements RunnerProvider {
   private readonly o: LocalProviderOptions;
@@ -204,12 +206,14 @@ export class LocalProvider implements RunnerProvider {
 
   /** The state of a live runner, from what can be seen of it. */
   private async probe(l: Live): Promise<RunnerState> {
+    if (!l.leased) await this.scanEvents(l);
+    // A drained runner whose lease was already on its way runs that job to its end.
+    if (l.leased) return "busy";
     if (l.drainedAtMs !== null) return "draining";
     if (await exists(l.tokenFile)) return "starting";
-    if (!l.leased) await this.scanEvents(l);
     // From its events only: an oci runner's own children (the sandbox it prewarms while it
     // registers) are no job, and read as busy they hid an idle runner from the scaler.
-    return l.leased ? "busy" : l.registered ? "idle" : "starting";
+    return l.registered ? "idle" : "starting";
   }
 
   /** Reads the runner's events since the last look; a `leased` event makes it busy for good. */
@@ -246,7 +250,7 @@ export class LocalProvider implements RunnerProvider {
         l.record.sinceMs = now;
       }
       if (state === "busy") l.record.everBusy = true;
-      if (l.drainedAtMs !== null && now - l.drainedAtMs >= this.o.drainTimeoutMs && (await childPids(l.pid)).length === 0) {
+      if (l.drainedAtMs !== null && !l.leased && now - l.drainedAtMs >= this.o.drainTimeoutMs && (await childPids(l.pid)).length === 0) {
         this.o.logger?.warn({ runner: l.record.id, pid: l.pid }, "drained runner did not exit in time: killing it");
         this.kill(l, "SIGKILL");
       }
@@ -265,7 +269,7 @@ export class LocalProvider implements RunnerProvider {
     l.requested = true;
     l.record.state = "draining";
     l.record.sinceMs = l.drainedAtMs;
-    this.kill(l, "SIGTERM", false);
+    this.kill(l, DRAIN_SIGNAL, false);
   }
 
   async terminate(id: string): Promise<void> {

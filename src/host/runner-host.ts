@@ -56,6 +56,8 @@ interface Session {
   view: SessionView;
   slot: SlotInfo;
   stop: AbortController;
+  /** Drains the session: it ends unless it already holds a job (see `RunnerDeps.drain`). */
+  drain: AbortController;
   done: Promise<void>;
 }
 
@@ -121,7 +123,7 @@ export class RunnerHost {
     this.served++;
     const now = this.o.clock.now();
     const view: SessionView = { id: req.id, state: "starting", slot: slot.index, launchedAtMs: now, sinceMs: now, everBusy: false, jobId: null };
-    const session: Session = { view, slot, stop: new AbortController(), done: Promise.resolve() };
+    const session: Session = { view, slot, stop: new AbortController(), drain: new AbortController(), done: Promise.resolve() };
     this.sessions.set(req.id, session);
     session.done = this.run(session, req);
     // At its limit the host takes no more sessions, but this one (and the other idle ones) still
@@ -130,11 +132,12 @@ export class RunnerHost {
     return { ...view };
   }
 
-  /** An idle session stops now; a busy one finishes its job (a session takes one job anyway). */
+  /** An idle session stops now; one that holds a job (or gets the lease it was waiting for) runs it to its end. */
   drain(id: string): void {
     const s = this.sessions.get(id);
     if (!s || s.view.state === "draining") return;
-    if (s.view.state !== "busy") s.stop.abort(new Error("drained"));
+    // A lease on its way back is not lost: the drain only ends a session that holds no job yet.
+    s.drain.abort(new Error("drained"));
     this.setState(s, "draining");
   }
 
@@ -214,7 +217,7 @@ export class RunnerHost {
         { registrationToken: req.registrationToken, name: req.id, slot: s.slot, reapSlot: false },
         { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent, connections: this.connections },
       );
-      const exit = await runner.run(s.stop.signal);
+      const exit = await runner.run(s.stop.signal, s.drain.signal);
       code = exit.code;
       reason = typeof exit.reason === "string" ? exit.reason : String(exit.reason);
     } catch (err) {
@@ -242,8 +245,9 @@ export class RunnerHost {
     void warmSpec(file, slot).then((spec) => this.o.sandboxFactory.prewarm(spec));
   }
 
+  /** A draining session only turns busy (the lease it was getting when drained). */
   private setState(s: Session, state: SessionState): void {
-    if (s.view.state === state || s.view.state === "draining") return;
+    if (s.view.state === state || (s.view.state === "draining" && state !== "busy")) return;
     s.view.state = state;
     s.view.sinceMs = this.o.clock.now();
     this.emit({ type: "session_state", id: s.view.id, state, sinceMs: s.view.sinceMs, jobId: s.view.jobId });

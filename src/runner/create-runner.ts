@@ -53,13 +53,16 @@ export interface CreateRunnerDeps {
 }
 
 export interface Runner {
-  /** Registers, leases at most one job, runs and reports it; `signal` asks it to stop. */
-  run(signal?: AbortSignal): Promise<RunnerExit>;
+  /**
+   * Registers, leases at most one job, runs and reports it; `signal` asks it to stop, `drain` to
+   * end unless it already holds a job (see `RunnerDeps.drain`).
+   */
+  run(signal?: AbortSignal, drain?: AbortSignal): Promise<RunnerExit>;
 }
 
 export function createRunner(settings: RunnerSettings, identity: RunnerIdentity, deps: CreateRunnerDeps): Runner {
   return {
-    async run(signal) {
+    async run(signal, drain) {
       const retry = new RetryPolicy({
         clock: deps.clock,
         onRetry: (err, attempt, waitMs) => deps.logger.info({ err: String(err), attempt, waitMs }, "retrying"),
@@ -75,7 +78,7 @@ export function createRunner(settings: RunnerSettings, identity: RunnerIdentity,
           },
           {
             client, sandboxFactory: deps.sandboxFactory, clock: deps.clock, logger: deps.logger,
-            ...(deps.onEvent ? { onEvent: deps.onEvent } : {}), ...(signal ? { signal } : {}),
+            ...(deps.onEvent ? { onEvent: deps.onEvent } : {}), ...(signal ? { signal } : {}), ...(drain ? { drain } : {}),
           },
       );
     },

@@ -13,3 +13,10 @@ export type RunnerEventListener = (event: RunnerEvent) => void;
 
 /** The null listener (STYLE.md 7: a null implementation beats an optional callback). */
 export const ignoreRunnerEvents: RunnerEventListener = () => {};
+
+/**
+ * What a supervisor tells a runner process: drain (end unless a job is already leased; see
+ * `RunnerDeps.drain`). SIGTERM stays the stop that ends a running job too. SIGUSR1 is node's
+ * inspector; SIGUSR2 is free.
+ */
+export const DRAIN_SIGNAL = "SIGUSR2" as const;

@@ -54,8 +54,14 @@ export interface RunnerDeps {
   sandboxFactory: SandboxFactory;
   clock: Clock;
   logger: RunnerLogger;
-  /** Abort to ask the runner to stop (SIGTERM). */
+  /** Abort to ask the runner to stop (SIGTERM): a job it runs is stopped and reported as runner_error. */
   signal?: AbortSignal;
+  /**
+   * Abort to drain the runner: it ends if it holds no job yet (its lease poll is dropped), and a
+   * job it already leased runs to its end. A supervisor drains a runner it saw idle, and the
+   * lease may be on its way back at that moment: that job must not fail for it.
+   */
+  drain?: AbortSignal;
   /** Typed lifecycle events for the runner's supervisor (default: ignored). */
   onEvent?: RunnerEventListener;
 }
@@ -68,6 +74,11 @@ export interface RunnerExit {
   reason: RunnerExitReason;
   jobId: string | null;
   runnerId: string | null;
+}
+
+/** Aborted when either is (undefined when neither is given). */
+function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
+  return a && b ? AbortSignal.any([a, b]) : (a ?? b);
 }
 
 export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<RunnerExit> {
@@ -97,13 +108,16 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     const capabilities = await probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir, toolchains });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
+    // Until a lease is held, a drain stops the runner as a stop does.
+    const pollSignal = anySignal(deps.signal, deps.drain);
+    const stopped = () => deps.signal?.aborted === true || deps.drain?.aborted === true;
     let reg;
     try {
       reg = await client.register(opts.registrationToken, { name: opts.name, version: opts.version, capabilities }, {
-        signal: deps.signal, deadline: clock.now() + opts.registerDeadlineMs,
+        signal: pollSignal, deadline: clock.now() + opts.registerDeadlineMs,
       });
     } catch (err) {
-      if (deps.signal?.aborted) return exit(0, "stopped");
+      if (stopped()) return exit(0, "stopped");
       logger.error({ err: String(err) }, "registration failed");
       return exit(2, "register_failed");
     }
@@ -115,13 +129,13 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     while (lease === null) {
       const left = idleUntil - clock.now();
       if (left <= 0) return exit(0, "idle", null, reg.runnerId);
-      if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+      if (stopped()) return exit(0, "stopped", null, reg.runnerId);
       try {
         lease = await client.lease(reg.sessionToken, Math.min(left, opts.leaseWaitMs, reg.leaseWaitMs > 0 ? reg.leaseWaitMs : opts.leaseWaitMs), {
-          signal: deps.signal, deadline: idleUntil,
+          signal: pollSignal, deadline: idleUntil,
         });
       } catch (err) {
-        if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+        if (stopped()) return exit(0, "stopped", null, reg.runnerId);
         if (isDeltaError(err, "E_TIMEOUT") || isDeltaError(err, "E_NETWORK")) continue;
         logger.error({ err: String(err) }, "lease failed");
         return exit(2, "lease_failed", null, reg.runnerId);

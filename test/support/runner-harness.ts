@@ -12,7 +12,7 @@ import { RetryPolicy } from "../../src/client/retry-policy.ts";
 import { RunnerClient } from "../../src/client/runner-client.ts";
 import type { JobStatus, SubmittedJobSpec } from "../../src/protocol/schemas.ts";
 import { runRunner, type RunnerExit, type RunnerOptions } from "../../src/runner/runner.ts";
-import { nullLogger, type RunnerLogger } from "../../src/runner/ports.ts";
+import { nullLogger, type RunnerLogger, type RunnerProtocol } from "../../src/runner/ports.ts";
 import type { SandboxFactory } from "../../src/sandbox/types.ts";
 import { slotInfo } from "../../src/sandbox/slots.ts";
 import { startServer, type RunningServer, type ServerOptions } from "../../src/server/index.ts";
@@ -124,13 +124,17 @@ export function jobSpec(over: Partial<SubmittedJobSpec> & Pick<SubmittedJobSpec,
 let slotCounter = 0;
 
 /** Runs one runner in this process against `server` with `factory`; resolves with its exit. */
-export async function runInProcess(h: Harness, factory: SandboxFactory, over: Partial<RunnerOptions> & { logger?: RunnerLogger; signal?: AbortSignal; serverUrl?: string; requestTimeoutMs?: number } = {}): Promise<RunnerExit> {
+export async function runInProcess(h: Harness, factory: SandboxFactory, over: Partial<RunnerOptions> & {
+  logger?: RunnerLogger; signal?: AbortSignal; drain?: AbortSignal; serverUrl?: string; requestTimeoutMs?: number;
+  /** Wraps the runner's protocol client (to act at a chosen point of the protocol). */
+  wrapClient?: (client: RunnerProtocol) => RunnerProtocol;
+} = {}): Promise<RunnerExit> {
   const token = await h.api.registrationToken(over.labels ?? []);
   const index = 40 + (slotCounter++ % 100);
   const slot = { ...slotInfo(index, join(h.root, "slots")), workDir: join(h.root, "slots", `slot-${index}`, "work") };
   mkdirSync(join(h.root, "slots", `slot-${index}`), { recursive: true, mode: 0o711 });
   const requestTimeoutMs = over.requestTimeoutMs ?? 5_000;
-  const client = new RunnerClient({
+  const client: RunnerProtocol = new RunnerClient({
     http: new HttpClient(over.serverUrl ?? h.server.url, { timeoutMs: requestTimeoutMs }),
     retry: new RetryPolicy({ clock: systemClock, baseMs: 50, maxMs: 500, onRetry: (err, attempt, waitMs) => (over.logger ?? nullLogger).info({ err: String(err), attempt, waitMs }, "retry") }),
     requestTimeoutMs,
@@ -141,7 +145,10 @@ export async function runInProcess(h: Harness, factory: SandboxFactory, over: Pa
     idleTimeoutMs: 60_000, leaseWaitMs: 5_000, registerDeadlineMs: 30_000,
     timings: { flushIntervalMs: 50, flushBytes: 256 * 1024, chunkBytes: 1024 * 1024, cancelGraceMs: 10_000, tailUploadMs: 5_000, disposeMs: 60_000 },
     ...over,
-  }, { client, sandboxFactory: factory, clock: systemClock, logger: over.logger ?? nullLogger, ...(over.signal ? { signal: over.signal } : {}) })
+  }, {
+    client: over.wrapClient ? over.wrapClient(client) : client, sandboxFactory: factory, clock: systemClock, logger: over.logger ?? nullLogger,
+    ...(over.signal ? { signal: over.signal } : {}), ...(over.drain ? { drain: over.drain } : {}),
+  })
     .finally(() => factory.settle(slot));
 }
 

@@ -2,7 +2,8 @@
  * `deltaci runner`: the composition root of one runner process. Reads (and deletes) the
  * registration token file, builds the HTTP client, retry policy and sandbox backend, runs
  * `runRunner`, and exits with its status (0: job reported or no job; 1: job not reported;
- * 2: could not start). SIGTERM/SIGINT stop the runner (a running job is reported as runner_error).
+ * 2: could not start). SIGTERM/SIGINT stop the runner (a running job is reported as runner_error);
+ * SIGUSR2 drains it (it ends unless it already leased a job, which then runs to its end).
  */
 import { appendFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
@@ -16,7 +17,7 @@ import { ProcessSandboxFactory } from "../../sandbox/process/process-sandbox.ts"
 import { slotInfo } from "../../sandbox/slots.ts";
 import type { SandboxFactory } from "../../sandbox/types.ts";
 import { createRunner } from "../../runner/create-runner.ts";
-import { ignoreRunnerEvents, type RunnerEventListener } from "../../runner/runner-events.ts";
+import { DRAIN_SIGNAL, ignoreRunnerEvents, type RunnerEventListener } from "../../runner/runner-events.ts";
 
 export function registerRunnerCommand(program: Command): void {
   program
@@ -64,19 +65,27 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
     logger.warn({ signal: sig }, "stopping");
     stop.abort(new Error(sig));
   };
+  // A drain (the controller's, for a runner it saw idle): no job yet, it ends; a job leased meanwhile runs to its end.
+  const drain = new AbortController();
+  const onDrain = () => {
+    logger.info("drain asked");
+    drain.abort(new Error(DRAIN_SIGNAL));
+  };
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
+  process.on(DRAIN_SIGNAL, onDrain); // not once: a second drain must not meet the default action (exit)
   let res;
   try {
     const onEvent = cfg.eventsFile === null ? ignoreRunnerEvents : eventsFileWriter(cfg.eventsFile);
     const runner = createRunner(runnerSettings(cfg), { registrationToken: token, name: cfg.name, slot, reapSlot: true }, { sandboxFactory, clock: systemClock, logger, onEvent });
-    res = await runner.run(stop.signal);
+    res = await runner.run(stop.signal, drain.signal);
   } finally {
     // This process owns the factory: a prewarmed sandbox no job took is disposed of before exit.
     await sandboxFactory.close().catch((err: unknown) => logger.error({ err: String(err) }, "closing the sandbox factory failed"));
   }
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
+  process.off(DRAIN_SIGNAL, onDrain);
   return res.code;
 }
 

@@ -1,0 +1,89 @@
+/**
+ * A drain (a supervisor ends a runner it saw idle) against the real server on loopback, the
+ * runner in process, the process sandbox. The supervisor's view lags: it may drain a runner whose
+ * lease is already on its way back. A drain ends a runner that holds no job; a job it already
+ * leased runs to its end and is reported, never stopped as runner_error. The stop (SIGTERM)
+ * still stops a running job.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { systemClock } from "../src/base/clock.ts";
+import type { RunnerProtocol } from "../src/runner/ports.ts";
+import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
+import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
+
+const factory = new ProcessSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} } });
+
+/** The client, with `onLease` called once a lease answer is in the runner's hands, before the runner acts on it. */
+function afterLease(client: RunnerProtocol, onLease: () => void): RunnerProtocol {
+  return {
+    register: (...a) => client.register(...a),
+    lease: async (...a) => {
+      const lease = await client.lease(...a);
+      if (lease !== null) onLease();
+      return lease;
+    },
+    heartbeat: (...a) => client.heartbeat(...a),
+    putLog: (...a) => client.putLog(...a),
+    createArtifact: (...a) => client.createArtifact(...a),
+    uploadArtifact: (...a) => client.uploadArtifact(...a),
+    downloadSource: (...a) => client.downloadSource(...a),
+    complete: (...a) => client.complete(...a),
+    cancelAck: (...a) => client.cancelAck(...a),
+    destroy: () => client.destroy(),
+  };
+}
+
+void describe("runner drain", () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ leaseTtlMs: 6000, heartbeatIntervalMs: 1000 });
+  });
+  after(async () => {
+    await h?.close();
+  });
+
+  void it("a drain that meets a lease already answered: the job runs to its end and is reported", async () => {
+    const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "sleep 0.3; echo done" }] }));
+    const drain = new AbortController();
+    const logger = memoryLogger();
+    const exit = await runInProcess(h, factory, { drain: drain.signal, logger, wrapClient: (c) => afterLease(c, () => drain.abort(new Error("drained"))) });
+    assert.ok(drain.signal.aborted, "the drain was sent");
+    assert.equal(exit.code, 0, logger.lines.join("\n"));
+    assert.equal(exit.reason, "reported");
+    assert.equal(exit.jobId, jobId);
+    const job = await h.api.waitDone(jobId, 30_000);
+    assert.equal(job.state, "succeeded", JSON.stringify(job.failure));
+    assert.deepEqual(job.attempts.map((a) => a.state), ["succeeded"]);
+  });
+
+  void it("a drain while the runner waits for a job: it leaves its long poll at once and ends having leased nothing", async () => {
+    const drain = new AbortController();
+    const started = Date.now();
+    const running = runInProcess(h, factory, { drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    drain.abort(new Error("drained"));
+    const exit = await running;
+    assert.equal(exit.code, 0);
+    assert.equal(exit.reason, "stopped");
+    assert.equal(exit.jobId, null);
+    assert.ok(Date.now() - started < 25_000, "it did not wait out its long poll");
+    // The job submitted after the drain is not held by the drained runner: the next runner takes it.
+    const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "echo next" }] }));
+    const next = await runInProcess(h, factory);
+    assert.equal(next.jobId, jobId);
+    assert.equal((await h.api.waitDone(jobId, 30_000)).state, "succeeded");
+  });
+
+  void it("a stop (SIGTERM) still stops a running job, reported as runner_error", async () => {
+    const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "sleep 30" }] }));
+    const stop = new AbortController();
+    const running = runInProcess(h, factory, { signal: stop.signal, timings: { flushIntervalMs: 50, flushBytes: 256 * 1024, chunkBytes: 1024 * 1024, cancelGraceMs: 500, tailUploadMs: 5_000, disposeMs: 60_000 } });
+    await h.api.waitFor(jobId, (j) => j.state === "running", "running");
+    stop.abort(new Error("SIGTERM"));
+    const exit = await running;
+    assert.equal(exit.reason, "reported");
+    const job = await h.api.waitFor(jobId, (j) => j.attempts[0]?.state !== "running", "the attempt ended");
+    assert.equal(job.attempts[0]?.reason, "runner_error", JSON.stringify(job.attempts[0]));
+  });
+});

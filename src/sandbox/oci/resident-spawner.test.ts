@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -108,5 +109,30 @@ void test("a connection is kept for the next request; concurrent requests and ch
     for (const r of withChannels) r.channel.destroy();
   } finally {
     await s.close();
+  }
+});
+
+void test("a starting spawner removes the dirs of spawners whose host died with them (kill -9 of both), and only those", async () => {
+  const dead = spawnSync("true").pid; // exited and reaped: its pid names no process
+  const live = spawn("sleep", ["30"], { stdio: "ignore" });
+  const mk = (name: string) => {
+    const d = join(tmpdir(), name);
+    mkdirSync(d, { mode: 0o700 });
+    writeFileSync(join(d, "s"), "");
+    return d;
+  };
+  const deadDir = mk(`deltaci-spawner-${dead}-t${process.pid}`);
+  const liveDir = mk(`deltaci-spawner-${live.pid}-t${process.pid}`);
+  const oldName = mk(`deltaci-spawner-t${process.pid}x`); // no pid in the name: not ours to judge
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  try {
+    assert.equal((await s.run("true", [], 10_000)).code, 0);
+    assert.equal(existsSync(deadDir), false, "the dead host's dir is removed");
+    assert.equal(existsSync(liveDir), true, "a live pid's dir is kept");
+    assert.equal(existsSync(oldName), true);
+  } finally {
+    await s.close();
+    live.kill("SIGKILL");
+    for (const d of [deadDir, liveDir, oldName]) rmSync(d, { recursive: true, force: true });
   }
 });

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +47,43 @@ function parseReply(buf: Buffer): { code: number; stdout: string; stderr: string
   const errLen = buf.readUInt32BE(12 + outLen);
   if (buf.length < 16 + outLen + errLen) return null;
   return { code, stdout: buf.toString("utf8", 12, 12 + outLen), stderr: buf.toString("utf8", 16 + outLen, 16 + outLen + errLen) };
+}
+
+const DIR_PREFIX = "deltaci-spawner-";
+/** `deltaci-spawner-<host pid>-<random>`. */
+const DIR_NAME = /^deltaci-spawner-(\d+)-/;
+
+/**
+ * Removes the socket dirs of spawners whose host is gone. A spawner removes its dir when its host
+ * dies (the parent-death SIGTERM), and the host removes it at exit; only a SIGKILL of both (an
+ * operator's `kill -9`, the OOM killer) leaves it. A dir whose pid is alive is kept: it may be a
+ * live host's, or its pid was reused (then it stays, empty but for a dead socket).
+ */
+export function removeDeadHostsDirs(root: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = DIR_NAME.exec(name);
+    const pid = Number(m?.[1]);
+    if (!m || pid === process.pid || pidAlive(pid)) continue;
+    rmSync(join(root, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ESRCH";
+  }
 }
 
 export class ResidentSpawner implements HostCommands {
@@ -105,7 +142,9 @@ export class ResidentSpawner implements HostCommands {
   }
 
   private async start(): Promise<Running> {
-    const dir = mkdtempSync(join(tmpdir(), "deltaci-spawner-")); // 0700
+    removeDeadHostsDirs(tmpdir());
+    // The host's pid in the name: a later host can tell a dir whose host and spawner both died.
+    const dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`)); // 0700
     // The spawner removes its dir when it ends, but not when it is SIGKILLed (a slot reaper racing
     // its exit did that): this process removes it too, at the latest when it exits.
     const removeDir = () => rmSync(dir, { recursive: true, force: true });

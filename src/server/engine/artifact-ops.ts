@@ -11,9 +11,8 @@ import type { ArtifactCreateRequest, ArtifactCreateResponse, ArtifactUpload } fr
 import type { BlobStore } from "../blobs/blob-store.ts";
 import { blobCollectingError } from "./collector.ts";
 import type { EngineContext } from "./context.ts";
-import type { StateOps } from "./state-store.ts";
-import { LIVE_ATTEMPT } from "./transitions.ts";
-import type { ArtifactRow, AttemptRow } from "./types.ts";
+import { fencedAttempt } from "./lease-fence.ts";
+import type { ArtifactRow } from "./types.ts";
 
 /** The slice of the blob store artifacts need (server/blobs/blob-store.ts documents it). */
 export type Blobs = Pick<BlobStore, "has" | "put" | "directUpload" | "uploadOffset" | "appendUpload" | "finishUpload" | "discardUpload">;
@@ -28,17 +27,6 @@ export function commitUrl(artifactId: string): string {
   return `/v1/runner/artifacts/${artifactId}/commit`;
 }
 
-/** The live, current attempt a lease token (by its hash) acts on (401 unknown, 409 stale). */
-export async function fencedAttempt(ctx: EngineContext, reads: StateOps, leaseHash: string): Promise<AttemptRow> {
-  const found = await reads.getLeasedAttempt(leaseHash);
-  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const { a, job } = found;
-  if (!LIVE_ATTEMPT.has(a.state) || job.attempt !== a.attempt || (a.expiresAt ?? 0) <= ctx.clock.now()) {
-    throw new DeltaError("E_LEASE_STALE", `lease is stale: attempt ${a.attempt} is ${a.state}`);
-  }
-  return a;
-}
-
 export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseHash: string, body: ArtifactCreateRequest): Promise<ArtifactCreateResponse> {
   if (body.size > ctx.opts.artifactMaxBytes) throw new DeltaError("E_TOO_LARGE", `artifact exceeds ${ctx.opts.artifactMaxBytes} bytes`);
   if (body.path !== undefined && !isSafeArtifactPath(body.path)) {
@@ -48,7 +36,7 @@ export async function createArtifact(ctx: EngineContext, blobs: Blobs, leaseHash
   // The row goes in (pending) before the store is asked for the blob: from then on the collector
   // sees it referenced, so a blob found below stays (collector.ts); one being collected now is refused.
   const row = await ctx.store.write(async (tx) => {
-    const a = await fencedAttempt(ctx, tx, leaseHash);
+    const { a } = await fencedAttempt(ctx, tx, leaseHash);
     const existing = await tx.findArtifact(a.jobId, a.attempt, body.name);
     if (existing) {
       if (existing.sha256 !== body.sha256 || existing.size !== body.size || existing.path !== (body.path ?? null)) {
@@ -100,7 +88,7 @@ async function uploadSpec(blobs: Blobs, a: ArtifactRow): Promise<ArtifactUpload>
 
 /** The pending artifact `artifactId` of the token's own live attempt. */
 async function ownArtifact(ctx: EngineContext, leaseHash: string, artifactId: string): Promise<ArtifactRow> {
-  const a = await fencedAttempt(ctx, ctx.store, leaseHash);
+  const { a } = await fencedAttempt(ctx, ctx.store, leaseHash);
   const art = await ctx.store.getArtifact(artifactId);
   if (!art || art.jobId !== a.jobId || art.attempt !== a.attempt) throw new DeltaError("E_NOT_FOUND", "no such artifact for this lease");
   return art;

@@ -8,11 +8,10 @@ import type { EngineContext } from "./context.ts";
 import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { TRANSPARENT_EGRESS_LABEL } from "../../protocol/schemas.ts";
+import { liveAttempt } from "./lease-fence.ts";
 import { keys } from "./notifier.ts";
 import { claim, LIVE_ATTEMPT, retryOrError, setAttemptState, setJobState } from "./transitions.ts";
-import type { AttemptRow, JobRow } from "./types.ts";
-
-const stale = (why: string) => new DeltaError("E_LEASE_STALE", `lease is stale: ${why}`);
+import type { AttemptRow } from "./types.ts";
 
 /** `registrationHash` (and the other ops' token hashes): hashToken of the bearer token, which the route's auth hook computed. */
 export async function register(ctx: EngineContext, registrationHash: string, body: RegisterRequest): Promise<RegisterResponse> {
@@ -71,16 +70,6 @@ export async function lease(ctx: EngineContext, sessionHash: string, waitMs: num
     return null;
   });
   return immediate ?? (await (holder.held ?? Promise.resolve(null)));
-}
-
-/** The live attempt a lease token acts on, from its `getLeasedAttempt` read; throws 401 for unknown tokens, 409 for stale ones. */
-function liveAttempt(ctx: EngineContext, found: { a: AttemptRow; job: JobRow | undefined } | undefined): { a: AttemptRow; job: JobRow } {
-  if (!found?.job) throw new DeltaError("E_TOKEN_INVALID", "lease token is unknown");
-  const { a, job } = found;
-  if (!LIVE_ATTEMPT.has(a.state)) throw stale(`attempt ${a.attempt} is ${a.state}`);
-  if (job.attempt !== a.attempt) throw stale(`attempt ${a.attempt} was superseded`);
-  if ((a.expiresAt ?? 0) <= ctx.clock.now()) throw stale(`attempt ${a.attempt} expired`);
-  return { a, job };
 }
 
 export async function heartbeat(ctx: EngineContext, leaseHash: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {

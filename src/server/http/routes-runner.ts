@@ -4,7 +4,7 @@ import { DeltaError } from "../../base/errors.ts";
 import { hashToken } from "../../base/ids.ts";
 import { CompleteRequest, HeartbeatRequest, LeaseRequest, RegisterRequest } from "../../protocol/schemas.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
-import { fencedAttempt } from "../engine/artifact-ops.ts";
+import { fencedAttempt } from "../engine/lease-fence.ts";
 import type { EngineContext } from "../engine/context.ts";
 import { appendLog, parseContentRange } from "../engine/log-ops.ts";
 import { cancelAck, complete, heartbeat, lease, register } from "../engine/runner-ops.ts";
@@ -81,9 +81,8 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
   });
 
   app.get("/v1/runner/source", { onRequest: leaseAuth }, async (req, reply) => {
-    const a = await fencedAttempt(ctx, store, req.deltaTokenHash);
-    const job = await store.getJob(a.jobId);
-    const src = job?.spec.source;
+    const { job } = await fencedAttempt(ctx, store, req.deltaTokenHash);
+    const src = job.spec.source;
     if (!src || src.kind !== "archive" || !(await blobs.has(src.sha256))) throw new DeltaError("E_NOT_FOUND", "this job has no archive source");
     return reply
       .code(200)

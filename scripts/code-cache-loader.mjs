@@ -9,9 +9,13 @@
 // DELTACI_NO_CODE_CACHE=1 neither reads nor writes it.
 // The entry may pass V8 flags: they are set before the cache is read, because V8 rejects a cache
 // made under other flags (set later, every start would compile and rewrite the cache).
+// Those flags also make V8 reject node's own code cache of its built-in modules (embedded in the
+// binary, made under the default flags): each `require("node:http")` and the like after them
+// compiled the module from source (~60 built-ins in a `deltaci run`). So the built-ins the command
+// loaded last time (listed beside its cache, NAME.v8.builtins) are required before the flags are set.
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { builtinModules, createRequire } from "node:module";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,21 +38,62 @@ function readCache(file) {
   }
 }
 
-/** Writes `data` atomically (a concurrent start reads the old file or the new one), then prunes old caches. */
-function writeCache(dir, file, data) {
+/** Writes `data` to `file` atomically: a concurrent start reads the old file or the new one. */
+function writeAtomically(file, data) {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/** Writes the cache (and the list of built-ins to preload, when given), then prunes old caches. */
+function writeCache(dir, file, data, builtins) {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, data, { mode: 0o600 });
-    renameSync(tmp, file);
+    if (builtins !== undefined) writeAtomically(`${file}.builtins`, builtins);
+    writeAtomically(file, data);
     const others = readdirSync(dir)
       .filter((n) => n.endsWith(".v8") && join(dir, n) !== file)
       .map((n) => ({ path: join(dir, n), mtimeMs: statSync(join(dir, n), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
       .sort((a, b) => b.mtimeMs - a.mtimeMs);
-    for (const old of others.slice(KEEP - 1)) rmSync(old.path, { force: true });
+    for (const old of others.slice(KEEP - 1)) {
+      rmSync(old.path, { force: true });
+      rmSync(`${old.path}.builtins`, { force: true });
+    }
   } catch {
     // a read-only or full cache dir: the next start compiles again
   }
+}
+
+/** Writes only the list of built-ins (its cache is fine); a failure costs the next start its preload. */
+function writeListOnly(file, list) {
+  try {
+    writeAtomically(file, list);
+  } catch {
+    // as for the cache: the next start goes without
+  }
+}
+
+/** The public built-in modules this process loaded (node's own list of what it loaded, in order). */
+function loadedBuiltins() {
+  const known = new Set(builtinModules);
+  const names = process.moduleLoadList.filter((e) => e.startsWith("NativeModule ")).map((e) => e.slice("NativeModule ".length));
+  return names.filter((n) => known.has(n)).join("\n");
+}
+
+/** Requires the built-ins listed in `file` (one a line), while node's code cache for them is still valid; false: no list. */
+function preloadBuiltins(file) {
+  let list;
+  try {
+    list = readFileSync(file, "latin1");
+  } catch {
+    return false;
+  }
+  const require = createRequire(import.meta.url);
+  const known = new Set(builtinModules);
+  for (const name of list.split("\n")) {
+    if (known.has(name)) require(`node:${name}`);
+  }
+  return true;
 }
 
 /**
@@ -56,7 +101,6 @@ function writeCache(dir, file, data) {
  * from the build; `v8Flags`: V8 flags the bundle runs with (set first: the cache depends on them).
  */
 export function runWithCodeCache(url, hash, v8Flags = []) {
-  for (const flag of v8Flags) setFlagsFromString(flag);
   const filename = fileURLToPath(url);
   const source = readFileSync(filename).toString("latin1"); // the build made it ASCII: no UTF-8 decoding (~20 ms for 6 MB)
   const enabled = process.env.DELTACI_NO_CODE_CACHE !== "1";
@@ -68,10 +112,15 @@ export function runWithCodeCache(url, hash, v8Flags = []) {
   // controller, RUNNER_HOST_NODE_FLAGS, and one started by hand would each throw the other's away).
   const where = createHash("sha256").update(filename).update(`\0${process.execArgv.join("\0")}`).digest("hex").slice(0, 8);
   const file = join(dir, `${hash}-${where}-${command}-${process.version}-${process.arch}.v8`);
+  const listed = enabled && v8Flags.length > 0 ? preloadBuiltins(`${file}.builtins`) : true;
+  for (const flag of v8Flags) setFlagsFromString(flag);
   const cachedData = enabled ? readCache(file) : undefined;
   const script = new Script(source, { filename, cachedData, importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+  const builtins = v8Flags.length > 0 ? () => loadedBuiltins() : () => undefined;
   if (enabled && (cachedData === undefined || script.cachedDataRejected === true)) {
-    process.once("exit", () => writeCache(dir, file, script.createCachedData()));
+    process.once("exit", () => writeCache(dir, file, script.createCachedData(), builtins()));
+  } else if (!listed) {
+    process.once("exit", () => writeListOnly(`${file}.builtins`, loadedBuiltins())); // a cache made before the lists
   }
   const fn = script.runInThisContext();
   const module = { exports: {}, filename, id: ".", loaded: false };

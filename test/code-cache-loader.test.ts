@@ -102,6 +102,25 @@ void test("V8 flags from the entry are set before the cache is read: the cache m
   }
 });
 
+void test("with V8 flags, the built-ins the command loaded are listed beside its cache, preloaded, and listed again when the list is gone", () => {
+  const t = setUp(["--liftoff-only"]);
+  try {
+    t.run(["run"]);
+    const name = t.caches().find((n) => n.endsWith(".v8"));
+    assert.ok(name);
+    const list = join(t.cacheDir, `${name}.builtins`);
+    assert.ok(readFileSync(list, "latin1").split("\n").includes("path"), "node:path, which the bundle requires, is listed");
+    const cache = statSync(join(t.cacheDir, name)).ino;
+    assert.equal(t.run(["run"]).status, 3, "runs with its built-ins preloaded");
+    rmSync(list);
+    assert.equal(t.run(["run"]).status, 3);
+    assert.ok(readFileSync(list, "latin1").split("\n").includes("path"), "a cache without a list gets one");
+    assert.equal(statSync(join(t.cacheDir, name)).ino, cache, "the cache itself is kept");
+  } finally {
+    t.dispose();
+  }
+});
+
 void test("a corrupt cache is rejected, the bundle still runs, and the cache is rewritten", () => {
   const t = setUp();
   try {

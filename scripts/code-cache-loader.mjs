@@ -112,11 +112,15 @@ export function runWithCodeCache(url, hash, v8Flags = []) {
   // controller, RUNNER_HOST_NODE_FLAGS, and one started by hand would each throw the other's away).
   const where = createHash("sha256").update(filename).update(`\0${process.execArgv.join("\0")}`).digest("hex").slice(0, 8);
   const file = join(dir, `${hash}-${where}-${command}-${process.version}-${process.arch}.v8`);
-  const listed = enabled && v8Flags.length > 0 ? preloadBuiltins(`${file}.builtins`) : true;
+  // Only with no node flags of its own: flags on node's command line (a runner host's
+  // RUNNER_HOST_NODE_FLAGS) already made node reject its built-ins' cache, so a preload would only
+  // load early what the host loads on first need (zlib, dns: figure 4's idle RSS).
+  const preload = enabled && v8Flags.length > 0 && process.execArgv.length === 0;
+  const listed = preload ? preloadBuiltins(`${file}.builtins`) : true;
   for (const flag of v8Flags) setFlagsFromString(flag);
   const cachedData = enabled ? readCache(file) : undefined;
   const script = new Script(source, { filename, cachedData, importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
-  const builtins = v8Flags.length > 0 ? () => loadedBuiltins() : () => undefined;
+  const builtins = preload ? () => loadedBuiltins() : () => undefined;
   if (enabled && (cachedData === undefined || script.cachedDataRejected === true)) {
     process.once("exit", () => writeCache(dir, file, script.createCachedData(), builtins()));
   } else if (!listed) {

@@ -22,9 +22,25 @@ export async function openOutputSocket(buffer: Buffer, onChunk: (chunk: Buffer) 
   const server = createServer();
   try {
     await new Promise<void>((resolve, reject) => server.once("error", reject).listen(path, resolve));
-    const accepted = new Promise<Socket>((resolve) => server.once("connection", resolve));
+    // Anyone on the host may connect to an abstract name: the step's end is the connection that
+    // sends our token first (another would read the step's output); others are closed.
+    const token = randomBytes(16);
+    const accepted = new Promise<Socket>((resolve) => server.on("connection", (s) => {
+      let got = Buffer.alloc(0);
+      s.on("error", () => {});
+      const onData = (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (got.length < token.length) return;
+        s.off("data", onData);
+        s.pause();
+        if (got.equals(token)) resolve(s);
+        else s.destroy();
+      };
+      s.on("data", onData);
+    }));
     const reader = createConnection({ path, onread: { buffer, callback: (n) => (onChunk(buffer.subarray(0, n)), true) } });
     await new Promise<void>((resolve, reject) => reader.once("connect", resolve).once("error", reject));
+    reader.write(token);
     const child = await accepted;
     reader.on("error", () => {});
     const ended = new Promise<void>((resolve) => reader.once("close", () => resolve()));

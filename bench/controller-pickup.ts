@@ -151,11 +151,8 @@ async function sandboxStart(factory: SandboxFactory, dir: string, n: number): Pr
       jobId: `bench-${i}`, slot, image: { kind: "host" }, limits: spec("x", "true").limits, network: { egress: "none" }, sourceArchive: null, caches: [], auditLogPath: null,
     });
     try {
-      const proc = sb.start({ run: STEP, shell: null, env: {}, workingDirectory: null, timeoutMs: 30_000 });
       let out = "";
-      proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
-      proc.stderr.resume();
-      await proc.done;
+      await sb.start({ run: STEP, shell: null, env: {}, workingDirectory: null, timeoutMs: 30_000 }, { stdout: (d) => (out += d.toString()), stderr: () => {} }).done;
       createToStep.push(Number(BigInt(out.trim()) / 1000n) / 1000 - t0);
     } finally {
       await sb.dispose();

@@ -75,10 +75,7 @@ async function sandboxRun(i: number, mode: "cold" | "coldNoSpare" | "warm") {
   const t0 = performance.now();
   const sb = await f.create(spec(i, inSlot));
   const t1 = performance.now();
-  const p = sb.start({ run: "true", shell: "sh", env: {}, workingDirectory: null, timeoutMs: 60_000 });
-  p.stdout.resume();
-  p.stderr.resume();
-  const r = await p.done;
+  const r = await sb.start({ run: "true", shell: "sh", env: {}, workingDirectory: null, timeoutMs: 60_000 }, { stdout: () => {}, stderr: () => {} }).done;
   if (r.exitCode !== 0) throw new Error(`step failed: ${JSON.stringify(r)}`);
   const t2 = performance.now();
   await sb.dispose();

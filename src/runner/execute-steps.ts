@@ -108,28 +108,23 @@ export class StepExecutor {
     const timeoutMs = Math.max(1, Math.min(step.timeoutMs ?? defaults.stepTimeoutMs, this.o.jobDeadline - clock.now()));
     const started = clock.now();
     let proc: StepProcess;
+    // The log's writers consume each chunk in the call (masker and spool copy what they keep).
+    const out = log.stream();
+    const err = log.stream();
     try {
       proc = sandbox.start({
         run: step.run, shell: step.shell ?? null, workingDirectory: step.workingDirectory ?? null, timeoutMs,
         env: stepEnv(lease, step, index, sandbox.workspaceInSandbox),
-      });
-    } catch (err) {
-      log.notice(`step ${index} (${step.name}) could not start: ${(err as Error).message}`);
-      return { exitCode: null, signal: null, durationMs: clock.now() - started, limit: null, stopped: false, startError: (err as Error).message };
+      }, { stdout: (c) => out.write(c), stderr: (c) => err.write(c) });
+    } catch (e) {
+      out.end();
+      err.end();
+      log.notice(`step ${index} (${step.name}) could not start: ${(e as Error).message}`);
+      return { exitCode: null, signal: null, durationMs: clock.now() - started, limit: null, stopped: false, startError: (e as Error).message };
     }
     this.current = proc;
-    const out = log.stream();
-    const err = log.stream();
-    proc.stdout.on("data", (c: Buffer) => out.write(c));
-    proc.stderr.on("data", (c: Buffer) => err.write(c));
-    const ended = (s: NodeJS.ReadableStream) => new Promise<void>((resolve) => {
-      s.once("end", resolve);
-      s.once("close", resolve);
-      s.once("error", () => resolve());
-    });
     try {
-      const [res] = await Promise.all([proc.done, ended(proc.stdout), ended(proc.stderr)]);
-      return res;
+      return await proc.done;
     } finally {
       out.end();
       err.end();

@@ -65,24 +65,18 @@ export async function cloneGitSource(sandbox: Sandbox, source: GitSource, log: J
     DELTACI_GIT_URL: source.url, DELTACI_GIT_REF: source.ref, DELTACI_GIT_COMMIT: source.commit ?? "",
     GIT_TERMINAL_PROMPT: "0", HOME: sandbox.workspaceInSandbox,
   };
-  let proc;
-  try {
-    proc = sandbox.start({ run: SCRIPT, shell: "sh -e", workingDirectory: null, timeoutMs, env });
-  } catch (err) {
-    return { reason: "source_error", step: null, message: `cannot clone ${shown}: ${(err as Error).message}` };
-  }
   const out = log.stream();
   const scrub = (c: Buffer) => out.write(source.url === shown ? c : Buffer.from(c.toString("utf8").split(source.url).join(shown)));
-  proc.stdout.on("data", scrub);
-  proc.stderr.on("data", scrub);
-  const ended = (s: NodeJS.ReadableStream) => new Promise<void>((resolve) => {
-    s.once("end", resolve);
-    s.once("close", resolve);
-    s.once("error", () => resolve());
-  });
+  let proc;
+  try {
+    proc = sandbox.start({ run: SCRIPT, shell: "sh -e", workingDirectory: null, timeoutMs, env }, { stdout: scrub, stderr: scrub });
+  } catch (err) {
+    out.end();
+    return { reason: "source_error", step: null, message: `cannot clone ${shown}: ${(err as Error).message}` };
+  }
   let res;
   try {
-    [res] = await Promise.all([proc.done, ended(proc.stdout), ended(proc.stderr)]);
+    res = await proc.done;
   } finally {
     out.end();
   }

@@ -7,8 +7,7 @@ import { createHash, randomInt } from "node:crypto";
 import { readdirSync, readFileSync, existsSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
-import type { Readable } from "node:stream";
-import type { Sandbox, SandboxFactory, SandboxSpec, StepResult, StepSpec } from "./types.ts";
+import type { Sandbox, SandboxFactory, SandboxSpec, StepOutput, StepResult, StepSpec } from "./types.ts";
 
 export interface ConformanceHarness {
   factory: SandboxFactory;
@@ -20,29 +19,36 @@ export interface ConformanceHarness {
   makeArchive(files: Record<string, string>): Promise<string>;
 }
 
-export interface StepOutput {
+export interface CollectedStep {
   stdout: Buffer;
   stderr: Buffer;
   result: StepResult;
 }
 
-export function collect(stream: Readable): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    stream.on("data", (c: Buffer) => chunks.push(c));
-    stream.once("end", () => resolve(Buffer.concat(chunks)));
-    stream.once("error", reject);
-  });
+/** A step's output copied as it is read (its chunks are valid only during the call); `onStdout` sees each copy too. */
+export function collector(onStdout: (chunk: Buffer) => void = () => {}): StepOutput & { stdoutBytes(): Buffer; stderrBytes(): Buffer } {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  return {
+    stdout: (c) => {
+      const copy = Buffer.from(c);
+      out.push(copy);
+      onStdout(copy);
+    },
+    stderr: (c) => void err.push(Buffer.from(c)),
+    stdoutBytes: () => Buffer.concat(out),
+    stderrBytes: () => Buffer.concat(err),
+  };
 }
 
 export function stepSpec(run: string, over: Partial<StepSpec> = {}): StepSpec {
   return { run, shell: null, env: {}, workingDirectory: null, timeoutMs: 120_000, ...over };
 }
 
-export async function runStep(sb: Sandbox, run: string, over: Partial<StepSpec> = {}): Promise<StepOutput> {
-  const p = sb.start(stepSpec(run, over));
-  const [stdout, stderr, result] = await Promise.all([collect(p.stdout), collect(p.stderr), p.done]);
-  return { stdout, stderr, result };
+export async function runStep(sb: Sandbox, run: string, over: Partial<StepSpec> = {}): Promise<CollectedStep> {
+  const output = collector();
+  const result = await sb.start(stepSpec(run, over), output).done;
+  return { stdout: output.stdoutBytes(), stderr: output.stderrBytes(), result };
 }
 
 /** Host pids whose command line contains `marker`. */
@@ -89,9 +95,9 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       assert.deepEqual([b.result.exitCode, b.result.signal, b.result.limit, b.result.stopped], [7, null, null, false]);
       const c = await runStep(sb, 'test "$DELTACI_WORKSPACE" = "$PWD" && test -n "$HOME" && test -w "$HOME"');
       assert.equal(c.result.exitCode, 0, c.stderr.toString());
-      assert.throws(() => sb.start(stepSpec("true", { workingDirectory: "../outside" })));
+      assert.throws(() => sb.start(stepSpec("true", { workingDirectory: "../outside" }), collector()));
       // a value no environment can hold is refused at once, and the sandbox stays usable
-      assert.throws(() => sb.start(stepSpec("true", { env: { BAD: "x\0y" } })));
+      assert.throws(() => sb.start(stepSpec("true", { env: { BAD: "x\0y" } }), collector()));
       const d = await runStep(sb, "echo after");
       assert.equal(d.stdout.toString(), "after\n");
       await finish(sb, spec);
@@ -138,22 +144,19 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       const marker = String(randomInt(10_000_000, 99_999_999));
       // The process backend cannot follow a process that leaves its group (setsid): no isolation.
       const escapee = name === "process" ? "" : `(trap '' TERM; setsid sleep ${marker} &);`;
-      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker} & ${escapee} echo started; while :; do sleep 0.1; done`));
-      const out = collect(p.stdout);
-      const err = collect(p.stderr);
-      await new Promise<void>((resolve) => {
-        let seen = "";
-        p.stdout.on("data", (d: Buffer) => {
-          seen += d.toString();
-          if (seen.includes("started")) resolve();
-        });
-      });
+      let seen = "";
+      let sawStarted!: () => void;
+      const started = new Promise<void>((resolve) => (sawStarted = resolve));
+      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker} & ${escapee} echo started; while :; do sleep 0.1; done`), collector((d) => {
+        seen += d.toString();
+        if (seen.includes("started")) sawStarted();
+      }));
+      await started;
       // positive control: the scan does see the background process (once it has exec'd sleep)
       for (let i = 0; i < 400 && hostProcessesWith(`sleep ${marker}`).length === 0; i++) await delay(25);
       assert.ok(hostProcessesWith(`sleep ${marker}`).length >= 1, "positive control: the background process is seen");
       p.stop(300);
       const result = await p.done;
-      await Promise.all([out, err]);
       assert.equal(result.stopped, true);
       assert.equal(result.limit, null);
       assert.equal(result.signal, "SIGKILL");
@@ -231,7 +234,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
     void it("dispose() during a step kills it, removes everything, and is idempotent", async () => {
       const { sb, spec } = await make();
       const marker = String(randomInt(10_000_000, 99_999_999));
-      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker}`));
+      const p = sb.start(stepSpec(`trap '' TERM; sleep ${marker}`), collector());
       const done = p.done;
       await sb.dispose();
       await done;
@@ -240,7 +243,7 @@ export function sandboxConformance(name: string, harness: () => Promise<Conforma
       assert.deepEqual(hostProcessesWith(`sleep ${marker}`), [], "no process of the job is left when dispose resolves");
       await h.factory.settle(spec.slot);
       assert.deepEqual(await h.leftovers(spec), []);
-      assert.throws(() => sb.start(stepSpec("true")));
+      assert.throws(() => sb.start(stepSpec("true"), collector()));
     });
 
     void it("isSlotClean(): not for a slot it never reaped; yes after reapSlot and across the slot's jobs", async () => {

@@ -21,7 +21,6 @@
  *   transparent egress path, its netns, veth, nft table and listener); `reapSlot` and `close()`
  *   remove it, and a job's `dispose()` detaches the job from it.
  */
-import type { Readable } from "node:stream";
 import type { Cache, Image, Limits, Network } from "../protocol/schemas.ts";
 
 export type Isolation = "oci" | "process";
@@ -78,10 +77,21 @@ export interface StepResult {
   stopped: boolean;
 }
 
+/**
+ * Where a step's output goes as it is read. Each chunk is a view of one read buffer that the
+ * sandbox reuses for the next read: consume it (or copy what must outlive it) before returning.
+ * Called synchronously, in order, never after `done` resolves.
+ */
+export interface StepOutput {
+  stdout(chunk: Buffer): void;
+  stderr(chunk: Buffer): void;
+}
+
+/** Bytes of the buffer a step's output is read into (one read at a time). */
+export const STEP_READ_BUFFER_BYTES = 64 * 1024;
+
 export interface StepProcess {
-  readonly stdout: Readable;
-  readonly stderr: Readable;
-  /** Resolves once the step's whole process tree is gone and both streams have ended. */
+  /** Resolves once the step's whole process tree is gone and all its output was handed to its `StepOutput`. */
   readonly done: Promise<StepResult>;
   /** SIGTERM to the step's process tree, then SIGKILL after `graceMs` (0: SIGKILL at once). */
   stop(graceMs: number): void;
@@ -93,7 +103,7 @@ export interface Sandbox {
   readonly workspaceInSandbox: string;
   /** Host path of the workspace, for collecting artifacts after steps ran. */
   readonly workspaceOnHost: string;
-  start(step: StepSpec): StepProcess;
+  start(step: StepSpec, output: StepOutput): StepProcess;
   dispose(): Promise<void>;
 }
 

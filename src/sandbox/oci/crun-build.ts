@@ -239,7 +239,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     mark("create: rootfs + bundle");
     signal?.throwIfAborted();
     await ledger.quiet(slot.index); // the slot's parent cgroup is not being removed under crun
-    channel = new InitChannel(await p.crun.runDetachedWithChannel(["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container"));
+    channel = await InitChannel.open((read) => p.crun.runDetachedWithChannel(["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container", read));
     mark("create: crun run -d");
     started = true;
     return new CrunSandbox(

@@ -41,11 +41,12 @@ export class CrunCli {
 
   /**
    * `crun run -d` with a stream passed to the container's init as fd 3 (`--preserve-fds=1`):
-   * resolves with the host end once crun has started the container and exited.
+   * resolves with the host end once crun has started the container and exited. The end's reads
+   * go to `read` (see HostCommands.runWithChannel).
    */
-  async runDetachedWithChannel(args: string[], what: string, timeoutMs = 60_000): Promise<Duplex> {
+  async runDetachedWithChannel(args: string[], what: string, read: (chunk: Buffer) => void, timeoutMs = 60_000): Promise<Duplex> {
     const [cmd, rest] = this.argv(["run", "-d", "--preserve-fds=1", ...args]);
-    const { code, stderr, channel } = await this.commands.runWithChannel(cmd, rest, timeoutMs);
+    const { code, stderr, channel } = await this.commands.runWithChannel(cmd, rest, timeoutMs, read);
     if (code !== 0) throw new DeltaError("E_SANDBOX", `${what} failed: crun run exited ${code}: ${stderr.trim()}`);
     return channel;
   }

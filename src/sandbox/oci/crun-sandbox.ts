@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { DeltaError } from "../../base/errors.ts";
 import type { Clock } from "../../base/clock.ts";
 import { assertPassableEnv, baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
-import type { LimitReason, Sandbox, SandboxLogger, StepProcess, StepSpec } from "../types.ts";
+import type { LimitReason, Sandbox, SandboxLogger, StepOutput, StepProcess, StepSpec } from "../types.ts";
 import type { JobCgroup, LimitCounters } from "./cgroups.ts";
 import { encodeStepRequest, type InitChannel } from "./init-channel.ts";
 import { startCrunStep } from "./crun-step.ts";
@@ -69,7 +69,7 @@ export class CrunSandbox implements Sandbox {
     this.servedJobId = jobId;
   }
 
-  start(step: StepSpec): StepProcess {
+  start(step: StepSpec, output: StepOutput): StepProcess {
     if (this.disposed) throw new DeltaError("E_SANDBOX", "sandbox is disposed");
     if (this.running) throw new DeltaError("E_SANDBOX", "a step is already running");
     const n = ++this.stepCount;
@@ -91,6 +91,7 @@ export class CrunSandbox implements Sandbox {
       },
       request,
       step.timeoutMs,
+      output,
     );
     this.current = proc;
     this.running = proc.done

@@ -6,10 +6,9 @@
  * `done` resolves.
  */
 import { constants } from "node:os";
-import { PassThrough } from "node:stream";
 import type { Clock } from "../../base/clock.ts";
 import { StepControl } from "../step-control.ts";
-import type { LimitReason, StepProcess, StepResult } from "../types.ts";
+import type { LimitReason, StepOutput, StepProcess, StepResult } from "../types.ts";
 import { readKernelFile, type JobCgroup, type LimitCounters } from "./cgroups.ts";
 import type { InitChannel, StepRequest } from "./init-channel.ts";
 
@@ -71,9 +70,7 @@ async function awaitEnd(ctx: CrunStepContext, finished: Promise<void>, giveUp: (
   }
 }
 
-export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number): StepProcess {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
+export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number, output: StepOutput): StepProcess {
   let over = false;
   let status = "";
   // a stop's signalling must end with the step: the next step's processes are in the same cgroup
@@ -91,14 +88,6 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
   const done = (async (): Promise<StepResult> => {
     const before = await ctx.cgroup.counters();
     let leftovers: Promise<void> = Promise.resolve();
-    let blocked = 0;
-    const relay = (to: PassThrough, data: Buffer) => {
-      if (to.write(data)) return;
-      if (blocked++ === 0) ctx.channel.pause();
-      to.once("drain", () => {
-        if (--blocked === 0) ctx.channel.resume();
-      });
-    };
     let sawEnd!: () => void;
     const finished = new Promise<void>((resolve) => {
       sawEnd = resolve;
@@ -108,15 +97,16 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
       }
       ctx.channel.run(request, {
         frame: (type, data) => {
-          if (type === "O") relay(stdout, data);
-          else if (type === "E") relay(stderr, data);
+          // a view of the channel's reused read buffer: consumed in this call
+          if (type === "O") output.stdout(data);
+          else if (type === "E") output.stderr(data);
           else if (type === "S") {
             status = data.toString("latin1");
             over = true;
             // what the script left behind may hold its pipes open: end it, so that init finishes the step
             leftovers = killJobProcesses(ctx).then(() =>
               awaitEnd(ctx, finished, () => {
-                stderr.write("deltaci: the sandbox's init did not finish the step after its end; the sandbox was given up\n");
+                output.stderr(Buffer.from("deltaci: the sandbox's init did not finish the step after its end; the sandbox was given up\n"));
                 sawEnd();
               }),
             );
@@ -127,13 +117,10 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     });
     await finished;
     over = true;
-    if (blocked > 0) ctx.channel.resume();
     // after 'S' the leftovers were killed before init could report 'R'; without it, init is gone
     await (status !== "" ? leftovers : killJobProcesses(ctx));
     control.finish();
     stepOver.abort();
-    stdout.end();
-    stderr.end();
     const sig = /^signal (\d+)$/.exec(status);
     const code = /^exit (\d+)$/.exec(status);
     let exitCode: number | null = code ? Number(code[1]) : null;
@@ -150,8 +137,6 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     return { exitCode, signal, durationMs: ctx.clock.now() - started, limit, stopped: control.stopped };
   })();
   return {
-    stdout,
-    stderr,
     done,
     stop: (graceMs: number) => {
       if (!over) control.stop(graceMs);

@@ -16,15 +16,19 @@ export interface CommandResult {
 export interface ChannelResult {
   code: number;
   stderr: string;
-  /** The host end of the stream that was the command's fd 3; destroyed when `code` is not 0. */
+  /** The host end of the stream that was the command's fd 3 (its reads go to the `read` given); destroyed when `code` is not 0. */
   channel: Duplex;
 }
 
 export interface HostCommands {
   /** Runs to completion, stdin empty, stdout and stderr collected. */
   run(file: string, args: string[], timeoutMs: number): Promise<CommandResult>;
-  /** Runs a command that detaches (`crun run -d`) with a fresh stream as its fd 3; resolves once it exited. */
-  runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult>;
+  /**
+   * Runs a command that detaches (`crun run -d`) with a fresh stream as its fd 3; resolves once it
+   * exited. What the stream reads goes to `read`, synchronously; the chunk may be a view of a
+   * buffer reused for the next read (it emits no 'data').
+   */
+  runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult>;
   /** Stops what `run` needs (if anything); a later call starts it again. */
   close(): Promise<void>;
 }
@@ -51,9 +55,10 @@ export class DirectCommands implements HostCommands {
     });
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult> {
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult> {
     const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
     const channel = child.stdio[3] as Duplex;
+    channel.on("data", read); // a fresh buffer per read here: the fallback when no spawner runs
     let stderr = "";
     child.stderr?.setEncoding("utf8").on("data", (d: string) => {
       if (stderr.length < 64 * 1024) stderr += d;

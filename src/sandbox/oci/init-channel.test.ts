@@ -24,10 +24,20 @@ void test("frames split at every kind of boundary arrive whole: output byte-exac
     frame("O", out[0] as Buffer), frame("E", err), frame("O", Buffer.alloc(0)), frame("O", out[1] as Buffer),
     frame("O", out[2] as Buffer), frame("O", out[3] as Buffer), frame("S", Buffer.from("exit 3")), frame("R", Buffer.alloc(0)),
   ]);
-  // Reads of 1, 4, 5, 6 bytes and then pipe-sized: splits inside headers, at header ends and inside payloads.
-  for (const sizes of [[1, 4, 5, 6, 65_536], [65_536], [3, 65_541], [wire.length]]) {
+  // Reads of 1, 4, 5, 6 bytes and then pipe-sized: splits inside headers, at header ends and inside payloads;
+  // reads of 7 bytes split the status frame too.
+  for (const sizes of [[1, 4, 5, 6, 65_536], [65_536], [3, 65_541], [wire.length], [7]]) {
     const socket = fakeInit();
-    const channel = new InitChannel(socket);
+    // Reads land in one reused buffer, scribbled over after each: what the channel keeps, it copied.
+    const reused = Buffer.alloc(wire.length);
+    const channel = await InitChannel.open(async (read) => {
+      socket.on("data", (d: Buffer) => {
+        d.copy(reused);
+        read(reused.subarray(0, d.length));
+        reused.fill(0xee, 0, d.length);
+      });
+      return socket;
+    });
     const got: Record<string, Buffer[]> = { O: [], E: [], S: [], R: [] };
     let ended!: () => void;
     const done = new Promise<void>((resolve) => (ended = resolve));
@@ -54,7 +64,7 @@ void test("frames split at every kind of boundary arrive whole: output byte-exac
 
 void test("a frame longer than init ever sends closes the channel", async () => {
   const socket = fakeInit();
-  const channel = new InitChannel(socket);
+  const channel = await InitChannel.open(async (read) => socket.on("data", read));
   const closed = new Promise<void>((resolve) => channel.run({ cwd: "/", argv: ["true"], env: {} }, { frame: () => {}, closed: resolve }));
   const head = Buffer.alloc(5);
   head.write("O", 0, "latin1");

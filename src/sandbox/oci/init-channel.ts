@@ -51,11 +51,21 @@ export class InitChannel {
   private handler: FrameHandler | null = null;
   private ended = false;
 
-  constructor(private readonly socket: Duplex) {
-    socket.on("data", (d: Buffer) => this.onData(d));
-    socket.on("error", () => this.onEnd());
-    socket.on("close", () => this.onEnd());
-    socket.on("end", () => this.onEnd());
+  private constructor(private socket: Duplex | null) {}
+
+  /**
+   * A channel over the stream `connect` opens, which hands every read to `read`, synchronously
+   * (the chunk may be a reused buffer: it is parsed, and output payloads passed on, in the call).
+   */
+  static async open(connect: (read: (chunk: Buffer) => void) => Promise<Duplex>): Promise<InitChannel> {
+    const channel = new InitChannel(null);
+    const socket = await connect((chunk) => channel.onData(chunk));
+    channel.socket = socket;
+    socket.on("error", () => channel.onEnd());
+    socket.on("close", () => channel.onEnd());
+    socket.on("end", () => channel.onEnd());
+    if (socket.destroyed) channel.onEnd();
+    return channel;
   }
 
   get isOpen(): boolean {
@@ -71,25 +81,16 @@ export class InitChannel {
       this.finish()?.closed();
       return;
     }
-    this.socket.write(frame);
+    this.socket?.write(frame);
   }
 
   /** Asks init to relay what the running step's pipes hold and close them (after its 'S'). */
   drain(): void {
-    if (!this.ended) this.socket.write(Buffer.from([0x44, 0, 0, 0, 0])); // 'D', no data
-  }
-
-  /** Flow control: stop reading frames until `resume()` (the step blocks on its output). */
-  pause(): void {
-    this.socket.pause();
-  }
-
-  resume(): void {
-    this.socket.resume();
+    if (!this.ended) this.socket?.write(Buffer.from([0x44, 0, 0, 0, 0])); // 'D', no data
   }
 
   close(): void {
-    this.socket.destroy();
+    this.socket?.destroy();
     this.onEnd();
   }
 
@@ -101,7 +102,8 @@ export class InitChannel {
 
   /**
    * Frames straddle reads (init's are up to 64 KiB + header, as are reads): output payloads go
-   * on as views of each read, with no copy; only a header or a status frame is gathered.
+   * on as views of each read, with no copy; only a header or a status frame is gathered (copied:
+   * the read's buffer is reused).
    */
   private onData(chunk: Buffer): void {
     let at = 0;
@@ -111,7 +113,7 @@ export class InitChannel {
         const need = HEADER_BYTES - this.head.length;
         const got = chunk.subarray(at, at + need);
         at += got.length;
-        this.head = this.head.length === 0 && got.length === HEADER_BYTES ? got : Buffer.concat([this.head, got]);
+        this.head = this.head.length === 0 && got.length === HEADER_BYTES ? got : Buffer.concat([this.head, got]); // a whole header is used in this call
         if (this.head.length < HEADER_BYTES) return;
         const len = this.head.readUInt32BE(1);
         const type = String.fromCharCode(this.head[0] ?? 0) as FrameType;
@@ -128,7 +130,7 @@ export class InitChannel {
       at += piece.length;
       body.left -= piece.length;
       if (STREAMED.has(body.type)) this.handler?.frame(body.type, piece);
-      else body.parts.push(piece);
+      else body.parts.push(Buffer.from(piece));
       if (body.left === 0) this.endFrame();
     }
   }

@@ -31,14 +31,15 @@ void test("runs commands: exit codes, stdout, stderr, a missing binary, a timeou
 void test("a channel command gets a stream as fd 3 that outlives it; a failed one's channel is destroyed", async () => {
   const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
   try {
-    const ok = await s.runWithChannel("sh", ["-c", "(read line <&3; echo \"got $line\" >&3) & echo detached >&2"], 10_000);
+    let replied!: (text: string) => void;
+    const reply = new Promise<string>((resolve) => (replied = resolve));
+    const ok = await s.runWithChannel("sh", ["-c", "(read line <&3; echo \"got $line\" >&3) & echo detached >&2"], 10_000, (d) => replied(d.toString()));
     assert.equal(ok.code, 0);
     assert.equal(ok.stderr, "detached\n");
-    const reply = new Promise<string>((resolve) => ok.channel.once("data", (d: Buffer) => resolve(d.toString())));
     ok.channel.write("ping\n");
     assert.equal(await reply, "got ping\n");
     ok.channel.destroy();
-    const bad = await s.runWithChannel("sh", ["-c", "echo nope >&2; exit 4"], 10_000);
+    const bad = await s.runWithChannel("sh", ["-c", "echo nope >&2; exit 4"], 10_000, () => {});
     assert.equal(bad.code, 4);
     assert.equal(bad.stderr, "nope\n");
     assert.equal(bad.channel.destroyed, true);
@@ -103,8 +104,10 @@ void test("a connection is kept for the next request; concurrent requests and ch
     assert.deepEqual(leaks.map((w) => w.message), [], "a kept connection gains no listener per request");
     const many = await Promise.all(Array.from({ length: 12 }, (_, i) => s.run("sh", ["-c", `sleep 0.0${i % 3}; echo ${i}`], 10_000)));
     assert.deepEqual(many.map((r) => r.stdout), Array.from({ length: 12 }, (_, i) => `${i}\n`));
-    const withChannels = await Promise.all(Array.from({ length: 4 }, (_, i) => s.runWithChannel("sh", ["-c", `echo ch${i} >&3`], 10_000)));
-    const lines = await Promise.all(withChannels.map((r) => new Promise<string>((resolve) => r.channel.once("data", (d: Buffer) => resolve(d.toString())))));
+    const got: Array<(line: string) => void> = [];
+    const linesRead = Promise.all(Array.from({ length: 4 }, (_, i) => new Promise<string>((resolve) => (got[i] = resolve))));
+    const withChannels = await Promise.all(got.map((resolve, i) => s.runWithChannel("sh", ["-c", `echo ch${i} >&3`], 10_000, (d) => resolve(d.toString()))));
+    const lines = await linesRead;
     assert.deepEqual(lines, ["ch0\n", "ch1\n", "ch2\n", "ch3\n"]);
     for (const r of withChannels) r.channel.destroy();
   } finally {

@@ -8,10 +8,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { createConnection, type Socket } from "node:net";
+import { createConnection, type OnReadOpts, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { SandboxLogger } from "../types.ts";
+import { STEP_READ_BUFFER_BYTES, type SandboxLogger } from "../types.ts";
 import { DirectCommands, type ChannelResult, type CommandResult, type HostCommands } from "./host-commands.ts";
 
 const START_TIMEOUT_MS = 10_000;
@@ -104,12 +104,14 @@ export class ResidentSpawner implements HostCommands {
     return reply ?? this.direct.run(file, args, timeoutMs);
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number): Promise<ChannelResult> {
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult> {
     const r = await this.ensure();
-    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs);
+    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs, read);
     const token = randomBytes(12).toString("hex");
-    const channel = await this.connect(r.socketPath).catch(() => null);
-    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs);
+    // Read into one buffer per channel, reused for every read (a step's output flows through it).
+    const buffer = Buffer.allocUnsafe(STEP_READ_BUFFER_BYTES);
+    const channel = await this.connect(r.socketPath, { buffer, callback: (n) => (read(buffer.subarray(0, n)), true) }).catch(() => null);
+    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs, read);
     channel.on("error", () => {}); // the channel's owner (InitChannel) sees its close
     // registered before the run request: the spawner reads each connection's request in accept order
     await new Promise<void>((resolve) => channel.write(request(["C", token]), () => resolve()));
@@ -184,9 +186,9 @@ export class ResidentSpawner implements HostCommands {
     return running;
   }
 
-  private connect(socketPath: string): Promise<Socket> {
+  private connect(socketPath: string, onread?: OnReadOpts): Promise<Socket> {
     return new Promise((resolve, reject) => {
-      const s = createConnection(socketPath);
+      const s = createConnection(onread ? { path: socketPath, onread } : { path: socketPath });
       s.once("connect", () => {
         s.off("error", reject);
         resolve(s);

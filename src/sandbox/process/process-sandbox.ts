@@ -8,13 +8,13 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import type { Clock } from "../../base/clock.ts";
 import { extractSourceArchive } from "../source-archive.ts";
 import { assertPassableEnv, baseStepEnv, DEFAULT_PATH, shellArgv, stepCwd } from "../step-command.ts";
 import { StepControl } from "../step-control.ts";
-import type { Sandbox, SandboxFactory, SandboxLogger, SandboxSpec, SlotInfo, StepProcess, StepResult, StepSpec } from "../types.ts";
+import { STEP_READ_BUFFER_BYTES, type Sandbox, type SandboxFactory, type SandboxLogger, type SandboxSpec, type SlotInfo, type StepOutput, type StepProcess, type StepResult, type StepSpec } from "../types.ts";
+import { openOutputSocket } from "./output-socket.ts";
 import { isJobDirName, jobDirName } from "../job-names.ts";
 import { SlotLedger } from "../slot-ledger.ts";
 
@@ -97,7 +97,7 @@ class ProcessSandbox implements Sandbox {
     return this.workspaceOnHost;
   }
 
-  start(step: StepSpec): StepProcess {
+  start(step: StepSpec, output: StepOutput): StepProcess {
     if (this.disposed) throw new DeltaError("E_SANDBOX", "sandbox is disposed");
     if (this.running) throw new DeltaError("E_SANDBOX", "a step is already running");
     const script = join(this.jobDir, "steps", `${++this.stepCount}.sh`);
@@ -105,7 +105,7 @@ class ProcessSandbox implements Sandbox {
     const argv = shellArgv(step, script, existsSync("/bin/bash"));
     const env = { ...baseStepEnv(this.workspaceOnHost, join(this.jobDir, "home"), DEFAULT_PATH), ...step.env };
     assertPassableEnv(env);
-    const proc = startProcessStep(argv, cwd, env, script, step, this.opts);
+    const proc = startProcessStep(argv, cwd, env, script, step, output, this.opts);
     this.current = proc;
     this.running = proc.done.finally(() => {
       this.running = null;
@@ -137,9 +137,7 @@ function groupAlive(pgid: number): boolean {
   }
 }
 
-function startProcessStep(argv: string[], cwd: string, env: Record<string, string>, script: string, step: StepSpec, opts: ProcessSandboxOptions): StepProcess {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
+function startProcessStep(argv: string[], cwd: string, env: Record<string, string>, script: string, step: StepSpec, output: StepOutput, opts: ProcessSandboxOptions): StepProcess {
   let pgid = 0;
   const signalGroup = (sig: NodeJS.Signals) => {
     if (pgid > 0) try {
@@ -151,35 +149,43 @@ function startProcessStep(argv: string[], cwd: string, env: Record<string, strin
   const done = (async (): Promise<StepResult> => {
     await writeFile(script, step.run, { mode: 0o700 });
     if (!existsSync(cwd)) await mkdir(cwd, { recursive: true });
-    const child = spawn(argv[0] ?? "sh", argv.slice(1), { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-    pgid = child.pid ?? 0;
-    if (control.stopped || control.timedOut) signalGroup("SIGKILL");
-    child.stdout.pipe(stdout);
-    child.stderr.pipe(stderr);
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-      child.once("exit", (code, signal) => resolve({ code, signal }));
-      child.once("error", (err) => {
-        stderr.write(`deltaci: cannot start step: ${err.message}\n`);
-        resolve({ code: 127, signal: null });
-      });
+    // One read buffer for both streams: their reads are handed over one at a time.
+    const buffer = Buffer.allocUnsafe(STEP_READ_BUFFER_BYTES);
+    const out = await openOutputSocket(buffer, (c) => output.stdout(c));
+    const err = await openOutputSocket(buffer, (c) => output.stderr(c)).catch((e: unknown) => {
+      out.child.destroy();
+      out.destroy();
+      throw e;
     });
-    const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      try {
+        const child = spawn(argv[0] ?? "sh", argv.slice(1), { cwd, env, detached: true, stdio: ["ignore", out.child, err.child] });
+        pgid = child.pid ?? 0;
+        child.once("exit", (code, signal) => resolve({ code, signal }));
+        child.once("error", (e) => {
+          output.stderr(Buffer.from(`deltaci: cannot start step: ${e.message}\n`));
+          resolve({ code: 127, signal: null });
+        });
+      } finally {
+        out.child.destroy(); // the step holds its own copies
+        err.child.destroy();
+      }
+    });
+    if (control.stopped || control.timedOut) signalGroup("SIGKILL");
     const res = await exited;
     signalGroup("SIGKILL");
     // `done` means the group is gone, not just signalled: wait (bounded) until it no longer exists.
     for (let i = 0; i < 1000 && groupAlive(pgid); i++) await opts.clock.sleep(5);
-    // A process that left the group may still hold the pipes: stop waiting for it after a while.
+    // A process that left the group may still hold the streams: stop waiting for it after a while.
     const closeWait = new AbortController();
-    await Promise.race([closed, opts.clock.sleep(5000, closeWait.signal).then(() => {
-      child.stdout.destroy();
-      child.stderr.destroy();
-      stdout.end();
-      stderr.end();
+    await Promise.race([Promise.all([out.ended, err.ended]), opts.clock.sleep(5000, closeWait.signal).then(() => {
+      out.destroy();
+      err.destroy();
     }, () => {})]);
     closeWait.abort();
     control.finish();
     const limit = control.timedOut ? { reason: "timeout" as const, message: `step timeout of ${step.timeoutMs} ms exceeded` } : null;
     return { exitCode: res.code, signal: res.signal, durationMs: opts.clock.now() - started, limit, stopped: control.stopped };
   })();
-  return { stdout, stderr, done, stop: (graceMs: number) => control.stop(graceMs) };
+  return { done, stop: (graceMs: number) => control.stop(graceMs) };
 }

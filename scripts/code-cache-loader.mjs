@@ -91,7 +91,14 @@ function preloadBuiltins(file) {
   const require = createRequire(import.meta.url);
   const known = new Set(builtinModules);
   for (const name of list.split("\n")) {
-    if (known.has(name)) require(`node:${name}`);
+    if (!known.has(name)) continue;
+    try {
+      require(`node:${name}`);
+    } catch {
+      // a built-in that fails to load here must not fail every start: the list goes, the next exit rewrites it
+      rmSync(file, { force: true });
+      return false;
+    }
   }
   return true;
 }

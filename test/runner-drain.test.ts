@@ -14,13 +14,19 @@ import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from 
 
 const factory = new ProcessSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} } });
 
-/** The client, with `onLease` called once a lease answer is in the runner's hands, before the runner acts on it. */
+/**
+ * The client, with `onLease` called once the server answered a lease and 50 ms before the runner
+ * gets it: the drain meets a lease on its way (the runner's superseding poll runs meanwhile).
+ */
 function afterLease(client: RunnerProtocol, onLease: () => void): RunnerProtocol {
   return {
     register: (...a) => client.register(...a),
     lease: async (...a) => {
       const lease = await client.lease(...a);
-      if (lease !== null) onLease();
+      if (lease !== null) {
+        onLease();
+        await new Promise((r) => setTimeout(r, 50));
+      }
       return lease;
     },
     heartbeat: (...a) => client.heartbeat(...a),

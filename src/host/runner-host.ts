@@ -138,7 +138,7 @@ export class RunnerHost {
     if (!s || s.view.state === "draining") return;
     // A lease on its way back is not lost: the drain only ends a session that holds no job yet.
     s.drain.abort(new Error("drained"));
-    this.setState(s, "draining");
+    if (s.view.state !== "busy") this.setState(s, "draining"); // one that holds a job stays listed busy
   }
 
   /** Stops a session now (a running job is stopped and reported as runner_error) and waits for its end. */

@@ -57,8 +57,8 @@ export interface RunnerDeps {
   /** Abort to ask the runner to stop (SIGTERM): a job it runs is stopped and reported as runner_error. */
   signal?: AbortSignal;
   /**
-   * Abort to drain the runner: it ends if it holds no job yet (its lease poll is dropped), and a
-   * job it already leased runs to its end. A supervisor drains a runner it saw idle, and the
+   * Abort to drain the runner: it ends if it holds no job yet (its lease poll is superseded on the
+   * server, never dropped: a lease on its way is kept), and a job it already leased runs to its end. A supervisor drains a runner it saw idle, and the
    * lease may be on its way back at that moment: that job must not fail for it.
    */
   drain?: AbortSignal;
@@ -75,6 +75,9 @@ export interface RunnerExit {
   jobId: string | null;
   runnerId: string | null;
 }
+
+/** How long a drained runner's superseding poll may take (retries included) before the runner ends. */
+const SUPERSEDE_DEADLINE_MS = 10_000;
 
 /** Aborted when either is (undefined when neither is given). */
 function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
@@ -108,13 +111,12 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     const capabilities = await probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir, toolchains });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
-    // Until a lease is held, a drain stops the runner as a stop does.
-    const pollSignal = anySignal(deps.signal, deps.drain);
+    // A drain during registration ends it as a stop does (no job can be claimed for it yet).
     const stopped = () => deps.signal?.aborted === true || deps.drain?.aborted === true;
     let reg;
     try {
       reg = await client.register(opts.registrationToken, { name: opts.name, version: opts.version, capabilities }, {
-        signal: pollSignal, deadline: clock.now() + opts.registerDeadlineMs,
+        signal: anySignal(deps.signal, deps.drain), deadline: clock.now() + opts.registerDeadlineMs,
       });
     } catch (err) {
       if (stopped()) return exit(0, "stopped");
@@ -125,21 +127,41 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     emit({ type: "registered", runnerId: reg.runnerId });
 
     const idleUntil = clock.now() + opts.idleTimeoutMs;
+    // A drain never aborts a long poll: the server may already have claimed a job for it, the answer
+    // on its way. A 1 ms poll of the same session supersedes it instead (the server answers the
+    // first 204 unless it got a job, and the second takes a job only if one is queued): whichever
+    // brings a lease, that job runs; with none, the runner ends.
+    const sessionToken = reg.sessionToken;
+    let superseding: Promise<Lease | null> | null = null;
+    const supersede = () => {
+      superseding ??= client.lease(sessionToken, 1, { signal: deps.signal, deadline: clock.now() + SUPERSEDE_DEADLINE_MS }).catch(() => null);
+    };
+    deps.drain?.addEventListener("abort", supersede, { once: true });
     let lease: Lease | null = null;
-    while (lease === null) {
-      const left = idleUntil - clock.now();
-      if (left <= 0) return exit(0, "idle", null, reg.runnerId);
-      if (stopped()) return exit(0, "stopped", null, reg.runnerId);
-      try {
-        lease = await client.lease(reg.sessionToken, Math.min(left, opts.leaseWaitMs, reg.leaseWaitMs > 0 ? reg.leaseWaitMs : opts.leaseWaitMs), {
-          signal: pollSignal, deadline: idleUntil,
-        });
-      } catch (err) {
-        if (stopped()) return exit(0, "stopped", null, reg.runnerId);
-        if (isDeltaError(err, "E_TIMEOUT") || isDeltaError(err, "E_NETWORK")) continue;
-        logger.error({ err: String(err) }, "lease failed");
-        return exit(2, "lease_failed", null, reg.runnerId);
+    try {
+      while (lease === null) {
+        const left = idleUntil - clock.now();
+        if (left <= 0) return exit(0, "idle", null, reg.runnerId);
+        if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+        if (deps.drain?.aborted) {
+          lease = await (superseding ?? Promise.resolve(null));
+          if (lease === null) return exit(0, "stopped", null, reg.runnerId);
+          break;
+        }
+        try {
+          lease = await client.lease(reg.sessionToken, Math.min(left, opts.leaseWaitMs, reg.leaseWaitMs > 0 ? reg.leaseWaitMs : opts.leaseWaitMs), {
+            signal: deps.signal, deadline: idleUntil,
+          });
+        } catch (err) {
+          if (deps.signal?.aborted) return exit(0, "stopped", null, reg.runnerId);
+          if (deps.drain?.aborted) continue; // the superseding poll says whether a job came
+          if (isDeltaError(err, "E_TIMEOUT") || isDeltaError(err, "E_NETWORK")) continue;
+          logger.error({ err: String(err) }, "lease failed");
+          return exit(2, "lease_failed", null, reg.runnerId);
+        }
       }
+    } finally {
+      deps.drain?.removeEventListener("abort", supersede);
     }
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
     emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });

@@ -85,7 +85,7 @@ async function runnerMain(flags: RunnerFlags): Promise<number> {
   }
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
-  process.off(DRAIN_SIGNAL, onDrain);
+  // The drain listener stays: without it a late drain would meet SIGUSR2's default action (exit by signal).
   return res.code;
 }
 

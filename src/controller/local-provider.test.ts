@@ -21,8 +21,12 @@ const tokenFile = a[a.indexOf("--registration-token-file") + 1];
 const work = a[a.indexOf("--work-dir") + 1];
 const token = fs.readFileSync(tokenFile, "utf8"); fs.rmSync(tokenFile);
 console.log("registered with", token.length, "bytes");
-process.on("SIGTERM", () => process.exit(0));
-process.on("SIGUSR2", () => process.exit(0)); // a drain
+process.on("SIGTERM", () => {
+  if (a.includes("--term-marker")) fs.writeFileSync(a[a.indexOf("--term-marker") + 1], "stopped by SIGTERM");
+  process.exit(0);
+});
+// a drain (a runner of a version before the drain signal has no handler: SIGUSR2 kills it)
+if (!a.includes("--no-drain-handler")) process.on("SIGUSR2", () => process.exit(0));
 const events = a[a.indexOf("--events-file") + 1];
 const event = (e) => fs.appendFileSync(events, JSON.stringify({ runnerId: "r1", ...e }) + "\\n");
 event({ type: "registered" });
@@ -146,6 +150,23 @@ void test("a new provider adopts live runners (busy stays busy) and reaps the sl
   assert.ok(exits[0]?.reaped.some((r) => r.startsWith("process ")));
   assert.ok(reaped.length >= 2);
   assert.equal(second.list().length, 0);
+});
+
+void test("an adopted runner without a drain handler (an older version) is drained by its stop signal, not killed by SIGUSR2", async (t) => {
+  const { root, pids, make, until } = await setup(t);
+  const marker = join(root, "term-marker");
+  const first = make(false, ["--no-drain-handler", "--term-marker", marker]).p;
+  await first.init();
+  const old = await first.launch({ pool, registrationToken: "t1", serverUrl: "http://127.0.0.1:1" });
+  pids.add(Number(old.handle));
+  await until("idle", async () => (await first.refresh(), first.list()[0]?.state === "idle"));
+  await first.close();
+
+  const { p: second, exits } = make();
+  assert.deepEqual((await second.init()).adopted.map((r) => r.id), [old.id]);
+  await second.drain(old.id);
+  await until("drained runner exited", async () => (await second.refresh(), exits.length === 1));
+  assert.equal(await readFile(marker, "utf8"), "stopped by SIGTERM", "it exited through its SIGTERM handler");
 });
 
 void test("a runner whose events file tells its lease is busy even before its job's first process; log text and its own children never count", async (t) => {

@@ -10,11 +10,12 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { constants } from "node:os";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import type { Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
-import { childPids, fileTail, findProcessesByArg, isSameProcess, killProcessesUnder, readProcStat } from "./proc.ts";
+import { catchesSignal, childPids, fileTail, findProcessesByArg, isSameProcess, killProcessesUnder, readProcStat } from "./proc.ts";
 import type { InitResult, LaunchRequest, RunnerExit, RunnerProvider, RunnerRecord, SlotReaper, SlotRef } from "./provider.ts";
 import type { RunnerState } from "./types.ts";
 
@@ -269,6 +270,13 @@ export class LocalProvider implements RunnerProvider {
     l.requested = true;
     l.record.state = "draining";
     l.record.sinceMs = l.drainedAtMs;
+    // A runner adopted from before the drain signal existed would die of it: drain it as that
+    // version did, by its stop signal (a job it runs then ends as runner_error and is retried).
+    if (l.record.adopted && !(await catchesSignal(l.pid, constants.signals[DRAIN_SIGNAL]))) {
+      this.o.logger?.warn({ runner: id, pid: l.pid }, `the runner does not handle ${DRAIN_SIGNAL} (an older version): drained by SIGTERM`);
+      this.kill(l, "SIGTERM", false);
+      return;
+    }
     this.kill(l, DRAIN_SIGNAL, false);
   }
 

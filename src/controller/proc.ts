@@ -27,6 +27,18 @@ export async function isSameProcess(pid: number, startTime: string): Promise<boo
   return st !== null && st.startTime === startTime && st.state !== "Z" && st.state !== "X";
 }
 
+/** True when `pid` has a handler for signal number `signo` (the SigCgt mask of /proc/PID/status). */
+export async function catchesSignal(pid: number, signo: number): Promise<boolean> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return false;
+  }
+  const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(text)?.[1];
+  return mask !== undefined && ((BigInt(`0x${mask}`) >> BigInt(signo - 1)) & 1n) === 1n;
+}
+
 /** Direct children of `pid` (all its threads). */
 export async function childPids(pid: number): Promise<number[]> {
   const out: number[] = [];

@@ -5,7 +5,7 @@
  * allocates a fresh buffer per read instead (about twice the CPU per byte read, and GC).
  */
 import { randomBytes } from "node:crypto";
-import { createConnection, createServer, type Socket } from "node:net";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 
 export interface OutputSocket {
   /** The step's end: pass it in `spawn`'s `stdio`, then destroy it (the child holds its own copy). */
@@ -22,22 +22,8 @@ export async function openOutputSocket(buffer: Buffer, onChunk: (chunk: Buffer) 
   const server = createServer();
   try {
     await new Promise<void>((resolve, reject) => server.once("error", reject).listen(path, resolve));
-    // Anyone on the host may connect to an abstract name: the step's end is the connection that
-    // sends our token first (another would read the step's output); others are closed.
     const token = randomBytes(16);
-    const accepted = new Promise<Socket>((resolve) => server.on("connection", (s) => {
-      let got = Buffer.alloc(0);
-      s.on("error", () => {});
-      const onData = (d: Buffer) => {
-        got = Buffer.concat([got, d]);
-        if (got.length < token.length) return;
-        s.off("data", onData);
-        s.pause();
-        if (got.equals(token)) resolve(s);
-        else s.destroy();
-      };
-      s.on("data", onData);
-    }));
+    const accepted = acceptTokenHolder(server, token);
     const reader = createConnection({ path, onread: { buffer, callback: (n) => (onChunk(buffer.subarray(0, n)), true) } });
     await new Promise<void>((resolve, reject) => reader.once("connect", resolve).once("error", reject));
     reader.write(token);
@@ -48,4 +34,30 @@ export async function openOutputSocket(buffer: Buffer, onChunk: (chunk: Buffer) 
   } finally {
     server.close();
   }
+}
+
+/**
+ * Anyone on the host may connect to an abstract name: the step's end is the connection that sends
+ * `token` first (another would read the step's output). Every other connection is closed: one that
+ * sends anything else, and one still short of a token's length when the token holder arrives.
+ */
+export function acceptTokenHolder(server: Server, token: Buffer): Promise<Socket> {
+  const pending = new Set<Socket>();
+  return new Promise<Socket>((resolve) => server.on("connection", (s) => {
+    let got = Buffer.alloc(0);
+    pending.add(s);
+    s.on("error", () => {});
+    const onData = (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length < token.length) return;
+      s.off("data", onData);
+      pending.delete(s);
+      if (!got.equals(token)) return void s.destroy();
+      s.pause();
+      for (const other of pending) other.destroy();
+      pending.clear();
+      resolve(s);
+    };
+    s.on("data", onData);
+  }));
 }

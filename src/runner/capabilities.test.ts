@@ -25,6 +25,21 @@ void test("the toolchain probe's cache: made with its dir, used while a binary's
   assert.equal((JSON.parse(readFileSync(file, "utf8")) as typeof cache).node?.key, node.key, "the file is brought up to date");
 });
 
+void test("probes of one cache file that overlap share one probe; a later call probes again", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-toolchains-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "toolchains.json");
+  const first = probeToolchains(file);
+  assert.equal(probeToolchains(file), first, "a session starting meanwhile gets the probe in flight");
+  const other = probeToolchains(join(dir, "other.json"));
+  assert.notEqual(other, first, "another cache file has its own");
+  const [probed] = await Promise.all([first, other]);
+  assert.ok(probed.node);
+  const later = probeToolchains(file);
+  assert.notEqual(later, first, "once settled, the next call reads the cache again");
+  assert.deepEqual(await later, probed);
+});
+
 void test("the user cache dir: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci", () => {
   assert.equal(userCacheDir({ XDG_CACHE_HOME: "/x/cache" }), "/x/cache/deltaci");
   assert.match(userCacheDir({}), /\/\.cache\/deltaci$/);

@@ -44,8 +44,25 @@ function sameEntries(a: Record<string, CacheEntry>, b: Record<string, CacheEntry
   return keys.length === Object.keys(b).length && keys.every((k) => a[k]?.key === b[k]?.key && a[k]?.version === b[k]?.version);
 }
 
-/** Toolchain name → version, probed in parallel (cached in `cacheFile` when given). */
-export async function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
+/** Probes in flight, by cache file: a runner host's sessions that start together share one. */
+const inFlight = new Map<string, Promise<Record<string, string>>>();
+
+/**
+ * Toolchain name → version, probed in parallel (cached in `cacheFile` when given). Callers with
+ * the same cache file while a probe runs get that probe: a host starting 8 sessions on an empty
+ * cache runs each tool once, not 8 times (a fork of the host each).
+ */
+export function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
+  if (cacheFile === null) return probeOnce(null, timeoutMs);
+  let probe = inFlight.get(cacheFile);
+  if (probe === undefined) {
+    probe = probeOnce(cacheFile, timeoutMs).finally(() => inFlight.delete(cacheFile));
+    inFlight.set(cacheFile, probe);
+  }
+  return probe;
+}
+
+async function probeOnce(cacheFile: string | null, timeoutMs: number): Promise<Record<string, string>> {
   let cache: Record<string, CacheEntry> = {};
   if (cacheFile) cache = await readFile(cacheFile, "utf8").then((t) => JSON.parse(t) as Record<string, CacheEntry>).catch(() => ({}));
   const next: Record<string, CacheEntry> = {};

@@ -67,10 +67,43 @@ const noHttp2 = {
     b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the runner bundle (scripts/build.mjs)");', loader: "js" }));
   },
 };
+/**
+ * Third-party packages that only a configured feature loads (`--blob-store s3://`, `--database
+ * postgres://`) live in their own bundles, dist/vendor-NAME.cjs, required when that feature is
+ * opened: every other start reads, and keeps in memory, ~1.6 MB less of dist/deltaci.cjs. A
+ * vendor bundle holds only node_modules code (checked below), so no class of ours exists twice
+ * and `instanceof` holds; in the main bundle each package is a one-line module requiring it.
+ */
+const vendorBundles = {
+  "vendor-s3": ["@aws-sdk/client-s3", "@aws-sdk/lib-storage", "@aws-sdk/s3-request-presigner"],
+  "vendor-pg": ["postgres"],
+};
+const vendorSplit = {
+  name: "vendor-split",
+  setup(b) {
+    for (const [bundleName, packages] of Object.entries(vendorBundles)) {
+      for (const pkg of packages) {
+        b.onResolve({ filter: new RegExp(`^${pkg.replace(/[/.]/g, "\\$&")}$`) }, () => ({ path: pkg, namespace: bundleName }));
+      }
+      b.onLoad({ filter: /.*/, namespace: bundleName }, (args) => ({ contents: `module.exports = require("./${bundleName}.cjs")[${JSON.stringify(args.path)}];`, loader: "js" }));
+      b.onResolve({ filter: new RegExp(`^\\./${bundleName}\\.cjs$`), namespace: bundleName }, (args) => ({ path: args.path, external: true }));
+    }
+  },
+};
+/** dist/NAME.cjs for each vendor bundle: its packages' exports by package name. */
+async function buildVendor(name, packages) {
+  const result = await build({
+    stdin: { contents: `module.exports = {\n${packages.map((p) => `  ${JSON.stringify(p)}: require(${JSON.stringify(p)}),`).join("\n")}\n};\n`, resolveDir: root, sourcefile: `${name}-entry.cjs`, loader: "js" },
+    bundle: true, platform: "node", format: "cjs", target: "node20", outfile: `${root}dist/${name}.cjs`, sourcemap: "linked", logLevel: "warning", metafile: true,
+  });
+  const ours = Object.keys(result.metafile.inputs).filter((f) => !f.includes("node_modules/") && f !== `${name}-entry.cjs`);
+  if (ours.length > 0) throw new Error(`dist/${name}.cjs must hold third-party code only, not ${ours.join(", ")}`);
+}
+
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
-  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages],
+  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages, vendorSplit],
 };
 /**
  * V8 flags of every start of a bundle, set by the loader before it reads the code cache.
@@ -117,4 +150,5 @@ await Promise.all([
   buildCached("deltaci", `${root}src/cli/main.ts`),
   buildCached("runner", `${root}src/cli/runner-main.ts`, [noHttp2]),
   buildWeb(root),
+  ...Object.entries(vendorBundles).map(([name, packages]) => buildVendor(name, packages)),
 ]);

@@ -1,7 +1,8 @@
 // Bundles the CLI into dist/ so `deltaci` starts without transpiling TypeScript (tsx costs
 // ~0.5 s per start; runners start per job). dist/runner.mjs holds only `deltaci runner`, so a
 // runner loads no server or CLI libraries. The packages are bundled too (resolving and reading
-// a few hundred package files cost ~0.2 s per start), except better-sqlite3 (a native addon).
+// a few hundred package files cost ~0.2 s per start); better-sqlite3's JavaScript too (its addon,
+// build/Release/better_sqlite3.node, is required by path: src/server/db/database.ts).
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
@@ -102,7 +103,7 @@ async function buildVendor(name, packages) {
 
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
-  bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
+  bundle: true, platform: "node", format: "esm", target: "node20", banner,
   sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages, vendorSplit],
 };
 /**

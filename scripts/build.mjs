@@ -6,7 +6,7 @@
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
-// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise (without node:http2: noHttp2).
+// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise. Neither loads node:http2 (noHttp2, lazyServerBuiltins).
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):
@@ -57,15 +57,15 @@ const slimPackages = {
   },
 };
 /**
- * The runner bundle has no `node:http2`: undici's HTTP/2 client requires it at load (and with it
- * tls and http), ~1.5 MiB of every runner host's RSS, and the runner's client never speaks h2.
+ * No bundle has undici's `node:http2`: its HTTP/2 client requires it at load (and with it tls and
+ * http), ~1.5 MiB of every runner host's RSS, and our client never speaks h2.
  * undici takes a failed require as "no http2" (lib/dispatcher/client-h2.js).
  */
 const noHttp2 = {
   name: "no-http2",
   setup(b) {
     b.onResolve({ filter: /^node:http2$/ }, () => ({ path: "node:http2", namespace: "no-http2" }));
-    b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the runner bundle (scripts/build.mjs)");', loader: "js" }));
+    b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the bundle (scripts/build.mjs)");', loader: "js" }));
   },
 };
 /**
@@ -101,6 +101,24 @@ async function buildVendor(name, packages) {
   if (ours.length > 0) throw new Error(`dist/${name}.cjs must hold third-party code only, not ${ours.join(", ")}`);
 }
 
+/**
+ * Fastify's lib/server.js requires node:https and node:http2 at load for servers made with those
+ * options, which ours never are: there they are proxies that require the module on first use.
+ * With undici's HTTP/2 client left out as well (noHttp2), a `deltaci run` loads neither module
+ * nor node:tls under them (~10 ms of its start on a 2-core machine).
+ */
+const lazyServerBuiltins = {
+  name: "lazy-server-builtins",
+  setup(b) {
+    b.onResolve({ filter: /^node:(https|http2)$/ }, (args) => {
+      if (args.namespace === "lazy-builtin") return { path: args.path, external: true }; // the proxy's own require
+      return /[/\\]fastify[/\\]lib[/\\]server\.js$/.test(args.importer) ? { path: args.path, namespace: "lazy-builtin" } : undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (args) => ({
+      contents: `module.exports = new Proxy({}, { get: (_, key) => require(${JSON.stringify(args.path)})[key] });`, loader: "js", resolveDir: root,
+    }));
+  },
+};
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
   bundle: true, platform: "node", format: "esm", target: "node20", banner,
@@ -148,7 +166,7 @@ for (const old of ["chunks", "deltaci.mjs.map", "runner.mjs.map"]) await rm(`${r
 await mkdir(`${root}dist`, { recursive: true });
 await copyFile(`${root}scripts/code-cache-loader.mjs`, `${root}dist/code-cache-loader.mjs`);
 await Promise.all([
-  buildCached("deltaci", `${root}src/cli/main.ts`),
+  buildCached("deltaci", `${root}src/cli/main.ts`, [lazyServerBuiltins, noHttp2]),
   buildCached("runner", `${root}src/cli/runner-main.ts`, [noHttp2]),
   buildWeb(root),
   ...Object.entries(vendorBundles).map(([name, packages]) => buildVendor(name, packages)),

@@ -6,7 +6,7 @@
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
-// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise. Neither loads node:http2 (noHttp2, lazyServerBuiltins).
+// compiling the ~3 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise. Neither loads node:http2 (noHttp2, lazyServerBuiltins).
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):

@@ -1,11 +1,12 @@
 // Bundles the CLI into dist/ so `deltaci` starts without transpiling TypeScript (tsx costs
 // ~0.5 s per start; runners start per job). dist/runner.mjs holds only `deltaci runner`, so a
 // runner loads no server or CLI libraries. The packages are bundled too (resolving and reading
-// a few hundred package files cost ~0.2 s per start), except better-sqlite3 (a native addon).
+// a few hundred package files cost ~0.2 s per start); better-sqlite3's JavaScript too (its addon,
+// build/Release/better_sqlite3.node, is required by path: src/server/db/database.ts).
 // Bundled CommonJS packages get a `require` for what they load at run time (node: built-ins).
 // dist/deltaci.mjs runs dist/deltaci.cjs (CommonJS) with a V8 code cache in the user cache dir
 // (dist/code-cache-loader.mjs, from scripts/): a start deserializes compiled code instead of
-// compiling the ~6 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise (without node:http2: noHttp2).
+// compiling the ~3 MB bundle (~0.1 s less for `deltaci run`). dist/runner.mjs likewise. Neither loads node:http2 (noHttp2, lazyServerBuiltins).
 // bin/deltaci.js runs the sources instead when src/ or the installed packages are newer.
 // dist/web/ holds the web view's assets (scripts/build-web.mjs), served by `deltaci server`.
 // The bundles carry ajv validators generated from the schemas (scripts/precompile-validators.ts):
@@ -56,21 +57,72 @@ const slimPackages = {
   },
 };
 /**
- * The runner bundle has no `node:http2`: undici's HTTP/2 client requires it at load (and with it
- * tls and http), ~1.5 MiB of every runner host's RSS, and the runner's client never speaks h2.
+ * No bundle has undici's `node:http2`: its HTTP/2 client requires it at load (and with it tls and
+ * http), ~1.5 MiB of every runner host's RSS, and our client never speaks h2.
  * undici takes a failed require as "no http2" (lib/dispatcher/client-h2.js).
  */
 const noHttp2 = {
   name: "no-http2",
   setup(b) {
     b.onResolve({ filter: /^node:http2$/ }, () => ({ path: "node:http2", namespace: "no-http2" }));
-    b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the runner bundle (scripts/build.mjs)");', loader: "js" }));
+    b.onLoad({ filter: /.*/, namespace: "no-http2" }, () => ({ contents: 'throw new Error("node:http2 is left out of the bundle (scripts/build.mjs)");', loader: "js" }));
+  },
+};
+/**
+ * Third-party packages that only a configured feature loads (`--blob-store s3://`, `--database
+ * postgres://`) live in their own bundles, dist/vendor-NAME.cjs, required when that feature is
+ * opened: every other start reads, and keeps in memory, ~1.6 MB less of dist/deltaci.cjs. A
+ * vendor bundle holds only node_modules code (checked below), so no class of ours exists twice
+ * and `instanceof` holds; in the main bundle each package is a one-line module requiring it.
+ */
+const vendorBundles = {
+  "vendor-s3": ["@aws-sdk/client-s3", "@aws-sdk/lib-storage", "@aws-sdk/s3-request-presigner"],
+  "vendor-pg": ["postgres"],
+};
+const vendorSplit = {
+  name: "vendor-split",
+  setup(b) {
+    for (const [bundleName, packages] of Object.entries(vendorBundles)) {
+      for (const pkg of packages) {
+        b.onResolve({ filter: new RegExp(`^${pkg.replace(/[/.]/g, "\\$&")}$`) }, () => ({ path: pkg, namespace: bundleName }));
+      }
+      b.onLoad({ filter: /.*/, namespace: bundleName }, (args) => ({ contents: `module.exports = require("./${bundleName}.cjs")[${JSON.stringify(args.path)}];`, loader: "js" }));
+      b.onResolve({ filter: new RegExp(`^\\./${bundleName}\\.cjs$`), namespace: bundleName }, (args) => ({ path: args.path, external: true }));
+    }
+  },
+};
+/** dist/NAME.cjs for each vendor bundle: its packages' exports by package name. */
+async function buildVendor(name, packages) {
+  const result = await build({
+    stdin: { contents: `module.exports = {\n${packages.map((p) => `  ${JSON.stringify(p)}: require(${JSON.stringify(p)}),`).join("\n")}\n};\n`, resolveDir: root, sourcefile: `${name}-entry.cjs`, loader: "js" },
+    bundle: true, platform: "node", format: "cjs", target: "node20", outfile: `${root}dist/${name}.cjs`, sourcemap: "linked", logLevel: "warning", metafile: true,
+  });
+  const ours = Object.keys(result.metafile.inputs).filter((f) => !f.includes("node_modules/") && f !== `${name}-entry.cjs`);
+  if (ours.length > 0) throw new Error(`dist/${name}.cjs must hold third-party code only, not ${ours.join(", ")}`);
+}
+
+/**
+ * Fastify's lib/server.js requires node:https and node:http2 at load for servers made with those
+ * options, which ours never are: there they are proxies that require the module on first use.
+ * With undici's HTTP/2 client left out as well (noHttp2), a `deltaci run` loads neither module
+ * nor node:tls under them (~10 ms of its start on a 2-core machine).
+ */
+const lazyServerBuiltins = {
+  name: "lazy-server-builtins",
+  setup(b) {
+    b.onResolve({ filter: /^node:(https|http2)$/ }, (args) => {
+      if (args.namespace === "lazy-builtin") return { path: args.path, external: true }; // the proxy's own require
+      return /[/\\]fastify[/\\]lib[/\\]server\.js$/.test(args.importer) ? { path: args.path, namespace: "lazy-builtin" } : undefined;
+    });
+    b.onLoad({ filter: /.*/, namespace: "lazy-builtin" }, (args) => ({
+      contents: `module.exports = new Proxy({}, { get: (_, key) => require(${JSON.stringify(args.path)})[key] });`, loader: "js", resolveDir: root,
+    }));
   },
 };
 const banner = { js: 'import { createRequire as __deltaciRequire } from "node:module"; const require = __deltaciRequire(import.meta.url);' };
 const common = {
-  bundle: true, platform: "node", format: "esm", target: "node20", external: ["better-sqlite3"], banner,
-  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages],
+  bundle: true, platform: "node", format: "esm", target: "node20", banner,
+  sourcemap: "linked", logLevel: "warning", plugins: [precompiledValidators, slimPackages, vendorSplit],
 };
 /**
  * V8 flags of every start of a bundle, set by the loader before it reads the code cache.
@@ -90,6 +142,9 @@ async function buildCached(name, entry, plugins = []) {
   const out = `${root}dist/${name}.cjs`;
   await build({
     ...common, format: "cjs", entryPoints: [entry], outfile: out, plugins: [...common.plugins, ...plugins],
+    // Every start reads the whole file into a string (page faults on ~2 fresh copies of it): without
+    // indentation and line breaks it is half the size. Names are kept; the source map maps positions.
+    minifyWhitespace: true,
     define: { "import.meta.url": "__deltaciBundleUrl" },
     // A script compiled from a V8 code cache has no dynamic-import callback (node 20 drops it:
     // ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING from the second start on), so no `import()` may be
@@ -114,7 +169,8 @@ for (const old of ["chunks", "deltaci.mjs.map", "runner.mjs.map"]) await rm(`${r
 await mkdir(`${root}dist`, { recursive: true });
 await copyFile(`${root}scripts/code-cache-loader.mjs`, `${root}dist/code-cache-loader.mjs`);
 await Promise.all([
-  buildCached("deltaci", `${root}src/cli/main.ts`),
+  buildCached("deltaci", `${root}src/cli/main.ts`, [lazyServerBuiltins, noHttp2]),
   buildCached("runner", `${root}src/cli/runner-main.ts`, [noHttp2]),
   buildWeb(root),
+  ...Object.entries(vendorBundles).map(([name, packages]) => buildVendor(name, packages)),
 ]);

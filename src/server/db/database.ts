@@ -18,11 +18,25 @@
  */
 import Database from "better-sqlite3";
 import { closeSync, fdatasync, fsyncSync, openSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import type { Durability } from "../options.ts";
 import { migrations } from "./migrations.ts";
 
 export type Db = Database.Database;
+
+/**
+ * better-sqlite3's addon where its install builds it, given to `new Database`: without it the
+ * `bindings` package finds it by trial, a dozen failing requires (~10 ms of a `deltaci run`'s
+ * server start). Not found there (another build layout): the options leave it to `bindings`.
+ */
+function addonOptions(): Database.Options {
+  try {
+    return { nativeBinding: createRequire(import.meta.url).resolve("better-sqlite3/build/Release/better_sqlite3.node") };
+  } catch {
+    return {};
+  }
+}
 
 import type { TxHooks } from "../engine/state-store.ts";
 
@@ -69,7 +83,7 @@ export class SqliteDatabase {
   private syncFailed: Error | null = null;
 
   constructor(file: string, durability: Durability) {
-    this.db = new Database(file);
+    this.db = new Database(file, addonOptions());
     // Set before the switch to WAL, which syncs too unless `synchronous = OFF`; migrations
     // commit with it too (full: in place, before the post-commit syncs take over).
     this.db.pragma(`synchronous = ${durability === "full" ? "FULL" : durability === "normal" ? "NORMAL" : "OFF"}`);

@@ -6,6 +6,11 @@ import { lazyValidatorCompiler } from "./lazy-validators.ts";
 import { lazyChildLogger } from "./lazy-request-logger.ts";
 import type { ServerMetrics } from "./metrics.ts";
 
+/** In place of Fastify's default compiler builders; a route with a response schema would reach it (and fail to register). */
+function notUsed(): never {
+  throw new Error("Fastify's default schema compilers are left out: routes take no response schema (src/server/http/app.ts)");
+}
+
 export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes: number; metrics: ServerMetrics | null }): FastifyInstance {
   const app: FastifyInstance = Fastify({
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: false }),
@@ -14,6 +19,10 @@ export function buildApp(opts: { logger: Logger | undefined; jsonBodyLimitBytes:
     bodyLimit: opts.jsonBodyLimitBytes,
     return503OnClosing: true,
     forceCloseConnections: "idle",
+    // Fastify's default compilers are never used: the validator compiler is ours (below) and no
+    // route has a response schema. Placeholders, so that it neither builds nor loads them
+    // (@fastify/ajv-compiler, fast-json-stringify) on every start.
+    schemaController: { compilersFactory: { buildValidator: notUsed, buildSerializer: notUsed } },
   }) as unknown as FastifyInstance;
   // Strict validation (no coercion, defaults or removal), compiled on a route's first request.
   app.setValidatorCompiler(lazyValidatorCompiler());

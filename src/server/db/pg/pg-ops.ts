@@ -16,6 +16,8 @@ import {
 import { PgGc } from "./pg-gc.ts";
 
 const LIVE_STATES = ["leased", "running", "canceling"];
+/** Transition rows per INSERT (`flush`). */
+const TRANSITIONS_PER_INSERT = 1000;
 
 /** `postgres` values a row field may carry (what sqlValue gives). */
 type Val = string | number | null;
@@ -55,7 +57,7 @@ export class PgOps implements StateOps {
   /**
    * A write. In a transaction it is sent without waiting for its answer: the connection runs
    * statements in order, so later reads see it, and writes sent in one turn share one packet.
-   * `settle()` (before the commit) waits for every answer; a failed write fails the transaction.
+   * `settle()` waits for every answer; a failed write fails the transaction.
    */
   protected async put(q: PendingQuery<Row[]>): Promise<void> {
     if (!this.locking) {
@@ -79,9 +81,11 @@ export class PgOps implements StateOps {
 
   /** Sends the rows buffered for one statement (transitions); the store calls it before COMMIT. */
   flush(): void {
-    if (this.transitions.length === 0) return;
-    const rows = this.transitions.splice(0);
-    void this.put(this.q`INSERT INTO transitions ${this.q(rows, "job_id", "attempt", "at", "from_state", "to_state", "reason")}`);
+    while (this.transitions.length > 0) {
+      // A statement takes at most 65,535 parameters (6 a row): a sweep over many jobs sends several.
+      const rows = this.transitions.splice(0, TRANSITIONS_PER_INSERT);
+      void this.put(this.q`INSERT INTO transitions ${this.q(rows, "job_id", "attempt", "at", "from_state", "to_state", "reason")}`);
+    }
   }
 
   private jobs(rows: readonly Raw[]): JobRow[] {

@@ -143,7 +143,8 @@ export class ResidentSpawner implements HostCommands {
   async killAndReap(pid: number): Promise<boolean> {
     const r = await this.ensure();
     if (r === null) return false;
-    const reply = await this.call(r, request(["K", String(pid)]), null, "SIGKILL"); // the caller bounds the wait
+    // the caller bounds the wait; a process that never dies must not keep this one alive
+    const reply = await this.call(r, request(["K", String(pid)]), null, "SIGKILL", false);
     return reply?.code === 0;
   }
 
@@ -254,9 +255,10 @@ export class ResidentSpawner implements HostCommands {
   }
 
   /** Sends one request and reads its reply; null if the spawner could not be reached. After `timeoutMs` (if not null) the command gets `killSignal`. */
-  private async call(r: Running, req: Buffer, timeoutMs: number | null, killSignal: NodeJS.Signals): Promise<CommandResult | null> {
+  private async call(r: Running, req: Buffer, timeoutMs: number | null, killSignal: NodeJS.Signals, holdsProcess = true): Promise<CommandResult | null> {
     const s = await this.connection(r);
     if (s === null) return null;
+    if (!holdsProcess) s.unref();
     return new Promise((resolve) => {
       let got: Buffer = Buffer.alloc(0);
       let pid = 0;

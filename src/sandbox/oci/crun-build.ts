@@ -74,7 +74,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
   const jobDir = join(slot.workDir, jobDirName(spec.jobId));
   const slotCgroup = `/${env.cgroupParent}/slot-${slot.index}`;
   const cgroupPath = `${slotCgroup}/${containerId}`;
-  const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: opts.clock, nsLevel: p.nsLevel, diskTool: p.diskTool, commands: p.commands };
+  const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: opts.clock, nsLevel: p.nsLevel, diskTool: p.diskTool };
   const sockDir = join(env.socketDir, containerId);
   let proxy: EgressProxy | null = null;
   let attachment: EgressAttachment | null = null;

@@ -300,7 +300,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     await this.ledger.settle(slot.index); // nor a teardown still running
     await this.spares?.discard(slot.index);
     const p = await this.prepare();
-    const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel, diskTool: p.diskTool, commands: p.commands };
+    const td: TeardownContext = { crun: p.crun, layout: p.layout, clock: this.opts.clock, nsLevel: p.nsLevel, diskTool: p.diskTool };
     const removed: string[] = [];
     for (const id of await p.crun.list()) {
       if (id.startsWith(slotPrefix(slot.index))) removed.push(...(await removeContainer(td, id, this.cgroupPath(slot, id))));

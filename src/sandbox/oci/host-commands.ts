@@ -40,12 +40,6 @@ export interface HostCommands {
    * buffer reused for the next read (it emits no 'data').
    */
   runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null): Promise<ChannelResult>;
-  /**
-   * SIGKILLs `pid` if it is a process that this runner's commands left behind and that it reaps (a
-   * container's init, once `crun run -d` has exited), and resolves true once it is reaped; false
-   * at once when it is no such process (the caller then watches it some other way).
-   */
-  killAndReap(pid: number): Promise<boolean>;
   /** Stops what `run` needs (if anything); a later call starts it again. */
   close(): Promise<void>;
 }
@@ -98,11 +92,6 @@ export class DirectCommands implements HostCommands {
     }).finally(() => clearTimeout(timer));
     if (code !== 0) channel.destroy();
     return { code, stderr, channel };
-  }
-
-  /** This process reaps none of its commands' orphans (they go to init). */
-  killAndReap(): Promise<boolean> {
-    return Promise.resolve(false);
   }
 
   close(): Promise<void> {

@@ -139,15 +139,6 @@ export class ResidentSpawner implements HostCommands {
     return reply === null ? { code: 1, stderr: "the spawner went away", channel } : { code: reply.code, stderr: reply.stderr, channel };
   }
 
-  /** The spawner is the subreaper of its commands' orphans: it kills one and replies once it has reaped it. */
-  async killAndReap(pid: number): Promise<boolean> {
-    const r = await this.ensure();
-    if (r === null) return false;
-    // the caller bounds the wait; a process that never dies must not keep this one alive
-    const reply = await this.call(r, request(["K", String(pid)]), null, "SIGKILL", false);
-    return reply?.code === 0;
-  }
-
   /** Ends the spawner (EOF on its stdin) and waits for it; a later command starts a new one. */
   async close(): Promise<void> {
     const r = await this.running?.catch(() => null);
@@ -254,15 +245,14 @@ export class ResidentSpawner implements HostCommands {
     r.idle.push(s);
   }
 
-  /** Sends one request and reads its reply; null if the spawner could not be reached. After `timeoutMs` (if not null) the command gets `killSignal`. */
-  private async call(r: Running, req: Buffer, timeoutMs: number | null, killSignal: NodeJS.Signals, holdsProcess = true): Promise<CommandResult | null> {
+  /** Sends one request and reads its reply; null if the spawner could not be reached. */
+  private async call(r: Running, req: Buffer, timeoutMs: number, killSignal: NodeJS.Signals): Promise<CommandResult | null> {
     const s = await this.connection(r);
     if (s === null) return null;
-    if (!holdsProcess) s.unref();
     return new Promise((resolve) => {
       let got: Buffer = Buffer.alloc(0);
       let pid = 0;
-      const timer = timeoutMs === null ? undefined : setTimeout(() => {
+      const timer = setTimeout(() => {
         if (pid > 0) try {
           process.kill(pid, killSignal);
         } catch {}

@@ -2,10 +2,10 @@
 import { existsSync } from "node:fs";
 import { rm, rmdir } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { within, type Clock } from "../../base/clock.ts";
+import type { Clock } from "../../base/clock.ts";
 import { cgroupDirs, JobCgroup, removeCgroupTree, type CgroupLayout } from "./cgroups.ts";
 import type { CrunCli } from "./crun-cli.ts";
-import type { HostCommands, HostTool } from "./host-commands.ts";
+import type { HostTool } from "./host-commands.ts";
 import { detachLoops, loopDevicesBelow, mountTableBelow, removeDir, stillBelow, unmountBelow } from "./job-disk.ts";
 
 export interface TeardownContext {
@@ -15,45 +15,25 @@ export interface TeardownContext {
   nsLevel: number;
   /** The disk tool (native-tools.ts): unmounts without util-linux. */
   diskTool: HostTool;
-  /** Kills and reaps a container's init through the spawner that adopted it. */
-  commands: Pick<HostCommands, "killAndReap">;
 }
 
 /**
  * SIGKILLs every process in a cgroup (the init too) until it is empty or `maxMs` passed; returns
- * whether it is empty. The first round waits for the container's init to be reaped by the spawner
- * that adopted it (`killAndReap`): an init's exit waits for every process of its pid namespace, so
- * the cgroup is then empty, with no timer between. Without such a process it polls, fast at first:
- * killed processes are usually gone within a millisecond.
+ * whether it is empty. Polls fast at first: killed processes are usually gone within a millisecond.
  */
-export async function killCgroup(ctx: Pick<TeardownContext, "layout" | "clock" | "commands">, cgroupPath: string, maxMs = 5_000): Promise<boolean> {
+export async function killCgroup(ctx: Pick<TeardownContext, "layout" | "clock">, cgroupPath: string, maxMs = 5_000): Promise<boolean> {
   const cgroup = new JobCgroup(ctx.layout, cgroupPath);
   const until = ctx.clock.now() + maxMs;
   let waitMs = 0;
-  let first = true;
   for (let pids = await cgroup.pids(); pids.length > 0; pids = await cgroup.pids()) {
     if (ctx.clock.now() >= until) return false;
     for (const pid of pids) try {
       process.kill(pid, "SIGKILL");
     } catch {}
-    if (first && (await reapedInit(ctx, pids, until - ctx.clock.now()))) {
-      first = false;
-      continue;
-    }
-    first = false;
     await ctx.clock.sleep(waitMs);
     waitMs = Math.min(10, waitMs + 1);
   }
   return true;
-}
-
-/** Whether one of `pids` (SIGKILLed) was a process the spawner reaps and is reaped now; false at once when none is, or after `maxMs`. */
-function reapedInit(ctx: Pick<TeardownContext, "clock" | "commands">, pids: number[], maxMs: number): Promise<boolean> {
-  const anyReaped = new Promise<boolean>((resolve) => {
-    let left = pids.length;
-    for (const pid of pids) void ctx.commands.killAndReap(pid).then((yes) => (yes ? resolve(true) : --left === 0 && resolve(false)), () => --left === 0 && resolve(false));
-  });
-  return within(ctx.clock, maxMs, anyReaped, false);
 }
 
 /** Deletes a container (alive or not) with crun, kills what is left in its cgroup and removes the cgroup and the slot's, if empty. */

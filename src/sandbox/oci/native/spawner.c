@@ -11,9 +11,6 @@
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
  *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
  *                        take what its stderr holds (its detached children may keep the pipe)
- *   "K" PID              SIGKILL PID, one of the orphans we reap (a container's init), and reply
- *                        once it is reaped: code 0 (also at once when we reaped it lately: the
- *                        host may have killed it first); code 1 at once when PID is no child of ours
  *   "R/DIR" or "D/DIR"   the same, run in a private mount namespace without the mount at /DIR
  *                        (hybrid cgroup hosts: crun 1.8 refuses the cgroup2 mount), ARGV's binary
  *                        bind-mounted read-only over itself: what sandbox-helper's unshare-cgroup2
@@ -138,46 +135,6 @@ static void keep_or_close(int conn, int ok) {
   else close(conn);
 }
 
-/* K requests: a connection waiting for the reaping of its child pid. */
-static struct { pid_t pid; int conn; } waits[MAX_CMDS];
-
-static void reply_empty(int conn, pid_t pid, int code) {
-  int ok = write_u32(conn, (uint32_t)pid) == 0 && write_u32(conn, (uint32_t)code) == 0 && write_u32(conn, 0) == 0 && write_u32(conn, 0) == 0;
-  keep_or_close(conn, ok);
-}
-
-/* Orphans reaped lately (a ring): a K request may come after the host's own SIGKILL did its work. */
-#define REAPED_MAX 64
-static pid_t reaped[REAPED_MAX];
-static unsigned reaped_next;
-
-static int take_reaped(pid_t pid) {
-  for (int i = 0; i < REAPED_MAX; i++) {
-    if (reaped[i] != pid) continue;
-    reaped[i] = 0;
-    return 1;
-  }
-  return 0;
-}
-
-/* K: kills a child that is no command of ours (an orphan we adopted) and waits for its reaping. */
-static void kill_and_wait(int conn, pid_t pid) {
-  siginfo_t si = {0};
-  int mine = 0;
-  for (int i = 0; i < MAX_CMDS; i++) if (cmds[i].pid == pid) mine = 1;
-  if (pid <= 0 || mine) { reply_empty(conn, pid, 1); return; }
-  /* WNOWAIT: only asks whether it is our child (alive or a zombie not yet reaped); reap() reaps it */
-  if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) { reply_empty(conn, pid, take_reaped(pid) ? 0 : 1); return; }
-  for (int i = 0; i < MAX_CMDS; i++) {
-    if (waits[i].pid != 0) continue;
-    waits[i].pid = pid;
-    waits[i].conn = conn;
-    kill(pid, SIGKILL); /* our unreaped child: its pid cannot have been reused */
-    return;
-  }
-  reply_empty(conn, pid, 1);
-}
-
 static void finish(struct cmd *c) {
   if (c->kind == 'D' && c->err >= 0) { /* its detached children may keep the pipe: take what it holds */
     char tmp[65536];
@@ -287,11 +244,6 @@ static void serve(int conn) {
         return;
       }
     }
-  } else if (kind == 'K' && n == 2 && hide == NULL) {
-    pid_t pid = (pid_t)atoi(fields[1]);
-    free(req);
-    kill_and_wait(conn, pid);
-    return;
   } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
@@ -309,14 +261,7 @@ static void reap(void) {
   int status;
   pid_t pid;
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    int orphan = 1;
-    for (int i = 0; i < MAX_CMDS; i++) if (cmds[i].pid == pid || waits[i].pid == pid) orphan = 0;
-    if (orphan) reaped[reaped_next++ % REAPED_MAX] = pid;
     for (int i = 0; i < MAX_CMDS; i++) {
-      if (waits[i].pid == pid) {
-        waits[i].pid = 0;
-        reply_empty(waits[i].conn, pid, 0);
-      }
       if (cmds[i].pid != pid) continue;
       cmds[i].exited = 1;
       cmds[i].status = status;

@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { buildSpawner } from "./native-tools.ts";
+import { DirectCommands } from "./host-commands.ts";
+import { buildSandboxHelper, buildSpawner } from "./native-tools.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 
 const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
@@ -96,6 +97,12 @@ void test("a command run with a hidden mount runs in a private mount namespace w
     assert.equal(seen(readFileSync("/proc/self/mountinfo", "utf8")), true, "the host still has it");
     const plain = await s.run("cat", ["/proc/self/mountinfo"], 10_000);
     assert.equal(seen(plain.stdout), true);
+    // without a spawner the helper's unshare-cgroup2 does the same as a separate exec
+    const helper = (await buildSandboxHelper(cacheDir)).path;
+    const direct = await new DirectCommands().run("cat", ["/proc/self/mountinfo"], 10_000, { dir, wrapper: [helper, "unshare-cgroup2", dir] });
+    assert.equal(direct.code, 0, direct.stderr);
+    assert.equal(seen(direct.stdout), false);
+    assert.ok(direct.stdout.includes(" /usr/bin/cat ") || direct.stdout.includes(" /bin/cat "));
   } finally {
     if (mounted) spawnSync("umount", [dir]);
     rmSync(dir, { recursive: true, force: true });

@@ -1,12 +1,13 @@
 /**
- * Runs crun with its own state root. On a hybrid cgroup host every crun invocation goes through
- * the helper's `unshare-cgroup2`: a private mount namespace without the cgroup2 mount, which crun
- * 1.8 refuses; the host's mount table is not changed. On pure v1 or v2 hosts crun runs directly.
+ * Runs crun with its own state root. On a hybrid cgroup host every crun invocation runs in a
+ * private mount namespace without the cgroup2 mount, which crun 1.8 refuses (the host's mount
+ * table is not changed): made by the resident spawner in the child it forks, or by the helper's
+ * `unshare-cgroup2` as an extra exec. On pure v1 or v2 hosts crun runs directly.
  */
 import { readdir } from "node:fs/promises";
 import type { Duplex } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
-import type { CommandResult, HostCommands } from "./host-commands.ts";
+import { wrappedArgv, type CommandResult, type HiddenMount, type HostCommands } from "./host-commands.ts";
 
 export type CrunResult = CommandResult;
 
@@ -15,21 +16,20 @@ export class CrunCli {
     private readonly crunPath: string,
     /** crun's `--root`: a state dir only Delta CI uses, so `crun list` shows only our containers. */
     readonly stateRoot: string,
-    /** Prefix argv (the hybrid-cgroup wrapper) or empty. */
-    private readonly wrapper: string[],
+    /** The hybrid host's cgroup2 mount, hidden from crun; null elsewhere. */
+    private readonly hide: HiddenMount | null,
     /** How the commands are run (the resident spawner, or child_process). */
     private readonly commands: HostCommands,
   ) {}
 
+  /** The argv of a crun command run as a process of its own (through the wrapper on a hybrid host). */
   argv(args: string[]): [string, string[]] {
-    const full = [...this.wrapper, this.crunPath, "--root", this.stateRoot, ...args];
-    return [full[0] ?? this.crunPath, full.slice(1)];
+    return wrappedArgv(this.crunPath, ["--root", this.stateRoot, ...args], this.hide);
   }
 
   /** Runs a crun command to completion; never throws for a non-zero exit. */
   run(args: string[], timeoutMs = 60_000): Promise<CrunResult> {
-    const [cmd, rest] = this.argv(args);
-    return this.commands.run(cmd, rest, timeoutMs);
+    return this.commands.run(this.crunPath, ["--root", this.stateRoot, ...args], timeoutMs, this.hide);
   }
 
   /** Runs a crun command that must succeed. */
@@ -45,8 +45,7 @@ export class CrunCli {
    * go to `read` (see HostCommands.runWithChannel).
    */
   async runDetachedWithChannel(args: string[], what: string, read: (chunk: Buffer) => void, timeoutMs = 60_000): Promise<Duplex> {
-    const [cmd, rest] = this.argv(["run", "-d", "--preserve-fds=1", ...args]);
-    const { code, stderr, channel } = await this.commands.runWithChannel(cmd, rest, timeoutMs, read);
+    const { code, stderr, channel } = await this.commands.runWithChannel(this.crunPath, ["--root", this.stateRoot, "run", "-d", "--preserve-fds=1", ...args], timeoutMs, read, this.hide);
     if (code !== 0) throw new DeltaError("E_SANDBOX", `${what} failed: crun run exited ${code}: ${stderr.trim()}`);
     return channel;
   }

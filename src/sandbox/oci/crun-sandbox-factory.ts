@@ -138,11 +138,11 @@ export class CrunSandboxFactory implements SandboxFactory {
     const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir)]);
     const commands = new ResidentSpawner(spawner.path, this.opts.logger);
     const unified = layout.kind === "v1" ? layout.hybridUnified : null;
-    const wrapper = unified !== null ? [helper.path, "unshare-cgroup2", unified] : [];
+    const hide = unified !== null ? { dir: unified, wrapper: [helper.path, "unshare-cgroup2", unified] } : null;
     if (unified !== null) this.opts.logger.info({ unified }, "hybrid cgroups: crun runs in a private mount namespace without the cgroup2 mount");
     const stateRoot = this.opts.stateRoot ?? "/run/deltaci/crun";
     await mkdir(stateRoot, { recursive: true, mode: 0o700 });
-    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, wrapper, commands);
+    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, hide, commands);
     const etcDir = await hostEtc(this.cacheDir);
     const hostSkeletonDir = await sharedHostSkeleton(this.cacheDir);
     const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";

@@ -20,15 +20,26 @@ export interface ChannelResult {
   channel: Duplex;
 }
 
+/**
+ * Run a command in a private mount namespace without the mount at `dir` (a hybrid cgroup host's
+ * cgroup2 mount, which crun 1.8 refuses; the host's mount table is not changed), its binary
+ * bind-mounted read-only over itself. `wrapper` is the argv prefix that does it as a separate
+ * exec (sandbox-helper's `unshare-cgroup2`), for a runner that cannot do it in its own fork.
+ */
+export interface HiddenMount {
+  dir: string;
+  wrapper: string[];
+}
+
 export interface HostCommands {
   /** Runs to completion, stdin empty, stdout and stderr collected. */
-  run(file: string, args: string[], timeoutMs: number): Promise<CommandResult>;
+  run(file: string, args: string[], timeoutMs: number, hide?: HiddenMount | null): Promise<CommandResult>;
   /**
    * Runs a command that detaches (`crun run -d`) with a fresh stream as its fd 3; resolves once it
    * exited. What the stream reads goes to `read`, synchronously; the chunk may be a view of a
    * buffer reused for the next read (it emits no 'data').
    */
-  runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult>;
+  runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null): Promise<ChannelResult>;
   /** Stops what `run` needs (if anything); a later call starts it again. */
   close(): Promise<void>;
 }
@@ -45,18 +56,26 @@ export function hostTool(commands: HostCommands, path: string): HostTool {
 
 const SIGNALS: Record<string, number> = { SIGKILL: 9, SIGTERM: 15 };
 
+/** The argv that runs `file args` as a separate process would: through the wrapper when a mount is hidden. */
+export function wrappedArgv(file: string, args: string[], hide: HiddenMount | null | undefined): [string, string[]] {
+  const full = [...(hide?.wrapper ?? []), file, ...args];
+  return [full[0] ?? file, full.slice(1)];
+}
+
 export class DirectCommands implements HostCommands {
-  run(file: string, args: string[], timeoutMs: number): Promise<CommandResult> {
+  run(file: string, args: string[], timeoutMs: number, hide?: HiddenMount | null): Promise<CommandResult> {
+    const [cmd, argv] = wrappedArgv(file, args, hide);
     return new Promise((resolve) => {
-      execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      execFile(cmd, argv, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
         const code = err === null ? 0 : typeof err.code === "number" ? err.code : err.signal ? 128 + (SIGNALS[err.signal] ?? 1) : 127;
         resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && typeof err.code !== "number" ? err.message : "") });
       });
     });
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult> {
-    const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null): Promise<ChannelResult> {
+    const [cmd, argv] = wrappedArgv(file, args, hide);
+    const child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
     const channel = child.stdio[3] as Duplex;
     channel.on("data", read); // a fresh buffer per read here: the fallback when no spawner runs
     let stderr = "";

@@ -20,10 +20,14 @@ export interface NativeTool {
 }
 
 async function build(cacheDir: string, name: string, source: string, flags: string[]): Promise<NativeTool> {
-  const src = join(projectRoot(), "src", "sandbox", "oci", "native", source);
+  const nativeDir = join(projectRoot(), "src", "sandbox", "oci", "native");
+  const src = join(nativeDir, source);
   const text = await readFile(src);
-  const hash = createHash("sha256").update(text).update(flags.join(" ")).digest("hex").slice(0, 16);
-  const dir = join(cacheDir, "bin", `${name}-${hash}`);
+  const hash = createHash("sha256").update(text);
+  // the local headers it includes are part of its content
+  for (const m of text.toString("utf8").matchAll(/^#include "([^"]+)"/gm)) hash.update(await readFile(join(nativeDir, m[1] ?? "")));
+  const digest = hash.update(flags.join(" ")).digest("hex").slice(0, 16);
+  const dir = join(cacheDir, "bin", `${name}-${digest}`);
   const path = join(dir, name);
   if (existsSync(path)) return { dir, path };
   await mkdir(dir, { recursive: true, mode: 0o755 });

@@ -4,7 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { buildSpawner } from "./native-tools.ts";
+import { DirectCommands } from "./host-commands.ts";
+import { buildSandboxHelper, buildSpawner } from "./native-tools.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 
 const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
@@ -78,6 +79,33 @@ void test("what a command leaves behind is reparented to the spawner, which reap
     for (let i = 0; i < 1000 && existsSync(`/proc/${orphan}`); i++) await new Promise((r) => setTimeout(r, 5));
     assert.equal(existsSync(`/proc/${orphan}`), false);
   } finally {
+    await s.close();
+  }
+});
+
+void test("a command run with a hidden mount runs in a private mount namespace without it; the host's table is unchanged", { skip: process.getuid?.() !== 0 ? "needs root" : false }, async () => {
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  const dir = mkdtempSync(join(tmpdir(), "spawner-hide-"));
+  const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]).status === 0;
+  try {
+    assert.ok(mounted, "tmpfs mounted for the test");
+    const seen = (out: string) => out.split("\n").some((l) => l.split(" ")[4] === dir);
+    const hidden = await s.run("cat", ["/proc/self/mountinfo"], 10_000, { dir, wrapper: ["/nonexistent/wrapper"] });
+    assert.equal(hidden.code, 0, hidden.stderr);
+    assert.equal(seen(hidden.stdout), false, "the mount is gone in the command's namespace (no wrapper exec: its path does not exist)");
+    assert.ok(hidden.stdout.includes(" /usr/bin/cat ") || hidden.stdout.includes(" /bin/cat "), "its binary is bind-mounted read-only over itself");
+    assert.equal(seen(readFileSync("/proc/self/mountinfo", "utf8")), true, "the host still has it");
+    const plain = await s.run("cat", ["/proc/self/mountinfo"], 10_000);
+    assert.equal(seen(plain.stdout), true);
+    // without a spawner the helper's unshare-cgroup2 does the same as a separate exec
+    const helper = (await buildSandboxHelper(cacheDir)).path;
+    const direct = await new DirectCommands().run("cat", ["/proc/self/mountinfo"], 10_000, { dir, wrapper: [helper, "unshare-cgroup2", dir] });
+    assert.equal(direct.code, 0, direct.stderr);
+    assert.equal(seen(direct.stdout), false);
+    assert.ok(direct.stdout.includes(" /usr/bin/cat ") || direct.stdout.includes(" /bin/cat "));
+  } finally {
+    if (mounted) spawnSync("umount", [dir]);
+    rmSync(dir, { recursive: true, force: true });
     await s.close();
   }
 });

@@ -12,7 +12,7 @@ import { createConnection, type OnReadOpts, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { STEP_READ_BUFFER_BYTES, type SandboxLogger } from "../types.ts";
-import { DirectCommands, type ChannelResult, type CommandResult, type HostCommands } from "./host-commands.ts";
+import { DirectCommands, type ChannelResult, type CommandResult, type HiddenMount, type HostCommands } from "./host-commands.ts";
 
 const START_TIMEOUT_MS = 10_000;
 /** sockaddr_un's path limit, with room for "/s". */
@@ -36,6 +36,11 @@ function request(fields: string[]): Buffer {
   const head = Buffer.alloc(4);
   head.writeUInt32BE(body.length);
   return Buffer.concat([head, body]);
+}
+
+/** A request's kind; "R/DIR" runs the command in a private mount namespace without the mount at /DIR (spawner.c, no wrapper exec). */
+function kind(k: "R" | "D", hide: HiddenMount | null): string {
+  return hide === null ? k : `${k}${hide.dir}`;
 }
 
 /** Parses a reply (pid, code, stdout, stderr); null while incomplete. */
@@ -111,25 +116,25 @@ export class ResidentSpawner implements HostCommands {
     private readonly logger: SandboxLogger,
   ) {}
 
-  async run(file: string, args: string[], timeoutMs: number): Promise<CommandResult> {
+  async run(file: string, args: string[], timeoutMs: number, hide: HiddenMount | null = null): Promise<CommandResult> {
     const r = await this.ensure();
-    if (r === null) return this.direct.run(file, args, timeoutMs);
-    const reply = await this.call(r, request(["R", "", file, ...args]), timeoutMs, "SIGTERM");
-    return reply ?? this.direct.run(file, args, timeoutMs);
+    if (r === null) return this.direct.run(file, args, timeoutMs, hide);
+    const reply = await this.call(r, request([kind("R", hide), "", file, ...args]), timeoutMs, "SIGTERM");
+    return reply ?? this.direct.run(file, args, timeoutMs, hide);
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void): Promise<ChannelResult> {
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide: HiddenMount | null = null): Promise<ChannelResult> {
     const r = await this.ensure();
-    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs, read);
+    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide);
     const token = randomBytes(12).toString("hex");
     // Read into one buffer per channel, reused for every read (a step's output flows through it).
     const buffer = Buffer.allocUnsafe(STEP_READ_BUFFER_BYTES);
     const channel = await this.connect(r.socketPath, { buffer, callback: (n) => (read(buffer.subarray(0, n)), true) }).catch(() => null);
-    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs, read);
+    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide);
     channel.on("error", () => {}); // the channel's owner (InitChannel) sees its close
     // registered before the run request: the spawner reads each connection's request in accept order
     await new Promise<void>((resolve) => channel.write(request(["C", token]), () => resolve()));
-    const reply = await this.call(r, request(["D", token, file, ...args]), timeoutMs, "SIGKILL");
+    const reply = await this.call(r, request([kind("D", hide), token, file, ...args]), timeoutMs, "SIGKILL");
     if (reply === null || reply.code !== 0) channel.destroy();
     return reply === null ? { code: 1, stderr: "the spawner went away", channel } : { code: reply.code, stderr: reply.stderr, channel };
   }

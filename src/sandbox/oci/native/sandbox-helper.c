@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "private-mount-ns.h"
 
 /* Copies both ways between a and b until both directions are closed (one child per connection). */
 __attribute__((noreturn)) static void relay(int a, int b) {
@@ -316,26 +317,9 @@ static int mkdir_p(const char *dir) {
   return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* In our private mount namespace, CMD's binary becomes a read-only bind mount of itself: what crun
- * (like runc, against CVE-2019-5736) would otherwise do by re-executing a protected copy of itself. */
-static void protect_exe(char **argv, char *path, size_t len) {
-  const char *dirs = strchr(argv[0], '/') ? "" : getenv("PATH");
-  for (const char *d = dirs ? dirs : ""; ; d = strchr(d, ':') + 1) {
-    size_t n = strcspn(d, ":");
-    snprintf(path, len, "%.*s%s%s", (int)n, d, n ? "/" : "", argv[0]);
-    if (access(path, X_OK) == 0) break;
-    if (!strchr(d, ':')) { snprintf(path, len, "%s", argv[0]); return; }
-  }
-  if (mount(path, path, NULL, MS_BIND, NULL) == 0 && mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) == 0)
-    setenv("_LIBCONTAINER_CLONED_BINARY", "1", 1);
-}
-
 static int run_unshare(char *dir, char **argv) {
   static char exe[4096];
-  if (unshare(CLONE_NEWNS) != 0) { perror("deltaci: unshare"); return 125; }
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) { perror("deltaci: make-private"); return 125; }
-  if (umount2(dir, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) { perror("deltaci: umount"); return 125; }
-  protect_exe(argv, exe, sizeof exe);
+  if (hide_mount(dir, argv, exe, sizeof exe) != 0) return 125;
   execv(exe, argv);
   fprintf(stderr, "deltaci: cannot run %s: %s\n", argv[0], strerror(errno));
   return 127;

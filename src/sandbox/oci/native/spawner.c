@@ -11,6 +11,10 @@
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
  *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
  *                        take what its stderr holds (its detached children may keep the pipe)
+ *   "R/DIR" or "D/DIR"   the same, run in a private mount namespace without the mount at /DIR
+ *                        (hybrid cgroup hosts: crun 1.8 refuses the cgroup2 mount), ARGV's binary
+ *                        bind-mounted read-only over itself: what sandbox-helper's unshare-cgroup2
+ *                        does, done in the forked child instead of an extra exec
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
  * One process, one poll loop: each command is one fork+exec of this small process (no request
@@ -35,6 +39,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "private-mount-ns.h"
 
 #define REQ_MAX (1 << 20)
 #define OUT_MAX (16 << 20)
@@ -153,7 +158,7 @@ static void maybe_finish(struct cmd *c) {
 }
 
 /* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the rest once it ends. */
-static void start(int conn, int chan, char kind, char **argv) {
+static void start(int conn, int chan, char kind, const char *hide, char **argv) {
   struct cmd *c = NULL;
   for (int i = 0; i < MAX_CMDS && c == NULL; i++) if (cmds[i].pid == 0) c = &cmds[i];
   int out[2] = {-1, -1}, err[2] = {-1, -1};
@@ -174,7 +179,11 @@ static void start(int conn, int chan, char kind, char **argv) {
     place(kind == 'R' ? out[1] : null, 1);
     place(err[1], 2);
     if (chan >= 0) place(chan, 3);
-    execvp(argv[0], argv);
+    if (hide != NULL) {
+      static char exe[4096];
+      if (hide_mount(hide, argv, exe, sizeof exe) != 0) _exit(125);
+      execv(exe, argv);
+    } else execvp(argv[0], argv);
     dprintf(2, "deltaci spawner: exec %s: %s", argv[0], strerror(errno));
     _exit(127);
   }
@@ -224,7 +233,9 @@ static void serve(int conn) {
   for (char *p = req; p < req + len && n < 4095; p += strlen(p) + 1) fields[n++] = p;
   fields[n] = NULL;
   char kind = n > 0 ? fields[0][0] : 0;
-  if (kind == 'C' && n == 2) {
+  const char *hide = n > 0 && fields[0][0] != 0 && fields[0][1] == '/' ? fields[0] + 1 : NULL;
+  if (n > 0 && kind != 0 && fields[0][1] != 0 && hide == NULL) kind = 0; /* a malformed kind */
+  if (kind == 'C' && n == 2 && hide == NULL) {
     for (int i = 0; i < CHANNELS; i++) {
       if (channels[i].fd == 0) {
         snprintf(channels[i].token, sizeof channels[i].token, "%s", fields[1]);
@@ -236,7 +247,7 @@ static void serve(int conn) {
   } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
-      start(conn, chan, kind, fields + 2);
+      start(conn, chan, kind, hide, fields + 2);
       free(req);
       return;
     }

@@ -58,6 +58,16 @@ export function stateStoreConformance(f: StoreFactory, box: () => SecretBox): vo
       }
     });
 
+  void withStores("a write whose statement the driver refuses (never sent) commits nothing of its transaction", async ({ a, b }) => {
+    // postgres.js rejects an undefined parameter on the client: nothing aborts on the server, so a
+    // COMMIT sent behind it would commit the transaction's other writes.
+    await assert.rejects(a.write(async (tx) => {
+      await tx.setKv("conformance-first", "1");
+      await tx.setKv("conformance-second", undefined as unknown as string);
+    }));
+    assert.equal(await b.getKv("conformance-first"), undefined, "the first write was rolled back with the second");
+  });
+
   void withStores("jobs round-trip, secrets included; list filters and pages by seq", async ({ a, b }) => {
     const j1 = await addJob(a, { secrets: { TOKEN: "s3cret" }, fork: true });
     const j2 = await addJob(a, { name: "other" });

@@ -26,16 +26,19 @@ import { migrations } from "./migrations.ts";
 export type Db = Database.Database;
 
 /**
- * better-sqlite3's addon where its install builds it, given to `new Database`: without it the
- * `bindings` package finds it by trial, a dozen failing requires (~10 ms of a `deltaci run`'s
- * server start). Not found there (another build layout): the options leave it to `bindings`.
+ * better-sqlite3's addon where its install builds it (a release build, else a debug one), given
+ * to `new Database`: without it the `bindings` package finds it by trial, a dozen failing requires
+ * (~10 ms of a `deltaci run`'s server start), and inside our bundle `bindings` would search from
+ * the bundle's path, not the package's. Neither there: an error that says what to do.
  */
 function addonOptions(): Database.Options {
-  try {
-    return { nativeBinding: createRequire(import.meta.url).resolve("better-sqlite3/build/Release/better_sqlite3.node") };
-  } catch {
-    return {};
+  const require = createRequire(import.meta.url);
+  for (const build of ["Release", "Debug"]) {
+    try {
+      return { nativeBinding: require.resolve(`better-sqlite3/build/${build}/better_sqlite3.node`) };
+    } catch {}
   }
+  throw new Error("better-sqlite3's native addon is not built (no build/Release or build/Debug in its package): run `npm rebuild better-sqlite3` or `bash scripts/setup.sh`");
 }
 
 import type { TxHooks } from "../engine/state-store.ts";

@@ -122,13 +122,24 @@ async function appendAt(ctx: EngineContext, leaseHash: string, range: ContentRan
  */
 async function awaitTurn(ctx: EngineContext, leaseHash: string, start: number, signal?: AbortSignal): Promise<void> {
   const deadline = ctx.clock.now() + LOG_ORDER_WAIT_MS;
+  let jobId: string | null = null;
   for (;;) {
-    const a = await ctx.store.getAttemptByLeaseHash(leaseHash);
-    const leaseEnd = a && LIVE_ATTEMPT.has(a.state) ? (a.expiresAt ?? 0) : Infinity;
-    const left = Math.min(deadline, leaseEnd) - ctx.clock.now();
-    if (!a || a.logBytes >= start || left <= 0 || signal?.aborted || ctx.lifecycle.stopping) return;
-    // Subscribed in this same turn as the read: an append committing meanwhile still wakes us.
-    if (!(await ctx.events.wait([keys.log(a.jobId), keys.shutdown], left, ctx.clock, signal))) return;
+    // Armed before the read (once the job is known): an append committing while the read is out
+    // (a PostgreSQL round trip) still wakes us. The first turn's read learns the job.
+    const armed = jobId === null ? null : ctx.events.arm([keys.log(jobId), keys.shutdown]);
+    try {
+      const a = await ctx.store.getAttemptByLeaseHash(leaseHash);
+      const leaseEnd = a && LIVE_ATTEMPT.has(a.state) ? (a.expiresAt ?? 0) : Infinity;
+      const left = Math.min(deadline, leaseEnd) - ctx.clock.now();
+      if (!a || a.logBytes >= start || left <= 0 || signal?.aborted || ctx.lifecycle.stopping) return;
+      if (armed === null) {
+        jobId = a.jobId; // read again, armed this time
+        continue;
+      }
+      if (!(await armed.wait(left, ctx.clock, signal))) return;
+    } finally {
+      armed?.off();
+    }
   }
 }
 

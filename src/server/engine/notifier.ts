@@ -32,10 +32,22 @@ export class Notifier {
 
   /** Resolves true when any key fires, false after `ms` or when `signal` aborts. */
   async wait(keys: string[], ms: number, clock: Clock, signal?: AbortSignal): Promise<boolean> {
-    if (ms <= 0 || signal?.aborted) return false;
+    const armed = this.arm(keys);
+    try {
+      return await armed.wait(ms, clock, signal);
+    } finally {
+      armed.off();
+    }
+  }
+
+  /**
+   * Listens to `keys` from now on: arm before reading the state a wait depends on, then wait.
+   * A wake that fires between the read and the wait (a commit while the read's round trip was
+   * out: PostgreSQL) is kept, and the wait returns at once; subscribing after the read would
+   * miss it and sleep the whole wait. `off()` when done (a `finally`).
+   */
+  arm(keys: string[]): ArmedWait {
     const stop = new AbortController();
-    const onAbort = () => stop.abort();
-    signal?.addEventListener("abort", onAbort, { once: true });
     let fired = false;
     const offs = keys.map((k) =>
       this.on(k, () => {
@@ -43,13 +55,23 @@ export class Notifier {
         stop.abort();
       }),
     );
-    try {
-      await clock.sleep(ms, stop.signal).catch(() => undefined);
-    } finally {
-      for (const off of offs) off();
-      signal?.removeEventListener("abort", onAbort);
-    }
-    return fired;
+    return {
+      wait: async (ms, clock, signal) => {
+        if (fired) return true;
+        if (ms <= 0 || signal?.aborted) return false;
+        const onAbort = () => stop.abort();
+        signal?.addEventListener("abort", onAbort, { once: true });
+        try {
+          await clock.sleep(ms, stop.signal).catch(() => undefined);
+        } finally {
+          signal?.removeEventListener("abort", onAbort);
+        }
+        return fired;
+      },
+      off: () => {
+        for (const off of offs) off();
+      },
+    };
   }
 
   get size(): number {
@@ -57,6 +79,13 @@ export class Notifier {
     for (const s of this.listeners.values()) n += s.size;
     return n;
   }
+}
+
+/** A subscription made ahead of the wait (Notifier.arm). */
+export interface ArmedWait {
+  /** True at once if a key fired since `arm`; else as `Notifier.wait`. Once per arm. */
+  wait(ms: number, clock: Clock, signal?: AbortSignal): Promise<boolean>;
+  off(): void;
 }
 
 export const keys = {

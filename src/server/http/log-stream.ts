@@ -27,15 +27,21 @@ export function followLog(ctx: EngineContext, blobs: LogBlobs, jobId: string, at
     }
     let at = offset;
     while (!signal.aborted && !ctx.lifecycle.stopping) {
-      const bytes = await readLog(ctx, blobs, jobId, attempt, at, PIECE_BYTES);
-      if (bytes.length > 0) {
-        at += bytes.length;
-        yield bytes;
-        continue;
+      // Armed before the reads: an append or state change committed while they are out still wakes us.
+      const armed = ctx.events.arm([keys.log(jobId), keys.job(jobId), keys.shutdown]);
+      try {
+        const bytes = await readLog(ctx, blobs, jobId, attempt, at, PIECE_BYTES);
+        if (bytes.length > 0) {
+          at += bytes.length;
+          yield bytes;
+          continue;
+        }
+        const a = await ctx.store.getAttempt(jobId, attempt);
+        if (!a || !FOLLOWED.has(a.state)) return;
+        await armed.wait(FOLLOW_WAIT_MS, ctx.clock, signal);
+      } finally {
+        armed.off();
       }
-      const a = await ctx.store.getAttempt(jobId, attempt);
-      if (!a || !FOLLOWED.has(a.state)) return;
-      await ctx.events.wait([keys.log(jobId), keys.job(jobId), keys.shutdown], FOLLOW_WAIT_MS, ctx.clock, signal);
     }
   }
   return Readable.from(gen(), { objectMode: false });

@@ -2,24 +2,27 @@
  * Full protocol cycles per second: lease → heartbeat → log 4 KiB → complete, 16 concurrent
  * runners, against `deltaci server` in its own process: SQLite (durability full, then normal),
  * then PostgreSQL with 1 and 2 replicas (runners spread over them; server CPU is the replicas'
- * node processes, PostgreSQL's own CPU not included), then the cross-replica pickup latency.
+ * node processes; `dbCpuMsPerCycle` is the CPU of the PostgreSQL backends serving the bench's
+ * database, read from /proc: the cluster runs on this host), then the cross-replica pickup latency.
  * Jobs and runner sessions are prepared before the clock starts, and each server first runs
  * WARMUP cycles (default: as many as measured; V8 optimizes the hot paths meanwhile), as the
  * baseline does. Baseline in the same run: requests/s of a bare Fastify JSON route with the same
  * concurrency and client, after 2,000 warm-up requests.
  * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
- * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles] [--sqlite-only]
- * (--sqlite-only: the baseline and the two SQLite rounds, no PostgreSQL; for iterating on the server's hot path)
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles] [--sqlite-only|--pg-only]
+ * (--sqlite-only: the baseline and the two SQLite rounds, no PostgreSQL; --pg-only: the baseline and
+ * the PostgreSQL rounds, no SQLite; for iterating on the server's hot path)
  * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
  * (one .cpuprofile per server process, written when it exits).
  */
 import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs, type Child } from "./lib/protocol-client.ts";
-import { crossReplicaPickup, startReplicas } from "./lib/replica-bench.ts";
+import { crossReplicaPickup, startReplicas, type Replicas } from "./lib/replica-bench.ts";
 import { loadavg } from "node:os";
 
 const SQLITE_ONLY = process.argv.includes("--sqlite-only");
+const PG_ONLY = process.argv.includes("--pg-only");
 const ARGS = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const CYCLES = Number(ARGS[0] ?? 4000);
 const CONC = Number(ARGS[1] ?? 16);
@@ -52,7 +55,7 @@ async function sqliteRate(durability: "full" | "normal"): Promise<Record<string,
 async function pgRate(replicas: number): Promise<Record<string, number | string>> {
   const r = await startReplicas(replicas, ["--lease-ttl", "5m"]);
   try {
-    return { store: "postgres", replicas, ...(await cycleRate(r.servers)) };
+    return { store: "postgres", replicas, ...(await cycleRate(r.servers, r.backendCpuMs)) };
   } finally {
     await r.stop();
   }
@@ -83,7 +86,7 @@ async function runCycles(clients: Client[], sess: string[]): Promise<number> {
 }
 
 /** Cycles/s and the servers' CPU per cycle, after WARMUP unmeasured cycles on the same servers (errors: both runs). */
-async function cycleRate(servers: Server[]): Promise<Record<string, number | string>> {
+async function cycleRate(servers: Server[], backendCpuMs?: Replicas["backendCpuMs"]): Promise<Record<string, number | string>> {
   const clients = servers.map((s) => new Client(s.url));
   const c = clients[0] as Client;
   const srv = servers[0] as Server;
@@ -94,15 +97,19 @@ async function cycleRate(servers: Server[]): Promise<Record<string, number | str
     }
     const warm = await runCycles(clients, sess.slice(0, WARMUP));
     const cpu = () => servers.reduce((n, s) => n + processCpuMs(s.proc.pid as number), 0);
+    // The pools are full after the warm-up: the backends serving them now serve the measured cycles.
+    const db0 = await backendCpuMs?.();
     const cpu0 = cpu();
     const t = performance.now();
     const errors = warm + (await runCycles(clients, sess.slice(WARMUP)));
     const secs = (performance.now() - t) / 1000;
     const cpuMsPerCycle = (cpu() - cpu0) / CYCLES;
+    const db = db0 && backendCpuMs && { dbCpuMsPerCycle: Math.round((((await backendCpuMs(db0.pids)).ms - db0.ms) / CYCLES) * 1000) / 1000, dbBackends: db0.pids.length };
     return {
       cycles: CYCLES, warmupCycles: WARMUP, seconds: Math.round(secs * 1000) / 1000, cyclesPerSec: Math.round(CYCLES / secs), requestsPerSec: Math.round((4 * CYCLES) / secs), errors,
       serverCpuMsPerCycle: Math.round(cpuMsPerCycle * 1000) / 1000,
       cyclesPerSecPerServerCore: Math.round(1000 / cpuMsPerCycle),
+      ...db,
     };
   } finally {
     for (const x of clients) await x.close();
@@ -124,8 +131,8 @@ async function main(): Promise<void> {
     await b.close();
     await bare.stop();
   }
-  const full = await sqliteRate("full");
-  const normal = await sqliteRate("normal");
+  const full = PG_ONLY ? null : await sqliteRate("full");
+  const normal = PG_ONLY ? null : await sqliteRate("normal");
   const pg1 = SQLITE_ONLY ? null : await pgRate(1);
   const pg2 = SQLITE_ONLY ? null : await pgRate(2);
   const pickup = SQLITE_ONLY ? null : await crossReplicaPickup(PICKUPS);
@@ -138,11 +145,11 @@ async function main(): Promise<void> {
     postgres1: pg1,
     postgres2: pg2,
     crossReplicaPickupMs: pickup && { ...pickup, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
-    postgresCluster: "test cluster from scripts/services/postgres.sh (fsync off); PostgreSQL's CPU not counted in serverCpuMsPerCycle",
+    postgresCluster: "test cluster from scripts/services/postgres.sh (fsync off); PostgreSQL's CPU not counted in serverCpuMsPerCycle (dbCpuMsPerCycle: its backends')",
     loadAverageAtStart: load,
     loadAverageAtEnd: loadavg()[0],
     baseline: { bareFastifyRequestsPerSec: bareReqPerSec, bareCyclesPerSecEquivalent: Math.round(bareReqPerSec / 4), bareServerCpuMsPerRequest: bareCpuMsPerRequest },
-    ratioToBare: {
+    ratioToBare: full && normal && {
       full: Math.round(((full.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
       normal: Math.round(((normal.requestsPerSec as number) / bareReqPerSec) * 1000) / 1000,
       serverCpuPerRequestFull: Math.round(((full.serverCpuMsPerCycle as number) / 4 / bareCpuMsPerRequest) * 100) / 100,

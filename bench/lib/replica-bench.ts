@@ -10,11 +10,37 @@ import { performance } from "node:perf_hooks";
 import { newKey, writeKeyFile } from "../../src/server/secrets/key-file.ts";
 import { newToken } from "../../src/base/ids.ts";
 import { createTestDatabase, type TestDatabase } from "../../test/support/pg-test-db.ts";
-import { Client, sessions, spawnDeltaciPg, summary, jobSpec, type Child } from "./protocol-client.ts";
+import { connectPg } from "../../src/server/db/pg/pg-state-store.ts";
+import { Client, processCpuMs, sessions, spawnDeltaciPg, summary, jobSpec, type Child } from "./protocol-client.ts";
 
 export interface Replicas {
   servers: Array<Child & { apiToken: string; controllerToken: string }>;
+  /** CPU (ms) the PostgreSQL backends now serving the database have used so far, and their pids; 0 and none when /proc has not got them (a remote cluster). */
+  backendCpuMs: (pids?: readonly number[]) => Promise<{ ms: number; pids: number[] }>;
   stop(): Promise<void>;
+}
+
+/** The pids of the backends connected to `url`'s database, other than the asking one. */
+async function backendPids(url: string): Promise<number[]> {
+  const sql = connectPg(url, { max: 1, applicationName: "deltaci-bench-probe" });
+  try {
+    const rows = await sql`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`;
+    return rows.map((r) => r.pid as number);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+function cpuOf(pids: readonly number[]): number {
+  let ms = 0;
+  for (const pid of pids) {
+    try {
+      ms += processCpuMs(pid);
+    } catch {
+      // a backend that exited, or a cluster on another host
+    }
+  }
+  return ms;
 }
 
 /** `n` replicas on a fresh database, sharing their tokens and one secrets key file. */
@@ -35,7 +61,11 @@ export async function startReplicas(n: number, args: string[]): Promise<Replicas
     await stop();
     throw err;
   }
-  return { servers, stop };
+  const backendCpuMs = async (pids?: readonly number[]) => {
+    const p = pids ? [...pids] : await backendPids(db.url);
+    return { ms: cpuOf(p), pids: p };
+  };
+  return { servers, backendCpuMs, stop };
 }
 
 /** `samples` times: a runner long-polls B, a job is submitted on A; ms from sending the submit to B's lease answer. */

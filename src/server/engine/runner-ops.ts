@@ -41,10 +41,11 @@ export async function lease(ctx: EngineContext, sessionHash: string, waitMs: num
   const holder: { held: Promise<Lease | null> | null } = { held: null };
   const immediate = await ctx.store.write(async (tx) => {
     const now = ctx.clock.now();
-    const runner = await tx.getRunnerBySession(sessionHash);
+    // Both sent at once (one round trip on PostgreSQL); the keys are read once the runner's row is held.
+    const [runner, queued] = await Promise.all([tx.getRunnerBySession(sessionHash), tx.queuedReqKeys()]);
     if (!runner || runner.sessionExpiresAt <= now) throw new DeltaError("E_TOKEN_INVALID", "session token is unknown or expired");
     if (runner.sessionUsed) throw new DeltaError("E_SESSION_USED", "this session already leased its one job");
-    const fit = (await tx.queuedReqKeys()).filter((k) => matches(parseReqKey(k), runner.capabilities));
+    const fit = queued.filter((k) => matches(parseReqKey(k), runner.capabilities));
     const job = fit.length > 0 ? await tx.oldestQueued(fit) : undefined;
     if (job) return claim(ctx, tx, job, runner);
     if (wait <= 0 || signal.aborted || ctx.lifecycle.stopping) return null;

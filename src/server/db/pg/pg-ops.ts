@@ -16,6 +16,8 @@ import {
 import { PgGc } from "./pg-gc.ts";
 
 const LIVE_STATES = ["leased", "running", "canceling"];
+/** Transition rows per INSERT (`flush`). */
+const TRANSITIONS_PER_INSERT = 1000;
 
 /** `postgres` values a row field may carry (what sqlValue gives). */
 type Val = string | number | null;
@@ -29,6 +31,8 @@ export class PgOps implements StateOps {
   private readonly locked = new Map<string, Raw | null>();
   /** Writes of this transaction sent but not yet answered (see `put`). */
   private readonly pending: Array<Promise<unknown>> = [];
+  /** Transition rows of this transaction not sent yet: one INSERT takes them all (`flush`). */
+  private readonly transitions: Array<Record<string, Val>> = [];
   private readonly gc: PgGc;
 
   constructor(
@@ -53,9 +57,9 @@ export class PgOps implements StateOps {
   /**
    * A write. In a transaction it is sent without waiting for its answer: the connection runs
    * statements in order, so later reads see it, and writes sent in one turn share one packet.
-   * `settle()` (before the commit) waits for every answer; a failed write fails the transaction.
+   * `settle()` waits for every answer; a failed write fails the transaction.
    */
-  private async put(q: PendingQuery<Row[]>): Promise<void> {
+  protected async put(q: PendingQuery<Row[]>): Promise<void> {
     if (!this.locking) {
       await q;
       return;
@@ -65,9 +69,23 @@ export class PgOps implements StateOps {
     this.pending.push(p);
   }
 
-  /** Waits for every write sent in this transaction; throws the first failure. */
+  /**
+   * Waits for every write sent in this transaction; throws the first failure. The store also
+   * settles after COMMIT (sent behind the writes, in their round trip): a write that failed
+   * aborted the transaction, so COMMIT rolled back, and its error is the operation's.
+   */
   async settle(): Promise<void> {
+    this.flush();
     await Promise.all(this.pending.splice(0));
+  }
+
+  /** Sends the rows buffered for one statement (transitions); the store calls it before COMMIT. */
+  flush(): void {
+    while (this.transitions.length > 0) {
+      // A statement takes at most 65,535 parameters (6 a row): a sweep over many jobs sends several.
+      const rows = this.transitions.splice(0, TRANSITIONS_PER_INSERT);
+      void this.put(this.q`INSERT INTO transitions ${this.q(rows, "job_id", "attempt", "at", "from_state", "to_state", "reason")}`);
+    }
   }
 
   private jobs(rows: readonly Raw[]): JobRow[] {
@@ -132,15 +150,23 @@ export class PgOps implements StateOps {
     if (reqKeys.length === 0) return undefined;
     const keys = [...reqKeys];
     // The head of each key (an index probe each), oldest first; without locks yet.
-    const heads = await this.q`SELECT j.id FROM unnest(${keys}::text[]) AS k(key),
-      LATERAL (SELECT id, seq FROM jobs WHERE state = 'queued' AND req_key = k.key ORDER BY seq LIMIT 1) AS j ORDER BY j.seq`;
-    if (!this.locking) return heads[0] ? this.getJob(heads[0].id as string) : undefined;
-    for (const h of heads) {
-      const [r] = await this.q`SELECT * FROM jobs WHERE id = ${h.id as string} AND state = 'queued' FOR UPDATE SKIP LOCKED`;
-      if (r) return this.lockedJob(r);
+    if (!this.locking) {
+      const heads = await this.q`SELECT j.id FROM unnest(${keys}::text[]) AS k(key),
+        LATERAL (SELECT id, seq FROM jobs WHERE state = 'queued' AND req_key = k.key ORDER BY seq LIMIT 1) AS j ORDER BY j.seq`;
+      return heads[0] ? this.getJob(heads[0].id as string) : undefined;
     }
-    // Every head is being claimed by another transaction: the next queued job no one holds.
-    if (heads.length === 0) return undefined;
+    // One key (the usual case): its queue in seq order on the index, the first row no one holds.
+    const [key] = keys;
+    if (keys.length === 1 && key !== undefined) {
+      const [r] = await this.q`SELECT * FROM jobs WHERE state = 'queued' AND req_key = ${key} ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`;
+      return r ? this.lockedJob(r) : undefined;
+    }
+    // The oldest head of the keys (an index probe each) that no one holds, in one statement.
+    const [head] = await this.q`SELECT * FROM jobs WHERE state = 'queued' AND id IN (SELECT j.id FROM unnest(${keys}::text[]) AS k(key),
+        LATERAL (SELECT id FROM jobs WHERE state = 'queued' AND req_key = k.key ORDER BY seq LIMIT 1) AS j)
+      ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`;
+    if (head) return this.lockedJob(head);
+    // Every head is being claimed by another transaction (or none is left): the next queued job no one holds.
     const [r] = await this.q`SELECT * FROM jobs WHERE state = 'queued' AND req_key = ANY(${keys}) ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED`;
     return r ? this.lockedJob(r) : undefined;
   }
@@ -193,13 +219,20 @@ export class PgOps implements StateOps {
   }
 
   async getAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined> {
-    const [r] = await this.q`SELECT * FROM attempts WHERE lease_hash = ${hash}`;
-    if (!r || !this.locking) return r ? toAttempt(r) : undefined;
-    // The hash names one attempt for good; its row is read again once its job is held.
+    if (!this.locking) {
+      const [r] = await this.q`SELECT * FROM attempts WHERE lease_hash = ${hash}`;
+      return r ? toAttempt(r) : undefined;
+    }
+    // The hash names one attempt, of one job, for good: that job is locked and the attempt read
+    // by the next statement, once the lock is held; both sent at once, one round trip.
+    const [jobs, [r]] = await Promise.all([
+      this.q`SELECT * FROM jobs WHERE id = (SELECT job_id FROM attempts WHERE lease_hash = ${hash}) FOR UPDATE`.execute(),
+      this.q`SELECT * FROM attempts WHERE lease_hash = ${hash}`.execute(),
+    ]);
+    if (!r) return undefined;
     const jobId = r.job_id as string;
-    if (this.locked.has(jobId)) return toAttempt(r);
-    const [again] = await this.readLocked([jobId], this.q`SELECT * FROM attempts WHERE lease_hash = ${hash}`);
-    return again ? toAttempt(again) : undefined;
+    if (!this.locked.has(jobId)) this.locked.set(jobId, jobs[0] ?? null);
+    return toAttempt(r);
   }
 
   async getLeasedAttempt(hash: string): Promise<{ a: AttemptRow; job: JobRow | undefined } | undefined> {
@@ -234,10 +267,14 @@ export class PgOps implements StateOps {
   }
 
   async addTransition(jobId: string, t: TransitionRow): Promise<void> {
-    await this.put(this.q`INSERT INTO transitions(job_id, attempt, at, from_state, to_state, reason) VALUES (${jobId}, ${t.attempt}, ${t.at}, ${t.from}, ${t.to}, ${t.reason})`);
+    const row = { job_id: jobId, attempt: t.attempt, at: t.at, from_state: t.from, to_state: t.to, reason: t.reason };
+    // In a transaction the rows wait for one INSERT at the end (their ids keep their order).
+    if (this.locking) this.transitions.push(row);
+    else await this.q`INSERT INTO transitions ${this.q(row)}`;
   }
 
   async listTransitions(jobId: string): Promise<TransitionRow[]> {
+    this.flush();
     return (await this.q`SELECT * FROM transitions WHERE job_id = ${jobId} ORDER BY id`).map(toTransition);
   }
 

@@ -10,8 +10,12 @@ import type { ReplicaFeed } from "../../engine/state-store.ts";
 import { PG_LOCKS } from "./pg-schema.ts";
 
 export const NOTIFY_CHANNEL = "deltaci";
-/** NOTIFY payloads are limited to 8000 bytes; keys are far shorter. */
+/** Between the replica's id and its keys. */
 const SEP = "|";
+/** Between the keys of one payload (keys hold ids, `:` and digits, never a space). */
+const KEY_SEP = " ";
+/** NOTIFY payloads are limited to 8000 bytes: a transaction's keys go in payloads of at most this many characters. */
+const PAYLOAD_MAX = 7000;
 
 export class PgReplicas {
   /** Tags this replica's NOTIFYs, so it skips its own. */
@@ -20,8 +24,19 @@ export class PgReplicas {
 
   constructor(private readonly sql: Sql<{ bigint: number }>) {}
 
+  /** A transaction's keys in as few payloads as fit (usually one): a NOTIFY each, heard by every listener. */
   payloads(keys: readonly string[]): string[] {
-    return [...new Set(keys)].map((k) => `${this.id}${SEP}${k}`);
+    const out: string[] = [];
+    let cur = "";
+    for (const k of new Set(keys)) {
+      if (cur !== "" && cur.length + k.length >= PAYLOAD_MAX) {
+        out.push(cur);
+        cur = "";
+      }
+      cur = cur === "" ? `${this.id}${SEP}${k}` : `${cur}${KEY_SEP}${k}`;
+    }
+    if (cur !== "") out.push(cur);
+    return out;
   }
 
   async subscribe(feed: ReplicaFeed): Promise<() => Promise<void>> {
@@ -30,7 +45,7 @@ export class PgReplicas {
       (payload) => {
         const at = payload.indexOf(SEP);
         if (at < 0 || payload.slice(0, at) === this.id) return;
-        feed.onKey(payload.slice(at + 1));
+        for (const k of payload.slice(at + 1).split(KEY_SEP)) feed.onKey(k);
       },
       () => feed.onConnect(),
     );

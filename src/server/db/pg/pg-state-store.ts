@@ -3,7 +3,7 @@
  * `write` (no group commit: the database serves several replicas), retried when PostgreSQL
  * breaks a deadlock or a serialization conflict. See pg-ops.ts for what a transaction locks.
  */
-import postgres, { type Sql } from "postgres";
+import postgres, { type PendingQuery, type Row, type Sql } from "postgres";
 import type { ReplicaFeed, StateStore, StateTx, TxHooks } from "../../engine/state-store.ts";
 import { SecretBox } from "../../secrets/secret-box.ts";
 import { storedSecrets } from "../rows.ts";
@@ -55,6 +55,10 @@ class PgTx extends PgOps implements StateTx {
   broadcast(key: string): void {
     this.hooks.broadcast(key);
   }
+  /** A write of the store's own (see `put`): sent now, answered by `settle`. */
+  send(q: PendingQuery<Row[]>): Promise<void> {
+    return this.put(q);
+  }
 }
 
 export class PgStateStore extends PgOps implements StateStore {
@@ -92,19 +96,21 @@ export class PgStateStore extends PgOps implements StateStore {
       const undo: Array<() => void> = [];
       const sent: string[] = [];
       const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: (k) => sent.push(k) };
+      let tx: PgTx | undefined;
       try {
         const value = await this.sql.begin(async (t) => {
+          tx = new PgTx(t, this.box, hooks);
           // Heartbeats: a lost one costs a re-send, not an fsync per beat (sent ahead of fn's queries, no round trip of its own).
-          const relaxed = opts?.durable === false ? t`SET LOCAL synchronous_commit = off`.execute() : null;
-          relaxed?.catch(() => undefined); // awaited below; this only keeps an early throw of fn from leaving it unhandled
-          const tx = new PgTx(t, this.box, hooks);
+          if (opts?.durable === false) await tx.send(t`SET LOCAL synchronous_commit = off`);
           const result = await fn(tx);
-          await tx.settle();
-          await relaxed;
+          tx.flush();
           // Delivered by PostgreSQL at commit, and only if it commits.
-          if (sent.length > 0) await t`SELECT pg_notify(${NOTIFY_CHANNEL}, p) FROM unnest(${this.replicas.payloads(sent)}::text[]) AS p`;
+          if (sent.length > 0) await tx.send(t`SELECT pg_notify(${NOTIFY_CHANNEL}, p) FROM unnest(${this.replicas.payloads(sent)}::text[]) AS p`);
+          // Not waited for: `begin` sends COMMIT right behind the writes, in the same round trip.
           return result;
         });
+        // COMMIT answered after every write; one that failed made it a rollback (settle throws its error).
+        await tx?.settle();
         for (const f of after) {
           try {
             f();

@@ -70,9 +70,8 @@ export class PgOps implements StateOps {
   }
 
   /**
-   * Waits for every write sent in this transaction; throws the first failure. The store also
-   * settles after COMMIT (sent behind the writes, in their round trip): a write that failed
-   * aborted the transaction, so COMMIT rolled back, and its error is the operation's.
+   * Waits for every write sent in this transaction; throws the first failure. The store settles
+   * before COMMIT: a write the client rejected without sending it aborted nothing on the server.
    */
   async settle(): Promise<void> {
     this.flush();

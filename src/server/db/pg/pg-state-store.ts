@@ -96,21 +96,21 @@ export class PgStateStore extends PgOps implements StateStore {
       const undo: Array<() => void> = [];
       const sent: string[] = [];
       const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: (k) => sent.push(k) };
-      let tx: PgTx | undefined;
       try {
         const value = await this.sql.begin(async (t) => {
-          tx = new PgTx(t, this.box, hooks);
+          const tx = new PgTx(t, this.box, hooks);
           // Heartbeats: a lost one costs a re-send, not an fsync per beat (sent ahead of fn's queries, no round trip of its own).
           if (opts?.durable === false) await tx.send(t`SET LOCAL synchronous_commit = off`);
           const result = await fn(tx);
           tx.flush();
-          // Delivered by PostgreSQL at commit, and only if it commits.
+          // Delivered by PostgreSQL at commit, and only if it commits; sent behind the writes.
           if (sent.length > 0) await tx.send(t`SELECT pg_notify(${NOTIFY_CHANNEL}, p) FROM unnest(${this.replicas.payloads(sent)}::text[]) AS p`);
-          // Not waited for: `begin` sends COMMIT right behind the writes, in the same round trip.
+          // Every write's answer before COMMIT. Not after it: the client rejects some statements
+          // without sending them (an undefined parameter, too many parameters), which aborts
+          // nothing on the server, so a COMMIT sent behind them would commit the rest.
+          await tx.settle();
           return result;
         });
-        // COMMIT answered after every write; one that failed made it a rollback (settle throws its error).
-        await tx?.settle();
         for (const f of after) {
           try {
             f();

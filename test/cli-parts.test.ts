@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadClientConfig } from "../src/config/client-config.ts";
@@ -16,6 +16,7 @@ import { JobFileParser } from "../src/jobfile/parse.ts";
 import { StatusLine } from "../src/cli/run/status-line.ts";
 import { checkIsolation } from "../src/cli/run/isolation.ts";
 import { systemClock } from "../src/base/clock.ts";
+import { isDeltaError } from "../src/base/errors.ts";
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), "deltaci-cli-test-"));
@@ -129,6 +130,24 @@ void test("source packing: a plain directory honours its .gitignore files", asyn
   const list = await listSourceFiles(dir);
   assert.equal(list.mode, "gitignore");
   assert.deepEqual(list.files, [".gitignore", "a.txt", "sub/.gitignore", "sub/c.txt"]);
+});
+
+void test("source packing: names with spaces and newlines, in one child process; no git in PATH is a usage error naming git", async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "a b.txt"), "a");
+  writeFileSync(join(dir, "line\nbreak.txt"), "n");
+  const packed = await packSource(dir);
+  assert.equal(packed.files, 2);
+  assert.equal(packed.mode, "gitignore");
+  const out = tempDir(t);
+  execFileSync("tar", ["-x", "-C", out], { input: packed.tar });
+  assert.deepEqual(readdirSync(out).sort(), ["a b.txt", "line\nbreak.txt"]);
+  const path = process.env.PATH;
+  t.after(() => {
+    process.env.PATH = path;
+  });
+  process.env.PATH = tempDir(t);
+  await assert.rejects(packSource(dir), (e: unknown) => isDeltaError(e) && e.code === "E_INVALID" && /install git/.test(e.message));
 });
 
 void test("log printer: whole lines, step markers as headers with results, prefixes, controls neutralised on a TTY", () => {

@@ -132,20 +132,24 @@ void test("source packing: a plain directory honours its .gitignore files", asyn
   assert.deepEqual(list.files, [".gitignore", "a.txt", "sub/.gitignore", "sub/c.txt"]);
 });
 
-void test("source packing: names with spaces and newlines, in one child process; no git in PATH is a usage error naming git", async (t) => {
+void test("source packing: names with spaces and newlines; the throwaway git dir is removed; no git in PATH is a usage error naming git", async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, "a b.txt"), "a");
   writeFileSync(join(dir, "line\nbreak.txt"), "n");
+  const [path, tmp] = [process.env.PATH, process.env.TMPDIR];
+  t.after(() => {
+    process.env.PATH = path;
+    if (tmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = tmp;
+  });
+  process.env.TMPDIR = tempDir(t);
   const packed = await packSource(dir);
+  assert.deepEqual(readdirSync(process.env.TMPDIR), []);
   assert.equal(packed.files, 2);
   assert.equal(packed.mode, "gitignore");
   const out = tempDir(t);
   execFileSync("tar", ["-x", "-C", out], { input: packed.tar });
   assert.deepEqual(readdirSync(out).sort(), ["a b.txt", "line\nbreak.txt"]);
-  const path = process.env.PATH;
-  t.after(() => {
-    process.env.PATH = path;
-  });
   process.env.PATH = tempDir(t);
   await assert.rejects(packSource(dir), (e: unknown) => isDeltaError(e) && e.code === "E_INVALID" && /install git/.test(e.message));
 });

@@ -6,8 +6,6 @@
  */
 import { spawn } from "node:child_process";
 import { lstatSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { DeltaError } from "../base/errors.ts";
@@ -35,23 +33,14 @@ function mayBeInRepo(dir: string): boolean {
 }
 
 /**
- * What `git init --bare --template=` makes that `git ls-files` needs: HEAD, objects/ and refs/,
- * written here rather than by another git process.
- */
-async function emptyGitDir(gitDir: string): Promise<void> {
-  await mkdir(join(gitDir, "objects"));
-  await mkdir(join(gitDir, "refs"));
-  await writeFile(join(gitDir, "HEAD"), "ref: refs/heads/main\n");
-}
-
-/**
  * Lists and packs in one child process: a shell that runs `git ls-files` (the listing mode, then
  * the list, on fd 3), reads back on its stdin the files to pack and execs `tar` (the archive on
  * stdout). Every spawn from node forks the whole CLI process (~80 MB) and blocks its thread
  * until the child has exec'd: 3–35 ms each for `git rev-parse`, `git ls-files` and `tar` (more
  * under load), on the path of `deltaci run`. The shell's own forks are of a ~1 MB process, off
- * this thread. Arguments: "repo" when a work tree may be around (else plain), the throwaway git
- * dir, and "list" to stop after the listing.
+ * this thread, and so are the throwaway git dir's mkdtemp, writes and removal (outside a
+ * repository: the .gitignore files apply through it). Arguments: "repo" when a work tree may be
+ * around (else "plain"), then "list" to stop after the listing (else "pack").
  */
 const LIST_AND_PACK = `
 command -v git >/dev/null 2>&1 || exit 121
@@ -60,14 +49,21 @@ if [ "$1" = repo ] && [ "$(git rev-parse --is-inside-work-tree 2>/dev/null)" = t
   git ls-files -z --cached --others --exclude-standard -- . >&3 || exit 122
 else
   printf 'gitignore\\0' >&3
-  GIT_DIR="$2" GIT_WORK_TREE="$PWD" git ls-files -z --others --exclude-standard >&3 || exit 122
+  # what \`git init --bare --template=\` makes that ls-files needs, written here, not by another git
+  d=$(mktemp -d "\${TMPDIR:-/tmp}/deltaci-pack-XXXXXX") || exit 123
+  mkdir "$d/objects" "$d/refs" && printf 'ref: refs/heads/main\\n' >"$d/HEAD" &&
+    GIT_DIR="$d" GIT_WORK_TREE="$PWD" git ls-files -z --others --exclude-standard >&3
+  listed=$?
+  rm -rf "$d"
+  [ "$listed" = 0 ] || exit 122
 fi
 exec 3>&-
-[ "$3" = list ] && exit 0
+[ "$2" = list ] && exit 0
 exec tar -c -f - --null --no-recursion --numeric-owner --owner=0 --group=0 -T -
 `;
 const NO_GIT = 121;
 const GIT_FAILED = 122;
+const NO_TEMP_DIR = 123;
 
 /** What the listing child printed on fd 3, as the files to pack (relative to `dir`). */
 function filesOf(dir: string, listed: Buffer): SourceFileList {
@@ -87,35 +83,30 @@ function filesOf(dir: string, listed: Buffer): SourceFileList {
 
 /** Runs LIST_AND_PACK in `dir`; `pack`: also the tar of the listed files (else an empty buffer). */
 async function listAndPack(dir: string, pack: boolean): Promise<{ list: SourceFileList; tar: Buffer }> {
-  const gitDir = await mkdtemp(join(tmpdir(), "deltaci-pack-"));
-  try {
-    await emptyGitDir(gitDir);
-    const args = [mayBeInRepo(dir) ? "repo" : "plain", gitDir, pack ? "pack" : "list"];
-    const child = spawn("/bin/sh", ["-c", LIST_AND_PACK, "deltaci-pack", ...args], { cwd: dir, stdio: ["pipe", "pipe", "pipe", "pipe"] });
-    const listing = child.stdio[3] as Readable;
-    const listed: Buffer[] = [];
-    const out: Buffer[] = [];
-    let err = "";
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => (err += b.toString()));
-    listing.on("data", (b: Buffer) => listed.push(b));
-    child.stdin.on("error", () => {}); // a child that exits early is reported by its exit code
-    let list: SourceFileList | null = null;
-    listing.on("end", () => {
-      list = filesOf(dir, Buffer.concat(listed));
-      child.stdin.end(Buffer.from(list.files.map((f) => `${f}\0`).join("")));
-    });
-    const code = await new Promise<number>((resolve, reject) => {
-      child.on("error", (err) => reject(new DeltaError("E_INVALID", `cannot list the source files in ${dir} (${err.message})`, { cause: err })));
-      child.on("close", (c) => resolve(c ?? 1));
-    });
-    if (code === NO_GIT) throw new DeltaError("E_INVALID", "cannot run git to list the source files (git not found in PATH); install git");
-    if (code === GIT_FAILED) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${err.trim()}`);
-    if (code !== 0 || list === null) throw new DeltaError("E_INVALID", `tar failed in ${dir}: ${err.trim()}`);
-    return { list, tar: Buffer.concat(out) };
-  } finally {
-    await rm(gitDir, { recursive: true, force: true });
-  }
+  const args = [mayBeInRepo(dir) ? "repo" : "plain", pack ? "pack" : "list"];
+  const child = spawn("/bin/sh", ["-c", LIST_AND_PACK, "deltaci-pack", ...args], { cwd: dir, stdio: ["pipe", "pipe", "pipe", "pipe"] });
+  const listing = child.stdio[3] as Readable;
+  const listed: Buffer[] = [];
+  const out: Buffer[] = [];
+  let err = "";
+  child.stdout.on("data", (b: Buffer) => out.push(b));
+  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  listing.on("data", (b: Buffer) => listed.push(b));
+  child.stdin.on("error", () => {}); // a child that exits early is reported by its exit code
+  let list: SourceFileList | null = null;
+  listing.on("end", () => {
+    list = filesOf(dir, Buffer.concat(listed));
+    child.stdin.end(Buffer.from(list.files.map((f) => `${f}\0`).join("")));
+  });
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on("error", (e) => reject(new DeltaError("E_INVALID", `cannot list the source files in ${dir} (${e.message})`, { cause: e })));
+    child.on("close", (c) => resolve(c ?? 1));
+  });
+  if (code === NO_GIT) throw new DeltaError("E_INVALID", "cannot run git to list the source files (git not found in PATH); install git");
+  if (code === GIT_FAILED) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${err.trim()}`);
+  if (code === NO_TEMP_DIR) throw new DeltaError("E_INVALID", `cannot make a temp dir to list the source files in ${dir}: ${err.trim()}`);
+  if (code !== 0 || list === null) throw new DeltaError("E_INVALID", `tar failed in ${dir}: ${err.trim()}`);
+  return { list, tar: Buffer.concat(out) };
 }
 
 /** Lists the files to pack, relative to `dir`. */

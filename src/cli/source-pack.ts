@@ -5,7 +5,8 @@
  * Always left out: `.git/` and `.deltaci/` (local state, artifacts, tokens).
  */
 import { spawn } from "node:child_process";
-import { lstatSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { DeltaError } from "../base/errors.ts";
@@ -33,14 +34,27 @@ function mayBeInRepo(dir: string): boolean {
 }
 
 /**
+ * What `git init --bare --template=` makes that `git ls-files` needs: HEAD, objects/ and refs/,
+ * in a fresh temp dir. Synchronous: a handful of syscalls, where awaited ones would each wait
+ * for a thread-pool round trip and a turn of the CLI's busy event loop.
+ */
+function emptyGitDir(): string {
+  const gitDir = mkdtempSync(join(tmpdir(), "deltaci-pack-"));
+  mkdirSync(join(gitDir, "objects"));
+  mkdirSync(join(gitDir, "refs"));
+  writeFileSync(join(gitDir, "HEAD"), "ref: refs/heads/main\n");
+  return gitDir;
+}
+
+/**
  * Lists and packs in one child process: a shell that runs `git ls-files` (the listing mode, then
  * the list, on fd 3), reads back on its stdin the files to pack and execs `tar` (the archive on
  * stdout). Every spawn from node forks the whole CLI process (~80 MB) and blocks its thread
  * until the child has exec'd: 3–35 ms each for `git rev-parse`, `git ls-files` and `tar` (more
  * under load), on the path of `deltaci run`. The shell's own forks are of a ~1 MB process, off
- * this thread, and so are the throwaway git dir's mkdtemp, writes and removal (outside a
- * repository: the .gitignore files apply through it). Arguments: "repo" when a work tree may be
- * around (else "plain"), then "list" to stop after the listing (else "pack").
+ * this thread. Arguments: "repo" when a work tree may be around (else "plain"), "list" to stop
+ * after the listing (else "pack"), and the throwaway git dir through which a plain directory's
+ * .gitignore files apply.
  */
 const LIST_AND_PACK = `
 command -v git >/dev/null 2>&1 || exit 121
@@ -49,13 +63,7 @@ if [ "$1" = repo ] && [ "$(git rev-parse --is-inside-work-tree 2>/dev/null)" = t
   git ls-files -z --cached --others --exclude-standard -- . >&3 || exit 122
 else
   printf 'gitignore\\0' >&3
-  # what \`git init --bare --template=\` makes that ls-files needs, written here, not by another git
-  d=$(mktemp -d "\${TMPDIR:-/tmp}/deltaci-pack-XXXXXX") || exit 123
-  mkdir "$d/objects" "$d/refs" && printf 'ref: refs/heads/main\\n' >"$d/HEAD" &&
-    GIT_DIR="$d" GIT_WORK_TREE="$PWD" git ls-files -z --others --exclude-standard >&3
-  listed=$?
-  rm -rf "$d"
-  [ "$listed" = 0 ] || exit 122
+  GIT_DIR="$3" GIT_WORK_TREE="$PWD" git ls-files -z --others --exclude-standard >&3 || exit 122
 fi
 exec 3>&-
 [ "$2" = list ] && exit 0
@@ -63,7 +71,6 @@ exec tar -c -f - --null --no-recursion --numeric-owner --owner=0 --group=0 -T -
 `;
 const NO_GIT = 121;
 const GIT_FAILED = 122;
-const NO_TEMP_DIR = 123;
 
 /** What the listing child printed on fd 3, as the files to pack (relative to `dir`). */
 function filesOf(dir: string, listed: Buffer): SourceFileList {
@@ -83,7 +90,16 @@ function filesOf(dir: string, listed: Buffer): SourceFileList {
 
 /** Runs LIST_AND_PACK in `dir`; `pack`: also the tar of the listed files (else an empty buffer). */
 async function listAndPack(dir: string, pack: boolean): Promise<{ list: SourceFileList; tar: Buffer }> {
-  const args = [mayBeInRepo(dir) ? "repo" : "plain", pack ? "pack" : "list"];
+  const gitDir = emptyGitDir();
+  try {
+    return await runListAndPack(dir, [mayBeInRepo(dir) ? "repo" : "plain", pack ? "pack" : "list", gitDir]);
+  } finally {
+    rmSync(gitDir, { recursive: true, force: true });
+  }
+}
+
+/** Spawns LIST_AND_PACK with `args`; what it listed, and the tar when it packed. */
+async function runListAndPack(dir: string, args: string[]): Promise<{ list: SourceFileList; tar: Buffer }> {
   const child = spawn("/bin/sh", ["-c", LIST_AND_PACK, "deltaci-pack", ...args], { cwd: dir, stdio: ["pipe", "pipe", "pipe", "pipe"] });
   const listing = child.stdio[3] as Readable;
   const listed: Buffer[] = [];
@@ -104,7 +120,6 @@ async function listAndPack(dir: string, pack: boolean): Promise<{ list: SourceFi
   });
   if (code === NO_GIT) throw new DeltaError("E_INVALID", "cannot run git to list the source files (git not found in PATH); install git");
   if (code === GIT_FAILED) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${err.trim()}`);
-  if (code === NO_TEMP_DIR) throw new DeltaError("E_INVALID", `cannot make a temp dir to list the source files in ${dir}: ${err.trim()}`);
   if (code !== 0 || list === null) throw new DeltaError("E_INVALID", `tar failed in ${dir}: ${err.trim()}`);
   return { list, tar: Buffer.concat(out) };
 }

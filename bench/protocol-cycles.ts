@@ -9,9 +9,10 @@
  * baseline does. Baseline in the same run: requests/s of a bare Fastify JSON route with the same
  * concurrency and client, after 2,000 warm-up requests.
  * PostgreSQL: DELTACI_TEST_DATABASE_URL (`scripts/test-services.sh start`; a test cluster, fsync off).
- * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles] [--sqlite-only|--pg-only]
+ * Usage: tsx bench/protocol-cycles.ts [cycles=4000] [concurrency=16] [pickupSamples=100] [warmupCycles=cycles] [--sqlite-only|--pg-only|--pickup-only]
  * (--sqlite-only: the baseline and the two SQLite rounds, no PostgreSQL; --pg-only: the baseline and
- * the PostgreSQL rounds, no SQLite; for iterating on the server's hot path)
+ * the PostgreSQL rounds, no SQLite; for iterating on the server's hot path; --pickup-only: the
+ * baseline and the cross-replica pickup, with its same-replica baseline)
  * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
  * (one .cpuprofile per server process, written when it exits).
  */
@@ -22,7 +23,8 @@ import { crossReplicaPickup, startReplicas, type Replicas } from "./lib/replica-
 import { loadavg } from "node:os";
 
 const SQLITE_ONLY = process.argv.includes("--sqlite-only");
-const PG_ONLY = process.argv.includes("--pg-only");
+const PICKUP_ONLY = process.argv.includes("--pickup-only");
+const PG_ONLY = PICKUP_ONLY || process.argv.includes("--pg-only");
 const ARGS = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const CYCLES = Number(ARGS[0] ?? 4000);
 const CONC = Number(ARGS[1] ?? 16);
@@ -133,8 +135,8 @@ async function main(): Promise<void> {
   }
   const full = PG_ONLY ? null : await sqliteRate("full");
   const normal = PG_ONLY ? null : await sqliteRate("normal");
-  const pg1 = SQLITE_ONLY ? null : await pgRate(1);
-  const pg2 = SQLITE_ONLY ? null : await pgRate(2);
+  const pg1 = SQLITE_ONLY || PICKUP_ONLY ? null : await pgRate(1);
+  const pg2 = SQLITE_ONLY || PICKUP_ONLY ? null : await pgRate(2);
   const pickup = SQLITE_ONLY ? null : await crossReplicaPickup(PICKUPS);
   process.stdout.write(JSON.stringify({
     bench: "protocol-cycles",
@@ -144,7 +146,8 @@ async function main(): Promise<void> {
     normal,
     postgres1: pg1,
     postgres2: pg2,
-    crossReplicaPickupMs: pickup && { ...pickup, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
+    crossReplicaPickupMs: pickup && { ...pickup.cross, goalP50: 10, what: "submit sent on A → lease answered on B (long poll held there)" },
+    sameReplicaPickupMs: pickup && { ...pickup.sameReplica, what: "baseline, interleaved: submit sent on B → lease answered on B" },
     postgresCluster: "test cluster from scripts/services/postgres.sh (fsync off); PostgreSQL's CPU not counted in serverCpuMsPerCycle (dbCpuMsPerCycle: its backends')",
     loadAverageAtStart: load,
     loadAverageAtEnd: loadavg()[0],

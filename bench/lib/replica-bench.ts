@@ -68,26 +68,31 @@ export async function startReplicas(n: number, args: string[]): Promise<Replicas
   return { servers, backendCpuMs, stop };
 }
 
-/** `samples` times: a runner long-polls B, a job is submitted on A; ms from sending the submit to B's lease answer. */
-export async function crossReplicaPickup(samples: number): Promise<ReturnType<typeof summary>> {
+/**
+ * `samples` times: a runner long-polls B, a job is submitted on A; ms from sending the submit to
+ * B's lease answer. Interleaved with it, the same on one replica (submit on B, lease on B): the
+ * baseline, so what crossing replicas costs (NOTIFY → LISTEN → B's wake-up) reads as the gap.
+ */
+export async function crossReplicaPickup(samples: number): Promise<{ cross: ReturnType<typeof summary>; sameReplica: ReturnType<typeof summary> }> {
   const r = await startReplicas(2, ["--lease-ttl", "5m"]);
   const [a, b] = r.servers as [Replicas["servers"][number], Replicas["servers"][number]];
   const ca = new Client(a.url);
   const cb = new Client(b.url);
   try {
-    const sess = await sessions(cb, b.controllerToken, samples + 5);
+    const sess = await sessions(cb, b.controllerToken, 2 * (samples + 5));
     const waiting = async () => ((await cb.call("GET", "/healthz", null)).body.leaseWaiters as number) === 1;
-    const times: number[] = [];
+    const times = { cross: [] as number[], sameReplica: [] as number[] };
     for (let i = 0; i < sess.length; i++) {
+      const submitOn = i % 2 === 0 ? { c: ca, token: a.apiToken, into: times.cross } : { c: cb, token: b.apiToken, into: times.sameReplica };
       const held = cb.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 30_000 } });
       while (!(await waiting())) await new Promise((res) => setTimeout(res, 5));
       const t0 = performance.now();
-      await ca.call("POST", "/v1/jobs", a.apiToken, { json: { spec: jobSpec(), fork: false } });
+      await submitOn.c.call("POST", "/v1/jobs", submitOn.token, { json: { spec: jobSpec(), fork: false } });
       const l = await held;
       if (l.status !== 200) throw new Error(`pickup: lease answered ${l.status}`);
-      if (i >= 5) times.push(performance.now() - t0); // the first few warm up connections and plans
+      if (i >= 10) submitOn.into.push(performance.now() - t0); // the first few warm up connections and plans
     }
-    return summary(times);
+    return { cross: summary(times.cross), sameReplica: summary(times.sameReplica) };
   } finally {
     await ca.close();
     await cb.close();

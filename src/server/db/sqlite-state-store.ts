@@ -355,6 +355,11 @@ export class SqliteStateStore implements StateStore {
     this.logs.write(jobId, attempt, start, parts);
   }
 
+  /** See StateStore: the read a transaction would make, not held back by the running WAL sync. */
+  async peekAttemptByLeaseHash(hash: string): Promise<AttemptRow | undefined> {
+    return this.txBase.getAttemptByLeaseHash(hash);
+  }
+
   /** Only a log already in its file (no rows: it never goes back to rows), see StateStore. */
   async stageLogBytes(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<StagedLogBytes | null> {
     if (start <= defaults.logInlineMaxBytes) return null;

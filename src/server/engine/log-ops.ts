@@ -71,7 +71,9 @@ export async function appendLog(ctx: EngineContext, leaseHash: string, range: Co
  */
 async function stage(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts): Promise<StagedLogBytes | null> {
   if (!ctx.store.stageLogBytes) return null;
-  const a = await ctx.store.getAttemptByLeaseHash(leaseHash);
+  // Not held back by the previous append's WAL sync: this append's stage overlaps it (its
+  // transaction reads the attempt again and decides; bytes past the committed end are never read).
+  const a = ctx.store.peekAttemptByLeaseHash ? await ctx.store.peekAttemptByLeaseHash(leaseHash) : await ctx.store.getAttemptByLeaseHash(leaseHash);
   if (!a || !LIVE_ATTEMPT.has(a.state)) return null;
   const from = Math.max(range.start, a.logBytes);
   if (from > range.end) return null;

@@ -9,7 +9,7 @@ import { logDigest } from "./log-ops.ts";
 import { matches, parseReqKey } from "./matching.ts";
 import { TRANSPARENT_EGRESS_LABEL } from "../../protocol/schemas.ts";
 import { liveAttempt } from "./lease-fence.ts";
-import { keys } from "./notifier.ts";
+import { keys, type ArmedWait } from "./notifier.ts";
 import { claim, LIVE_ATTEMPT, retryOrError, setAttemptState, setJobState } from "./transitions.ts";
 import type { AttemptRow } from "./types.ts";
 
@@ -74,27 +74,37 @@ export async function lease(ctx: EngineContext, sessionHash: string, waitMs: num
 }
 
 export async function heartbeat(ctx: EngineContext, leaseHash: string, body: HeartbeatRequest, signal: AbortSignal): Promise<HeartbeatResponse> {
-  const { a, expiresAt, cancel } = await ctx.store.write(
-    async (tx) => {
-      const { a, job } = liveAttempt(ctx, await tx.getLeasedAttempt(leaseHash));
-      const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
-      if (a.state === "leased" && body.state !== "preparing") {
-        await setAttemptState(ctx, tx, a, "running", `runner reports ${body.state}`, { expiresAt });
-        if (job.state === "leased") await setJobState(ctx, tx, job, "running", `attempt ${a.attempt} running`);
-      } else {
-        await tx.updateAttempt(a.jobId, a.attempt, { expiresAt });
-      }
-      return { a, expiresAt, cancel: job.cancelMode };
-    },
-    { durable: false },
-  );
-  let mode = cancel;
-  const waitMs = Math.min(body.waitMs ?? 0, ctx.opts.heartbeatIntervalMs);
-  if (mode === "none" && waitMs > 0 && !ctx.lifecycle.stopping) {
-    await ctx.events.wait([keys.cancel(a.jobId, a.attempt), keys.shutdown], waitMs, ctx.clock, signal);
-    mode = await cancelModeOf(ctx, a.jobId);
+  // The cancel wake-up is armed inside the transaction, right after the read of the job's
+  // cancel mode: a cancel that commits after that read (before the wait starts: the heartbeat's
+  // own commit is still out) wakes the wait at once instead of at its end.
+  let armed: ArmedWait | undefined;
+  try {
+    const { a, expiresAt, cancel } = await ctx.store.write(
+      async (tx) => {
+        const { a, job } = liveAttempt(ctx, await tx.getLeasedAttempt(leaseHash));
+        armed?.off(); // a retried transaction arms again
+        armed = ctx.events.arm([keys.cancel(a.jobId, a.attempt), keys.shutdown]);
+        const expiresAt = ctx.clock.now() + ctx.opts.leaseTtlMs;
+        if (a.state === "leased" && body.state !== "preparing") {
+          await setAttemptState(ctx, tx, a, "running", `runner reports ${body.state}`, { expiresAt });
+          if (job.state === "leased") await setJobState(ctx, tx, job, "running", `attempt ${a.attempt} running`);
+        } else {
+          await tx.updateAttempt(a.jobId, a.attempt, { expiresAt });
+        }
+        return { a, expiresAt, cancel: job.cancelMode };
+      },
+      { durable: false },
+    );
+    let mode = cancel;
+    const waitMs = Math.min(body.waitMs ?? 0, ctx.opts.heartbeatIntervalMs);
+    if (mode === "none" && waitMs > 0 && !ctx.lifecycle.stopping && armed) {
+      await armed.wait(waitMs, ctx.clock, signal);
+      mode = await cancelModeOf(ctx, a.jobId);
+    }
+    return { expiresAt: new Date(expiresAt).toISOString(), heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs, cancel: mode };
+  } finally {
+    armed?.off();
   }
-  return { expiresAt: new Date(expiresAt).toISOString(), heartbeatIntervalMs: ctx.opts.heartbeatIntervalMs, cancel: mode };
 }
 
 async function cancelModeOf(ctx: EngineContext, jobId: string): Promise<CancelMode> {

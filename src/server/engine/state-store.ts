@@ -164,6 +164,13 @@ export interface StateStore extends StateOps {
    * store without log files): the transaction writes them as usual.
    */
   stageLogBytes?(jobId: string, attempt: number, start: number, parts: readonly Buffer[]): Promise<StagedLogBytes | null>;
+  /**
+   * The attempt of lease hash `hash` as last committed, without waiting for that commit's sync
+   * (a store that syncs after its commits makes its other reads wait): only for a choice the
+   * append's transaction checks again (where to stage its bytes), never for an answer. A store
+   * whose reads never wait need not have it.
+   */
+  peekAttemptByLeaseHash?(hash: string): Promise<AttemptRow | undefined>;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,6 @@
 /** Shared bits of the route files: request decoration, body reading, long-poll abort signals. */
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { Readable } from "node:stream";
+import { finished, type Readable } from "node:stream";
 import { DeltaError } from "../../base/errors.ts";
 import { Type } from "@sinclair/typebox";
 
@@ -26,20 +26,31 @@ export function rawBody(req: FastifyRequest): Readable {
   return b;
 }
 
-/** A body of at most `limit` bytes as the chunks it arrived in (no copy). */
-export async function readCappedParts(stream: Readable, limit: number): Promise<Buffer[]> {
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > limit) {
-      stream.destroy();
-      throw new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`);
-    }
-    parts.push(b);
-  }
-  return parts;
+/**
+ * A body of at most `limit` bytes as the chunks it arrived in (no copy). Read with 'data'
+ * events: an async iterator costs a promise and a read() per 64 KiB chunk (a 4 MiB log PUT has 64).
+ */
+export function readCappedParts(stream: Readable, limit: number): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    let tooLarge: DeltaError | null = null;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) parts.push(chunk);
+      else if (tooLarge === null) {
+        tooLarge = new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`);
+        stream.destroy();
+      }
+    };
+    stream.on("data", onData);
+    finished(stream, (err) => {
+      stream.off("data", onData);
+      if (tooLarge !== null) reject(tooLarge);
+      else if (err) reject(err);
+      else resolve(parts);
+    });
+  });
 }
 
 /** Aborts when the client goes away before the response is sent (long polls). */

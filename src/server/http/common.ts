@@ -26,29 +26,61 @@ export function rawBody(req: FastifyRequest): Readable {
   return b;
 }
 
-/** A body of at most `limit` bytes as the chunks it arrived in (no copy). */
-export async function readCappedParts(stream: Readable, limit: number): Promise<Buffer[]> {
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > limit) {
-      stream.destroy();
-      throw new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`);
-    }
-    parts.push(b);
-  }
-  return parts;
+/**
+ * A body of at most `limit` bytes as the chunks it arrived in (no copy). Read with listeners, not
+ * `for await`: a stream's async iterator costs a dozen allocations and promise turns per body,
+ * which a 4 KiB log PUT paid on every request.
+ */
+export function readCappedParts(stream: Readable, limit: number): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const done = (err: unknown) => {
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("error", done);
+      stream.off("close", onClose);
+      if (err === null) resolve(parts);
+      else reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        done(new DeltaError("E_TOO_LARGE", `body exceeds ${limit} bytes`));
+        stream.destroy();
+        return;
+      }
+      parts.push(chunk);
+    };
+    const onEnd = () => done(null);
+    // Closed before its end (the client went away): as `for await` does, a premature close.
+    const onClose = () => done(Object.assign(new Error("the request body ended before it was complete"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+    if (stream.readableEnded) return resolve(parts);
+    if (stream.destroyed) return onClose();
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", done);
+    stream.on("close", onClose);
+  });
 }
 
 /** Aborts when the client goes away before the response is sent (long polls). */
 export function clientGone(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
+  if (reply.raw.destroyed && !reply.raw.writableFinished) {
+    ac.abort();
+    return ac.signal;
+  }
   reply.raw.once("close", () => {
     if (!reply.raw.writableFinished) ac.abort();
   });
   return ac.signal;
+}
+
+/** `clientGone(reply)`, made on first use: most requests that may wait never do (no controller and listener for them). */
+export function lazyClientGone(reply: FastifyReply): () => AbortSignal {
+  let signal: AbortSignal | null = null;
+  return () => (signal ??= clientGone(reply));
 }
 
 /** A non-negative integer from a query string value. */

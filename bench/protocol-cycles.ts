@@ -16,9 +16,9 @@
  * Profile the servers under this load: DELTACI_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"
  * (one .cpuprofile per server process, written when it exits).
  */
-import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { Client, sessions, spawnBare, spawnDeltaci, jobSpec, processCpuMs, type Child } from "./lib/protocol-client.ts";
+import { prepareCycles, runCycles } from "./lib/cycles.ts";
+import { Client, spawnBare, spawnDeltaci, processCpuMs, type Child } from "./lib/protocol-client.ts";
 import { crossReplicaPickup, startReplicas, type Replicas } from "./lib/replica-bench.ts";
 import { loadavg } from "node:os";
 
@@ -30,8 +30,6 @@ const CYCLES = Number(ARGS[0] ?? 4000);
 const CONC = Number(ARGS[1] ?? 16);
 const PICKUPS = Number(ARGS[2] ?? 100);
 const WARMUP = Number(ARGS[3] ?? CYCLES);
-const LOG = Buffer.alloc(4096, "x");
-const LOG_SHA = createHash("sha256").update(LOG).digest("hex");
 
 async function bareRate(c: Client, total: number, pid: number): Promise<{ perSec: number; cpuMsPerRequest: number }> {
   let next = 0;
@@ -63,47 +61,20 @@ async function pgRate(replicas: number): Promise<Record<string, number | string>
   }
 }
 
-/** One full cycle per session, CONC at a time; runner `w` talks to server `w % clients.length`. Returns the errors. */
-async function runCycles(clients: Client[], sess: string[]): Promise<number> {
-  let next = 0;
-  let errors = 0;
-  await Promise.all(Array.from({ length: CONC }, async (_, w) => {
-    const c = clients[w % clients.length] as Client;
-    for (let i = next++; i < sess.length; i = next++) {
-      const l = await c.call("POST", "/v1/runner/lease", sess[i] as string, { json: { waitMs: 0 } });
-      if (l.status !== 200) {
-        errors++;
-        continue;
-      }
-      const tok = l.body.lease.leaseToken as string;
-      const hb = await c.call("POST", "/v1/runner/heartbeat", tok, { json: { state: "running", step: 0, logBytes: 0 } });
-      const lg = await c.call("PUT", "/v1/runner/log", tok, { body: LOG, headers: { "content-type": "application/octet-stream", "content-range": `bytes 0-${LOG.length - 1}/*` } });
-      const done = await c.call("POST", "/v1/runner/complete", tok, {
-        json: { result: "succeeded", exitCode: 0, failure: null, steps: [], artifacts: [], log: { bytes: LOG.length, sha256: LOG_SHA } },
-      });
-      if (hb.status !== 200 || lg.status !== 202 || done.status !== 200) errors++;
-    }
-  }));
-  return errors;
-}
-
 /** Cycles/s and the servers' CPU per cycle, after WARMUP unmeasured cycles on the same servers (errors: both runs). */
 async function cycleRate(servers: Server[], backendCpuMs?: Replicas["backendCpuMs"]): Promise<Record<string, number | string>> {
   const clients = servers.map((s) => new Client(s.url));
   const c = clients[0] as Client;
   const srv = servers[0] as Server;
   try {
-    const sess = await sessions(c, srv.controllerToken, WARMUP + CYCLES);
-    for (let i = 0; i < WARMUP + CYCLES; i += 64) {
-      await Promise.all(Array.from({ length: Math.min(64, WARMUP + CYCLES - i) }, () => c.call("POST", "/v1/jobs", srv.apiToken, { json: { spec: jobSpec(), fork: false } })));
-    }
-    const warm = await runCycles(clients, sess.slice(0, WARMUP));
+    const sess = await prepareCycles(c, srv, WARMUP + CYCLES);
+    const warm = await runCycles(clients, sess.slice(0, WARMUP), CONC);
     const cpu = () => servers.reduce((n, s) => n + processCpuMs(s.proc.pid as number), 0);
     // The pools are full after the warm-up: the backends serving them now serve the measured cycles.
     const db0 = await backendCpuMs?.();
     const cpu0 = cpu();
     const t = performance.now();
-    const errors = warm + (await runCycles(clients, sess.slice(WARMUP)));
+    const errors = warm + (await runCycles(clients, sess.slice(WARMUP), CONC));
     const secs = (performance.now() - t) / 1000;
     const cpuMsPerCycle = (cpu() - cpu0) / CYCLES;
     const db = db0 && backendCpuMs && { dbCpuMsPerCycle: Math.round((((await backendCpuMs(db0.pids)).ms - db0.ms) / CYCLES) * 1000) / 1000, dbBackends: db0.pids.length };

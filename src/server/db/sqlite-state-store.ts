@@ -26,6 +26,9 @@ const OUTSIDE_READS = [
 /** getLeasedAttempt's statement: the attempt's columns, then its job's (NULLs when the job is gone). */
 const LEASED_ATTEMPT_SQL = `SELECT ${ATTEMPT_ROW_COLS.map((c) => `a.${c}`).join(", ")}, ${JOB_ROW_COLS.map((c) => `j.${c}`).join(", ")} FROM attempts a LEFT JOIN jobs j ON j.id = a.job_id WHERE a.lease_hash = ?`;
 
+/** How an UPDATE of a row of these tables names it (the key's values follow the SET values). */
+const ROW_KEY = { jobs: "id = ?", attempts: "job_id = ? AND attempt = ?" } as const;
+
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
 
@@ -35,6 +38,8 @@ export class SqliteStateStore implements StateStore {
   private readonly stmts = new Map<string, Statement>();
   private readonly jobStmts = new Map<string, Statement>();
   private readonly attemptStmts = new Map<string, Statement>();
+  /** UPDATE statements by the patch's columns (`updates`). */
+  private readonly updateStmts = new Map<string, Statement>();
   /** Mutable state lives in this object, shared by the store and its transaction views (write()). */
   private readonly mem: { seq: number; queuedKeys: Set<string> | null } = { seq: 0, queuedKeys: null };
 
@@ -106,6 +111,20 @@ export class SqliteStateStore implements StateStore {
     return s;
   }
 
+  /**
+   * `UPDATE table SET <cols of keys> = ? … WHERE <its key>`, cached by table and keys (sorted):
+   * the SQL text is built once per set of columns, not on every update (two per protocol request).
+   */
+  private updates<K extends string>(table: keyof typeof ROW_KEY, cols: Record<K, string>, keys: readonly K[]): Statement {
+    const id = `${table} ${keys.join(" ")}`;
+    let s = this.updateStmts.get(id);
+    if (!s) {
+      s = this.sql.db.prepare(`UPDATE ${table} SET ${keys.map((k) => `${cols[k]} = ?`).join(", ")} WHERE ${ROW_KEY[table]}`);
+      this.updateStmts.set(id, s);
+    }
+    return s;
+  }
+
   /** A cached statement whose rows are arrays (`.raw()`); `text` names its columns. */
   private arrays(text: string): Statement {
     let s = this.stmts.get(text);
@@ -159,7 +178,7 @@ export class SqliteStateStore implements StateStore {
     if (keys.length === 0) return;
     if (patch.state === "queued") this.mem.queuedKeys = null;
     const value = (k: keyof typeof JOB_COLS) => (k === "secrets" ? storedSecrets(this.box, id, patch.secrets ?? {}) : sqlValue(k, patch[k]));
-    this.st(`UPDATE jobs SET ${keys.map((k) => `${JOB_COLS[k]} = ?`).join(", ")} WHERE id = ?`).run(...keys.map(value), id);
+    this.updates("jobs", JOB_COLS, keys).run(...keys.map(value), id);
   }
 
   async listJobs(filter: JobListFilter): Promise<JobRow[]> {
@@ -241,9 +260,7 @@ export class SqliteStateStore implements StateStore {
   async updateAttempt(jobId: string, attempt: number, patch: Partial<Omit<AttemptRow, "jobId" | "attempt">>): Promise<void> {
     const keys = (Object.keys(patch) as Array<keyof typeof ATTEMPT_COLS>).filter((k) => patch[k] !== undefined).sort();
     if (keys.length === 0) return;
-    this.st(`UPDATE attempts SET ${keys.map((k) => `${ATTEMPT_COLS[k]} = ?`).join(", ")} WHERE job_id = ? AND attempt = ?`).run(
-      ...keys.map((k) => sqlValue(k, patch[k])), jobId, attempt,
-    );
+    this.updates("attempts", ATTEMPT_COLS, keys).run(...keys.map((k) => sqlValue(k, patch[k])), jobId, attempt);
   }
 
   async listAttempts(jobId: string): Promise<AttemptRow[]> {

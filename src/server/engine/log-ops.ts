@@ -48,8 +48,12 @@ export const LOG_ORDER_WAIT_MS = defaults.logOrderWaitMs;
  */
 export const STAGE_MIN_BYTES = 256 * 1024;
 
-/** Appends a body (as the parts it arrived in) at `range.start` for the lease token hashed `leaseHash`; see PROTOCOL.md for the rules. */
-export async function appendLog(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, signal?: AbortSignal): Promise<AppendResult> {
+/**
+ * Appends a body (as the parts it arrived in) at `range.start` for the lease token hashed
+ * `leaseHash`; see PROTOCOL.md for the rules. `signal` (the client went away) is asked for only
+ * when the append waits for its turn.
+ */
+export async function appendLog(ctx: EngineContext, leaseHash: string, range: ContentRange, body: ByteParts, signal?: () => AbortSignal): Promise<AppendResult> {
   const length = partsLength(body);
   if (length !== range.end - range.start + 1) {
     throw new DeltaError("E_INVALID", `body has ${length} bytes, Content-Range says ${range.end - range.start + 1}`);
@@ -60,7 +64,7 @@ export async function appendLog(ctx: EngineContext, leaseHash: string, range: Co
   } catch (err) {
     // Ahead of its offset (PUTs overtake each other): wait for the appends before it, then once more.
     if (!(err instanceof DeltaError && err.code === "E_RANGE")) throw err;
-    await awaitTurn(ctx, leaseHash, range.start, signal);
+    await awaitTurn(ctx, leaseHash, range.start, signal?.());
     return appendAt(ctx, leaseHash, range, body, length, staged);
   }
 }

@@ -56,10 +56,20 @@ export function readCappedParts(stream: Readable, limit: number): Promise<Buffer
 /** Aborts when the client goes away before the response is sent (long polls). */
 export function clientGone(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
+  if (reply.raw.destroyed && !reply.raw.writableFinished) {
+    ac.abort();
+    return ac.signal;
+  }
   reply.raw.once("close", () => {
     if (!reply.raw.writableFinished) ac.abort();
   });
   return ac.signal;
+}
+
+/** `clientGone(reply)`, made on first use: most requests that may wait never do (no controller and listener for them). */
+export function lazyClientGone(reply: FastifyReply): () => AbortSignal {
+  let signal: AbortSignal | null = null;
+  return () => (signal ??= clientGone(reply));
 }
 
 /** A non-negative integer from a query string value. */

@@ -9,7 +9,7 @@ import type { EngineContext } from "../engine/context.ts";
 import { appendLog, parseContentRange } from "../engine/log-ops.ts";
 import { cancelAck, complete, heartbeat, lease, register } from "../engine/runner-ops.ts";
 import { bearerOfKind } from "./auth.ts";
-import { checkContentLength, clientGone, rawBody, readCappedParts } from "./common.ts";
+import { checkContentLength, clientGone, lazyClientGone, rawBody, readCappedParts } from "./common.ts";
 
 /** onRequest hook of the routes a lease token opens: 401 for a token the store does not know. */
 export function leaseTokenHook(ctx: EngineContext): (req: FastifyRequest) => Promise<void> {
@@ -65,7 +65,7 @@ export function runnerRoutes(app: FastifyInstance, ctx: EngineContext, blobs: Bl
     const range = parseContentRange(req.headers["content-range"]);
     checkContentLength(req, ctx.opts.logChunkLimitBytes);
     const body = await readCappedParts(rawBody(req), ctx.opts.logChunkLimitBytes);
-    const r = await appendLog(ctx, req.deltaTokenHash, range, body, clientGone(reply));
+    const r = await appendLog(ctx, req.deltaTokenHash, range, body, lazyClientGone(reply));
     if (r.status === 413) {
       return reply.code(413).send({ error: { code: "E_LOG_LIMIT", message: "the job's log limit is reached; the log is truncated", committed: r.committed }, committed: r.committed, truncated: true });
     }

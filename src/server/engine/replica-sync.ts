@@ -20,9 +20,9 @@ export async function serveWaiters(ctx: EngineContext): Promise<number> {
       const fit = queued.filter((k) => matches(parseReqKey(k), w.caps));
       if (fit.length === 0) continue;
       // Skips jobs another transaction holds: a replica claiming at the same time takes another.
-      // The runner's row is read beside it (one round trip on PostgreSQL, not two).
-      const [job, runner] = await Promise.all([tx.oldestQueued(fit), tx.getRunner(w.runnerId)]);
+      const job = await tx.oldestQueued(fit);
       if (!job) continue;
+      const runner = await tx.getRunner(w.runnerId);
       if (!runner || runner.sessionUsed || !ctx.waiters.remove(w)) continue;
       tx.onRollback(() => ctx.waiters.add(w));
       const lease = await claim(ctx, tx, job, runner);

@@ -40,7 +40,7 @@ export function connectPg(url: string, opts: { applicationName?: string; max?: n
 
 class PgTx extends PgOps implements StateTx {
   constructor(
-    q: Sql<{ bigint: number }>,
+    q: postgres.TransactionSql,
     box: SecretBox,
     private readonly hooks: TxHooks,
   ) {
@@ -97,7 +97,7 @@ export class PgStateStore extends PgOps implements StateStore {
       const sent: string[] = [];
       const hooks: TxHooks = { afterCommit: (f) => after.push(f), onRollback: (f) => undo.push(f), broadcast: (k) => sent.push(k) };
       try {
-        const value = await this.transaction(async (t) => {
+        const value = await this.sql.begin(async (t) => {
           const tx = new PgTx(t, this.box, hooks);
           // Heartbeats: a lost one costs a re-send, not an fsync per beat (sent ahead of fn's queries, no round trip of its own).
           if (opts?.durable === false) await tx.send(t`SET LOCAL synchronous_commit = off`);
@@ -118,38 +118,12 @@ export class PgStateStore extends PgOps implements StateStore {
             this.onHookError(err);
           }
         }
-        return value;
+        return value as T;
       } catch (err) {
         for (const f of undo) f();
         if (attempt < TX_RETRIES && RETRYABLE.has((err as { code?: string }).code ?? "")) continue;
         throw err;
       }
-    }
-  }
-
-  /**
-   * One transaction on a reserved connection. Unlike `sql.begin`, BEGIN is not waited for: it
-   * rides in the same packet as the transaction's first statement (the connection runs them in
-   * order), which saves a round trip per write. BEGIN's own answer is checked before COMMIT; it
-   * fails only when the connection does, and then every statement behind it failed too.
-   * Anything that throws rolls back before the connection goes back to the pool.
-   */
-  private async transaction<T>(fn: (t: Sql<{ bigint: number }>) => Promise<T>): Promise<T> {
-    const c = await this.sql.reserve();
-    try {
-      const begun = c`BEGIN`.execute().then(() => undefined);
-      begun.catch(() => undefined); // awaited before COMMIT; this only keeps it from counting as unhandled meanwhile
-      try {
-        const result = await fn(c);
-        await begun;
-        await c`COMMIT`;
-        return result;
-      } catch (err) {
-        await c`ROLLBACK`.catch(() => undefined); // after a failed COMMIT there is nothing to roll back: harmless
-        throw err;
-      }
-    } finally {
-      c.release();
     }
   }
 

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { DirectCommands } from "./host-commands.ts";
-import { buildSandboxHelper, buildSpawner } from "./native-tools.ts";
+import { buildDiskTool, buildSandboxHelper, buildSpawner } from "./native-tools.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 
 const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
@@ -169,5 +169,61 @@ void test("a starting spawner removes the dirs of spawners whose host died with 
     await s.close();
     live.kill("SIGKILL");
     for (const d of [deadDir, liveDir, oldName, planted]) rmSync(d, { recursive: true, force: true });
+  }
+});
+
+void test("a built-in tool (the disk tool) runs in the spawner's child without an exec, with the binary's output and exit codes", async () => {
+  const [spawner, diskTool] = await Promise.all([buildSpawner(cacheDir), buildDiskTool(cacheDir)]);
+  const s = new ResidentSpawner(spawner.path, logger, new Map([[diskTool.path, "disk-tool"]]));
+  const file = join(cacheDir, "sparse");
+  writeFileSync(file, "");
+  spawnSync("sh", ["-c", `printf x | dd of=${file} bs=1 seek=1048576 conv=notrunc 2>/dev/null`]);
+  try {
+    const direct = new DirectCommands();
+    for (const args of [["extents", file], ["umount", join(cacheDir, "not-mounted")], ["no-such-command"]]) {
+      const viaSpawner = await s.run(diskTool.path, args, 10_000);
+      const viaExec = await direct.run(diskTool.path, args, 10_000);
+      assert.deepEqual({ ...viaSpawner, stderr: viaSpawner.stderr.replace(/^usage: \S+/, "usage:") }, { ...viaExec, stderr: viaExec.stderr.replace(/^usage: \S+/, "usage:") });
+    }
+    assert.match((await s.run(diskTool.path, ["extents", file], 10_000)).stdout, /^1048576 1\n$/);
+    assert.equal((await s.run(diskTool.path, ["no-such-command"], 10_000)).code, 2);
+    // the same request for another binary execs it
+    assert.deepEqual(await s.run("sh", ["-c", "echo execd"], 10_000), { code: 0, stdout: "execd\n", stderr: "" });
+  } finally {
+    await s.close();
+  }
+  // no disk-tool process ran: the spawner's child did its work (its comm stays "spawner")
+  const traced = spawnSync("strace", ["-f", "-qq", "-e", "trace=execve", "-o", join(cacheDir, "trace"), "node", "--import", "tsx", "-e",
+    `import { ResidentSpawner } from ${JSON.stringify(join(import.meta.dirname, "resident-spawner.ts"))};
+     const s = new ResidentSpawner(${JSON.stringify(spawner.path)}, { info() {}, warn() {} }, new Map([[${JSON.stringify(diskTool.path)}, "disk-tool"]]));
+     const r = await s.run(${JSON.stringify(diskTool.path)}, ["extents", ${JSON.stringify(file)}], 10000);
+     await s.close();
+     if (r.code !== 0) process.exit(1);`], { encoding: "utf8" });
+  assert.equal(traced.status, 0, traced.stderr);
+  const execs = readFileSync(join(cacheDir, "trace"), "utf8").split("\n").filter((l) => l.includes("execve(") && !l.includes("ENOENT"));
+  assert.equal(execs.filter((l) => l.includes("disk-tool")).length, 0, execs.join("\n"));
+  assert.equal(execs.filter((l) => l.includes(spawner.path)).length, 1);
+});
+
+void test("a channel command joins the cgroups it is given before its exec (spawner, and the fallback's shell)", async () => {
+  const pidsMount = "/sys/fs/cgroup/pids";
+  if (!existsSync(join(pidsMount, "cgroup.procs"))) return; // a v1 pids hierarchy: what this host has
+  const cg = join(pidsMount, `deltaci-spawner-test-${process.pid}`);
+  mkdirSync(cg);
+  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
+  try {
+    const script = "grep -E '^[0-9]+:pids:' /proc/self/cgroup >&2";
+    for (const commands of [s, new DirectCommands()]) {
+      const r = await commands.runWithChannel("sh", ["-c", script], 10_000, () => {}, null, [join(cg, "cgroup.procs")]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`:pids:/deltaci-spawner-test-${process.pid}\\n$`));
+      r.channel.destroy();
+      const missing = await commands.runWithChannel("sh", ["-c", "echo ran"], 10_000, () => {}, null, [join(cg, "nope", "cgroup.procs")]);
+      assert.equal(missing.code, 125, "a cgroup it cannot join fails the command before it runs");
+    }
+  } finally {
+    await s.close();
+    for (let i = 0; i < 50 && readFileSync(join(cg, "cgroup.procs"), "utf8") !== ""; i++) await new Promise((r) => setTimeout(r, 20));
+    rmdirSync(cg);
   }
 });

@@ -36,13 +36,13 @@ export interface MadeJobCgroup {
  */
 export function makeJobCgroupV1(layout: V1Layout, path: string, resources: JobResources): MadeJobCgroup {
   const mounts = [...new Set(layout.controllers.values())];
-  for (const mount of mounts) mkdirSync(join(mount, path), { recursive: true, mode: 0o755 });
+  const firstMade = new Map(mounts.map((m) => [m, mkdirSync(join(m, path), { recursive: true, mode: 0o755 })]));
   const dir = (controller: string): string | null => {
     const mount = layout.controllers.get(controller);
     return mount === undefined ? null : join(mount, path);
   };
   const cpuset = layout.controllers.get("cpuset");
-  if (cpuset !== undefined) inheritCpuset(cpuset, path);
+  if (cpuset !== undefined) inheritCpuset(cpuset, path, firstMade.get(cpuset));
   const memory = dir("memory");
   if (memory !== null) writeFileSync(join(memory, "memory.limit_in_bytes"), String(resources.memory.limit));
   const pids = dir("pids");
@@ -64,13 +64,18 @@ export function makeJobCgroupV1(layout: V1Layout, path: string, resources: JobRe
   };
 }
 
-/** A new cpuset cgroup has no cpus and no mems (no process may join it): each level below the root gets its parent's. */
-function inheritCpuset(mount: string, path: string): void {
+/**
+ * A new cpuset cgroup has no cpus and no mems (no process may join it): each level made now
+ * (from `firstMade` down; every level when none was made now: a dir left by an earlier attempt) gets its parent's, as crun does.
+ */
+function inheritCpuset(mount: string, path: string, firstMade: string | undefined): void {
   let parent = mount;
   for (const part of path.split(posix.sep).filter((p) => p !== "")) {
     const here = join(parent, part);
-    for (const file of ["cpuset.cpus", "cpuset.mems"]) {
-      if (readKernelFile(join(here, file)).trim() === "") writeFileSync(join(here, file), readKernelFile(join(parent, file)).trim());
+    if (firstMade === undefined || here.length >= firstMade.length) {
+      for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+        if (readKernelFile(join(here, file)).trim() === "") writeFileSync(join(here, file), readKernelFile(join(parent, file)).trim());
+      }
     }
     parent = here;
   }

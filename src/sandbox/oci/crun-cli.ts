@@ -43,7 +43,7 @@ export class CrunCli {
    * `crun run -d` with a stream passed to the container's init as fd 3 (`--preserve-fds=1`):
    * resolves with the host end once crun has started the container and exited. The end's reads
    * go to `read` (see HostCommands.runWithChannel). `joinCgroups`: the container's cgroups, made by
-   * the host (job-cgroup.ts), which crun's process enters before its exec; crun then runs with
+   * the host (job-cgroup-v1.ts), which crun's process enters before its exec; crun then runs with
    * `--cgroup-manager=disabled` and ignores the bundle's `linux.resources`.
    */
   async runDetachedWithChannel(args: string[], what: string, read: (chunk: Buffer) => void, opts: { joinCgroups?: readonly string[]; timeoutMs?: number } = {}): Promise<Duplex> {

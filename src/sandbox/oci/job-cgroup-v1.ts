@@ -7,7 +7,7 @@
  * "Job cgroups on v1, made by the host"). Files are written synchronously: each is one cheap
  * syscall into the kernel, where a thread-pool round trip would cost more.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { join, posix } from "node:path";
 import type { JobResources } from "./bundle.ts";
 import { readKernelFile, type CgroupLayout } from "./cgroups.ts";
@@ -51,7 +51,12 @@ export function makeJobCgroupV1(layout: V1Layout, path: string, resources: JobRe
   if (devices !== null) {
     if (!resources.devices.every((d) => !d.allow && d.access === "rwm")) throw new Error("only a deny-all device list is supported");
     writeFileSync(join(devices, "devices.deny"), "a");
-    for (const rule of V1_DEVICE_ALLOW) writeFileSync(join(devices, "devices.allow"), rule);
+    const allow = openSync(join(devices, "devices.allow"), "w");
+    try {
+      for (const rule of V1_DEVICE_ALLOW) writeSync(allow, rule); // one rule per write(2)
+    } finally {
+      closeSync(allow);
+    }
   }
   const cpu = dir("cpu");
   return {

@@ -23,7 +23,7 @@
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
  * One process, one poll loop: each command is one fork+exec of this small process (no request
- * process in between); it is the subreaper of what its commands leave behind.
+ * process in between; a built-in tool, one fork); it is the subreaper of what its commands leave behind.
  * It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin) and removes DIR/s and DIR then; it
  * runs in a process group of its own, so a group kill of its parent reaches it as that SIGTERM.
  */
@@ -201,10 +201,13 @@ static void start(int conn, int chan, char kind, int tool, const char *hide, cha
     if (chan >= 0) place(chan, 3);
     if (join[0] != 0 && join_cgroups(join) != 0) _exit(125);
     if (tool) {
+      if (strcmp(argv[0], "disk-tool") != 0) {
+        dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
+        _exit(127);
+      }
       int argc = 0;
       while (argv[argc] != NULL) argc++;
-      int rc = strcmp(argv[0], "disk-tool") == 0 ? disk_tool_main(argc, argv) : 127;
-      if (rc == 127) dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
+      int rc = disk_tool_main(argc, argv);
       fflush(stdout);
       _exit(rc);
     }

@@ -97,28 +97,16 @@ export function bundleConfig(b: BundleInput): object {
       gidMappings: [{ containerID: 0, hostID: b.uidBase, size: b.uidCount }],
       namespaces: [{ type: "pid" }, b.netnsPath === undefined ? { type: "network" } : { type: "network", path: b.netnsPath }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }, { type: "user" }],
       cgroupsPath: b.cgroupsPath,
-      resources: jobResources(b),
+      resources: {
+        devices: [{ allow: false, access: "rwm" }],
+        memory: { limit: b.memoryMiB * 1024 * 1024 },
+        pids: { limit: b.pids },
+        cpu: { period: 100_000, quota: Math.max(1000, Math.round(b.cpus * 100_000)) },
+      },
       maskedPaths: MASKED_PATHS,
       readonlyPaths: READONLY_PATHS,
       ...(b.seccomp === null ? {} : { seccomp: b.seccomp }),
     },
-  };
-}
-
-/** A job container's cgroup limits (OCI `linux.resources`): crun writes them, or job-cgroup-v1.ts does. */
-export interface JobResources {
-  devices: Array<{ allow: false; access: "rwm" }>;
-  memory: { limit: number };
-  pids: { limit: number };
-  cpu: { period: number; quota: number };
-}
-
-export function jobResources(b: Pick<BundleInput, "memoryMiB" | "pids" | "cpus">): JobResources {
-  return {
-    devices: [{ allow: false, access: "rwm" }],
-    memory: { limit: b.memoryMiB * 1024 * 1024 },
-    pids: { limit: b.pids },
-    cpu: { period: 100_000, quota: Math.max(1000, Math.round(b.cpus * 100_000)) },
   };
 }
 

@@ -13,7 +13,7 @@ import { DeltaError } from "../../base/errors.ts";
 import { containerName, jobDirName } from "../job-names.ts";
 import type { SlotLedger } from "../slot-ledger.ts";
 import type { SandboxSpec, SlotInfo } from "../types.ts";
-import { bindMount, bundleConfig, jobResources, type OciMount } from "./bundle.ts";
+import { bindMount, bundleConfig, type OciMount } from "./bundle.ts";
 import { prepareCaches, saveCaches, type WritableCache } from "./caches.ts";
 import { JobCgroup } from "./cgroups.ts";
 import { CrunSandbox, HELPER_IN_SANDBOX, HOME, WORKSPACE } from "./crun-sandbox.ts";
@@ -22,7 +22,6 @@ import type { DiskTemplates } from "./disk-template.ts";
 import { defaultResolve, EgressProxy } from "./egress-proxy.ts";
 import { hostSkeleton } from "./host-rootfs.ts";
 import { InitChannel } from "./init-channel.ts";
-import { makeJobCgroupV1 } from "./job-cgroup-v1.ts";
 import { createJobDisk } from "./job-disk.ts";
 import type { SpareDisks } from "./spare-disks.ts";
 import { mountImageForSlot, mountOverlay, unpackImage } from "./oci-image.ts";
@@ -240,12 +239,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     mark("create: rootfs + bundle");
     signal?.throwIfAborted();
     await ledger.quiet(slot.index); // the slot's parent cgroup is not being removed under crun
-    // v1: the host makes the job's cgroup and crun's process joins it (crun's cgroup manager off); v2: crun does
-    const made = p.layout.kind === "v1" ? makeJobCgroupV1(p.layout, cgroupPath, jobResources(spec.limits)) : null;
-    mark("create: job cgroup");
-    const args = ["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId];
-    channel = await InitChannel.open((read) => p.crun.runDetachedWithChannel(args, "starting the job container", read, { joinCgroups: made?.procsFiles ?? [] }));
-    made?.applyCpuQuota(); // before any step; crun's own start is not throttled by it
+    channel = await InitChannel.open((read) => p.crun.runDetachedWithChannel(["--no-new-keyring", "--bundle", join(jobDir, "bundle"), containerId], "starting the job container", read));
     mark("create: crun run -d");
     started = true;
     return new CrunSandbox(

@@ -42,15 +42,10 @@ export class CrunCli {
   /**
    * `crun run -d` with a stream passed to the container's init as fd 3 (`--preserve-fds=1`):
    * resolves with the host end once crun has started the container and exited. The end's reads
-   * go to `read` (see HostCommands.runWithChannel). `joinCgroups`: the container's cgroups, made by
-   * the host (job-cgroup-v1.ts), which crun's process enters before its exec; crun then runs with
-   * `--cgroup-manager=disabled` and ignores the bundle's `linux.resources`.
+   * go to `read` (see HostCommands.runWithChannel).
    */
-  async runDetachedWithChannel(args: string[], what: string, read: (chunk: Buffer) => void, opts: { joinCgroups?: readonly string[]; timeoutMs?: number } = {}): Promise<Duplex> {
-    const join = opts.joinCgroups ?? [];
-    // cgroups made and joined by the host: crun must not make (nor, at delete, remove) its own
-    const global = join.length > 0 ? ["--cgroup-manager=disabled", "--root", this.stateRoot] : ["--root", this.stateRoot];
-    const { code, stderr, channel } = await this.commands.runWithChannel(this.crunPath, [...global, "run", "-d", "--preserve-fds=1", ...args], opts.timeoutMs ?? 60_000, read, this.hide, join);
+  async runDetachedWithChannel(args: string[], what: string, read: (chunk: Buffer) => void, timeoutMs = 60_000): Promise<Duplex> {
+    const { code, stderr, channel } = await this.commands.runWithChannel(this.crunPath, ["--root", this.stateRoot, "run", "-d", "--preserve-fds=1", ...args], timeoutMs, read, this.hide);
     if (code !== 0) throw new DeltaError("E_SANDBOX", `${what} failed: crun run exited ${code}: ${stderr.trim()}`);
     return channel;
   }

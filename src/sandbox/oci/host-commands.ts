@@ -37,10 +37,9 @@ export interface HostCommands {
   /**
    * Runs a command that detaches (`crun run -d`) with a fresh stream as its fd 3; resolves once it
    * exited. What the stream reads goes to `read`, synchronously; the chunk may be a view of a
-   * buffer reused for the next read (it emits no 'data'). `join`: cgroup.procs files the command's
-   * process enters before its exec (a job's cgroups made by the host, crun's cgroup manager off).
+   * buffer reused for the next read (it emits no 'data').
    */
-  runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null, join?: readonly string[]): Promise<ChannelResult>;
+  runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null): Promise<ChannelResult>;
   /** Stops what `run` needs (if anything); a later call starts it again. */
   close(): Promise<void>;
 }
@@ -57,13 +56,9 @@ export function hostTool(commands: HostCommands, path: string): HostTool {
 
 const SIGNALS: Record<string, number> = { SIGKILL: 9, SIGTERM: 15 };
 
-/**
- * The argv that runs `file args` as a separate process would: through the wrapper when a mount is
- * hidden, and first through a shell that joins the `join` cgroups (writes its own pid, "0") and execs.
- */
-export function wrappedArgv(file: string, args: string[], hide: HiddenMount | null | undefined, join: readonly string[] = []): [string, string[]] {
-  const joining = join.length === 0 ? [] : ["/bin/sh", "-c", 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"', "sh", ...join, "--"];
-  const full = [...joining, ...(hide?.wrapper ?? []), file, ...args];
+/** The argv that runs `file args` as a separate process would: through the wrapper when a mount is hidden. */
+export function wrappedArgv(file: string, args: string[], hide: HiddenMount | null | undefined): [string, string[]] {
+  const full = [...(hide?.wrapper ?? []), file, ...args];
   return [full[0] ?? file, full.slice(1)];
 }
 
@@ -78,8 +73,8 @@ export class DirectCommands implements HostCommands {
     });
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null, join: readonly string[] = []): Promise<ChannelResult> {
-    const [cmd, argv] = wrappedArgv(file, args, hide, join);
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide?: HiddenMount | null): Promise<ChannelResult> {
+    const [cmd, argv] = wrappedArgv(file, args, hide);
     const child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "pipe", "pipe"] });
     const channel = child.stdio[3] as Duplex;
     channel.on("data", read); // a fresh buffer per read here: the fallback when no spawner runs

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -203,27 +203,4 @@ void test("a built-in tool (the disk tool) runs in the spawner's child without a
   const execs = readFileSync(join(cacheDir, "trace"), "utf8").split("\n").filter((l) => l.includes("execve(") && !l.includes("ENOENT"));
   assert.equal(execs.filter((l) => l.includes("disk-tool")).length, 0, execs.join("\n"));
   assert.equal(execs.filter((l) => l.includes(spawner.path)).length, 1);
-});
-
-void test("a channel command joins the cgroups it is given before its exec (spawner, and the fallback's shell)", async () => {
-  const pidsMount = "/sys/fs/cgroup/pids";
-  if (!existsSync(join(pidsMount, "cgroup.procs"))) return; // a v1 pids hierarchy: what this host has
-  const cg = join(pidsMount, `deltaci-spawner-test-${process.pid}`);
-  mkdirSync(cg);
-  const s = new ResidentSpawner((await buildSpawner(cacheDir)).path, logger);
-  try {
-    const script = "grep -E '^[0-9]+:pids:' /proc/self/cgroup >&2";
-    for (const commands of [s, new DirectCommands()]) {
-      const r = await commands.runWithChannel("sh", ["-c", script], 10_000, () => {}, null, [join(cg, "cgroup.procs")]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stderr, new RegExp(`:pids:/deltaci-spawner-test-${process.pid}\\n$`));
-      r.channel.destroy();
-      const missing = await commands.runWithChannel("sh", ["-c", "echo ran"], 10_000, () => {}, null, [join(cg, "nope", "cgroup.procs")]);
-      assert.equal(missing.code, 125, "a cgroup it cannot join fails the command before it runs");
-    }
-  } finally {
-    await s.close();
-    for (let i = 0; i < 50 && readFileSync(join(cg, "cgroup.procs"), "utf8") !== ""; i++) await new Promise((r) => setTimeout(r, 20));
-    rmdirSync(cg);
-  }
 });

@@ -125,23 +125,23 @@ export class ResidentSpawner implements HostCommands {
     const r = await this.ensure();
     if (r === null) return this.direct.run(file, args, timeoutMs, hide);
     const builtin = hide === null ? this.builtins.get(file) : undefined;
-    const req = builtin !== undefined ? request(["T", "", "", builtin, ...args]) : request([kind("R", hide), "", "", file, ...args]);
+    const req = builtin !== undefined ? request(["T", "", builtin, ...args]) : request([kind("R", hide), "", file, ...args]);
     const reply = await this.call(r, req, timeoutMs, "SIGTERM");
     return reply ?? this.direct.run(file, args, timeoutMs, hide);
   }
 
-  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide: HiddenMount | null = null, join: readonly string[] = []): Promise<ChannelResult> {
+  async runWithChannel(file: string, args: string[], timeoutMs: number, read: (chunk: Buffer) => void, hide: HiddenMount | null = null): Promise<ChannelResult> {
     const r = await this.ensure();
-    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide, join);
+    if (r === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide);
     const token = randomBytes(12).toString("hex");
     // Read into one buffer per channel, reused for every read (a step's output flows through it).
     const buffer = Buffer.allocUnsafe(STEP_READ_BUFFER_BYTES);
     const channel = await this.connect(r.socketPath, { buffer, callback: (n) => (read(buffer.subarray(0, n)), true) }).catch(() => null);
-    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide, join);
+    if (channel === null) return this.direct.runWithChannel(file, args, timeoutMs, read, hide);
     channel.on("error", () => {}); // the channel's owner (InitChannel) sees its close
     // registered before the run request: the spawner reads each connection's request in accept order
     await new Promise<void>((resolve) => channel.write(request(["C", token]), () => resolve()));
-    const reply = await this.call(r, request([kind("D", hide), token, join.join("\n"), file, ...args]), timeoutMs, "SIGKILL");
+    const reply = await this.call(r, request([kind("D", hide), token, file, ...args]), timeoutMs, "SIGKILL");
     if (reply === null || reply.code !== 0) channel.destroy();
     return reply === null ? { code: 1, stderr: "the spawner went away", channel } : { code: reply.code, stderr: reply.stderr, channel };
   }

@@ -7,19 +7,16 @@
  *
  * Requests: u32 big-endian length, then NUL-terminated fields. After an R, T or D command's reply
  * the connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
- *   "C" TOKEN                 keep this connection as channel TOKEN (fd 3 of a later "D" command)
- *   "R" "" JOIN ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
- *   "T" "" JOIN ARGV...       the same for a built-in tool ARGV[0] ("disk-tool", disk-ops.h): run in
- *                             the forked child, no exec
- *   "D" TOKEN JOIN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
- *                             take what its stderr holds (its detached children may keep the pipe)
- *   "R/DIR" or "D/DIR"        the same, run in a private mount namespace without the mount at /DIR
- *                             (hybrid cgroup hosts: crun 1.8 refuses the cgroup2 mount), ARGV's binary
- *                             bind-mounted read-only over itself: what sandbox-helper's unshare-cgroup2
- *                             does, done in the forked child instead of an extra exec
- *   JOIN: "" or cgroup.procs files, one per line, that the child joins before its exec (a job
- *   container's cgroups, made by the host: crun then runs with --cgroup-manager=disabled); a
- *   file it cannot join fails the command with 125
+ *   "C" TOKEN            keep this connection as channel TOKEN (fd 3 of a later "D" command)
+ *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
+ *   "T" "" ARGV...       the same for a built-in tool ARGV[0] ("disk-tool", disk-ops.h): run in the
+ *                        forked child, no exec
+ *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
+ *                        take what its stderr holds (its detached children may keep the pipe)
+ *   "R/DIR" or "D/DIR"   the same, run in a private mount namespace without the mount at /DIR
+ *                        (hybrid cgroup hosts: crun 1.8 refuses the cgroup2 mount), ARGV's binary
+ *                        bind-mounted read-only over itself: what sandbox-helper's unshare-cgroup2
+ *                        does, done in the forked child instead of an extra exec
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
  * One process, one poll loop: each command is one fork+exec of this small process (no request
@@ -163,22 +160,9 @@ static void maybe_finish(struct cmd *c) {
   if (c->pid > 0 && c->exited && (c->kind == 'D' || (c->out < 0 && c->err < 0))) finish(c);
 }
 
-/* Moves the calling process into each cgroup.procs file listed in `join` (newline-separated). */
-static int join_cgroups(char *join) {
-  for (char *f = strtok(join, "\n"); f != NULL; f = strtok(NULL, "\n")) {
-    int fd = open(f, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, "0", 1) != 1) {
-      dprintf(2, "deltaci spawner: join cgroup %s: %s", f, strerror(errno));
-      return -1;
-    }
-    close(fd);
-  }
-  return 0;
-}
-
 /* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the
  * rest once it ends. `tool`: argv is a built-in tool, run in the child without an exec. */
-static void start(int conn, int chan, char kind, int tool, const char *hide, char *join, char **argv) {
+static void start(int conn, int chan, char kind, int tool, const char *hide, char **argv) {
   struct cmd *c = NULL;
   for (int i = 0; i < MAX_CMDS && c == NULL; i++) if (cmds[i].pid == 0) c = &cmds[i];
   int out[2] = {-1, -1}, err[2] = {-1, -1};
@@ -199,7 +183,6 @@ static void start(int conn, int chan, char kind, int tool, const char *hide, cha
     place(kind == 'R' ? out[1] : null, 1);
     place(err[1], 2);
     if (chan >= 0) place(chan, 3);
-    if (join[0] != 0 && join_cgroups(join) != 0) _exit(125);
     if (tool) {
       if (strcmp(argv[0], "disk-tool") != 0) {
         dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
@@ -278,10 +261,10 @@ static void serve(int conn) {
         return;
       }
     }
-  } else if ((kind == 'R' || kind == 'D') && n >= 4) {
+  } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
-      start(conn, chan, kind, tool, hide, fields[2], fields + 3);
+      start(conn, chan, kind, tool, hide, fields + 2);
       free(req);
       return;
     }

@@ -136,7 +136,8 @@ export class CrunSandboxFactory implements SandboxFactory {
     const layout = detectCgroupLayout();
     await assertCgroupSupport(layout);
     const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir)]);
-    const commands = new ResidentSpawner(spawner.path, this.opts.logger);
+    // the spawner runs the disk tool's work in its forked child (disk-ops.h): no exec per mount or unmount
+    const commands = new ResidentSpawner(spawner.path, this.opts.logger, new Map([[diskTool.path, "disk-tool"]]));
     const unified = layout.kind === "v1" ? layout.hybridUnified : null;
     const hide = unified !== null ? { dir: unified, wrapper: [helper.path, "unshare-cgroup2", unified] } : null;
     if (unified !== null) this.opts.logger.info({ unified }, "hybrid cgroups: crun runs in a private mount namespace without the cgroup2 mount");

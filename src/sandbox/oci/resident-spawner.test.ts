@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { DirectCommands } from "./host-commands.ts";
-import { buildSandboxHelper, buildSpawner } from "./native-tools.ts";
+import { buildDiskTool, buildSandboxHelper, buildSpawner } from "./native-tools.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 
 const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
@@ -170,4 +170,37 @@ void test("a starting spawner removes the dirs of spawners whose host died with 
     live.kill("SIGKILL");
     for (const d of [deadDir, liveDir, oldName, planted]) rmSync(d, { recursive: true, force: true });
   }
+});
+
+void test("a built-in tool (the disk tool) runs in the spawner's child without an exec, with the binary's output and exit codes", async () => {
+  const [spawner, diskTool] = await Promise.all([buildSpawner(cacheDir), buildDiskTool(cacheDir)]);
+  const s = new ResidentSpawner(spawner.path, logger, new Map([[diskTool.path, "disk-tool"]]));
+  const file = join(cacheDir, "sparse");
+  writeFileSync(file, "");
+  spawnSync("sh", ["-c", `printf x | dd of=${file} bs=1 seek=1048576 conv=notrunc 2>/dev/null`]);
+  try {
+    const direct = new DirectCommands();
+    for (const args of [["extents", file], ["umount", join(cacheDir, "not-mounted")], ["no-such-command"]]) {
+      const viaSpawner = await s.run(diskTool.path, args, 10_000);
+      const viaExec = await direct.run(diskTool.path, args, 10_000);
+      assert.deepEqual({ ...viaSpawner, stderr: viaSpawner.stderr.replace(/^usage: \S+/, "usage:") }, { ...viaExec, stderr: viaExec.stderr.replace(/^usage: \S+/, "usage:") });
+    }
+    assert.match((await s.run(diskTool.path, ["extents", file], 10_000)).stdout, /^1048576 1\n$/);
+    assert.equal((await s.run(diskTool.path, ["no-such-command"], 10_000)).code, 2);
+    // the same request for another binary execs it
+    assert.deepEqual(await s.run("sh", ["-c", "echo execd"], 10_000), { code: 0, stdout: "execd\n", stderr: "" });
+  } finally {
+    await s.close();
+  }
+  // no disk-tool process ran: the spawner's child did its work (its comm stays "spawner")
+  const traced = spawnSync("strace", ["-f", "-qq", "-e", "trace=execve", "-o", join(cacheDir, "trace"), "node", "--import", "tsx", "-e",
+    `import { ResidentSpawner } from ${JSON.stringify(join(import.meta.dirname, "resident-spawner.ts"))};
+     const s = new ResidentSpawner(${JSON.stringify(spawner.path)}, { info() {}, warn() {} }, new Map([[${JSON.stringify(diskTool.path)}, "disk-tool"]]));
+     const r = await s.run(${JSON.stringify(diskTool.path)}, ["extents", ${JSON.stringify(file)}], 10000);
+     await s.close();
+     if (r.code !== 0) process.exit(1);`], { encoding: "utf8" });
+  assert.equal(traced.status, 0, traced.stderr);
+  const execs = readFileSync(join(cacheDir, "trace"), "utf8").split("\n").filter((l) => l.includes("execve(") && !l.includes("ENOENT"));
+  assert.equal(execs.filter((l) => l.includes("disk-tool")).length, 0, execs.join("\n"));
+  assert.equal(execs.filter((l) => l.includes(spawner.path)).length, 1);
 });

@@ -114,12 +114,19 @@ export class ResidentSpawner implements HostCommands {
     /** The built spawner binary (native-tools.ts). */
     private readonly path: string,
     private readonly logger: SandboxLogger,
+    /**
+     * Binaries whose work the spawner has built in (path → its name there, e.g. the disk tool's):
+     * it runs them in the child it forks, without an exec. The binary runs when the spawner cannot.
+     */
+    private readonly builtins: ReadonlyMap<string, string> = new Map(),
   ) {}
 
   async run(file: string, args: string[], timeoutMs: number, hide: HiddenMount | null = null): Promise<CommandResult> {
     const r = await this.ensure();
     if (r === null) return this.direct.run(file, args, timeoutMs, hide);
-    const reply = await this.call(r, request([kind("R", hide), "", file, ...args]), timeoutMs, "SIGTERM");
+    const builtin = hide === null ? this.builtins.get(file) : undefined;
+    const req = builtin !== undefined ? request(["T", "", builtin, ...args]) : request([kind("R", hide), "", file, ...args]);
+    const reply = await this.call(r, req, timeoutMs, "SIGTERM");
     return reply ?? this.direct.run(file, args, timeoutMs, hide);
   }
 

@@ -5,10 +5,12 @@
  *
  *   spawner DIR    listens on DIR/s (DIR must be a private 0700 directory); prints "ready\n"
  *
- * Requests: u32 big-endian length, then NUL-terminated fields. After an R or D command's reply the
- * connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
+ * Requests: u32 big-endian length, then NUL-terminated fields. After an R, T or D command's reply
+ * the connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
  *   "C" TOKEN            keep this connection as channel TOKEN (fd 3 of a later "D" command)
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
+ *   "T" "" ARGV...       the same for a built-in tool ARGV[0] ("disk-tool", disk-ops.h): run in the
+ *                        forked child, no exec
  *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
  *                        take what its stderr holds (its detached children may keep the pipe)
  *   "R/DIR" or "D/DIR"   the same, run in a private mount namespace without the mount at /DIR
@@ -18,7 +20,7 @@
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
  * One process, one poll loop: each command is one fork+exec of this small process (no request
- * process in between); it is the subreaper of what its commands leave behind.
+ * process in between; a built-in tool, one fork); it is the subreaper of what its commands leave behind.
  * It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin) and removes DIR/s and DIR then; it
  * runs in a process group of its own, so a group kill of its parent reaches it as that SIGTERM.
  */
@@ -40,6 +42,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "private-mount-ns.h"
+#include "disk-ops.h"
 
 #define REQ_MAX (1 << 20)
 #define OUT_MAX (16 << 20)
@@ -157,8 +160,9 @@ static void maybe_finish(struct cmd *c) {
   if (c->pid > 0 && c->exited && (c->kind == 'D' || (c->out < 0 && c->err < 0))) finish(c);
 }
 
-/* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the rest once it ends. */
-static void start(int conn, int chan, char kind, const char *hide, char **argv) {
+/* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the
+ * rest once it ends. `tool`: argv is a built-in tool, run in the child without an exec. */
+static void start(int conn, int chan, char kind, int tool, const char *hide, char **argv) {
   struct cmd *c = NULL;
   for (int i = 0; i < MAX_CMDS && c == NULL; i++) if (cmds[i].pid == 0) c = &cmds[i];
   int out[2] = {-1, -1}, err[2] = {-1, -1};
@@ -179,6 +183,17 @@ static void start(int conn, int chan, char kind, const char *hide, char **argv) 
     place(kind == 'R' ? out[1] : null, 1);
     place(err[1], 2);
     if (chan >= 0) place(chan, 3);
+    if (tool) {
+      if (strcmp(argv[0], "disk-tool") != 0) {
+        dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
+        _exit(127);
+      }
+      int argc = 0;
+      while (argv[argc] != NULL) argc++;
+      int rc = disk_tool_main(argc, argv);
+      fflush(stdout);
+      _exit(rc);
+    }
     if (hide != NULL) {
       static char exe[4096];
       if (hide_mount(hide, argv, exe, sizeof exe) != 0) _exit(125);
@@ -235,6 +250,8 @@ static void serve(int conn) {
   char kind = n > 0 ? fields[0][0] : 0;
   const char *hide = n > 0 && fields[0][0] != 0 && fields[0][1] == '/' ? fields[0] + 1 : NULL;
   if (n > 0 && kind != 0 && fields[0][1] != 0 && hide == NULL) kind = 0; /* a malformed kind */
+  int tool = kind == 'T' && hide == NULL;
+  if (tool) kind = 'R';
   if (kind == 'C' && n == 2 && hide == NULL) {
     for (int i = 0; i < CHANNELS; i++) {
       if (channels[i].fd == 0) {
@@ -247,7 +264,7 @@ static void serve(int conn) {
   } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
-      start(conn, chan, kind, hide, fields + 2);
+      start(conn, chan, kind, tool, hide, fields + 2);
       free(req);
       return;
     }

@@ -38,6 +38,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -184,6 +185,9 @@ static void start(int conn, int chan, char kind, int tool, const char *hide, cha
     place(err[1], 2);
     if (chan >= 0) place(chan, 3);
     if (tool) {
+      // No exec follows, so close-on-exec closes nothing: drop every fd of the spawner's
+      // (listening socket, signalfd, clients' connections, channels), as the exec'd tool had none.
+      syscall(SYS_close_range, chan >= 0 ? 4U : 3U, ~0U, 0U);
       if (strcmp(argv[0], "disk-tool") != 0) {
         dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
         _exit(127);

@@ -60,9 +60,13 @@ export class CrunSandbox implements Sandbox {
     return this.servedJobId;
   }
 
-  /** False once its init is gone (the channel closed): the sandbox can run no step. */
+  /**
+   * False once its init is gone: the sandbox can run no step. The channel's close is seen only
+   * when the event loop polls, so an init that died just before this read is found by its
+   * cgroup, which is empty once it exited (a synchronous read of `cgroup.procs`).
+   */
   get alive(): boolean {
-    return this.disposed === null && this.deps.channel.isOpen;
+    return this.disposed === null && this.deps.channel.isOpen && this.job.cgroup.pidsNow().length > 0;
   }
 
   adopt(jobId: string): void {

@@ -29,6 +29,16 @@ const LEASED_ATTEMPT_SQL = `SELECT ${ATTEMPT_ROW_COLS.map((c) => `a.${c}`).join(
 /** How an UPDATE of a row of these tables names it (the key's values follow the SET values). */
 const ROW_KEY = { jobs: "id = ?", attempts: "job_id = ? AND attempt = ?" } as const;
 
+/** The statement cached in `map` under `key`, prepared by `make` on first use. */
+function cached(map: Map<string, Statement>, key: string, make: () => Statement): Statement {
+  let s = map.get(key);
+  if (!s) {
+    s = make();
+    map.set(key, s);
+  }
+  return s;
+}
+
 /** Bytes one `readLogChunks` call returns from a log file (callers loop until it is empty). */
 const LOG_READ_PIECE_BYTES = 1024 * 1024;
 
@@ -83,32 +93,17 @@ export class SqliteStateStore implements StateStore {
   }
 
   private st(text: string): Statement {
-    let s = this.stmts.get(text);
-    if (!s) {
-      s = this.sql.db.prepare(text);
-      this.stmts.set(text, s);
-    }
-    return s;
+    return cached(this.stmts, text, () => this.sql.db.prepare(text));
   }
 
   /** `SELECT <job columns> FROM jobs <rest>`, rows as arrays in JOB_ROW_COLS order (cached by `rest`: no SQL text built per call). */
   private jobs(rest: string): Statement {
-    let s = this.jobStmts.get(rest);
-    if (!s) {
-      s = this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`);
-      this.jobStmts.set(rest, s);
-    }
-    return s;
+    return cached(this.jobStmts, rest, () => this.arrays(`SELECT ${JOB_ROW_COLS.join(", ")} FROM jobs ${rest}`));
   }
 
   /** `SELECT <attempt columns> FROM attempts <rest>`, rows as arrays in ATTEMPT_ROW_COLS order (cached as `jobs`). */
   private attempts(rest: string): Statement {
-    let s = this.attemptStmts.get(rest);
-    if (!s) {
-      s = this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`);
-      this.attemptStmts.set(rest, s);
-    }
-    return s;
+    return cached(this.attemptStmts, rest, () => this.arrays(`SELECT ${ATTEMPT_ROW_COLS.join(", ")} FROM attempts ${rest}`));
   }
 
   /**
@@ -116,23 +111,12 @@ export class SqliteStateStore implements StateStore {
    * the SQL text is built once per set of columns, not on every update (two per protocol request).
    */
   private updates<K extends string>(table: keyof typeof ROW_KEY, cols: Record<K, string>, keys: readonly K[]): Statement {
-    const id = `${table} ${keys.join(" ")}`;
-    let s = this.updateStmts.get(id);
-    if (!s) {
-      s = this.sql.db.prepare(`UPDATE ${table} SET ${keys.map((k) => `${cols[k]} = ?`).join(", ")} WHERE ${ROW_KEY[table]}`);
-      this.updateStmts.set(id, s);
-    }
-    return s;
+    return cached(this.updateStmts, `${table} ${keys.join(" ")}`, () => this.sql.db.prepare(`UPDATE ${table} SET ${keys.map((k) => `${cols[k]} = ?`).join(", ")} WHERE ${ROW_KEY[table]}`));
   }
 
   /** A cached statement whose rows are arrays (`.raw()`); `text` names its columns. */
   private arrays(text: string): Statement {
-    let s = this.stmts.get(text);
-    if (!s) {
-      s = this.sql.db.prepare(text).raw();
-      this.stmts.set(text, s);
-    }
-    return s;
+    return cached(this.stmts, text, () => this.sql.db.prepare(text).raw());
   }
 
   write<T>(fn: (tx: StateTx) => Promise<T>, opts?: { durable?: boolean }): Promise<T> {

@@ -50,7 +50,7 @@ async function fdsWhileBlocked(spawnerPath: string): Promise<string[]> {
 // spawner had open at the fork: its listening socket, signalfd, every idle or in-flight client
 // connection and every registered channel, so a close of any of them by the spawner is not seen
 // by its peer until the tool exits (forever, for a tool stuck in a mount).
-void test("the built-in disk tool runs with the same open fds as the exec'd binary (0, 1, 2)", async () => {
+void test("the built-in disk tool runs with the same open fds as the exec'd binary (0, 1, 2)", { timeout: 120_000 }, async () => {
   const [spawner, diskTool] = await Promise.all([buildSpawner(cacheDir), buildDiskTool(cacheDir)]);
   const fifo = join(cacheDir, "fifo");
   assert.equal(spawnSync("mkfifo", [fifo]).status, 0);

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadClientConfig } from "../src/config/client-config.ts";
@@ -152,6 +152,28 @@ void test("source packing: names with spaces and newlines; the throwaway git dir
   assert.deepEqual(readdirSync(out).sort(), ["a b.txt", "line\nbreak.txt"]);
   process.env.PATH = tempDir(t);
   await assert.rejects(packSource(dir), (e: unknown) => isDeltaError(e) && e.code === "E_INVALID" && /install git/.test(e.message));
+});
+
+void test("source packing: a file written to while it is packed (a log, a database) is a warning naming it, not a failed pack", async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, "kept.txt"), "k");
+  const grow = join(dir, "grow.log");
+  writeFileSync(grow, "");
+  truncateSync(grow, 32 << 20); // sparse: tar takes a while to read it, and the disk holds nothing
+  // Appended to from this thread while the child packs: tar sees the size change during its read.
+  const writer = setInterval(() => appendFileSync(grow, "x\n"), 1);
+  t.after(() => clearInterval(writer));
+  let warned: string[] = [];
+  for (let i = 0; i < 5 && warned.length === 0; i++) {
+    const packed = await packSource(dir); // threw E_INVALID ("tar failed") before: tar exits 1 then
+    assert.equal(packed.files, 2);
+    const out = tempDir(t);
+    execFileSync("tar", ["-x", "-C", out], { input: packed.tar });
+    assert.deepEqual(readdirSync(out).sort(), ["grow.log", "kept.txt"]);
+    warned = packed.warnings;
+  }
+  clearInterval(writer);
+  assert.deepEqual(warned, ["grow.log: file changed as we read it"]);
 });
 
 void test("log printer: whole lines, step markers as headers with results, prefixes, controls neutralised on a TTY", () => {

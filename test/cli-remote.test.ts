@@ -4,13 +4,15 @@
  */
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseJson, runCli, startCli, type CliRun } from "./cli-helpers.ts";
 
 let up: CliRun;
 let root: string;
+/** The job file's directory, packed as the source: beside the server's data dir, not around it. */
+let project: string;
 let server: string;
 let tokenFile: string;
 
@@ -31,7 +33,9 @@ before(async () => {
   server = /server ready at (http:\/\/127\.0\.0\.1:\d+)/.exec(up.output())?.[1] ?? "";
   tokenFile = join(root, "data", "api-token");
   assert.match(up.output(), new RegExp(`API token: +${tokenFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
-  writeFileSync(join(root, "deltaci.yml"), [
+  project = join(root, "project");
+  mkdirSync(project);
+  writeFileSync(join(project, "deltaci.yml"), [
     "jobs:",
     "  ok:",
     "    steps:",
@@ -51,7 +55,7 @@ after(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli([...args], { cwd: root, env: { DELTACI_SERVER: server, ...env } });
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli([...args], { cwd: project, env: { DELTACI_SERVER: server, ...env } });
 const withToken = (args: string[]) => [...args, "--token-file", tokenFile];
 
 async function waitState(jobId: string, states: string[]): Promise<Status> {

@@ -67,8 +67,15 @@ else
 fi
 exec 3>&-
 [ "$2" = list ] && exit 0
-exec tar -c -f - --null --no-recursion --numeric-owner --owner=0 --group=0 -T -
+exec tar -c -f - --null --no-recursion --ignore-failed-read --numeric-owner --owner=0 --group=0 -T -
 `;
+/**
+ * GNU tar's exit code when a file changed while it was read (a log or database being written in
+ * the directory): the archive is whole, with that file as read. Such files, and files removed or
+ * unreadable between the listing and the read (`--ignore-failed-read`), are warnings, not a
+ * failed pack: tar names each on stderr.
+ */
+const TAR_FILES_CHANGED = 1;
 const NO_GIT = 121;
 const GIT_FAILED = 122;
 
@@ -89,7 +96,7 @@ function filesOf(dir: string, listed: Buffer): SourceFileList {
 }
 
 /** Runs LIST_AND_PACK in `dir`; `pack`: also the tar of the listed files (else an empty buffer). */
-async function listAndPack(dir: string, pack: boolean): Promise<{ list: SourceFileList; tar: Buffer }> {
+async function listAndPack(dir: string, pack: boolean): Promise<Packed> {
   const gitDir = emptyGitDir();
   try {
     return await runListAndPack(dir, [mayBeInRepo(dir) ? "repo" : "plain", pack ? "pack" : "list", gitDir]);
@@ -99,7 +106,14 @@ async function listAndPack(dir: string, pack: boolean): Promise<{ list: SourceFi
 }
 
 /** Spawns LIST_AND_PACK with `args`; what it listed, and the tar when it packed. */
-async function runListAndPack(dir: string, args: string[]): Promise<{ list: SourceFileList; tar: Buffer }> {
+interface Packed {
+  list: SourceFileList;
+  tar: Buffer;
+  /** What tar warned of, one line each (files that changed or went away while packed). */
+  warnings: string[];
+}
+
+async function runListAndPack(dir: string, args: string[]): Promise<Packed> {
   const child = spawn("/bin/sh", ["-c", LIST_AND_PACK, "deltaci-pack", ...args], { cwd: dir, stdio: ["pipe", "pipe", "pipe", "pipe"] });
   const listing = child.stdio[3] as Readable;
   const listed: Buffer[] = [];
@@ -120,8 +134,9 @@ async function runListAndPack(dir: string, args: string[]): Promise<{ list: Sour
   });
   if (code === NO_GIT) throw new DeltaError("E_INVALID", "cannot run git to list the source files (git not found in PATH); install git");
   if (code === GIT_FAILED) throw new DeltaError("E_INVALID", `git ls-files failed in ${dir}: ${err.trim()}`);
-  if (code !== 0 || list === null) throw new DeltaError("E_INVALID", `tar failed in ${dir}: ${err.trim()}`);
-  return { list, tar: Buffer.concat(out) };
+  if ((code !== 0 && code !== TAR_FILES_CHANGED) || list === null) throw new DeltaError("E_INVALID", `tar failed in ${dir}: ${err.trim()}`);
+  const warnings = err.split("\n").map((l) => l.replace(/^tar: /, "").trim()).filter((l) => l.length > 0 && !l.startsWith("Exiting with failure status"));
+  return { list, tar: Buffer.concat(out), warnings };
 }
 
 /** Lists the files to pack, relative to `dir`. */
@@ -130,7 +145,7 @@ export async function listSourceFiles(dir: string): Promise<SourceFileList> {
 }
 
 /** The files git would see in `dir` (listSourceFiles) as a tar (ustar/GNU, no compression), in memory. */
-export async function packSource(dir: string): Promise<{ tar: Buffer; files: number; mode: SourceFileList["mode"] }> {
-  const { list, tar } = await listAndPack(dir, true);
-  return { tar, files: list.files.length, mode: list.mode };
+export async function packSource(dir: string): Promise<{ tar: Buffer; files: number; mode: SourceFileList["mode"]; warnings: string[] }> {
+  const { list, tar, warnings } = await listAndPack(dir, true);
+  return { tar, files: list.files.length, mode: list.mode, warnings };
 }

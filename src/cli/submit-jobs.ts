@@ -34,6 +34,7 @@ export function takesLocalSource(job: ParsedJob): boolean {
 
 export async function uploadSource(client: JobApiClient, source: string | Promise<PackedSource>, onProgress?: (text: string) => void, signal?: AbortSignal, declare = true): Promise<string> {
   const packed = await (typeof source === "string" ? packSource(source) : source);
+  for (const w of packed.warnings) onProgress?.(`warning: source: ${w}`);
   onProgress?.(`source: ${packed.files} files (${(packed.tar.length / 1024).toFixed(0)} KiB, ${packed.mode === "git" ? "git-tracked and untracked-not-ignored" : "not ignored by .gitignore"})`);
   const { sha256 } = await client.uploadSource(packed.tar, signal, { declare });
   return sha256;

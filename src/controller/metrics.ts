@@ -5,7 +5,15 @@ import { RUNNER_STATES, type RunnerState } from "./types.ts";
 
 export class ControllerMetrics {
   readonly registry = new Registry();
-  readonly runners = new Gauge({ name: "deltaci_controller_runners", help: "Runners alive, by pool and state", labelNames: ["pool", "state"], registers: [this.registry] });
+  /** Where the runners gauge reads its values at each scrape (watchRunners); null: as last set. */
+  private runnersNow: (() => { pools: readonly string[]; runners: ReadonlyArray<{ pool: string; state: RunnerState }> }) | null = null;
+  readonly runners = new Gauge({
+    name: "deltaci_controller_runners", help: "Runners alive, by pool and state", labelNames: ["pool", "state"], registers: [this.registry],
+    collect: () => {
+      const now = this.runnersNow?.();
+      if (now) this.setRunners(now.pools, now.runners);
+    },
+  });
   readonly decisions = new Counter({ name: "deltaci_controller_scale_decisions_total", help: "Scaling decisions executed (runners launched or drained)", labelNames: ["pool", "kind", "reason"], registers: [this.registry] });
   readonly spawnSeconds = new Histogram({
     name: "deltaci_controller_spawn_seconds", help: "Scaling decision to runner process started (token minted, process spawned)",
@@ -22,10 +30,15 @@ export class ControllerMetrics {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: "deltaci_controller_" });
   }
 
-  setRunners(pools: readonly string[], runners: ReadonlyArray<{ pool: string; state: RunnerState }>): void {
+  private setRunners(pools: readonly string[], runners: ReadonlyArray<{ pool: string; state: RunnerState }>): void {
     for (const pool of new Set([...pools, ...runners.map((r) => r.pool)])) {
       for (const state of RUNNER_STATES) this.runners.set({ pool, state }, runners.filter((r) => r.pool === pool && r.state === state).length);
     }
+  }
+
+  /** Reads the runners gauge from `now` at each scrape: a runner's state is never a reconcile tick old. */
+  watchRunners(now: () => { pools: readonly string[]; runners: ReadonlyArray<{ pool: string; state: RunnerState }> }): void {
+    this.runnersNow = now;
   }
 
   countReaped(items: readonly string[]): void {

@@ -74,6 +74,7 @@ export class Reconciler {
     this.d.metrics.countReaped(reaped);
     if (adopted.length > 0 || reaped.length > 0) this.d.logger?.info({ adopted: adopted.length, reaped }, "recovered runners of an earlier controller");
     this.d.provider.onExit((e) => this.onExit(e));
+    this.d.metrics.watchRunners(() => ({ pools: this.s.pools.map((p) => p.name), runners: this.d.provider.list() }));
     this.loops = [this.demandLoop(), this.tickLoop()];
     this.trigger();
   }
@@ -144,7 +145,6 @@ export class Reconciler {
       }
     }
     await Promise.all(launches);
-    metrics.setRunners(this.s.pools.map((p) => p.name), provider.list());
   }
 
   private async launch(pool: Pool, count: number): Promise<void> {

@@ -53,9 +53,59 @@ export function buildSeccompExporter(cacheDir: string): Promise<NativeTool> {
   return build(cacheDir, "seccomp-export", "seccomp-export.c", ["-lseccomp"]);
 }
 
-/** The resident spawner (resident-spawner.ts): runs host commands so the node host does not fork. */
-export function buildSpawner(cacheDir: string): Promise<NativeTool> {
-  return build(cacheDir, "spawner", "spawner.c", []);
+export interface Spawner extends NativeTool {
+  /** crun's `run -d` and `delete -f` are built in (libcrun, crun-builtin.h): no crun exec for them. */
+  builtinCrun: boolean;
+  /** Why crun is not built in, when libcrun was asked for. */
+  noBuiltinCrun?: string;
+}
+
+/**
+ * The resident spawner (resident-spawner.ts): runs host commands so the node host does not fork.
+ * With `libcrun` (from libcrunLink) it links libcrun for crun's `run -d` and `delete -f`; if that
+ * build fails, the spawner is built without it and execs crun.
+ */
+export async function buildSpawner(cacheDir: string, libcrun: LibcrunLink | null = null): Promise<Spawner> {
+  if (libcrun !== null && "flags" in libcrun) {
+    try {
+      return { ...(await build(cacheDir, "spawner", "spawner.c", libcrun.flags)), builtinCrun: true };
+    } catch (e) {
+      return { ...(await build(cacheDir, "spawner", "spawner.c", [])), builtinCrun: false, noBuiltinCrun: e instanceof Error ? e.message : String(e) };
+    }
+  }
+  return { ...(await build(cacheDir, "spawner", "spawner.c", [])), builtinCrun: false, ...(libcrun !== null ? { noBuiltinCrun: libcrun.reason } : {}) };
+}
+
+/** The crun whose libcrun.a crun-builtin.h declares: Debian 12's 1.8.1. */
+const LIBCRUN_COMMIT = "f8a096be060b22ccd3d5f3ebe44108517fbf6c30";
+
+/** How to link libcrun into the spawner (cc flags), or why it cannot be. */
+export type LibcrunLink = { flags: string[] } | { reason: string };
+
+/**
+ * The flags that link the crun package's libcrun.a (and, by path, the shared libraries it needs:
+ * their -dev packages are not required) into the spawner, when `crunPath` is crun 1.8.1 of commit
+ * LIBCRUN_COMMIT and libcrun.a comes from a crun 1.8.1 package: crun-builtin.h's declarations are
+ * that version's, and the built-in commands must do what `crunPath` would.
+ */
+export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
+  const out = async (file: string, args: string[]) => (await run(file, args, { timeout: 10_000 })).stdout.trim();
+  try {
+    const version = await out(crunPath, ["--version"]);
+    if (!version.startsWith("crun version 1.8.1\n") || !version.includes(`commit: ${LIBCRUN_COMMIT}`)) return { reason: `${crunPath} is not crun 1.8.1 (${LIBCRUN_COMMIT})` };
+    const arch = await out("cc", ["-print-multiarch"]);
+    const libcrun = `/usr/lib/${arch}/libcrun.a`;
+    if (!existsSync(libcrun)) return { reason: `no ${libcrun}` };
+    const owner = await out("dpkg-query", ["-S", libcrun]);
+    const pkg = owner.split(":")[0] ?? "";
+    if (!(await out("dpkg-query", ["-W", "-f", "${Version}", pkg])).startsWith("1.8.1-")) return { reason: `${libcrun} is not crun 1.8.1's` };
+    const libs = ["libseccomp.so.2", "libyajl.so.2", "libsystemd.so.0", "libcap.so.2"].map((name) => [`/usr/lib/${arch}/${name}`, `/lib/${arch}/${name}`].find((p) => existsSync(p)) ?? name);
+    const missing = libs.filter((p) => !p.startsWith("/"));
+    if (missing.length > 0) return { reason: `libcrun needs ${missing.join(", ")}` };
+    return { flags: ["-DDELTACI_LIBCRUN", libcrun, ...libs] };
+  } catch (e) {
+    return { reason: e instanceof Error ? e.message : String(e) };
+  }
 }
 
 /** Host-side job disk work: data extents of a template, loop attach + ext4 mount, unmount. */

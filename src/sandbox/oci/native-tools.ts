@@ -83,8 +83,8 @@ const LIBCRUN_COMMIT = "f8a096be060b22ccd3d5f3ebe44108517fbf6c30";
 export type LibcrunLink = { flags: string[] } | { reason: string };
 
 /**
- * The flags that link the crun package's libcrun.a (and, by path, the shared libraries it needs:
- * their -dev packages are not required) into the spawner, when `crunPath` is crun 1.8.1 of commit
+ * The flags that link the crun package's libcrun.a (and, by path, the libraries it needs:
+ * their -dev packages are not required; libsystemd is replaced by stubs) into the spawner, when `crunPath` is crun 1.8.1 of commit
  * LIBCRUN_COMMIT and libcrun.a comes from a crun 1.8.1 package: crun-builtin.h's declarations are
  * that version's, and the built-in commands must do what `crunPath` would.
  */
@@ -99,7 +99,11 @@ export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
     const owner = await out("dpkg-query", ["-S", libcrun]);
     const pkg = owner.split(":")[0] ?? "";
     if (!(await out("dpkg-query", ["-W", "-f", "${Version}", pkg])).startsWith("1.8.1-")) return { reason: `${libcrun} is not crun 1.8.1's` };
-    const libs = ["libseccomp.so.2", "libyajl.so.2", "libsystemd.so.0", "libcap.so.2"].map((name) => [`/usr/lib/${arch}/${name}`, `/lib/${arch}/${name}`].find((p) => existsSync(p)) ?? name);
+    // libseccomp static where its -dev package is installed (fewer mappings for the spawner's forks
+    // to copy); libsystemd not at all (crun-builtin.h)
+    const libs = [["libseccomp.a", "libseccomp.so.2"], ["libyajl.so.2"], ["libcap.so.2"]].map(
+      (names) => names.flatMap((name) => [`/usr/lib/${arch}/${name}`, `/lib/${arch}/${name}`]).find((p) => existsSync(p)) ?? names.join(" or "),
+    );
     const missing = libs.filter((p) => !p.startsWith("/"));
     if (missing.length > 0) return { reason: `libcrun needs ${missing.join(", ")}` };
     return { flags: ["-DDELTACI_LIBCRUN", libcrun, ...libs] };

@@ -27,7 +27,7 @@ import { hostEtc, hostRootfsMounts, sharedHostSkeleton } from "./host-rootfs.ts"
 import type { OciMount } from "./bundle.ts";
 import { loopDevicesBelow, mountsBelow } from "./job-disk.ts";
 import { hostTool, type HostCommands, type HostTool } from "./host-commands.ts";
-import { buildDiskTool, buildSandboxHelper, buildSpawner, libcrunLink, type NativeTool } from "./native-tools.ts";
+import { buildDiskTool, buildSandboxHelper, buildSpawner, type NativeTool } from "./native-tools.ts";
 import { SpareDisks } from "./spare-disks.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 import { removeContainer, removeJobFiles, type TeardownContext } from "./teardown.ts";
@@ -142,8 +142,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     const layout = detectCgroupLayout();
     await assertCgroupSupport(layout);
     const crunPath = this.opts.crunPath ?? "crun";
-    const libcrun = this.opts.libcrun === false ? null : await libcrunLink(crunPath);
-    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir, libcrun)]);
+    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir, this.opts.libcrun === false ? null : crunPath)]);
     if (spawner.noBuiltinCrun !== undefined) this.opts.logger.info({ reason: spawner.noBuiltinCrun }, "libcrun is not linked into the spawner: it execs crun");
     // The spawner runs the disk tool's work in its forked child (disk-ops.h): no exec per mount or
     // unmount; and, linked with libcrun, crun's `run -d` and `delete -f` (crun-builtin.h).

@@ -211,8 +211,10 @@ void test("crun built in (libcrun): its two command lines give the binary's resu
     t.skip(`libcrun cannot be linked: ${link.reason}`);
     return;
   }
-  const spawner = await buildSpawner(cacheDir, link);
-  assert.equal(spawner.builtinCrun, true);
+  const spawner = await buildSpawner(cacheDir, "crun");
+  assert.equal(spawner.builtinCrun, true, spawner.noBuiltinCrun);
+  // decided once: the next build finds the binary (a refusal would be kept beside it too)
+  assert.deepEqual(await buildSpawner(cacheDir, "crun"), spawner);
   const s = new ResidentSpawner(spawner.path, logger, new Map([["crun", "crun"]]));
   const root = join(cacheDir, "crun-root");
   mkdirSync(root, { mode: 0o700 });

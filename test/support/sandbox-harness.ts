@@ -65,12 +65,14 @@ export interface OciTestEnv extends ConformanceHarness {
   cleanup(): Promise<string[]>;
 }
 
-export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean; spareDisks?: boolean } = {}): OciTestEnv {
+export function ociTestEnv(logger: SandboxLogger = capturingLogger(), opts: { oneSlot?: boolean; spareDisks?: boolean; crunPath?: string; libcrun?: boolean } = {}): OciTestEnv {
   const root = tempRoot("oci");
   // local images: the shared cache (the Debian test image) and this env's own temp dir
   const factory = new CrunSandboxFactory({
     clock: systemClock, logger, cacheDir: "/var/cache/deltaci", cacheRoot: join(root, "caches"), imageRoots: ["/var/cache/deltaci/images", root],
     ...(opts.spareDisks ? { spareDisks: true } : {}),
+    ...(opts.crunPath !== undefined ? { crunPath: opts.crunPath } : {}),
+    ...(opts.libcrun !== undefined ? { libcrun: opts.libcrun } : {}),
   });
   const slots: SlotInfo[] = [];
   return {

@@ -41,6 +41,12 @@ export interface CrunSandboxOptions {
   /** crun `--root`. */
   stateRoot?: string;
   crunPath?: string;
+  /**
+   * Link libcrun into the resident spawner, which then does crun's `run -d` and `delete -f` itself
+   * (no crun exec; native/crun-builtin.h), where `crunPath` is Debian 12's crun 1.8.1 and its
+   * libcrun.a is installed. Default true; false: every crun command execs crun.
+   */
+  libcrun?: boolean;
   /** Parent cgroup of every slot: `/<cgroupParent>/slot-<n>/<container>`. */
   cgroupParent?: string;
   /** Grace between SIGTERM and SIGKILL when a step times out. */
@@ -135,15 +141,19 @@ export class CrunSandboxFactory implements SandboxFactory {
     await chmod(this.cacheDir, 0o755);
     const layout = detectCgroupLayout();
     await assertCgroupSupport(layout);
-    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir)]);
-    // the spawner runs the disk tool's work in its forked child (disk-ops.h): no exec per mount or unmount
-    const commands = new ResidentSpawner(spawner.path, this.opts.logger, new Map([[diskTool.path, "disk-tool"]]));
+    const crunPath = this.opts.crunPath ?? "crun";
+    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir, this.opts.libcrun === false ? null : crunPath)]);
+    if (spawner.noBuiltinCrun !== undefined) this.opts.logger.info({ reason: spawner.noBuiltinCrun }, "libcrun is not linked into the spawner: it execs crun");
+    // The spawner runs the disk tool's work in its forked child (disk-ops.h): no exec per mount or
+    // unmount; and, linked with libcrun, crun's `run -d` and `delete -f` (crun-builtin.h).
+    const builtins = new Map([[diskTool.path, "disk-tool"], ...(spawner.builtinCrun ? [[crunPath, "crun"] as const] : [])]);
+    const commands = new ResidentSpawner(spawner.path, this.opts.logger, builtins);
     const unified = layout.kind === "v1" ? layout.hybridUnified : null;
     const hide = unified !== null ? { dir: unified, wrapper: [helper.path, "unshare-cgroup2", unified] } : null;
     if (unified !== null) this.opts.logger.info({ unified }, "hybrid cgroups: crun runs in a private mount namespace without the cgroup2 mount");
     const stateRoot = this.opts.stateRoot ?? "/run/deltaci/crun";
     await mkdir(stateRoot, { recursive: true, mode: 0o700 });
-    const crun = new CrunCli(this.opts.crunPath ?? "crun", stateRoot, hide, commands);
+    const crun = new CrunCli(crunPath, stateRoot, hide, commands);
     const etcDir = await hostEtc(this.cacheDir);
     const hostSkeletonDir = await sharedHostSkeleton(this.cacheDir);
     const nsLine = readFileSync("/proc/self/status", "utf8").split("\n").find((l) => l.startsWith("NSpid:")) ?? "NSpid:\t1";

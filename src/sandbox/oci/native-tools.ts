@@ -4,8 +4,8 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, rename } from "node:fs/promises";
+import { existsSync, statSync } from "node:fs";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
@@ -19,28 +19,36 @@ export interface NativeTool {
   path: string;
 }
 
-async function build(cacheDir: string, name: string, source: string, flags: string[]): Promise<NativeTool> {
+/** Where a tool's binary goes: a dir named by the hash of its source, the local headers it includes and `key` (its flags, or what decides them). */
+async function toolPaths(cacheDir: string, name: string, source: string, key: string): Promise<NativeTool & { src: string }> {
   const nativeDir = join(projectRoot(), "src", "sandbox", "oci", "native");
   const src = join(nativeDir, source);
   const text = await readFile(src);
   const hash = createHash("sha256").update(text);
   // the local headers it includes are part of its content
   for (const m of text.toString("utf8").matchAll(/^#include "([^"]+)"/gm)) hash.update(await readFile(join(nativeDir, m[1] ?? "")));
-  const digest = hash.update(flags.join(" ")).digest("hex").slice(0, 16);
+  const digest = hash.update(key).digest("hex").slice(0, 16);
   const dir = join(cacheDir, "bin", `${name}-${digest}`);
-  const path = join(dir, name);
-  if (existsSync(path)) return { dir, path };
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  await chmod(dir, 0o755);
-  const tmp = `${path}.tmp-${process.pid}`;
+  return { src, dir, path: join(dir, name) };
+}
+
+async function compile(name: string, tool: NativeTool & { src: string }, flags: string[]): Promise<void> {
+  await mkdir(tool.dir, { recursive: true, mode: 0o755 });
+  await chmod(tool.dir, 0o755);
+  const tmp = `${tool.path}.tmp-${process.pid}`;
   try {
-    await run("cc", ["-O2", "-Wall", "-o", tmp, src, ...flags], { timeout: 120_000 });
+    await run("cc", ["-O2", "-Wall", "-o", tmp, tool.src, ...flags], { timeout: 120_000 });
   } catch (e) {
     throw new DeltaError("E_SANDBOX", `cannot build ${name} (needs cc${flags.length ? " and " + flags.join(" ") : ""}): ${e instanceof Error ? e.message : String(e)}`, { cause: e });
   }
   await chmod(tmp, 0o755);
-  await rename(tmp, path);
-  return { dir, path };
+  await rename(tmp, tool.path);
+}
+
+async function build(cacheDir: string, name: string, source: string, flags: string[]): Promise<NativeTool> {
+  const tool = await toolPaths(cacheDir, name, source, flags.join(" "));
+  if (!existsSync(tool.path)) await compile(name, tool, flags);
+  return { dir: tool.dir, path: tool.path };
 }
 
 /** The static in-container helper: `init`, `step`, and host-side `unshare-cgroup2`. */
@@ -53,9 +61,90 @@ export function buildSeccompExporter(cacheDir: string): Promise<NativeTool> {
   return build(cacheDir, "seccomp-export", "seccomp-export.c", ["-lseccomp"]);
 }
 
-/** The resident spawner (resident-spawner.ts): runs host commands so the node host does not fork. */
-export function buildSpawner(cacheDir: string): Promise<NativeTool> {
-  return build(cacheDir, "spawner", "spawner.c", []);
+export interface Spawner extends NativeTool {
+  /** crun's `run -d` and `delete -f` are built in (libcrun, crun-builtin.h): no crun exec for them. */
+  builtinCrun: boolean;
+  /** Why crun is not built in, when libcrun was asked for. */
+  noBuiltinCrun?: string;
+}
+
+/**
+ * The resident spawner (resident-spawner.ts): runs host commands so the node host does not fork.
+ * With `crunPath`, it links libcrun for crun's `run -d` and `delete -f` where libcrunLink allows
+ * it; else, or if that build fails, it is built without it and execs crun. Whether it links is
+ * decided once per (source, `crunPath`, the crun package's files as they are on disk) and kept
+ * beside the binary: a later start runs nothing to find out (libcrunLink's checks fork this
+ * process four times, 15–60 ms of its CPU).
+ */
+export async function buildSpawner(cacheDir: string, crunPath: string | null = null): Promise<Spawner> {
+  const plain = async (noBuiltinCrun?: string): Promise<Spawner> => ({ ...(await build(cacheDir, "spawner", "spawner.c", [])), builtinCrun: false, ...(noBuiltinCrun !== undefined ? { noBuiltinCrun } : {}) });
+  if (crunPath === null) return plain();
+  if (!existsSync(LIBCRUN_ARCHIVE)) return plain(`no ${LIBCRUN_ARCHIVE}`);
+  const key = ["libcrun", crunPath, ...[LIBCRUN_ARCHIVE, "/usr/bin/crun"].map(fileIdentity)].join(" ");
+  const tool = await toolPaths(cacheDir, "spawner", "spawner.c", key);
+  const refused = join(tool.dir, "no-libcrun");
+  if (existsSync(tool.path)) return { dir: tool.dir, path: tool.path, builtinCrun: true };
+  if (existsSync(refused)) return plain(await readFile(refused, "utf8"));
+  const link = await libcrunLink(crunPath);
+  let reason: string;
+  if ("flags" in link) {
+    try {
+      await compile("spawner", tool, link.flags);
+      return { dir: tool.dir, path: tool.path, builtinCrun: true };
+    } catch (e) {
+      reason = e instanceof Error ? e.message : String(e);
+    }
+  } else reason = link.reason;
+  await mkdir(tool.dir, { recursive: true, mode: 0o755 });
+  await writeFile(refused, reason);
+  return plain(reason);
+}
+
+/** A file as it is on disk (a package upgrade changes it), or its absence. */
+function fileIdentity(path: string): string {
+  try {
+    const st = statSync(path);
+    return `${path}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return `${path}:-`;
+  }
+}
+
+/** Debian 12's amd64 crun package's static library (crun-builtin.h's handlers path is that build's too). */
+const LIBCRUN_ARCHIVE = "/usr/lib/x86_64-linux-gnu/libcrun.a";
+const LIBDIR = "/usr/lib/x86_64-linux-gnu";
+
+/** The crun whose libcrun.a crun-builtin.h declares: Debian 12's 1.8.1. */
+const LIBCRUN_COMMIT = "f8a096be060b22ccd3d5f3ebe44108517fbf6c30";
+
+/** How to link libcrun into the spawner (cc flags), or why it cannot be. */
+export type LibcrunLink = { flags: string[] } | { reason: string };
+
+/**
+ * The flags that link the crun package's libcrun.a (and, by path, the libraries it needs:
+ * their -dev packages are not required; libsystemd is replaced by stubs) into the spawner, when `crunPath` is crun 1.8.1 of commit
+ * LIBCRUN_COMMIT and libcrun.a comes from a crun 1.8.1 package: crun-builtin.h's declarations are
+ * that version's, and the built-in commands must do what `crunPath` would.
+ */
+export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
+  const out = async (file: string, args: string[]) => (await run(file, args, { timeout: 10_000 })).stdout.trim();
+  try {
+    if (!existsSync(LIBCRUN_ARCHIVE)) return { reason: `no ${LIBCRUN_ARCHIVE}` };
+    const version = await out(crunPath, ["--version"]);
+    if (!version.startsWith("crun version 1.8.1\n") || !version.includes(`commit: ${LIBCRUN_COMMIT}`)) return { reason: `${crunPath} is not crun 1.8.1 (${LIBCRUN_COMMIT})` };
+    const pkg = (await out("dpkg-query", ["-S", LIBCRUN_ARCHIVE])).split(":")[0] ?? "";
+    if (!(await out("dpkg-query", ["-W", "-f", "${Version}", pkg])).startsWith("1.8.1-")) return { reason: `${LIBCRUN_ARCHIVE} is not crun 1.8.1's` };
+    // libseccomp static where its -dev package is installed (fewer mappings for the spawner's forks
+    // to copy); libsystemd not at all (crun-builtin.h)
+    const libs = [["libseccomp.a", "libseccomp.so.2"], ["libyajl.so.2"], ["libcap.so.2"]].map(
+      (names) => names.flatMap((name) => [`${LIBDIR}/${name}`, `/lib/x86_64-linux-gnu/${name}`]).find((p) => existsSync(p)) ?? names.join(" or "),
+    );
+    const missing = libs.filter((p) => !p.startsWith("/"));
+    if (missing.length > 0) return { reason: `libcrun needs ${missing.join(", ")}` };
+    return { flags: ["-DDELTACI_LIBCRUN", LIBCRUN_ARCHIVE, ...libs] };
+  } catch (e) {
+    return { reason: e instanceof Error ? e.message : String(e) };
+  }
 }
 
 /** Host-side job disk work: data extents of a template, loop attach + ext4 mount, unmount. */

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { DirectCommands } from "./host-commands.ts";
-import { buildDiskTool, buildSandboxHelper, buildSpawner } from "./native-tools.ts";
+import { buildDiskTool, buildSandboxHelper, buildSpawner, libcrunLink } from "./native-tools.ts";
 import { ResidentSpawner } from "./resident-spawner.ts";
 
 const cacheDir = mkdtempSync(join(tmpdir(), "spawner-test-"));
@@ -203,4 +203,32 @@ void test("a built-in tool (the disk tool) runs in the spawner's child without a
   const execs = readFileSync(join(cacheDir, "trace"), "utf8").split("\n").filter((l) => l.includes("execve(") && !l.includes("ENOENT"));
   assert.equal(execs.filter((l) => l.includes("disk-tool")).length, 0, execs.join("\n"));
   assert.equal(execs.filter((l) => l.includes(spawner.path)).length, 1);
+});
+
+void test("crun built in (libcrun): its two command lines give the binary's results, any other is exec'd", async (t) => {
+  const link = await libcrunLink("crun");
+  if (!("flags" in link)) {
+    t.skip(`libcrun cannot be linked: ${link.reason}`);
+    return;
+  }
+  const spawner = await buildSpawner(cacheDir, "crun");
+  assert.equal(spawner.builtinCrun, true, spawner.noBuiltinCrun);
+  // decided once: the next build finds the binary (a refusal would be kept beside it too)
+  assert.deepEqual(await buildSpawner(cacheDir, "crun"), spawner);
+  const s = new ResidentSpawner(spawner.path, logger, new Map([["crun", "crun"]]));
+  const root = join(cacheDir, "crun-root");
+  mkdirSync(root, { mode: 0o700 });
+  try {
+    const direct = new DirectCommands();
+    for (const args of [
+      ["--root", root, "delete", "-f", "no-such-container"], // taken by the built-in
+      ["--root", root, "delete", "no-such-container"], // exec'd (no -f)
+      ["--root", root, "run", "-d", "--preserve-fds=0", "--no-new-keyring", "--bundle", join(cacheDir, "no-bundle"), "x"], // taken: no bundle
+      ["--version"], // exec'd
+    ]) {
+      assert.deepEqual(await s.run("crun", args, 10_000), await direct.run("crun", args, 10_000), args.join(" "));
+    }
+  } finally {
+    await s.close();
+  }
 });

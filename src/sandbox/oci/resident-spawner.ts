@@ -38,9 +38,14 @@ function request(fields: string[]): Buffer {
   return Buffer.concat([head, body]);
 }
 
-/** A request's kind; "R/DIR" runs the command in a private mount namespace without the mount at /DIR (spawner.c, no wrapper exec). */
-function kind(k: "R" | "D", hide: HiddenMount | null): string {
-  return hide === null ? k : `${k}${hide.dir}`;
+/**
+ * A request's fields up to the command's argv: "R/DIR" runs the command in a private mount
+ * namespace without the mount at /DIR (spawner.c, no wrapper exec); "+R" names a built-in tool
+ * that does the command's work in the spawner's child (no exec).
+ */
+function head(k: "R" | "D", token: string, builtin: string | undefined, hide: HiddenMount | null): string[] {
+  const kind = hide === null ? k : `${k}${hide.dir}`;
+  return builtin === undefined ? [kind, token] : [`+${kind}`, token, builtin];
 }
 
 /** Parses a reply (pid, code, stdout, stderr); null while incomplete. */
@@ -115,8 +120,9 @@ export class ResidentSpawner implements HostCommands {
     private readonly path: string,
     private readonly logger: SandboxLogger,
     /**
-     * Binaries whose work the spawner has built in (path → its name there, e.g. the disk tool's):
-     * it runs them in the child it forks, without an exec. The binary runs when the spawner cannot.
+     * Binaries whose work the spawner has built in (path → its name there: the disk tool's, and
+     * crun's when it links libcrun): it runs them in the child it forks, without an exec. The
+     * binary runs when the spawner cannot, or (crun) when the built-in does not take the command.
      */
     private readonly builtins: ReadonlyMap<string, string> = new Map(),
   ) {}
@@ -124,8 +130,7 @@ export class ResidentSpawner implements HostCommands {
   async run(file: string, args: string[], timeoutMs: number, hide: HiddenMount | null = null): Promise<CommandResult> {
     const r = await this.ensure();
     if (r === null) return this.direct.run(file, args, timeoutMs, hide);
-    const builtin = hide === null ? this.builtins.get(file) : undefined;
-    const req = builtin !== undefined ? request(["T", "", builtin, ...args]) : request([kind("R", hide), "", file, ...args]);
+    const req = request([...head("R", "", this.builtins.get(file), hide), file, ...args]);
     const reply = await this.call(r, req, timeoutMs, "SIGTERM");
     return reply ?? this.direct.run(file, args, timeoutMs, hide);
   }
@@ -141,7 +146,7 @@ export class ResidentSpawner implements HostCommands {
     channel.on("error", () => {}); // the channel's owner (InitChannel) sees its close
     // registered before the run request: the spawner reads each connection's request in accept order
     await new Promise<void>((resolve) => channel.write(request(["C", token]), () => resolve()));
-    const reply = await this.call(r, request([kind("D", hide), token, file, ...args]), timeoutMs, "SIGKILL");
+    const reply = await this.call(r, request([...head("D", token, this.builtins.get(file), hide), file, ...args]), timeoutMs, "SIGKILL");
     if (reply === null || reply.code !== 0) channel.destroy();
     return reply === null ? { code: 1, stderr: "the spawner went away", channel } : { code: reply.code, stderr: reply.stderr, channel };
   }

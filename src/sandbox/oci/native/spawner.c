@@ -9,14 +9,15 @@
  * the connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
  *   "C" TOKEN            keep this connection as channel TOKEN (fd 3 of a later "D" command)
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF
- *   "T" "" ARGV...       the same for a built-in tool ARGV[0] ("disk-tool", disk-ops.h): run in the
- *                        forked child, no exec
  *   "D" TOKEN ARGV...    run ARGV with channel TOKEN as fd 3, stdout /dev/null; once it exits,
  *                        take what its stderr holds (its detached children may keep the pipe)
  *   "R/DIR" or "D/DIR"   the same, run in a private mount namespace without the mount at /DIR
  *                        (hybrid cgroup hosts: crun 1.8 refuses the cgroup2 mount), ARGV's binary
  *                        bind-mounted read-only over itself: what sandbox-helper's unshare-cgroup2
  *                        does, done in the forked child instead of an extra exec
+ *   "+R" ... "+D/DIR"    the same with NAME before ARGV: run built-in tool NAME in the forked child,
+ *                        no exec ("disk-tool", disk-ops.h; "crun", crun-builtin.h, when built with
+ *                        -DDELTACI_LIBCRUN); ARGV[0] is exec'd when "crun" does not take ARGV
  * Reply: i32 pid once started, then i32 exit code (128+signal; 127 when exec failed),
  * u32 length + stdout, u32 length + stderr. Integers are big-endian.
  * One process, one poll loop: each command is one fork+exec of this small process (no request
@@ -44,6 +45,9 @@
 #include <unistd.h>
 #include "private-mount-ns.h"
 #include "disk-ops.h"
+#ifdef DELTACI_LIBCRUN
+#include "crun-builtin.h"
+#endif
 
 #define REQ_MAX (1 << 20)
 #define OUT_MAX (16 << 20)
@@ -161,9 +165,29 @@ static void maybe_finish(struct cmd *c) {
   if (c->pid > 0 && c->exited && (c->kind == 'D' || (c->out < 0 && c->err < 0))) finish(c);
 }
 
+/* Runs built-in tool `name` in the forked child; returns only if it does not take argv (exec it then). */
+static void run_builtin(const char *name, char **argv) {
+  int argc = 0;
+  while (argv[argc] != NULL) argc++;
+  int rc;
+  if (strcmp(name, "disk-tool") == 0) rc = disk_tool_main(argc, argv);
+#ifdef DELTACI_LIBCRUN
+  else if (strcmp(name, "crun") == 0) {
+    if ((rc = crun_builtin(argc, argv)) == -2) return;
+  }
+#endif
+  else {
+    dprintf(2, "deltaci spawner: no built-in tool %s", name);
+    rc = 127;
+  }
+  fflush(stdout);
+  fflush(stderr);
+  _exit(rc);
+}
+
 /* Forks and execs argv (this process forks nothing else per command); replies with its pid now, the
- * rest once it ends. `tool`: argv is a built-in tool, run in the child without an exec. */
-static void start(int conn, int chan, char kind, int tool, const char *hide, char **argv) {
+ * rest once it ends. `tool`: the name of a built-in tool run in the child without an exec, or NULL. */
+static void start(int conn, int chan, char kind, const char *tool, const char *hide, char **argv) {
   struct cmd *c = NULL;
   for (int i = 0; i < MAX_CMDS && c == NULL; i++) if (cmds[i].pid == 0) c = &cmds[i];
   int out[2] = {-1, -1}, err[2] = {-1, -1};
@@ -184,23 +208,16 @@ static void start(int conn, int chan, char kind, int tool, const char *hide, cha
     place(kind == 'R' ? out[1] : null, 1);
     place(err[1], 2);
     if (chan >= 0) place(chan, 3);
-    if (tool) {
+    if (hide != NULL && unshare_without(hide) != 0) _exit(125);
+    if (tool != NULL) {
       // No exec follows, so close-on-exec closes nothing: drop every fd of the spawner's
       // (listening socket, signalfd, clients' connections, channels), as the exec'd tool had none.
       syscall(SYS_close_range, chan >= 0 ? 4U : 3U, ~0U, 0U);
-      if (strcmp(argv[0], "disk-tool") != 0) {
-        dprintf(2, "deltaci spawner: no built-in tool %s", argv[0]);
-        _exit(127);
-      }
-      int argc = 0;
-      while (argv[argc] != NULL) argc++;
-      int rc = disk_tool_main(argc, argv);
-      fflush(stdout);
-      _exit(rc);
+      run_builtin(tool, argv);
     }
     if (hide != NULL) {
       static char exe[4096];
-      if (hide_mount(hide, argv, exe, sizeof exe) != 0) _exit(125);
+      protect_exe(argv, exe, sizeof exe);
       execv(exe, argv);
     } else execvp(argv[0], argv);
     dprintf(2, "deltaci spawner: exec %s: %s", argv[0], strerror(errno));
@@ -251,12 +268,15 @@ static void serve(int conn) {
   int n = 0;
   for (char *p = req; p < req + len && n < 4095; p += strlen(p) + 1) fields[n++] = p;
   fields[n] = NULL;
-  char kind = n > 0 ? fields[0][0] : 0;
-  const char *hide = n > 0 && fields[0][0] != 0 && fields[0][1] == '/' ? fields[0] + 1 : NULL;
-  if (n > 0 && kind != 0 && fields[0][1] != 0 && hide == NULL) kind = 0; /* a malformed kind */
-  int tool = kind == 'T' && hide == NULL;
-  if (tool) kind = 'R';
-  if (kind == 'C' && n == 2 && hide == NULL) {
+  const char *k = n > 0 ? fields[0] : "";
+  int builtin = k[0] == '+';
+  k += builtin;
+  char kind = k[0];
+  const char *hide = kind != 0 && k[1] == '/' ? k + 1 : NULL;
+  if (kind != 0 && k[1] != 0 && hide == NULL) kind = 0; /* a malformed kind */
+  const char *tool = builtin && n >= 4 ? fields[2] : NULL;
+  if (builtin && tool == NULL) kind = 0;
+  if (kind == 'C' && n == 2 && hide == NULL && !builtin) {
     for (int i = 0; i < CHANNELS; i++) {
       if (channels[i].fd == 0) {
         snprintf(channels[i].token, sizeof channels[i].token, "%s", fields[1]);
@@ -268,7 +288,7 @@ static void serve(int conn) {
   } else if ((kind == 'R' || kind == 'D') && n >= 3) {
     int chan = kind == 'D' ? take_channel(fields[1]) : -1;
     if (kind == 'R' || chan >= 0) {
-      start(conn, chan, kind, tool, hide, fields + 2);
+      start(conn, chan, kind, tool, hide, fields + (tool != NULL ? 3 : 2));
       free(req);
       return;
     }

@@ -9,7 +9,7 @@
  * Also the CPU seconds the runner and the server (this process) used in that window, and the
  * load average (the machine is shared: wall-clock figures vary with it, CPU seconds less).
  * Prints one JSON document. Usage: tsx bench/runner-log-throughput.ts [MiB] [--durability normal]
- * [--runner-process] [--isolation process|oci] [--cpu-prof-dir DIR]
+ * [--runner-process] [--server-process] [--isolation process|oci] [--cpu-prof-dir DIR]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomInt } from "node:crypto";
@@ -21,6 +21,7 @@ import { performance } from "node:perf_hooks";
 import { build } from "esbuild";
 import { Api, jobSpec } from "../test/support/runner-harness.ts";
 import { startServer } from "../src/server/index.ts";
+import { spawnDeltaci } from "./lib/protocol-client.ts";
 import { statusKiB } from "./lib/up-process.ts";
 
 const MiB = 1024 * 1024;
@@ -36,19 +37,21 @@ const isoIdx = args.indexOf("--isolation");
 const isolation = isoIdx >= 0 && args.splice(isoIdx, 2)[1] === "oci" ? "oci" : "process";
 const asProcess = args.includes("--runner-process");
 if (asProcess) args.splice(args.indexOf("--runner-process"), 1);
+const serverAsProcess = args.includes("--server-process");
+if (serverAsProcess) args.splice(args.indexOf("--server-process"), 1);
 const sizeMiB = Number(args[0] ?? 200);
 const total = sizeMiB * MiB;
 const line = "2026-11-28T03:00:00.000Z INFO build step output line with some ordinary text 0123456789";
 const producer = `yes '${line}' | head -c ${total}`;
 
 
-/** CPU seconds (user + system) a process used so far, from /proc (clock ticks of 10 ms). */
-function cpuSeconds(pid: number): number {
+/** CPU seconds (user, system) a process used so far, from /proc (clock ticks of 10 ms). */
+function cpuSeconds(pid: number): { user: number; system: number } {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /s, "").split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
   } catch {
-    return 0;
+    return { user: 0, system: 0 };
   }
 }
 
@@ -77,7 +80,15 @@ const baselineS = (performance.now() - b0) / 1000;
 
 const root = mkdtempSync(join(tmpdir(), "deltaci-bench-runner-"));
 chmodSync(root, 0o711);
-const server = await startServer({ dataDir: join(root, "server"), port: 0, host: "127.0.0.1", logLimitBytes: total + 16 * MiB, durability });
+const server = serverAsProcess
+  ? await spawnDeltaci(["--durability", durability, "--log-limit", `${sizeMiB + 16}Mi`]).then((c) => ({ ...c, close: () => c.stop(), pid: c.proc.pid ?? 0 }))
+  : { ...(await startServer({ dataDir: join(root, "server"), port: 0, host: "127.0.0.1", logLimitBytes: total + 16 * MiB, durability })), pid: process.pid };
+/** The server's CPU seconds so far (user, system): this process's, or the child's from /proc. */
+const serverCpu = (): { user: number; system: number } => {
+  if (serverAsProcess) return cpuSeconds(server.pid);
+  const u = process.cpuUsage();
+  return { user: u.user / 1e6, system: u.system / 1e6 };
+};
 const api = new Api(server.url, server.apiToken, server.controllerToken);
 try {
   const jobId = await api.submit(jobSpec({
@@ -126,16 +137,19 @@ try {
   await api.waitFor(jobId, (j) => j.state === "running", "running", 120_000);
   const t0 = performance.now();
   const runnerCpu0 = cpuSeconds(pid);
-  const serverCpu0 = process.cpuUsage();
+  const serverCpu0 = serverCpu();
   let held = 0;
   while (held < total) {
     held = (await api.job(jobId)).log.bytes;
     await new Promise((r) => setTimeout(r, 50)); // one slow poller: the check must not load the server it measures
   }
   const runnerS = (performance.now() - t0) / 1000;
-  const runnerCpuS = cpuSeconds(pid) - runnerCpu0;
-  const serverCpu = process.cpuUsage(serverCpu0);
-  const serverCpuS = (serverCpu.user + serverCpu.system) / 1e6;
+  const runnerCpu1 = cpuSeconds(pid);
+  const runnerUserS = runnerCpu1.user - runnerCpu0.user;
+  const runnerSystemS = runnerCpu1.system - runnerCpu0.system;
+  const serverCpu1 = serverCpu();
+  const serverSystemS = serverCpu1.system - serverCpu0.system;
+  const serverCpuS = serverCpu1.user - serverCpu0.user + serverSystemS;
   const job = await api.waitDone(jobId, 120_000);
   const puts = await logPutStats(server.url);
   clearInterval(rss);
@@ -146,11 +160,11 @@ try {
     bench: "runner-log-throughput",
     bytes: total,
     runner: {
-      as: asProcess ? "runner process" : "runner-host session", isolation, seconds: +runnerS.toFixed(3), mbPerS: +(total / 1e6 / runnerS).toFixed(1), cpuSeconds: +runnerCpuS.toFixed(2),
+      as: asProcess ? "runner process" : "runner-host session", isolation, seconds: +runnerS.toFixed(3), mbPerS: +(total / 1e6 / runnerS).toFixed(1), cpuSeconds: +(runnerUserS + runnerSystemS).toFixed(2), systemCpuSeconds: +runnerSystemS.toFixed(2),
       rssAtLeaseMiB: +(idleKiB / 1024).toFixed(1), peakRssMiB: +(peakKiB / 1024).toFixed(1), rssGrowthMiB: +((peakKiB - idleKiB) / 1024).toFixed(1), vmHwmMiB: +(hwmKiB / 1024).toFixed(1),
       exitCode: code, jobState: job.state, logBytes: job.log.bytes,
     },
-    server: { cpuSeconds: +serverCpuS.toFixed(2), durability, logPuts: puts.count, meanPutKiB: +(total / 1024 / Math.max(1, puts.count)).toFixed(0), putSecondsTotal: +puts.seconds.toFixed(2) },
+    server: { as: serverAsProcess ? "deltaci server child" : "this process", cpuSeconds: +serverCpuS.toFixed(2), systemCpuSeconds: +serverSystemS.toFixed(2), durability, logPuts: puts.count, meanPutKiB: +(total / 1024 / Math.max(1, puts.count)).toFixed(0), putSecondsTotal: +puts.seconds.toFixed(2) },
     loadAverage1m: loadavg()[0],
     baselinePipeCat: { seconds: +baselineS.toFixed(3), mbPerS: +(total / 1e6 / baselineS).toFixed(1) },
     goals: { mbPerS: 200, rssGrowthMiB: 64 },

@@ -23,7 +23,9 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# patches/ (applied by npm's postinstall, patch-package) counts too: a changed patch means a fresh install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
+   [ -n "$(find patches -newer node_modules/.package-lock.json 2>/dev/null)" ]; then
   echo "setup: npm ci" >&2
   npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -232,3 +232,23 @@ void test("crun built in (libcrun): its two command lines give the binary's resu
     await s.close();
   }
 });
+
+void test("crun built in (libcrun): the spawner's commands get the environment the host gave it, as without libcrun", async (t) => {
+  const link = await libcrunLink("crun");
+  if (!("flags" in link)) {
+    t.skip(`libcrun cannot be linked: ${link.reason}`);
+    return;
+  }
+  const envOf = async (spawner: string, builtins: Map<string, string>) => {
+    const s = new ResidentSpawner(spawner, logger, builtins);
+    try {
+      return (await s.run("env", [], 10_000)).stdout.split("\n").filter((l) => !l.startsWith("_=")).sort();
+    } finally {
+      await s.close();
+    }
+  };
+  const withLibcrun = await buildSpawner(cacheDir, "crun");
+  assert.equal(withLibcrun.builtinCrun, true, withLibcrun.noBuiltinCrun);
+  // libcrun's constructor re-executes the spawner and marks its environment (_LIBCONTAINER_CLONED_BINARY)
+  assert.deepEqual(await envOf(withLibcrun.path, new Map([["crun", "crun"]])), await envOf((await buildSpawner(cacheDir)).path, new Map()));
+});

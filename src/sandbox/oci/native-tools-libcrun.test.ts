@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { buildSpawner, libcrunLink } from "./native-tools.ts";
+import { buildSpawner, libcrunKeyFiles, libcrunLink } from "./native-tools.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "libcrun-link-test-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -59,4 +59,12 @@ void test("a crun named crun-HANDLER (its handler chosen by its name) is not bui
   symlinkSync("/usr/bin/crun", crun);
   const link = await libcrunLink(crun);
   assert.ok(!("flags" in link), "the built-in would run the container without the wasm handler");
+});
+
+void test("every archive linked into the spawner is part of its key (an update of one builds it again)", async (t) => {
+  const link = await libcrunLink("crun");
+  if (!("flags" in link)) return void t.skip(`libcrun cannot be linked: ${link.reason}`);
+  const archives = link.flags.filter((f) => f.endsWith(".a"));
+  assert.ok(archives.length > 0);
+  for (const a of archives) assert.ok(libcrunKeyFiles("crun").includes(a), `${a} is linked in but not in the key`);
 });

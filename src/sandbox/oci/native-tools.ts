@@ -80,9 +80,7 @@ export async function buildSpawner(cacheDir: string, crunPath: string | null = n
   const plain = async (noBuiltinCrun?: string): Promise<Spawner> => ({ ...(await build(cacheDir, "spawner", "spawner.c", [])), builtinCrun: false, ...(noBuiltinCrun !== undefined ? { noBuiltinCrun } : {}) });
   if (crunPath === null) return plain();
   if (!existsSync(LIBCRUN_ARCHIVE)) return plain(`no ${LIBCRUN_ARCHIVE}`);
-  // the crun `crunPath` names as the spawner's execvp finds it (another crun first on PATH, or a
-  // new file at that path, is another decision), and the package's files
-  const key = ["libcrun", crunPath, ...[onPath(crunPath), LIBCRUN_ARCHIVE, "/usr/bin/crun"].map(fileIdentity)].join(" ");
+  const key = ["libcrun", crunPath, ...libcrunKeyFiles(crunPath).map(fileIdentity)].join(" ");
   const tool = await toolPaths(cacheDir, "spawner", "spawner.c", key);
   const refused = join(tool.dir, "no-libcrun");
   if (existsSync(tool.path)) return { dir: tool.dir, path: tool.path, builtinCrun: true };
@@ -107,6 +105,21 @@ export async function buildSpawner(cacheDir: string, crunPath: string | null = n
   await writeFile(tmp, reason);
   await rename(tmp, refused);
   return plain(reason);
+}
+
+/**
+ * The files a libcrun spawner's decision and binary depend on: the crun `crunPath` names as the
+ * spawner's execvp finds it (another crun first on PATH, or a new file at that path, is another
+ * decision), the crun package's, and every archive libcrunLink may link in (a libseccomp update
+ * must not leave its old code in the spawner while crun runs the new one).
+ */
+export function libcrunKeyFiles(crunPath: string): string[] {
+  return [onPath(crunPath), LIBCRUN_ARCHIVE, "/usr/bin/crun", ...libCandidates("libseccomp.a")];
+}
+
+/** Where libcrunLink looks for a library, in order. */
+function libCandidates(name: string): string[] {
+  return [`${LIBDIR}/${name}`, `/lib/x86_64-linux-gnu/${name}`];
 }
 
 /** Whether a command's error is one of a command that did not run to its exit (killed, timed out, not started). */
@@ -168,7 +181,7 @@ export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
     // libseccomp static where its -dev package is installed (fewer mappings for the spawner's forks
     // to copy); libsystemd not at all (crun-builtin.h)
     const libs = [["libseccomp.a", "libseccomp.so.2"], ["libyajl.so.2"], ["libcap.so.2"]].map(
-      (names) => names.flatMap((name) => [`${LIBDIR}/${name}`, `/lib/x86_64-linux-gnu/${name}`]).find((p) => existsSync(p)) ?? names.join(" or "),
+      (names) => names.flatMap(libCandidates).find((p) => existsSync(p)) ?? names.join(" or "),
     );
     const missing = libs.filter((p) => !p.startsWith("/"));
     if (missing.length > 0) return { reason: `libcrun needs ${missing.join(", ")}` };

@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import { runStep } from "../src/sandbox/conformance.ts";
 import { containerName } from "../src/sandbox/job-names.ts";
 import { detectCgroupLayout, JobCgroup } from "../src/sandbox/oci/cgroups.ts";
-import { libcrunLink } from "../src/sandbox/oci/native-tools.ts";
+import { buildSpawner, libcrunLink } from "../src/sandbox/oci/native-tools.ts";
 import { ociTestEnv, tempRoot } from "./support/sandbox-harness.ts";
 
 /** What a job's process can learn of its confinement; the job's own names and ids are masked. */
@@ -44,7 +44,7 @@ void describe("oci sandbox with libcrun in the spawner", { timeout: 300_000 }, (
       for (const libcrun of [false, true]) {
         // a crun that logs its command lines: what ran as crun, and what the spawner did itself
         const log = join(dir, `calls-${libcrun}`);
-        const crun = join(dir, `crun-${libcrun}`);
+        const crun = join(dir, `wrapped-crun-${libcrun}`); // not crun-NAME: crun takes a handler from such a name
         writeFileSync(crun, `#!/bin/sh\necho "$*" >> ${log}\nexec ${realCrun} "$@"\n`);
         chmodSync(crun, 0o755);
         const env = ociTestEnv(undefined, { libcrun, crunPath: crun });
@@ -71,6 +71,9 @@ void describe("oci sandbox with libcrun in the spawner", { timeout: 300_000 }, (
           assert.deepEqual(await env.leftovers(spec), []);
         } finally {
           await env.cleanup();
+          // the spawner built for this crun path (the path is part of its key: no later run finds it)
+          const spawner = await buildSpawner("/var/cache/deltaci", libcrun ? crun : null);
+          if (spawner.builtinCrun) rmSync(spawner.dir, { recursive: true, force: true });
         }
         // each command's verb: its first word that is not an option or a path
         calls[String(libcrun)] = readFileSync(log, "utf8").trim().split("\n").map((l) => l.split(" ").find((w) => !w.startsWith("-") && !w.startsWith("/")) ?? l);

@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, delimiter, join } from "node:path";
 import { promisify } from "node:util";
 import { DeltaError } from "../../base/errors.ts";
 import { projectRoot } from "../../config/paths.ts";
@@ -80,24 +80,64 @@ export async function buildSpawner(cacheDir: string, crunPath: string | null = n
   const plain = async (noBuiltinCrun?: string): Promise<Spawner> => ({ ...(await build(cacheDir, "spawner", "spawner.c", [])), builtinCrun: false, ...(noBuiltinCrun !== undefined ? { noBuiltinCrun } : {}) });
   if (crunPath === null) return plain();
   if (!existsSync(LIBCRUN_ARCHIVE)) return plain(`no ${LIBCRUN_ARCHIVE}`);
-  const key = ["libcrun", crunPath, ...[LIBCRUN_ARCHIVE, "/usr/bin/crun"].map(fileIdentity)].join(" ");
+  const key = ["libcrun", crunPath, ...libcrunKeyFiles(crunPath).map(fileIdentity)].join(" ");
   const tool = await toolPaths(cacheDir, "spawner", "spawner.c", key);
   const refused = join(tool.dir, "no-libcrun");
   if (existsSync(tool.path)) return { dir: tool.dir, path: tool.path, builtinCrun: true };
   if (existsSync(refused)) return plain(await readFile(refused, "utf8"));
   const link = await libcrunLink(crunPath);
   let reason: string;
+  let transient = false;
   if ("flags" in link) {
     try {
       await compile("spawner", tool, link.flags);
       return { dir: tool.dir, path: tool.path, builtinCrun: true };
     } catch (e) {
       reason = e instanceof Error ? e.message : String(e);
+      transient = e instanceof Error && didNotFinish(e.cause);
     }
-  } else reason = link.reason;
+  } else ({ reason, transient = false } = link);
+  // a check or build that did not run to its end (a timeout under load, a failed fork) decides
+  // nothing: the next start tries again
+  if (transient) return plain(reason);
   await mkdir(tool.dir, { recursive: true, mode: 0o755 });
-  await writeFile(refused, reason);
+  const tmp = `${refused}.tmp-${process.pid}`;
+  await writeFile(tmp, reason);
+  await rename(tmp, refused);
   return plain(reason);
+}
+
+/**
+ * The files a libcrun spawner's decision and binary depend on: the crun `crunPath` names as the
+ * spawner's execvp finds it (another crun first on PATH, or a new file at that path, is another
+ * decision), the crun package's, and every archive libcrunLink may link in (a libseccomp update
+ * must not leave its old code in the spawner while crun runs the new one).
+ */
+export function libcrunKeyFiles(crunPath: string): string[] {
+  return [onPath(crunPath), LIBCRUN_ARCHIVE, "/usr/bin/crun", ...libCandidates("libseccomp.a")];
+}
+
+/** Where libcrunLink looks for a library, in order. */
+function libCandidates(name: string): string[] {
+  return [`${LIBDIR}/${name}`, `/lib/x86_64-linux-gnu/${name}`];
+}
+
+/** Whether a command's error is one of a command that did not run to its exit (killed, timed out, not started). */
+function didNotFinish(e: unknown): boolean {
+  return !(e instanceof Error && "code" in e && typeof e.code === "number");
+}
+
+/** The file execvp would run for `file` (PATH searched when it has no slash), or `file` itself when none is found. */
+function onPath(file: string): string {
+  if (file.includes("/")) return file;
+  // the spawner's execvp searches the PATH it inherits from this process
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    const path = join(dir || ".", file);
+    try {
+      if (statSync(path).isFile()) return path;
+    } catch {}
+  }
+  return file;
 }
 
 /** A file as it is on disk (a package upgrade changes it), or its absence. */
@@ -117,8 +157,8 @@ const LIBDIR = "/usr/lib/x86_64-linux-gnu";
 /** The crun whose libcrun.a crun-builtin.h declares: Debian 12's 1.8.1. */
 const LIBCRUN_COMMIT = "f8a096be060b22ccd3d5f3ebe44108517fbf6c30";
 
-/** How to link libcrun into the spawner (cc flags), or why it cannot be. */
-export type LibcrunLink = { flags: string[] } | { reason: string };
+/** How to link libcrun into the spawner (cc flags), or why it cannot be (`transient`: a check did not run to its end). */
+export type LibcrunLink = { flags: string[] } | { reason: string; transient?: boolean };
 
 /**
  * The flags that link the crun package's libcrun.a (and, by path, the libraries it needs:
@@ -130,6 +170,10 @@ export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
   const out = async (file: string, args: string[]) => (await run(file, args, { timeout: 10_000 })).stdout.trim();
   try {
     if (!existsSync(LIBCRUN_ARCHIVE)) return { reason: `no ${LIBCRUN_ARCHIVE}` };
+    // crun.c's fill_handler_from_argv0: a crun named crun-HANDLER (or krun) runs every container
+    // with that handler, which the built-in commands do not choose
+    const name = basename(crunPath);
+    if (/^crun-./.test(name) || name === "krun") return { reason: `${crunPath} runs containers with handler ${name === "krun" ? "krun" : name.slice(5)}` };
     const version = await out(crunPath, ["--version"]);
     if (!version.startsWith("crun version 1.8.1\n") || !version.includes(`commit: ${LIBCRUN_COMMIT}`)) return { reason: `${crunPath} is not crun 1.8.1 (${LIBCRUN_COMMIT})` };
     const pkg = (await out("dpkg-query", ["-S", LIBCRUN_ARCHIVE])).split(":")[0] ?? "";
@@ -137,13 +181,13 @@ export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
     // libseccomp static where its -dev package is installed (fewer mappings for the spawner's forks
     // to copy); libsystemd not at all (crun-builtin.h)
     const libs = [["libseccomp.a", "libseccomp.so.2"], ["libyajl.so.2"], ["libcap.so.2"]].map(
-      (names) => names.flatMap((name) => [`${LIBDIR}/${name}`, `/lib/x86_64-linux-gnu/${name}`]).find((p) => existsSync(p)) ?? names.join(" or "),
+      (names) => names.flatMap(libCandidates).find((p) => existsSync(p)) ?? names.join(" or "),
     );
     const missing = libs.filter((p) => !p.startsWith("/"));
     if (missing.length > 0) return { reason: `libcrun needs ${missing.join(", ")}` };
     return { flags: ["-DDELTACI_LIBCRUN", LIBCRUN_ARCHIVE, ...libs] };
   } catch (e) {
-    return { reason: e instanceof Error ? e.message : String(e) };
+    return { reason: e instanceof Error ? e.message : String(e), transient: didNotFinish(e) };
   }
 }
 

@@ -211,24 +211,51 @@ void test("crun built in (libcrun): its two command lines give the binary's resu
     t.skip(`libcrun cannot be linked: ${link.reason}`);
     return;
   }
-  const spawner = await buildSpawner(cacheDir, "crun");
+  // a crun that logs its command lines: which ones the built-in took (no crun ran)
+  const crun = join(cacheDir, "logged-crun");
+  const log = join(cacheDir, "crun-calls");
+  writeFileSync(crun, `#!/bin/sh\necho "$*" >> ${log}\nexec crun "$@"\n`, { mode: 0o755 });
+  const spawner = await buildSpawner(cacheDir, crun);
   assert.equal(spawner.builtinCrun, true, spawner.noBuiltinCrun);
   // decided once: the next build finds the binary (a refusal would be kept beside it too)
-  assert.deepEqual(await buildSpawner(cacheDir, "crun"), spawner);
-  const s = new ResidentSpawner(spawner.path, logger, new Map([["crun", "crun"]]));
+  assert.deepEqual(await buildSpawner(cacheDir, crun), spawner);
+  const s = new ResidentSpawner(spawner.path, logger, new Map([[crun, "crun"]]));
   const root = join(cacheDir, "crun-root");
   mkdirSync(root, { mode: 0o700 });
   try {
     const direct = new DirectCommands();
-    for (const args of [
-      ["--root", root, "delete", "-f", "no-such-container"], // taken by the built-in
-      ["--root", root, "delete", "no-such-container"], // exec'd (no -f)
-      ["--root", root, "run", "-d", "--preserve-fds=0", "--no-new-keyring", "--bundle", join(cacheDir, "no-bundle"), "x"], // taken: no bundle
-      ["--version"], // exec'd
-    ]) {
-      assert.deepEqual(await s.run("crun", args, 10_000), await direct.run("crun", args, 10_000), args.join(" "));
+    for (const [taken, args] of [
+      [true, ["--root", root, "delete", "-f", "no-such-container"]],
+      [false, ["--root", root, "delete", "no-such-container"]], // no -f
+      [true, ["--root", root, "run", "-d", "--preserve-fds=0", "--no-new-keyring", "--bundle", join(cacheDir, "no-bundle"), "x"]], // no bundle
+      [false, ["--version"]],
+    ] as const) {
+      writeFileSync(log, "");
+      const got = await s.run(crun, [...args], 10_000);
+      assert.equal(readFileSync(log, "utf8"), taken ? "" : `${args.join(" ")}\n`, `taken by the built-in: ${args.join(" ")}`);
+      assert.deepEqual(got, await direct.run(crun, [...args], 10_000), args.join(" "));
     }
   } finally {
     await s.close();
   }
+});
+
+void test("crun built in (libcrun): the spawner's commands get the environment the host gave it, as without libcrun", async (t) => {
+  const link = await libcrunLink("crun");
+  if (!("flags" in link)) {
+    t.skip(`libcrun cannot be linked: ${link.reason}`);
+    return;
+  }
+  const envOf = async (spawner: string, builtins: Map<string, string>) => {
+    const s = new ResidentSpawner(spawner, logger, builtins);
+    try {
+      return (await s.run("env", [], 10_000)).stdout.split("\n").filter((l) => !l.startsWith("_=")).sort();
+    } finally {
+      await s.close();
+    }
+  };
+  const withLibcrun = await buildSpawner(cacheDir, "crun");
+  assert.equal(withLibcrun.builtinCrun, true, withLibcrun.noBuiltinCrun);
+  // libcrun's constructor re-executes the spawner and marks its environment (_LIBCONTAINER_CLONED_BINARY)
+  assert.deepEqual(await envOf(withLibcrun.path, new Map([["crun", "crun"]])), await envOf((await buildSpawner(cacheDir)).path, new Map()));
 });

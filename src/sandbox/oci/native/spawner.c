@@ -327,6 +327,12 @@ static void drain(struct cmd *c, int *fd, struct buf *b) {
 
 int main(int argc, char **argv) {
   if (argc != 2 || strlen(argv[1]) + 3 > sizeof sock_path) { fprintf(stderr, "usage: spawner DIR\n"); return 2; }
+#ifdef DELTACI_LIBCRUN
+  /* libcrun's constructor re-executed us from a read-only copy (crun-builtin.h) and marked our
+   * environment with _LIBCONTAINER_CLONED_BINARY=1: our commands (an exec'd crun among them)
+   * get the environment the host gave us, as they do from a spawner without libcrun. */
+  unsetenv("_LIBCONTAINER_CLONED_BINARY");
+#endif
   pid_t parent = getppid();
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) return 0;

@@ -44,7 +44,8 @@ export interface CrunSandboxOptions {
   /**
    * Link libcrun into the resident spawner, which then does crun's `run -d` and `delete -f` itself
    * (no crun exec; native/crun-builtin.h), where `crunPath` is Debian 12's crun 1.8.1 and its
-   * libcrun.a is installed. Default true; false: every crun command execs crun.
+   * libcrun.a is installed. Default true unless the environment has DELTACI_LIBCRUN=0; false:
+   * every crun command execs crun (a `crunPath` that wraps crun must: the built-in bypasses it).
    */
   libcrun?: boolean;
   /** Parent cgroup of every slot: `/<cgroupParent>/slot-<n>/<container>`. */
@@ -142,7 +143,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     const layout = detectCgroupLayout();
     await assertCgroupSupport(layout);
     const crunPath = this.opts.crunPath ?? "crun";
-    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir, this.opts.libcrun === false ? null : crunPath)]);
+    const [helper, diskTool, spawner] = await Promise.all([buildSandboxHelper(this.cacheDir), buildDiskTool(this.cacheDir), buildSpawner(this.cacheDir, (this.opts.libcrun ?? process.env.DELTACI_LIBCRUN !== "0") ? crunPath : null)]);
     if (spawner.noBuiltinCrun !== undefined) this.opts.logger.info({ reason: spawner.noBuiltinCrun }, "libcrun is not linked into the spawner: it execs crun");
     // The spawner runs the disk tool's work in its forked child (disk-ops.h): no exec per mount or
     // unmount; and, linked with libcrun, crun's `run -d` and `delete -f` (crun-builtin.h).

@@ -4,7 +4,7 @@
  * Skipped where libcrun cannot be linked (crun is not Debian 12's 1.8.1).
  */
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -19,9 +19,9 @@ async function linkable(): Promise<string | null> {
   return "flags" in link ? null : link.reason;
 }
 
-/** A crun at `path` that runs `body` (sh) before it execs the real one. */
-function fakeCrun(path: string, body = ""): void {
-  writeFileSync(path, `#!/bin/sh\n${body}\nexec /usr/bin/crun "$@"\n`);
+/** A script at `path` that runs `body` (sh) before it execs the real `target`. */
+function wrapper(path: string, target: string, body = ""): void {
+  writeFileSync(path, `#!/bin/sh\n${body}\nexec ${target} "$@"\n`);
   chmodSync(path, 0o755);
 }
 
@@ -29,22 +29,39 @@ void test("a crun path that comes to run another crun is decided again", async (
   const reason = await linkable();
   if (reason !== null) return void t.skip(`libcrun cannot be linked: ${reason}`);
   const crun = join(dir, "crun_path_changes");
-  fakeCrun(crun);
+  symlinkSync("/usr/bin/crun", crun);
   assert.equal((await buildSpawner(cacheDir, crun)).builtinCrun, true);
   // the same path now runs a crun whose libcrun is not the one crun-builtin.h declares
-  writeFileSync(crun, "#!/bin/sh\nprintf 'crun version 1.9.2\\ncommit: 0000000000000000000000000000000000000000\\n'\n");
+  rmSync(crun);
+  writeFileSync(crun, "#!/bin/sh\nprintf 'crun version 1.9.2\\ncommit: 0000000000000000000000000000000000000000\\n'\n", { mode: 0o755 });
   const later = await buildSpawner(cacheDir, crun);
   assert.equal(later.builtinCrun, false, "the spawner still does crun's run and delete with libcrun 1.8.1");
-  assert.match(later.noBuiltinCrun ?? "", /is not crun 1\.8\.1/);
+  assert.match(later.noBuiltinCrun ?? "", /is not \/usr\/bin\/crun/);
+});
+
+void test("a crun path that wraps crun (a script that adds flags) is not built in: it runs as itself", async (t) => {
+  const reason = await linkable();
+  if (reason !== null) return void t.skip(`libcrun cannot be linked: ${reason}`);
+  const crun = join(dir, "crun_wrapper");
+  wrapper(crun, "/usr/bin/crun --systemd-cgroup");
+  const spawner = await buildSpawner(cacheDir, crun);
+  assert.equal(spawner.builtinCrun, false, "the built-in would drop the wrapper's --systemd-cgroup");
+  assert.match(spawner.noBuiltinCrun ?? "", /a crun wrapper runs as itself/);
 });
 
 void test("a check that did not run to its end is not kept as a refusal", async (t) => {
   const reason = await linkable();
   if (reason !== null) return void t.skip(`libcrun cannot be linked: ${reason}`);
-  const crun = join(dir, "crun_killed_once");
+  const crun = join(dir, "crun_check_killed");
+  symlinkSync("/usr/bin/crun", crun);
+  // the first dpkg-query of the checks is killed (as a timeout under load kills it)
+  const bin = join(dir, "bin");
+  mkdirSync(bin);
   const once = join(dir, "killed");
-  // its first `--version` is killed (as a timeout under load kills it)
-  fakeCrun(crun, `[ -e ${once} ] || { : > ${once}; kill -9 $$; }`);
+  wrapper(join(bin, "dpkg-query"), "/usr/bin/dpkg-query", `[ -e ${once} ] || { : > ${once}; kill -9 $$; }`);
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path ?? ""}`;
+  t.after(() => (process.env.PATH = path));
   const first = await buildSpawner(cacheDir, crun);
   assert.equal(first.builtinCrun, false);
   assert.ok(existsSync(once));

@@ -4,7 +4,7 @@
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, realpathSync, statSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { basename, delimiter, join } from "node:path";
 import { promisify } from "node:util";
@@ -114,7 +114,7 @@ export async function buildSpawner(cacheDir: string, crunPath: string | null = n
  * must not leave its old code in the spawner while crun runs the new one).
  */
 export function libcrunKeyFiles(crunPath: string): string[] {
-  return [onPath(crunPath), LIBCRUN_ARCHIVE, "/usr/bin/crun", ...libCandidates("libseccomp.a")];
+  return [onPath(crunPath), LIBCRUN_ARCHIVE, CRUN_BINARY, ...libCandidates("libseccomp.a")];
 }
 
 /** Where libcrunLink looks for a library, in order. */
@@ -154,6 +154,18 @@ function fileIdentity(path: string): string {
 const LIBCRUN_ARCHIVE = "/usr/lib/x86_64-linux-gnu/libcrun.a";
 const LIBDIR = "/usr/lib/x86_64-linux-gnu";
 
+/** The crun package's binary: the only crun the built-in stands in for. */
+const CRUN_BINARY = "/usr/bin/crun";
+
+/** The file `path` names once every symlink is followed, or null when there is none. */
+function realpathOrNull(path: string): string | null {
+  try {
+    return realpathSync(path);
+  } catch {
+    return null;
+  }
+}
+
 /** The crun whose libcrun.a crun-builtin.h declares: Debian 12's 1.8.1. */
 const LIBCRUN_COMMIT = "f8a096be060b22ccd3d5f3ebe44108517fbf6c30";
 
@@ -174,10 +186,15 @@ export async function libcrunLink(crunPath: string): Promise<LibcrunLink> {
     // with that handler, which the built-in commands do not choose
     const name = basename(crunPath);
     if (/^crun-./.test(name) || name === "krun") return { reason: `${crunPath} runs containers with handler ${name === "krun" ? "krun" : name.slice(5)}` };
+    // a crunPath that wraps crun (a script that adds flags, or runs crun under aa-exec) must run
+    // as itself: the built-in would bypass it. Only the package's own binary is built in.
+    const binary = realpathOrNull(onPath(crunPath));
+    if (binary !== CRUN_BINARY) return { reason: `${crunPath} is not ${CRUN_BINARY} (a crun wrapper runs as itself)` };
     const version = await out(crunPath, ["--version"]);
     if (!version.startsWith("crun version 1.8.1\n") || !version.includes(`commit: ${LIBCRUN_COMMIT}`)) return { reason: `${crunPath} is not crun 1.8.1 (${LIBCRUN_COMMIT})` };
     const pkg = (await out("dpkg-query", ["-S", LIBCRUN_ARCHIVE])).split(":")[0] ?? "";
     if (!(await out("dpkg-query", ["-W", "-f", "${Version}", pkg])).startsWith("1.8.1-")) return { reason: `${LIBCRUN_ARCHIVE} is not crun 1.8.1's` };
+    if ((await out("dpkg-query", ["-S", CRUN_BINARY])).split(":")[0] !== pkg) return { reason: `${CRUN_BINARY} is not from ${pkg}, the package of ${LIBCRUN_ARCHIVE}` };
     // libseccomp static where its -dev package is installed (fewer mappings for the spawner's forks
     // to copy); libsystemd not at all (crun-builtin.h)
     const libs = [["libseccomp.a", "libseccomp.so.2"], ["libyajl.so.2"], ["libcap.so.2"]].map(

@@ -211,32 +211,43 @@ void test("crun built in (libcrun): its two command lines give the binary's resu
     t.skip(`libcrun cannot be linked: ${link.reason}`);
     return;
   }
-  // a crun that logs its command lines: which ones the built-in took (no crun ran)
-  const crun = join(cacheDir, "logged-crun");
-  const log = join(cacheDir, "crun-calls");
-  writeFileSync(crun, `#!/bin/sh\necho "$*" >> ${log}\nexec crun "$@"\n`, { mode: 0o755 });
-  const spawner = await buildSpawner(cacheDir, crun);
+  const spawner = await buildSpawner(cacheDir, "crun");
   assert.equal(spawner.builtinCrun, true, spawner.noBuiltinCrun);
   // decided once: the next build finds the binary (a refusal would be kept beside it too)
-  assert.deepEqual(await buildSpawner(cacheDir, crun), spawner);
-  const s = new ResidentSpawner(spawner.path, logger, new Map([[crun, "crun"]]));
+  assert.deepEqual(await buildSpawner(cacheDir, "crun"), spawner);
   const root = join(cacheDir, "crun-root");
   mkdirSync(root, { mode: 0o700 });
+  const lines = [
+    [true, ["--root", root, "delete", "-f", "no-such-container"]],
+    [false, ["--root", root, "delete", "no-such-container"]], // no -f
+    [true, ["--root", root, "run", "-d", "--preserve-fds=0", "--no-new-keyring", "--bundle", join(cacheDir, "no-bundle"), "x"]], // no bundle
+    [false, ["--version"]],
+  ] as const;
+  const s = new ResidentSpawner(spawner.path, logger, new Map([["crun", "crun"]]));
   try {
     const direct = new DirectCommands();
-    for (const [taken, args] of [
-      [true, ["--root", root, "delete", "-f", "no-such-container"]],
-      [false, ["--root", root, "delete", "no-such-container"]], // no -f
-      [true, ["--root", root, "run", "-d", "--preserve-fds=0", "--no-new-keyring", "--bundle", join(cacheDir, "no-bundle"), "x"]], // no bundle
-      [false, ["--version"]],
-    ] as const) {
-      writeFileSync(log, "");
-      const got = await s.run(crun, [...args], 10_000);
-      assert.equal(readFileSync(log, "utf8"), taken ? "" : `${args.join(" ")}\n`, `taken by the built-in: ${args.join(" ")}`);
-      assert.deepEqual(got, await direct.run(crun, [...args], 10_000), args.join(" "));
-    }
+    for (const [, args] of lines) assert.deepEqual(await s.run("crun", [...args], 10_000), await direct.run("crun", [...args], 10_000), args.join(" "));
   } finally {
     await s.close();
+  }
+  // which ones ran a crun: the same commands under strace, an `echo mark-N` before each
+  const trace = join(cacheDir, "crun-trace");
+  const traced = spawnSync("strace", ["-f", "-qq", "-e", "trace=execve", "-o", trace, "node", "--import", "tsx", "-e",
+    `import { ResidentSpawner } from ${JSON.stringify(join(import.meta.dirname, "resident-spawner.ts"))};
+     const s = new ResidentSpawner(${JSON.stringify(spawner.path)}, { info() {}, warn() {} }, new Map([["crun", "crun"]]));
+     for (const [i, args] of ${JSON.stringify(lines.map(([, a]) => a))}.entries()) {
+       await s.run("echo", ["mark-" + i], 10000);
+       await s.run("crun", args, 10000);
+     }
+     await s.close();`], { encoding: "utf8" });
+  assert.equal(traced.status, 0, traced.stderr);
+  const execs = readFileSync(trace, "utf8").split("\n").filter((l) => l.includes("execve(") && !l.includes("ENOENT"));
+  for (const [i, [taken, args]] of lines.entries()) {
+    const from = execs.findIndex((l) => l.includes(`"mark-${i}"`));
+    const to = i + 1 < lines.length ? execs.findIndex((l) => l.includes(`"mark-${i + 1}"`)) : execs.length;
+    assert.ok(from >= 0 && to > from, `marks in the trace:\n${execs.join("\n")}`);
+    const cruns = execs.slice(from + 1, to).filter((l) => /execve\("[^"]*\/crun"/.test(l));
+    assert.equal(cruns.length, taken ? 0 : 1, `taken by the built-in: ${args.join(" ")}\n${cruns.join("\n")}`);
   }
 });
 

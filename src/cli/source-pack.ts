@@ -105,7 +105,6 @@ async function listAndPack(dir: string, pack: boolean): Promise<Packed> {
   }
 }
 
-/** Spawns LIST_AND_PACK with `args`; what it listed, and the tar when it packed. */
 interface Packed {
   list: SourceFileList;
   tar: Buffer;
@@ -113,6 +112,7 @@ interface Packed {
   warnings: string[];
 }
 
+/** Spawns LIST_AND_PACK with `args`; what it listed, and the tar when it packed. */
 async function runListAndPack(dir: string, args: string[]): Promise<Packed> {
   const child = spawn("/bin/sh", ["-c", LIST_AND_PACK, "deltaci-pack", ...args], { cwd: dir, stdio: ["pipe", "pipe", "pipe", "pipe"] });
   const listing = child.stdio[3] as Readable;

@@ -3,15 +3,18 @@ import { createServer, type Server } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { RUNNER_STATES, type RunnerState } from "./types.ts";
 
+/** The pools, and each runner's pool and state: what the runners gauge counts. */
+type RunnerCounts = { pools: readonly string[]; runners: ReadonlyArray<{ pool: string; state: RunnerState }> };
+
 export class ControllerMetrics {
   readonly registry = new Registry();
   /** Where the runners gauge reads its values at each scrape (watchRunners); null: as last set. */
-  private runnersNow: (() => { pools: readonly string[]; runners: ReadonlyArray<{ pool: string; state: RunnerState }> }) | null = null;
+  private runnersNow: (() => RunnerCounts) | null = null;
   readonly runners = new Gauge({
     name: "deltaci_controller_runners", help: "Runners alive, by pool and state", labelNames: ["pool", "state"], registers: [this.registry],
     collect: () => {
       const now = this.runnersNow?.();
-      if (now) this.setRunners(now.pools, now.runners);
+      if (now) this.setRunners(now);
     },
   });
   readonly decisions = new Counter({ name: "deltaci_controller_scale_decisions_total", help: "Scaling decisions executed (runners launched or drained)", labelNames: ["pool", "kind", "reason"], registers: [this.registry] });
@@ -30,14 +33,14 @@ export class ControllerMetrics {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: "deltaci_controller_" });
   }
 
-  private setRunners(pools: readonly string[], runners: ReadonlyArray<{ pool: string; state: RunnerState }>): void {
+  private setRunners({ pools, runners }: RunnerCounts): void {
     for (const pool of new Set([...pools, ...runners.map((r) => r.pool)])) {
       for (const state of RUNNER_STATES) this.runners.set({ pool, state }, runners.filter((r) => r.pool === pool && r.state === state).length);
     }
   }
 
   /** Reads the runners gauge from `now` at each scrape: a runner's state is never a reconcile tick old. */
-  watchRunners(now: () => { pools: readonly string[]; runners: ReadonlyArray<{ pool: string; state: RunnerState }> }): void {
+  watchRunners(now: () => RunnerCounts): void {
     this.runnersNow = now;
   }
 

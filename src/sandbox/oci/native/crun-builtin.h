@@ -1,7 +1,7 @@
 /*
  * crun's `run -d` and `delete -f`, done by libcrun in the spawner's forked child (spawner.c, built
  * with -DDELTACI_LIBCRUN and Debian's static libcrun.a): no exec of crun, so none of its start-up
- * (loading ~11 shared libraries, ~13 ms CPU per command). Only the two command lines Delta CI
+ * (loading ~11 shared libraries: ~2 ms CPU per command here). Only the two command lines Delta CI
  * sends are taken; anything else is left to the crun binary (crun_builtin returns -2).
  *
  * libcrun.a ships no headers: what is declared here is copied from crun 1.8.1's

@@ -5,7 +5,7 @@
  *
  *   spawner DIR    listens on DIR/s (DIR must be a private 0700 directory); prints "ready\n"
  *
- * Requests: u32 big-endian length, then NUL-terminated fields. After an R, T or D command's reply
+ * Requests: u32 big-endian length, then NUL-terminated fields. After an R or D (or +R, +D) command's reply
  * the connection stays open for the client's next request (up to IDLE_MAX idle connections are kept):
  *   "C" TOKEN            keep this connection as channel TOKEN (fd 3 of a later "D" command)
  *   "R" "" ARGV...       run ARGV (stdin /dev/null), collect stdout and stderr to EOF

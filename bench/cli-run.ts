@@ -3,10 +3,11 @@
  * (embedded server, controller, runner process and sandbox included), against `crun run` of an
  * equivalent bundle (host /usr read-only, `sh -c echo`) and `sh -c echo`, in the same run.
  * Also the CLI's own start-up: `deltaci --version` from the bundle and through tsx.
- * The bundle is rebuilt first and run directly (dist/deltaci.mjs): bin/deltaci.js would run the
- * sources through tsx whenever a file in src/ changed since the build.
- * With `--baseline OTHER/dist/deltaci.mjs` (another checkout's bundle), also `deltaci run` (oci)
- * of that bundle, its runs interleaved with this one's so that both see the same load.
+ * The bundle is rebuilt first and run directly (dist/deltaci-main.cjs): bin/deltaci.js would run
+ * the sources through tsx whenever a file in src/ changed since the build.
+ * With `--baseline OTHER/dist/deltaci-main.cjs` (another checkout's bundle; dist/deltaci.mjs for
+ * a build before the CommonJS entries), also `deltaci run` (oci) of that bundle, its runs
+ * interleaved with this one's so that both see the same load.
  * Prints one JSON line. Usage: tsx bench/cli-run.ts [runs] [--baseline BUNDLE]   (goal: deltaci run ≤ 300 ms, issue 10)
  */
 import { spawnSync } from "node:child_process";
@@ -21,7 +22,7 @@ const baseline = baselineAt >= 0 ? args.splice(baselineAt, 2)[1] ?? null : null;
 const runs = Number(args[0] ?? 7);
 const root = projectRoot();
 const bin = join(root, "bin", "deltaci.js");
-const cliBundle = join(root, "dist", "deltaci.mjs");
+const cliBundle = join(root, "dist", "deltaci-main.cjs");
 const built = spawnSync(process.execPath, [join(root, "scripts", "build.mjs")], { stdio: "inherit" });
 if (built.status !== 0) throw new Error("npm run build failed");
 const work = mkdtempSync(join(tmpdir(), "deltaci-bench-cli-"));

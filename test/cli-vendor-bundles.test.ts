@@ -2,7 +2,7 @@
  * The vendor bundles (scripts/build.mjs: dist/vendor-s3.cjs, dist/vendor-pg.cjs) are required only
  * when their feature is configured: a `deltaci run` loads neither, while `deltaci server
  * --blob-store s3://…` loads (and works on) vendor-s3, and `--database postgres://…` vendor-pg.
- * Real processes of the built bundle (dist/deltaci.mjs, run as bench/cli-run.ts runs it), their
+ * Real processes of the built bundle (dist/deltaci-main.cjs, run as bench/cli-run.ts runs it), their
  * module loads seen through node's own NODE_DEBUG=module trace; the S3 and PostgreSQL services of
  * scripts/test-services.sh.
  */
@@ -17,7 +17,7 @@ import { testS3Env } from "../src/config/server-config.ts";
 import { exampleCopy, tempDir } from "./cli-helpers.ts";
 import { createTestDatabase } from "./support/pg-test-db.ts";
 
-const bundle = join(projectRoot(), "dist", "deltaci.mjs");
+const bundle = join(projectRoot(), "dist", "deltaci-main.cjs");
 const vendorLoad = (name: string) => new RegExp(`MODULE \\d+: load "[^"]*/dist/${name}\\.cjs"`);
 
 interface Run {
@@ -26,7 +26,7 @@ interface Run {
 }
 
 /**
- * `node dist/deltaci.mjs ARGS` with node's module trace on; ends when it exits, or is stopped
+ * `node dist/deltaci-main.cjs ARGS` with node's module trace on; ends when it exits, or is stopped
  * (SIGTERM, by pid) once its output matches `until`.
  */
 function runBundle(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; until?: RegExp }): Promise<Run> {

@@ -1,5 +1,5 @@
 /**
- * scripts/code-cache-loader.mjs (copied into dist/ by the build): a bundle run through it behaves
+ * scripts/code-cache-loader.cjs (copied into dist/ by the build): a bundle run through it behaves
  * as the main module would (CommonJS wrapper arguments, strict mode, exit code), its V8 code cache
  * is written once and then used, and a corrupt or disabled cache changes nothing but speed.
  * Real node child processes, a real cache dir (XDG_CACHE_HOME in a temp dir).
@@ -10,10 +10,9 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import { projectRoot } from "../src/config/paths.ts";
 
-const loader = pathToFileURL(join(projectRoot(), "scripts", "code-cache-loader.mjs")).href;
+const loader = join(projectRoot(), "scripts", "code-cache-loader.cjs");
 
 /** A bundle as the build makes it: a function expression taking the CommonJS module arguments. */
 const bundle = `(function (exports, require, module, __filename, __dirname) { "use strict";
@@ -28,10 +27,10 @@ function setUp(v8Flags?: string[]) {
   const dir = mkdtempSync(join(tmpdir(), "deltaci-code-cache-"));
   writeFileSync(join(dir, "b.cjs"), bundle);
   const flags = v8Flags ? `, ${JSON.stringify(v8Flags)}` : "";
-  writeFileSync(join(dir, "b.mjs"), `import { runWithCodeCache } from ${JSON.stringify(loader)};\nrunWithCodeCache(new URL("./b.cjs", import.meta.url), "h0123456789abcdef"${flags});\n`);
+  writeFileSync(join(dir, "b-main.cjs"), `require(${JSON.stringify(loader)}).runWithCodeCache(require("node:path").join(__dirname, "b.cjs"), "h0123456789abcdef"${flags});\n`);
   const cacheDir = join(dir, "cache", "deltaci", "code-cache");
   const run = (args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []) => {
-    const r = spawnSync(process.execPath, [...nodeFlags, join(dir, "b.mjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
+    const r = spawnSync(process.execPath, [...nodeFlags, join(dir, "b-main.cjs"), ...args], { encoding: "utf8", env: { ...process.env, XDG_CACHE_HOME: join(dir, "cache"), DELTACI_NO_CODE_CACHE: "", ...env } });
     return { status: r.status, out: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
   };
   const caches = () => (statSync(cacheDir, { throwIfNoEntry: false }) ? readdirSync(cacheDir) : []);

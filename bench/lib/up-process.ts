@@ -21,7 +21,7 @@ const TICKS_PER_S = 100;
 export function buildBundles(): string {
   const r = spawnSync(process.execPath, [join(ROOT, "scripts", "build.mjs")], { stdio: "inherit" });
   if (r.status !== 0) throw new Error("npm run build failed");
-  return join(ROOT, "dist", "deltaci.mjs");
+  return join(ROOT, "dist", "deltaci-main.cjs");
 }
 
 /** Whether a file under src/ changed after `bundle` was built (then bin/deltaci.js runs the sources through tsx). */

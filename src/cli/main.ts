@@ -24,7 +24,7 @@ function exitCodeOf(err: unknown): number {
   return ExitCode.jobFailed;
 }
 
-// No top-level await: the bundle is CommonJS (run with a V8 code cache, scripts/code-cache-loader.mjs).
+// No top-level await: the bundle is CommonJS (run with a V8 code cache, scripts/code-cache-loader.cjs).
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.exitCode = exitCodeOf(err);
 });

@@ -13,14 +13,16 @@
 // binary, made under the default flags): each `require("node:http")` and the like after them
 // compiled the module from source (~60 built-ins in a `deltaci run`). So the built-ins the command
 // loaded last time (listed beside its cache, NAME.v8.builtins) are required before the flags are set.
-import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { builtinModules, createRequire } from "node:module";
-import { homedir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { setFlagsFromString } from "node:v8";
-import { Script, constants } from "node:vm";
+// CommonJS, as are the entries that call it (dist/NAME-main.cjs, required by bin/deltaci.js): a
+// start whose modules are all CommonJS never sets up node's ES module loader (~10-15 ms per start).
+"use strict";
+const { createHash } = require("node:crypto");
+const { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } = require("node:fs");
+const { builtinModules, createRequire } = require("node:module");
+const { homedir } = require("node:os");
+const { dirname, join } = require("node:path");
+const { setFlagsFromString } = require("node:v8");
+const { Script, constants } = require("node:vm");
 
 /** Caches kept (subcommands, other checkouts and node versions share the dir); the oldest go first. */
 const KEEP = 24;
@@ -88,7 +90,6 @@ function preloadBuiltins(file) {
   } catch {
     return false;
   }
-  const require = createRequire(import.meta.url);
   const known = new Set(builtinModules);
   for (const name of list.split("\n")) {
     if (!known.has(name)) continue;
@@ -104,11 +105,11 @@ function preloadBuiltins(file) {
 }
 
 /**
- * Runs the bundle at `url` (a file URL) as the main module would run; `hash`: its content hash,
- * from the build; `v8Flags`: V8 flags the bundle runs with (set first: the cache depends on them).
+ * Runs the bundle at `filename` (an absolute path) as the main module would run; `hash`: its
+ * content hash, from the build; `v8Flags`: V8 flags the bundle runs with (set first: the cache
+ * depends on them).
  */
-export function runWithCodeCache(url, hash, v8Flags = []) {
-  const filename = fileURLToPath(url);
+function runWithCodeCache(filename, hash, v8Flags = []) {
   const source = readFileSync(filename).toString("latin1"); // the build made it ASCII: no UTF-8 decoding (~20 ms for 6 MB)
   const enabled = process.env.DELTACI_NO_CODE_CACHE !== "1";
   const dir = cacheDir();
@@ -137,3 +138,5 @@ export function runWithCodeCache(url, hash, v8Flags = []) {
   const module = { exports: {}, filename, id: ".", loaded: false };
   fn.call(module.exports, module.exports, createRequire(filename), module, filename, dirname(filename));
 }
+
+module.exports = { runWithCodeCache };

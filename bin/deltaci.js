@@ -12,11 +12,13 @@ const { join } = require("node:path");
 const root = join(__dirname, "..");
 const runnerOnly = process.argv[2] === "runner" || process.argv[2] === "runner-host";
 const name = runnerOnly ? "runner" : "deltaci";
+const entry = join(root, "dist", `${name}-main.cjs`);
 /** Written last by the build: its time is the build's. */
 const builtMarker = join(root, "dist", `${name}.mjs`);
 
 function bundleIsFresh() {
-  if (process.env.DELTACI_FROM_SOURCE === "1" || !existsSync(builtMarker)) return false;
+  // (a build from before the CommonJS entries has the marker but no entry)
+  if (process.env.DELTACI_FROM_SOURCE === "1" || !existsSync(builtMarker) || !existsSync(entry)) return false;
   const builtAt = statSync(builtMarker).mtimeMs;
   // The bundle holds the packages too: an install after the build makes it stale.
   for (const lock of ["package-lock.json", "node_modules/.package-lock.json"]) {
@@ -29,7 +31,7 @@ function bundleIsFresh() {
 }
 
 if (bundleIsFresh()) {
-  require(join(root, "dist", `${name}-main.cjs`));
+  require(entry);
 } else {
   // a rejection is unhandled, as the ES module's top-level await left it: node prints it and exits 1
   void import("tsx/esm/api").then(({ register }) => {

@@ -32,6 +32,12 @@ export function timerClock(opts: { now?: () => number; unref?: boolean } = {}): 
 export const systemClock: Clock = timerClock();
 
 /**
+ * The abort reason of a wait that is only called off (a timer cleared): nobody reads it. A bare
+ * `abort()` builds a DOMException with its stack each time, several per job on the runner's path.
+ */
+export const WAIT_CALLED_OFF: Error = Object.freeze(new Error("wait called off"));
+
+/**
  * `p`, or `onTimeout` once `ms` passed, whichever comes first. The timer is cleared either way:
  * a race against a bare `sleep` leaves its timer running, and that kept a stopping `deltaci up`
  * alive for up to 18 s after everything had closed.
@@ -41,6 +47,6 @@ export async function within<T, U>(clock: Clock, ms: number, p: Promise<T>, onTi
   try {
     return await Promise.race([p, clock.sleep(ms, timer.signal).then(() => onTimeout)]);
   } finally {
-    timer.abort();
+    timer.abort(WAIT_CALLED_OFF);
   }
 }

@@ -3,7 +3,7 @@
  * are skipped (exitCode null, `step-skipped` marker). `stop()` ends the current step (cancel,
  * job timeout, log limit, lost lease) and skips the rest. Step output goes to the JobLog only.
  */
-import type { Clock } from "../base/clock.ts";
+import { WAIT_CALLED_OFF, type Clock } from "../base/clock.ts";
 import { defaults } from "../config/defaults.ts";
 import type { JobLog } from "../logs/job-log.ts";
 import type { Failure, FailureReason, Lease, StepReport } from "../protocol/schemas.ts";
@@ -94,7 +94,7 @@ export class StepExecutor {
         }
       }
     } finally {
-      timer.abort();
+      timer.abort(WAIT_CALLED_OFF);
       this.o.onStep?.(null);
     }
     if (failure === null && this.stopReason !== null) failure = { reason: this.reasonOfStop(), step: null, message: this.stopMessage };

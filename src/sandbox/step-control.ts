@@ -2,7 +2,7 @@
  * Timeout and stop escalation shared by the backends: `terminate()` then, after the grace,
  * `kill()`; the first reason to end a step (timeout or stop) is the one reported.
  */
-import type { Clock } from "../base/clock.ts";
+import { WAIT_CALLED_OFF, type Clock } from "../base/clock.ts";
 
 export interface TreeKiller {
   /** SIGTERM to the step's process tree. */
@@ -40,7 +40,7 @@ export class StepControl {
 
   /** The step is over: cancel pending timers. */
   finish(): void {
-    this.ac.abort();
+    this.ac.abort(WAIT_CALLED_OFF);
   }
 
   private escalate(graceMs: number): void {

@@ -6,7 +6,7 @@
  * `done` resolves.
  */
 import { constants } from "node:os";
-import type { Clock } from "../../base/clock.ts";
+import { WAIT_CALLED_OFF, type Clock } from "../../base/clock.ts";
 import { StepControl } from "../step-control.ts";
 import type { LimitReason, StepOutput, StepProcess, StepResult } from "../types.ts";
 import { readKernelFile, type JobCgroup, type LimitCounters } from "./cgroups.ts";
@@ -66,7 +66,7 @@ async function awaitEnd(ctx: CrunStepContext, finished: Promise<void>, giveUp: (
     ctx.channel.close(); // init does not answer: the sandbox cannot run another step
     giveUp();
   } finally {
-    ac.abort();
+    ac.abort(WAIT_CALLED_OFF);
   }
 }
 
@@ -120,7 +120,7 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
     // after 'S' the leftovers were killed before init could report 'R'; without it, init is gone
     await (status !== "" ? leftovers : killJobProcesses(ctx));
     control.finish();
-    stepOver.abort();
+    stepOver.abort(WAIT_CALLED_OFF);
     const sig = /^signal (\d+)$/.exec(status);
     const code = /^exit (\d+)$/.exec(status);
     let exitCode: number | null = code ? Number(code[1]) : null;

@@ -140,6 +140,21 @@ void test("cancel: queued at once; running via long-polled heartbeat and cancel-
     assert.equal((await s.api("POST", `/v1/jobs/${jobId}/cancel`, {})).body.state, "canceled", "cancel of a finished job is harmless");
   }, { leaseTtlMs: 60_000, heartbeatIntervalMs: 30_000 }));
 
+void test("a held heartbeat is answered when its attempt ends: a runner lets it come back after its report", { timeout: 30_000 }, () =>
+  withServer(async (s) => {
+    await s.submit();
+    const l = await s.lease(await s.runner(), 1000);
+    assert.ok(l);
+    // Held for up to 60 s: only the attempt's end can answer them within the test's timeout.
+    const held = s.heartbeat(l.leaseToken, { waitMs: 60_000 });
+    const preparing = s.heartbeat(l.leaseToken, { state: "preparing", waitMs: 60_000 });
+    assert.equal((await s.complete(l.leaseToken)).status, 200);
+    for (const hb of await Promise.all([held, preparing])) {
+      assert.equal(hb.status, 200, JSON.stringify(hb.body));
+      assert.equal(hb.body.cancel, "none");
+    }
+  }, { leaseTtlMs: 10 * 60_000, heartbeatIntervalMs: 5 * 60_000 }));
+
 void test("cancel-ack without a cancel is a conflict", () =>
   withServer(async (s) => {
     await s.submit();

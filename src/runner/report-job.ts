@@ -50,7 +50,10 @@ async function sendReport(run: JobRun, body: ReportBody, canceled: boolean, sign
     }
     try {
       const res = canceled ? await client.cancelAck(lease.leaseToken, full, { signal }) : await client.complete(lease.leaseToken, full, { signal });
-      if (res.status === "accepted") return { report: canceled ? "canceled" : "completed", result: full };
+      if (res.status === "accepted") {
+        run.heartbeat.release(); // the attempt ended: its held heartbeat is answered, not aborted
+        return { report: canceled ? "canceled" : "completed", result: full };
+      }
       logger.warn({ committed: res.committed, bytes: summary.bytes }, "server log incomplete; resending");
       uploader.rewind(res.committed);
     } catch (err) {

@@ -1,7 +1,9 @@
 /**
  * The teardown phase, after the report (the control plane knows the result while the sandbox is
- * still being disposed of). The held heartbeat is let go, the uploader stopped and the sandbox
- * disposed of side by side, dispose under its own bound; then the spool is closed and the job dir
+ * still being disposed of). The uploader is stopped and the sandbox disposed of side by side,
+ * dispose under its own bound; the heartbeat is stopped beside them, or after the dispose when the
+ * report was accepted (its held call is answered as the attempt ends: by then it has returned and
+ * keeps its connection, where an abort would cost one). Then the spool is closed and the job dir
  * (spool, staging) removed. When it resolves, no timer, request or listener of the run is left,
  * except a dispose that overran its bound (it goes on; its sandbox is the factory's to reap).
  */
@@ -13,7 +15,8 @@ import type { JobRun } from "./job-run.ts";
 export async function teardownJob(run: JobRun): Promise<void> {
   const { deps, phases } = run;
   run.status.phase = "teardown";
-  const heartbeatStopped = run.heartbeat.stop().then(() => phases.mark("heartbeatStopped"));
+  const stopHeartbeat = () => run.heartbeat.stop().then(() => phases.mark("heartbeatStopped"));
+  const heartbeatStopped = run.heartbeat.isReleased ? null : stopHeartbeat();
   const uploaderClosed = run.uploader.close(new Error("job over"));
   try {
     if (run.sandbox !== null) {
@@ -21,7 +24,7 @@ export async function teardownJob(run: JobRun): Promise<void> {
       phases.mark("disposed");
     }
   } finally {
-    await Promise.all([heartbeatStopped, uploaderClosed]);
+    await Promise.all([heartbeatStopped ?? stopHeartbeat(), uploaderClosed]);
     run.spool.close();
     await rm(deps.jobDir, { recursive: true, force: true });
     phases.mark("cleanedUp");

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { systemClock } from "../base/clock.ts";
+import { systemClock, type Clock } from "../base/clock.ts";
 import { DeltaError } from "../base/errors.ts";
 import { RetryPolicy } from "../client/retry-policy.ts";
 import { LogSpool } from "./log-spool.ts";
@@ -126,6 +126,23 @@ void describe("LogUploader", () => {
     while (server.committed < 9) await new Promise((r) => setTimeout(r, 2));
     assert.equal(Buffer.concat(server.held).toString(), "one line\n");
     await up.finish(AbortSignal.timeout(10_000));
+    spool.close();
+  });
+
+  void it("the first flush waits an interval from the start: a job over before it sends its log in one PUT", async () => {
+    const spool = new LogSpool(join(dir, "e.log"), 1 << 30);
+    const server = new FlakyLogServer();
+    // Time stands still: only finish() can send (a wait ends only when called off).
+    const frozen: Clock = { now: () => 1_000, sleep: (_ms, signal) => new Promise((_resolve, reject) => signal?.addEventListener("abort", () => reject(signal.reason as Error), { once: true })) };
+    const up = new LogUploader({ spool, sink: server, clock: frozen, flushIntervalMs: 250, flushBytes: 64 * 1024, chunkBytes: 100_000 });
+    up.start();
+    spool.append(Buffer.from("job-start\n"));
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(server.puts, 0, "nothing sent before the interval");
+    spool.append(Buffer.from("job-end\n"));
+    await up.finish(AbortSignal.timeout(10_000));
+    assert.equal(server.puts, 1);
+    assert.equal(Buffer.concat(server.held).toString(), "job-start\njob-end\n");
     spool.close();
   });
 

@@ -2,14 +2,14 @@
  * Streams the spool to the server: `PUT` chunks (≤ chunkBytes) at offsets, up to `inFlight`
  * requests at once (each with its own reusable buffer, made on first need and no bigger than the
  * log needs, so a quiet job's uploader holds kilobytes, not `inFlight` × chunkBytes; the server orders them by offset),
- * flushing once `flushBytes` wait or `flushIntervalMs` after the previous send. The
+ * flushing once `flushBytes` wait or `flushIntervalMs` after the previous send (or the start). The
  * server's `committed` is the truth: a 416 rewinds to it, resends before it are idempotent, and
  * the sha256 is computed over exactly the committed bytes, in order. Transient failures are
  * retried by the sink (the client's retry policy) until the signal aborts, so no byte is dropped.
  * Stops for good on E_LOG_LIMIT (413), E_LEASE_STALE (409) or any other refusal.
  */
 import { createHash, type Hash } from "node:crypto";
-import type { Clock } from "../base/clock.ts";
+import { WAIT_CALLED_OFF, type Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
 import { RetryPolicy } from "../client/retry-policy.ts";
 import type { LogSpool } from "./log-spool.ts";
@@ -35,9 +35,6 @@ export const DEFAULT_PUTS_IN_FLIGHT = 2;
 
 /** Smallest chunk buffer made; buffers grow by powers of two up to chunkBytes as the log does. */
 const MIN_BUFFER_BYTES = 64 * 1024;
-
-/** The reason a wait's own timer is cleared with (an abort without one builds a DOMException). */
-const TIMER_DONE = new Error("wait over");
 
 export type UploaderStop = "limit" | "stale" | "error" | null;
 
@@ -102,6 +99,9 @@ export class LogUploader {
 
   start(): void {
     if (this.loop) return;
+    // The first flush comes an interval after the start too: a job shorter than that sends its
+    // whole log in one PUT with the report (each PUT costs the server a commit), not two.
+    if (this.lastSendAt === -Infinity) this.lastSendAt = this.o.clock.now();
     const onAppend = this.o.spool.onAppend(() => {
       if (this.o.spool.size >= this.wakeAtSize) this.poke();
     });
@@ -306,7 +306,7 @@ export class LogUploader {
     try {
       await Promise.race([poked, this.o.clock.sleep(Math.max(0, ms), timer.signal).catch(() => {})]);
     } finally {
-      timer.abort(TIMER_DONE);
+      timer.abort(WAIT_CALLED_OFF);
       this.wake = null;
     }
   }

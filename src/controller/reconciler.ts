@@ -14,6 +14,7 @@ import type { ControlPlane } from "./control-plane.ts";
 import type { ControllerMetrics } from "./metrics.ts";
 import type { RunnerExit, RunnerProvider } from "./provider.ts";
 import { requirementKey } from "./matching.ts";
+import { RegistrationReserve } from "./registration-reserve.ts";
 import { planScaling, type ScalingPlan } from "./scaling.ts";
 import type { DemandEntry, Pool } from "./types.ts";
 
@@ -60,10 +61,17 @@ export class Reconciler {
   private mintFailing = false;
   private lastUnschedulable = "";
   private readonly waiters = new Set<() => void>();
+  /** Tokens minted ahead: a launch seldom waits for a mint. */
+  private readonly reserve: RegistrationReserve;
 
   constructor(settings: ReconcilerSettings, deps: ReconcilerDeps) {
     this.s = settings;
     this.d = deps;
+    this.reserve = new RegistrationReserve({
+      api: deps.api, clock: deps.clock, ttlMs: settings.registrationTtlMs,
+      // as many as the pool can have alive at once: one mint per that many launches
+      ahead: (pool) => Math.min(pool.max, settings.maxRunners),
+    });
     for (const p of settings.pools) this.health.set(p.name, { crashes: 0, blockedUntilMs: 0 });
   }
 
@@ -84,6 +92,7 @@ export class Reconciler {
     this.abort.abort(new Error("controller stopping"));
     await Promise.allSettled(this.loops);
     await this.running?.catch(() => {});
+    this.reserve.clear();
   }
 
   /** Resolves after the next complete reconcile (for callers that want to observe its effect). */
@@ -151,7 +160,7 @@ export class Reconciler {
     const started = performance.now();
     let tokens: string[];
     try {
-      tokens = await this.d.api.registrations(count, pool.labels, this.s.registrationTtlMs, this.abort.signal);
+      tokens = await this.reserve.take(pool, count, this.abort.signal);
       this.mintFailing = false;
     } catch (err) {
       if (!this.abort.signal.aborted && !this.mintFailing) this.d.logger?.warn({ err: (err as Error).message, pool: pool.name }, "cannot mint registration tokens");

@@ -101,6 +101,8 @@ export const defaults = {
   hostMaxAgeMs: 60 * 60_000,
   /** How long a controller waits for a new host to answer on its socket. */
   hostStartTimeoutMs: 20_000,
+  /** A host's sessions reuse its toolchain probe for this long (a session probed them, a few file reads and stats, each). */
+  hostToolchainsRecheckMs: 60_000,
   // job defaults when a job file is silent
   jobTimeoutMs: 60 * 60_000,
   stepTimeoutMs: 60 * 60_000,

@@ -3,7 +3,9 @@
  * process) serving many runner sessions. A session is a whole runner (createRunner): its own
  * single-use registration token, session token, slot and sandbox; it leases at most one job,
  * reports it and ends, and nothing of it is kept: its client, spool, env, secrets and tokens
- * go with it (the host's keep-alive connections to the server outlive it: they carry no token). Only the trusted runner code stays warm; job code runs in the sandbox.
+ * go with it (the host's keep-alive connections to the server outlive it: they carry no token;
+ * so do the last job's shape, image and limits, for the next prewarm, and the toolchain probe).
+ * Only the trusted runner code stays warm; job code runs in the sandbox.
  *
  * Slots are the host's for its life: a slot is reaped once when the host starts, then recycled
  * between sessions (the sandbox backend keeps its disk image). A slot goes to its next session
@@ -27,7 +29,9 @@ import { ConnectionPool } from "../client/http.ts";
 import { createRunner, type RunnerSettings } from "../runner/create-runner.ts";
 import type { RunnerLogger } from "../runner/ports.ts";
 import type { RunnerEvent } from "../runner/runner-events.ts";
-import { warmSpec } from "../runner/warm-shape.ts";
+import { WarmShapes } from "../runner/warm-shape.ts";
+import { SharedToolchains } from "../runner/capabilities.ts";
+import { defaults } from "../config/defaults.ts";
 import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
 import type { HostEvent, SessionState, SessionView } from "../protocol/host-protocol.ts";
 
@@ -76,6 +80,10 @@ export class RunnerHost {
   private onDrained: (() => void) | null = null;
   /** The sessions' keep-alive connections to the server: set up once, not per session. */
   private readonly connections: ConnectionPool;
+  /** The shape of the host's last job, prewarmed in every slot (read once, written when it changes). */
+  private readonly warmShapes: WarmShapes;
+  /** The host image's toolchains, probed for the sessions at most every `hostToolchainsRecheckMs`. */
+  private readonly toolchains: SharedToolchains;
   /** Resolves once `retire()` was called and no session is left. */
   readonly drained: Promise<void>;
 
@@ -83,6 +91,9 @@ export class RunnerHost {
     this.o = opts;
     this.startedAtMs = opts.clock.now();
     this.connections = new ConnectionPool({ connectTimeoutMs: Math.min(opts.settings.requestTimeoutMs, 10_000) });
+    this.warmShapes = new WarmShapes(opts.settings.cacheDir === null ? null : join(opts.settings.cacheDir, "warm-shape.json"));
+    const toolchainsFile = opts.settings.toolchainsCache ?? (opts.settings.cacheDir === null ? null : join(opts.settings.cacheDir, "toolchains.json"));
+    this.toolchains = new SharedToolchains({ cacheFile: toolchainsFile, recheckMs: defaults.hostToolchainsRecheckMs, clock: opts.clock });
     this.drained = new Promise((resolve) => (this.onDrained = resolve));
   }
 
@@ -215,7 +226,8 @@ export class RunnerHost {
       const runner = createRunner(
         { ...this.o.settings, serverUrl: req.serverUrl, labels: req.labels, prewarm: this.o.settings.prewarm && !this.prewarmStopped },
         { registrationToken: req.registrationToken, name: req.id, slot: s.slot, reapSlot: false },
-        { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent, connections: this.connections },
+        { sandboxFactory: this.o.sandboxFactory, clock, logger, onEvent, connections: this.connections, warmShapes: this.warmShapes,
+          toolchains: () => this.toolchains.get() },
       );
       const exit = await runner.run(s.stop.signal, s.drain.signal);
       code = exit.code;
@@ -241,8 +253,7 @@ export class RunnerHost {
 
   /** The slot's next sandbox, built now (the shape of the host's last job): never rejects. */
   private prewarm(slot: SlotInfo): void {
-    const file = this.o.settings.cacheDir === null ? null : join(this.o.settings.cacheDir, "warm-shape.json");
-    void warmSpec(file, slot).then((spec) => this.o.sandboxFactory.prewarm(spec));
+    void this.warmShapes.spec(slot).then((spec) => this.o.sandboxFactory.prewarm(spec));
   }
 
   /** A draining session only turns busy (the lease it was getting when drained). */

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { probeToolchains } from "./capabilities.ts";
+import { probeToolchains, SharedToolchains } from "./capabilities.ts";
 import { userCacheDir } from "../config/paths.ts";
 
 void test("the toolchain probe's cache: made with its dir, used while a binary's size and mtime match, redone when they do not", async (t) => {
@@ -38,6 +38,22 @@ void test("probes of one cache file that overlap share one probe; a later call p
   const later = probeToolchains(file);
   assert.notEqual(later, first, "once settled, the next call reads the cache again");
   assert.deepEqual(await later, probed);
+});
+
+void test("a host's shared probe: one per recheck interval, then the cache file is read again", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-toolchains-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "toolchains.json");
+  let now = 0;
+  const shared = new SharedToolchains({ cacheFile: file, recheckMs: 1000, clock: { now: () => now, sleep: () => Promise.resolve() } });
+  const first = await shared.get();
+  assert.ok(first.node);
+  const cache = JSON.parse(readFileSync(file, "utf8")) as Record<string, { key: string; version: string }>;
+  writeFileSync(file, JSON.stringify({ ...cache, node: { ...cache.node, version: "0.0.0-planted" } }));
+  now = 999;
+  assert.equal((await shared.get()).node, first.node, "within the interval: the same probe, the file not read");
+  now = 1000;
+  assert.equal((await shared.get()).node, "0.0.0-planted", "after it: probed again (from the cache file)");
 });
 
 void test("the user cache dir: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci", () => {

@@ -8,6 +8,7 @@ import { execFile } from "node:child_process";
 import { mkdir, readFile, rename, stat, statfs, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { dirname } from "node:path";
+import type { Clock } from "../base/clock.ts";
 import { withIsolationLabels, type Capabilities } from "../protocol/schemas.ts";
 import type { Isolation } from "../sandbox/types.ts";
 
@@ -87,6 +88,33 @@ async function probeOnce(cacheFile: string | null, timeoutMs: number): Promise<R
       .catch(() => unlink(tmp).catch(() => {}));
   }
   return Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version]));
+}
+
+/**
+ * The toolchain probe as a runner host's sessions share it: one probe serves every session that
+ * starts within `recheckMs` of it (a toolchain installed or removed meanwhile shows after that).
+ * A failed or empty probe is not kept.
+ */
+export class SharedToolchains {
+  private probe: Promise<Record<string, string>> | null = null;
+  private probedAtMs = -Infinity;
+
+  constructor(private readonly o: { cacheFile: string | null; recheckMs: number; clock: Clock }) {}
+
+  get(): Promise<Record<string, string>> {
+    const now = this.o.clock.now();
+    if (this.probe === null || now - this.probedAtMs >= this.o.recheckMs) {
+      this.probedAtMs = now;
+      const probe = probeToolchains(this.o.cacheFile);
+      this.probe = probe;
+      probe.then((t) => {
+        if (Object.keys(t).length === 0 && this.probe === probe) this.probe = null;
+      }, () => {
+        if (this.probe === probe) this.probe = null;
+      });
+    }
+    return this.probe;
+  }
 }
 
 /** `toolchains`: the probe, started by the caller (probeToolchains) as early as it likes. */

@@ -13,6 +13,7 @@ import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
 import type { RunnerLogger } from "./ports.ts";
 import type { RunnerEventListener } from "./runner-events.ts";
 import { runRunner, type RunnerExit } from "./runner.ts";
+import type { WarmShapes } from "./warm-shape.ts";
 import type { RunJobTimings } from "./run-job.ts";
 
 /** How runners behave: the same for every runner of a process (from config/runner-config.ts). */
@@ -50,6 +51,10 @@ export interface CreateRunnerDeps {
   onEvent?: RunnerEventListener;
   /** Connections shared with the process's other runners (a runner host's); default: the runner's own. */
   connections?: ConnectionPool;
+  /** The warm shape as the process keeps it (a runner host's); default: the runner's own. */
+  warmShapes?: WarmShapes;
+  /** The toolchain probe as the process shares it (a runner host's); default: the runner's own. */
+  toolchains?: () => Promise<Record<string, string>>;
 }
 
 export interface Runner {
@@ -79,6 +84,7 @@ export function createRunner(settings: RunnerSettings, identity: RunnerIdentity,
           {
             client, sandboxFactory: deps.sandboxFactory, clock: deps.clock, logger: deps.logger,
             ...(deps.onEvent ? { onEvent: deps.onEvent } : {}), ...(signal ? { signal } : {}), ...(drain ? { drain } : {}),
+            ...(deps.warmShapes ? { warmShapes: deps.warmShapes } : {}), ...(deps.toolchains ? { toolchains: deps.toolchains } : {}),
           },
       );
     },

@@ -13,7 +13,7 @@ import { probeCapabilities, probeToolchains } from "./capabilities.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
 import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
 import { ignoreRunnerEvents, type RunnerEventListener } from "./runner-events.ts";
-import { rememberShape, warmSpec } from "./warm-shape.ts";
+import { WarmShapes } from "./warm-shape.ts";
 
 export interface RunnerOptions {
   registrationToken: string;
@@ -64,6 +64,10 @@ export interface RunnerDeps {
   drain?: AbortSignal;
   /** Typed lifecycle events for the runner's supervisor (default: ignored). */
   onEvent?: RunnerEventListener;
+  /** The warm shape, shared with the process's other runners (a runner host's); default: this runner's own, on `cacheDir`. */
+  warmShapes?: WarmShapes;
+  /** The toolchain probe, shared with the process's other runners (a runner host's); default: this runner's own. */
+  toolchains?: () => Promise<Record<string, string>>;
 }
 
 export type RunnerExitReason = "reported" | "idle" | "stopped" | "register_failed" | "lease_failed" | JobReport;
@@ -92,10 +96,10 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     logger.info({ code, reason, jobId, runnerId }, "runner exits");
     return { code, reason, jobId, runnerId };
   };
-  const shapeFile = opts.prewarm && opts.cacheDir ? join(opts.cacheDir, "warm-shape.json") : null;
+  const shapes = opts.prewarm && opts.cacheDir ? (deps.warmShapes ?? new WarmShapes(join(opts.cacheDir, "warm-shape.json"))) : null;
   try {
     // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
-    const toolchains = probeToolchains(opts.toolchainsCache ?? (opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null));
+    const toolchains = deps.toolchains?.() ?? probeToolchains(opts.toolchainsCache ?? (opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null));
     toolchains.catch(() => {}); // awaited below; if set-up fails first, its rejection is not left unhandled
     // Reap first: the work dir may be removed by it, and disk space is measured there after.
     // (The oci factory's one-time preparation, helpers, cgroups, seccomp, happens in reapSlot.)
@@ -104,7 +108,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     await mkdir(opts.slot.workDir, { recursive: true, mode: 0o711 });
     // Built while we register and wait; never rejects; the factory's owner closes it.
     if (opts.prewarm) {
-      const spec = await warmSpec(shapeFile, opts.slot);
+      const spec = await (shapes ?? new WarmShapes(null)).spec(opts.slot);
       const since = clock.now();
       void sandboxFactory.prewarm(spec).then(() => logger.info({ ms: clock.now() - since, image: spec.image.kind, limits: spec.limits }, "prewarm done"));
     }
@@ -166,7 +170,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
     emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });
     // For the runner started next on this host (written beside the job, never rejects).
-    const remembered = rememberShape(shapeFile, lease.job);
+    const remembered = shapes?.remember(lease.job);
     const res = await runJob(lease, {
       client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
       jobDir: join(opts.slot.workDir, "runner"),

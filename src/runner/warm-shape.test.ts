@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { slotInfo } from "../sandbox/slots.ts";
-import { defaultShape, rememberShape, warmSpec } from "./warm-shape.ts";
+import { defaultShape, rememberShape, warmSpec, WarmShapes } from "./warm-shape.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "deltaci-warm-shape-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -39,4 +39,22 @@ void test("a torn or foreign file is ignored: the defaults are prewarmed", async
     writeFileSync(file, text);
     assert.deepEqual((await warmSpec(file, slot)).limits, defaultShape().limits, text);
   }
+});
+
+void test("a process's warm shapes: the file is read once and written only when the shape changes", async () => {
+  const file = join(dir, "shared.json");
+  const host = { kind: "host" as const };
+  await rememberShape(file, { image: host, limits, network: { egress: "none" }, caches: [] });
+  const shapes = new WarmShapes(file);
+  assert.deepEqual((await shapes.spec(slot)).limits, limits, "read from the file");
+  rmSync(file);
+  assert.deepEqual((await shapes.spec(slot)).limits, limits, "kept: the file is not read again");
+  await shapes.remember({ image: host, limits, network: { egress: "none" }, caches: [] });
+  assert.ok(!existsSync(file), "the same shape as the file held: not written");
+  const bigger = { ...limits, memoryMiB: 512 };
+  await shapes.remember({ image: host, limits: bigger, network: { egress: "none" }, caches: [] });
+  assert.deepEqual(JSON.parse(readFileSync(file, "utf8")), { image: host, limits: bigger }, "a new shape is written");
+  assert.deepEqual((await shapes.spec(slot)).limits, bigger);
+  await shapes.remember({ image: host, limits: { ...limits, pids: 9 }, network: { egress: "allowlist", allow: ["example.org:443"] }, caches: [] });
+  assert.deepEqual((await shapes.spec(slot)).limits, bigger, "one that cannot be prewarmed is not remembered");
 });

@@ -50,21 +50,37 @@ export interface BuildEnv {
 
 /**
  * A job dir with its disk (a pristine copy of the template) mounted, the workspace and home on it,
- * and the steps and bundle dirs.
+ * and the steps and bundle dirs. On a job's path (`onJobPath`) the small steps are synchronous: a
+ * thread-pool round trip each would wait for a turn of a busy event loop (`deltaci run` builds its
+ * first sandbox while its server starts). Off it (a spare disk) they go to the thread pool, side
+ * by side: the mkdirs on the fresh file system block for ~0.5 ms each (a runner host's
+ * profile: 2.6 ms per job), and the event loop serves every session of the host.
  */
-export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string): Promise<void> {
+export async function makeJobDir(env: Pick<BuildEnv, "prepared" | "templates">, slot: SlotInfo, diskMiB: number, jobDir: string, onJobPath: boolean): Promise<void> {
   const uid = slot.hostUidBase;
   const diskMount = join(jobDir, "disk");
-  // The small steps are synchronous: a thread-pool round trip each would wait for a turn of a
-  // busy event loop (`deltaci run` builds its first sandbox while its server starts).
-  mkdirSync(jobDir, { recursive: true, mode: 0o755 });
+  const home = join(diskMount, "home");
+  const workspace = join(diskMount, "workspace");
+  if (onJobPath) mkdirSync(jobDir, { recursive: true, mode: 0o755 });
+  else await mkdir(jobDir, { recursive: true, mode: 0o755 });
   await createJobDisk(env.templates, env.prepared.diskTool, join(jobDir, "disk.img"), diskMount, diskMiB);
-  for (const d of ["workspace", "home"]) {
-    mkdirSync(join(diskMount, d), { mode: 0o755 });
-    chownSync(join(diskMount, d), uid, uid);
+  if (onJobPath) {
+    for (const d of [workspace, home]) {
+      mkdirSync(d, { mode: 0o755 });
+      chownSync(d, uid, uid);
+    }
+    mkdirSync(join(jobDir, "steps"), { mode: 0o755 });
+    mkdirSync(join(jobDir, "bundle"), { mode: 0o700 });
+    return;
   }
-  mkdirSync(join(jobDir, "steps"), { mode: 0o755 });
-  mkdirSync(join(jobDir, "bundle"), { mode: 0o700 });
+  await Promise.all([
+    ...[workspace, home].map(async (d) => {
+      await mkdir(d, { mode: 0o755 });
+      await chown(d, uid, uid);
+    }),
+    mkdir(join(jobDir, "steps"), { mode: 0o755 }),
+    mkdir(join(jobDir, "bundle"), { mode: 0o700 }),
+  ]);
 }
 
 export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: AbortSignal): Promise<CrunSandbox> {
@@ -150,7 +166,7 @@ export async function buildSandbox(env: BuildEnv, spec: SandboxSpec, signal?: Ab
     const fromSpare = env.spares !== null && (await env.spares.take(slot, spec.limits.diskMiB, jobDir));
     if (fromSpare) mark("create: spare job dir taken");
     else {
-      await makeJobDir(env, slot, spec.limits.diskMiB, jobDir);
+      await makeJobDir(env, slot, spec.limits.diskMiB, jobDir, true);
       mark("create: disk image from template + mount");
     }
     signal?.throwIfAborted();

@@ -123,7 +123,7 @@ export class CrunSandboxFactory implements SandboxFactory {
     this.cacheRoot = opts.cacheRoot ?? join(this.cacheDir, "caches");
     this.templates = new DiskTemplates(join(this.cacheDir, "disk-templates"), async () => (await this.prepare()).diskTool.path);
     this.spares = opts.spareDisks === true ? new SpareDisks({
-      make: async (slot, sizeMiB, dir) => makeJobDir({ prepared: await this.prepare(), templates: this.templates }, slot, sizeMiB, dir),
+      make: async (slot, sizeMiB, dir) => makeJobDir({ prepared: await this.prepare(), templates: this.templates }, slot, sizeMiB, dir, false),
       remove: async (dir) => void (await removeJobFiles({ clock: opts.clock, diskTool: (await this.prepare()).diskTool }, dir)),
     }, opts.logger) : null;
   }

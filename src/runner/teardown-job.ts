@@ -7,7 +7,7 @@
  * (spool, staging) removed. When it resolves, no timer, request or listener of the run is left,
  * except a dispose that overran its bound (it goes on; its sandbox is the factory's to reap).
  */
-import { rm } from "node:fs/promises";
+import { rm, rmdir, unlink } from "node:fs/promises";
 import type { Sandbox } from "../sandbox/types.ts";
 import { deadlineSignal } from "./deadline.ts";
 import type { JobRun } from "./job-run.ts";
@@ -26,8 +26,22 @@ export async function teardownJob(run: JobRun): Promise<void> {
   } finally {
     await Promise.all([heartbeatStopped ?? stopHeartbeat(), uploaderClosed]);
     run.spool.close();
-    await rm(deps.jobDir, { recursive: true, force: true });
+    await removeJobDir(deps.jobDir, run.spool.path);
     phases.mark("cleanedUp");
+  }
+}
+
+/**
+ * The run's dir with all in it. Most runs leave only their spool there: its unlink and the dir's
+ * rmdir are two calls, where a recursive rm makes five or more (an lstat and a readdir per level);
+ * anything else there (a source archive, artifact staging) makes the rmdir fail, and the rm follows.
+ */
+async function removeJobDir(dir: string, spoolPath: string): Promise<void> {
+  try {
+    await unlink(spoolPath);
+    await rmdir(dir);
+  } catch {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeToolchains, SharedToolchains } from "./capabilities.ts";
@@ -54,6 +54,22 @@ void test("a host's shared probe: one per recheck interval, then the cache file 
   assert.equal((await shared.get()).node, first.node, "within the interval: the same probe, the file not read");
   now = 1000;
   assert.equal((await shared.get()).node, "0.0.0-planted", "after it: probed again (from the cache file)");
+});
+
+void test("a host's shared probe is not kept when a tool found did not answer (timed out, failed): the next session probes again", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "deltaci-toolchains-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bin = join(dir, "bin");
+  mkdirSync(bin);
+  const tool = (name: string, script: string) => writeFileSync(join(bin, name), `#!/bin/sh\n${script}\n`, { mode: 0o755 });
+  tool("node", "echo v20.1.0");
+  tool("git", "exit 1"); // as a probe cut by its timeout answers: nothing
+  const shared = new SharedToolchains({ cacheFile: join(dir, "toolchains.json"), recheckMs: 60_000, clock: { now: () => 0, sleep: () => Promise.resolve() }, binDirs: [bin] });
+  assert.deepEqual(await shared.get(), { node: "20.1.0" });
+  tool("git", "echo git version 2.39.5");
+  assert.deepEqual(await shared.get(), { node: "20.1.0", git: "2.39.5" }, "within the interval, yet probed again: git is offered");
+  tool("git", "exit 1");
+  assert.deepEqual(await shared.get(), { node: "20.1.0", git: "2.39.5" }, "a complete probe is kept for the interval");
 });
 
 void test("the user cache dir: $XDG_CACHE_HOME/deltaci, else ~/.cache/deltaci", () => {

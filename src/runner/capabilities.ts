@@ -25,8 +25,8 @@ interface CacheEntry {
   version: string;
 }
 
-async function findBin(name: string): Promise<{ path: string; key: string } | null> {
-  for (const dir of BIN_DIRS) {
+async function findBin(name: string, binDirs: readonly string[]): Promise<{ path: string; key: string } | null> {
+  for (const dir of binDirs) {
     const path = `${dir}/${name}`;
     const st = await stat(path).catch(() => null);
     if (st?.isFile()) return { path, key: `${path}:${st.size}:${st.mtimeMs}` };
@@ -34,9 +34,9 @@ async function findBin(name: string): Promise<{ path: string; key: string } | nu
   return null;
 }
 
-function run(path: string, args: string[], timeoutMs: number): Promise<string> {
+function run(path: string, args: string[], timeoutMs: number, binDirs: readonly string[]): Promise<string> {
   return new Promise((resolve) => {
-    execFile(path, args, { timeout: timeoutMs, env: { PATH: BIN_DIRS.join(":"), LANG: "C" } }, (err, stdout, stderr) => resolve(err ? "" : `${stdout}${stderr}`));
+    execFile(path, args, { timeout: timeoutMs, env: { PATH: binDirs.join(":"), LANG: "C" } }, (err, stdout, stderr) => resolve(err ? "" : `${stdout}${stderr}`));
   });
 }
 
@@ -45,8 +45,14 @@ function sameEntries(a: Record<string, CacheEntry>, b: Record<string, CacheEntry
   return keys.length === Object.keys(b).length && keys.every((k) => a[k]?.key === b[k]?.key && a[k]?.version === b[k]?.version);
 }
 
-/** Probes in flight, by cache file: a runner host's sessions that start together share one. */
-const inFlight = new Map<string, Promise<Record<string, string>>>();
+/** A probe's outcome: the versions, and whether every tool found answered (none timed out or failed). */
+export interface ToolchainProbe {
+  versions: Record<string, string>;
+  complete: boolean;
+}
+
+/** Probes in flight, by cache file (and bin dirs): a runner host's sessions that start together share one. */
+const inFlight = new Map<string, { probe: Promise<ToolchainProbe>; versions: Promise<Record<string, string>> }>();
 
 /**
  * Toolchain name → version, probed in parallel (cached in `cacheFile` when given). Callers with
@@ -54,29 +60,47 @@ const inFlight = new Map<string, Promise<Record<string, string>>>();
  * cache runs each tool once, not 8 times (a fork of the host each).
  */
 export function probeToolchains(cacheFile: string | null, timeoutMs = 2000): Promise<Record<string, string>> {
-  if (cacheFile === null) return probeOnce(null, timeoutMs);
-  let probe = inFlight.get(cacheFile);
-  if (probe === undefined) {
-    probe = probeOnce(cacheFile, timeoutMs).finally(() => inFlight.delete(cacheFile));
-    inFlight.set(cacheFile, probe);
-  }
-  return probe;
+  return shareProbe(cacheFile, timeoutMs, BIN_DIRS).versions;
 }
 
-async function probeOnce(cacheFile: string | null, timeoutMs: number): Promise<Record<string, string>> {
+/** `probeToolchains` with whether it is complete; `binDirs`: where the tools are looked up (tests). */
+export function probeToolchainsFully(cacheFile: string | null, timeoutMs = 2000, binDirs: readonly string[] = BIN_DIRS): Promise<ToolchainProbe> {
+  return shareProbe(cacheFile, timeoutMs, binDirs).probe;
+}
+
+function shareProbe(cacheFile: string | null, timeoutMs: number, binDirs: readonly string[]) {
+  const start = () => {
+    const probe = probeOnce(cacheFile, timeoutMs, binDirs);
+    return { probe, versions: probe.then((p) => p.versions) };
+  };
+  if (cacheFile === null) return start();
+  const key = `${cacheFile}\0${binDirs.join(":")}`;
+  let shared = inFlight.get(key);
+  if (shared === undefined) {
+    shared = start();
+    const done = () => inFlight.delete(key);
+    shared.probe.then(done, done);
+    inFlight.set(key, shared);
+  }
+  return shared;
+}
+
+async function probeOnce(cacheFile: string | null, timeoutMs: number, binDirs: readonly string[]): Promise<ToolchainProbe> {
   let cache: Record<string, CacheEntry> = {};
   if (cacheFile) cache = await readFile(cacheFile, "utf8").then((t) => JSON.parse(t) as Record<string, CacheEntry>).catch(() => ({}));
   const next: Record<string, CacheEntry> = {};
+  let complete = true;
   await Promise.all(Object.entries(PROBES).map(async ([name, p]) => {
-    const bin = await findBin(p.bin);
+    const bin = await findBin(p.bin, binDirs);
     if (!bin) return;
     const hit = cache[name];
     if (hit && hit.key === bin.key) {
       next[name] = hit;
       return;
     }
-    const m = p.pick.exec(await run(bin.path, p.args, timeoutMs));
+    const m = p.pick.exec(await run(bin.path, p.args, timeoutMs, binDirs));
     if (m?.[1]) next[name] = { key: bin.key, version: m[1].slice(0, 64) };
+    else complete = false; // found but no answer (timed out under load, failed): not a fact to keep
   }));
   // Runners share the cache file: write a private temp file and rename it, so a reader never sees half of it.
   // (Rewritten only when it changed: a warm start writes nothing.)
@@ -87,28 +111,30 @@ async function probeOnce(cacheFile: string | null, timeoutMs: number): Promise<R
       .then(() => rename(tmp, cacheFile))
       .catch(() => unlink(tmp).catch(() => {}));
   }
-  return Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version]));
+  return { versions: Object.fromEntries(Object.entries(next).map(([k, v]) => [k, v.version])), complete };
 }
 
 /**
  * The toolchain probe as a runner host's sessions share it: one probe serves every session that
  * starts within `recheckMs` of it (a toolchain installed or removed meanwhile shows after that).
- * A failed or empty probe is not kept.
+ * A failed, empty or incomplete probe (a tool found that did not answer: it timed out while the
+ * host was busy) is not kept: the next session probes again, as a runner of its own would.
  */
 export class SharedToolchains {
   private probe: Promise<Record<string, string>> | null = null;
   private probedAtMs = -Infinity;
 
-  constructor(private readonly o: { cacheFile: string | null; recheckMs: number; clock: Clock }) {}
+  constructor(private readonly o: { cacheFile: string | null; recheckMs: number; clock: Clock; binDirs?: readonly string[] }) {}
 
   get(): Promise<Record<string, string>> {
     const now = this.o.clock.now();
     if (this.probe === null || now - this.probedAtMs >= this.o.recheckMs) {
       this.probedAtMs = now;
-      const probe = probeToolchains(this.o.cacheFile);
+      const full = probeToolchainsFully(this.o.cacheFile, undefined, this.o.binDirs);
+      const probe = full.then((p) => p.versions);
       this.probe = probe;
-      probe.then((t) => {
-        if (Object.keys(t).length === 0 && this.probe === probe) this.probe = null;
+      full.then((p) => {
+        if ((Object.keys(p.versions).length === 0 || !p.complete) && this.probe === probe) this.probe = null;
       }, () => {
         if (this.probe === probe) this.probe = null;
       });

@@ -257,6 +257,9 @@ export class Reconciler {
         since = null;
         this.capacityDeclared = false;
         this.connected = false;
+        // The server may come back without the tokens it minted (restored state, a power cut with
+        // --durability normal, another server at the address): a held one would crash its runner at start.
+        this.reserve.clear();
         await this.d.clock.sleep(backoffMs(failures++, this.s.serverRetryBaseMs, this.s.serverRetryMaxMs, this.d.random), signal).catch(() => {});
       }
     }

@@ -151,3 +151,29 @@ void test("reconciler: after the control plane was unreachable, a launch gets a 
     await reconciler.stop();
   }
 });
+
+void test("reconciler: a runner that exits at start drops its pool's held tokens, so the next launch gets one minted since", async () => {
+  const api = new FakeControlPlane();
+  const provider = new FakeProvider(api);
+  const reconciler = new Reconciler(
+    {
+      pools: [pool], maxRunners: 4, idleGraceMs: 60_000, demandWaitMs: 1000, tickMs: 20, startupGraceMs: 60_000,
+      crashBackoffBaseMs: 10, crashBackoffMaxMs: 10, registrationTtlMs: 10 * 60_000, serverRetryBaseMs: 5, serverRetryMaxMs: 10,
+    },
+    { provider, api, clock: timerClock(), metrics: new ControllerMetrics(), random: () => 0.5 },
+  );
+  await reconciler.start();
+  try {
+    await api.until(() => provider.launches.length === 1);
+    assert.equal(provider.launches[0]?.known, true);
+    // The server loses the tokens it minted while the controller still reaches it (no failed
+    // poll tells the controller): the next launch's held token is refused at its register.
+    api.known.clear();
+    provider.exit("r1", 0);
+    await api.until(() => provider.launches.length >= 3);
+    assert.equal(provider.launches[1]?.known, false, "the launch after the loss took a held token");
+    assert.equal(provider.launches[2]?.known, true, "after that runner's start crash, the next launch got a freshly minted token, not another held one");
+  } finally {
+    await reconciler.stop();
+  }
+});

@@ -190,6 +190,9 @@ export class Reconciler {
     if (startCrash) {
       const how = e.signal !== null ? `signal ${e.signal}` : `exit code ${e.code}`;
       this.crashed(pool, `runner ${e.runner.id} exited at start (${how}) after ${e.lifetimeMs} ms`, e.logTail);
+      // its registration may have been refused (a server that lost the tokens it minted): the
+      // pool's next launch mints afresh instead of handing out another held token
+      this.reserve.clear(pool);
     } else {
       if (failed && !e.requested) this.d.logger?.warn({ runner: e.runner.id, code: e.code, signal: e.signal }, "runner ended abnormally");
       const h = this.health.get(pool);

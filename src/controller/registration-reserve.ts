@@ -67,9 +67,10 @@ export class RegistrationReserve {
     return out;
   }
 
-  /** Drops every token held (they expire on the server unspent). */
-  clear(): void {
-    this.held.clear();
+  /** Drops every token held, or only `pool`'s (they expire on the server unspent). */
+  clear(poolName?: string): void {
+    if (poolName !== undefined) this.held.delete(poolName);
+    else this.held.clear();
   }
 
   /** The pool's held tokens, those past their keep time dropped. */

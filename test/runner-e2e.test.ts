@@ -199,13 +199,13 @@ for (const backend of backends) {
       if (skip) return t.skip(skip);
       const step = await run({ steps: [{ name: "slow", run: "echo started; sleep 60", timeoutMs: 500 }, { name: "after", run: "true" }] });
       assert.equal(step.job.state, "failed");
-      assert.equal(step.job.failure?.reason, "timeout");
+      assert.equal(step.job.failure?.reason, "timeout", `${JSON.stringify(step.job.failure)}; log: ${step.log.toString().slice(-2000)}`);
       assert.equal(step.job.failure?.step, 0);
       assert.equal(step.job.steps[1]?.exitCode, null);
       assert.equal(step.job.steps[1]?.startedAt, null);
       const job = await run({ limits: { timeoutMs: 1500, cpus: 1, memoryMiB: 512, diskMiB: 256, pids: 256, logMiB: 64 }, steps: [{ name: "a", run: "true" }, { name: "b", run: "sleep 60" }, { name: "c", run: "true" }] });
       assert.equal(job.job.state, "failed");
-      assert.equal(job.job.failure?.reason, "timeout");
+      assert.equal(job.job.failure?.reason, "timeout", `${JSON.stringify(job.job.failure)}; log: ${job.log.toString().slice(-2000)}`);
       assert.equal(job.job.steps[2]?.exitCode, null);
       assert.match(job.log.toString(), /step-skipped/);
     });

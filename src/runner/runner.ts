@@ -3,17 +3,18 @@
  * too long), run it, report, exit. `runRunner` is embeddable (tests, `deltaci up`); the CLI maps
  * its result to an exit status. The sandbox factory and the protocol client are passed in.
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
 import type { Lease } from "../protocol/schemas.ts";
-import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
+import type { SandboxFactory, SlotInfo, WarmSpec } from "../sandbox/types.ts";
 import { probeCapabilities, probeToolchains } from "./capabilities.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
+import { prepareJobDir } from "./job-run.ts";
 import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
 import { ignoreRunnerEvents, type RunnerEventListener } from "./runner-events.ts";
-import { rememberShape, warmSpec } from "./warm-shape.ts";
+import { rememberShape, sameShape, warmSpec } from "./warm-shape.ts";
 
 export interface RunnerOptions {
   registrationToken: string;
@@ -93,6 +94,11 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     return { code, reason, jobId, runnerId };
   };
   const shapeFile = opts.prewarm && opts.cacheDir ? join(opts.cacheDir, "warm-shape.json") : null;
+  const jobDir = join(opts.slot.workDir, "runner");
+  let leased = false;
+  let jobDirMade: Promise<void> = Promise.resolve();
+  /** The shape this runner read from `shapeFile` and prewarmed for. */
+  let readShape: WarmSpec | null = null;
   try {
     // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
     const toolchains = probeToolchains(opts.toolchainsCache ?? (opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null));
@@ -105,12 +111,15 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     // Built while we register and wait; never rejects; the factory's owner closes it.
     if (opts.prewarm) {
       const spec = await warmSpec(shapeFile, opts.slot);
+      readShape = spec;
       const since = clock.now();
       void sandboxFactory.prewarm(spec).then(() => logger.info({ ms: clock.now() - since, image: spec.image.kind, limits: spec.limits }, "prewarm done"));
     }
     const capabilities = await probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir, toolchains });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
+    // The job dir and its spool are made while the session registers and waits (job-run.ts).
+    jobDirMade = prepareJobDir(jobDir);
     // A drain during registration ends it as a stop does (no job can be claimed for it yet).
     const stopped = () => deps.signal?.aborted === true || deps.drain?.aborted === true;
     let reg;
@@ -126,6 +135,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     logger.info({ runnerId: reg.runnerId, startMs: clock.now() - startedAt, toolchains: capabilities.toolchains }, "registered");
     emit({ type: "registered", runnerId: reg.runnerId });
 
+    await jobDirMade;
     const idleUntil = clock.now() + opts.idleTimeoutMs;
     // A drain never aborts a long poll: the server may already have claimed a job for it, the answer
     // on its way. A 1 ms poll of the same session supersedes it instead (the server answers the
@@ -163,13 +173,14 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     } finally {
       deps.drain?.removeEventListener("abort", supersede);
     }
+    leased = true;
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
     emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });
     // For the runner started next on this host (written beside the job, never rejects).
-    const remembered = rememberShape(shapeFile, lease.job);
+    const remembered = readShape !== null && sameShape(lease.job, readShape) ? Promise.resolve() : rememberShape(shapeFile, lease.job);
     const res = await runJob(lease, {
       client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
-      jobDir: join(opts.slot.workDir, "runner"),
+      jobDir,
       ...(deps.signal ? { signal: deps.signal } : {}),
     });
     await remembered;
@@ -178,5 +189,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     return exit(reported ? 0 : 1, reported ? "reported" : res.report, lease.jobId, reg.runnerId);
   } finally {
     await client.destroy().catch(() => {});
+    // made for a job that never came (a leased job's teardown removes it)
+    if (!leased) await jobDirMade.then(() => rm(jobDir, { recursive: true, force: true })).catch(() => {});
   }
 }

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { slotInfo } from "../sandbox/slots.ts";
-import { defaultShape, rememberShape, warmSpec } from "./warm-shape.ts";
+import { defaultShape, rememberShape, sameShape, warmSpec } from "./warm-shape.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "deltaci-warm-shape-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -39,4 +39,16 @@ void test("a torn or foreign file is ignored: the defaults are prewarmed", async
     writeFileSync(file, text);
     assert.deepEqual((await warmSpec(file, slot)).limits, defaultShape().limits, text);
   }
+});
+
+void test("a job has the shape read at a runner's start whatever the order of its keys; another image or limit is another shape", async () => {
+  const file = join(dir, "same.json");
+  const image = { kind: "oci" as const, ref: "debian:12", digest: `sha256:${"b".repeat(64)}` };
+  await rememberShape(file, { image, limits, network: { egress: "none" }, caches: [] });
+  const read = await warmSpec(file, slot);
+  const reordered = Object.fromEntries(Object.entries(limits).reverse()) as typeof limits;
+  assert.equal(sameShape({ image: { digest: image.digest, ref: image.ref, kind: "oci" }, limits: reordered }, read), true);
+  assert.equal(sameShape({ image, limits: { ...limits, pids: 129 } }, read), false);
+  assert.equal(sameShape({ image: { ...image, ref: "debian:13" }, limits }, read), false);
+  assert.equal(sameShape({ image: { kind: "host" }, limits }, read), false);
 });

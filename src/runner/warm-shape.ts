@@ -38,6 +38,17 @@ export async function warmSpec(file: string | null, slot: SlotInfo): Promise<War
   return { slot, image: shape.image, limits: shape.limits, network: { egress: "none" }, caches: [] };
 }
 
+/**
+ * Whether `job` has the image and limits of `spec` (key order aside). A runner whose job has the
+ * shape it read at its start (and prewarmed for) does not write it again: a write allocates an
+ * inode (a temp file, renamed), 0.5–1 ms of CPU on a busy ext4, on the lease-to-step path. Only
+ * when another runner wrote another shape in between does the file then keep that one, a job
+ * older than the last one leased: the next prewarm may miss, and the job builds its sandbox.
+ */
+export function sameShape(job: Pick<JobSpec, "image" | "limits">, spec: Pick<WarmSpec, "image" | "limits">): boolean {
+  return Value.Equal(job.image, spec.image) && Value.Equal(job.limits, spec.limits);
+}
+
 /** Remembers `job`'s shape for the next runner, when it is one that can be prewarmed. Never throws. */
 export async function rememberShape(file: string | null, job: Pick<JobSpec, "image" | "limits" | "network" | "caches">): Promise<void> {
   if (file === null || job.network.egress !== "none" || job.caches.length > 0) return;

@@ -78,13 +78,14 @@ export interface JobRun {
 
 /**
  * How long a preparation may go on before the heartbeat and the log upload start without waiting
- * for the first step. A job that takes a prewarmed sandbox sends its first step a few ms after
- * the lease, and its first heartbeat (then "running", not "preparing" then woken) and log PUT go
+ * for the first step. A job that takes a prewarmed sandbox sends its first step 2–4 ms after the
+ * lease, and its first heartbeat (then "running", not "preparing" then woken) and log PUT go
  * after that step's request instead of before it: on a loaded host they took the runner's and
- * the server's CPU from the step's start. A longer preparation (a cold sandbox under load, a
- * source download, an image pull) gets them from here on. Far below the lease's TTL.
+ * the server's CPU from the step's start. A longer preparation (a cold sandbox, a source
+ * download, an image pull) starts them soon, so that the server handles them while it goes on
+ * rather than beside the first step (with 100 ms here, cold pickups were ~4 ms slower).
  */
-const QUIET_PREPARE_MS = 100;
+const QUIET_PREPARE_MS = 10;
 
 const stateOf = (p: JobRunPhase) => (p === "prepare" ? "preparing" : p === "execute" ? "running" : "finishing");
 

@@ -135,7 +135,6 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     logger.info({ runnerId: reg.runnerId, startMs: clock.now() - startedAt, toolchains: capabilities.toolchains }, "registered");
     emit({ type: "registered", runnerId: reg.runnerId });
 
-    await jobDirMade;
     const idleUntil = clock.now() + opts.idleTimeoutMs;
     // A drain never aborts a long poll: the server may already have claimed a job for it, the answer
     // on its way. A 1 ms poll of the same session supersedes it instead (the server answers the
@@ -178,6 +177,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });
     // For the runner started next on this host (written beside the job, never rejects).
     const remembered = readShape !== null && sameShape(lease.job, readShape) ? Promise.resolve() : rememberShape(shapeFile, lease.job);
+    await jobDirMade; // long done unless the job came at once; never delays the lease (its truncation must precede the spool's first write)
     const res = await runJob(lease, {
       client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
       jobDir,

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { systemClock } from "../src/base/clock.ts";
 import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
+import type { SandboxFactory } from "../src/sandbox/types.ts";
 import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
 
 const factory = new ProcessSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} } });
@@ -74,6 +75,31 @@ void describe("runner cancel and crash", () => {
       assert.deepEqual(job.artifacts.map((a) => a.name), mode === "graceful" ? ["partial.txt"] : []);
     });
   }
+
+  void it("a cancel during a long preparation reaches the runner: its heartbeat starts before any step, and the preparation is stopped", { timeout: 60_000 }, async () => {
+    const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "echo never" }] }));
+    let creating = () => {};
+    const inCreate = new Promise<void>((r) => (creating = r));
+    // A sandbox build that lasts until the preparation is stopped: no step ever starts the heartbeat.
+    const slow: SandboxFactory = {
+      isolation: factory.isolation,
+      create: (_spec, signal) => {
+        creating();
+        return new Promise((_resolve, reject) => signal?.addEventListener("abort", () => reject(new Error("preparation stopped")), { once: true }));
+      },
+      reapSlot: (s) => factory.reapSlot(s), isSlotClean: (s) => factory.isSlotClean(s), settle: () => factory.settle(),
+      prewarm: () => factory.prewarm(), close: async () => {},
+    };
+    const logger = memoryLogger();
+    const running = runInProcess(h, slow, { logger });
+    await inCreate;
+    await h.api.cancel(jobId, "graceful");
+    const exit = await running;
+    assert.equal(exit.jobId, jobId, logger.lines.join("\n"));
+    assert.equal(exit.reason, "reported");
+    const job = await h.api.waitDone(jobId, 30_000);
+    assert.equal(job.state, "canceled", JSON.stringify(job.attempts));
+  });
 
   void it("a runner killed with SIGKILL mid-job: the job is retried on the next runner in the slot and succeeds", async () => {
     const jobId = await h.api.submit(jobSpec({

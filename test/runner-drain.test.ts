@@ -6,10 +6,13 @@
  * still stops a running job.
  */
 import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { systemClock } from "../src/base/clock.ts";
 import type { RunnerProtocol } from "../src/runner/ports.ts";
 import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
+import { slotInfo } from "../src/sandbox/slots.ts";
 import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
 
 const factory = new ProcessSandboxFactory({ clock: systemClock, logger: { info: () => {}, warn: () => {} } });
@@ -65,13 +68,18 @@ void describe("runner drain", () => {
 
   void it("a drain while the runner waits for a job: its long poll is superseded and it ends having leased nothing", async () => {
     const drain = new AbortController();
-    const running = runInProcess(h, factory, { drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000 });
+    const slot = { ...slotInfo(39, join(h.root, "slots")), workDir: join(h.root, "slots", "slot-39", "work") };
+    mkdirSync(join(h.root, "slots", "slot-39"), { recursive: true, mode: 0o711 });
+    const running = runInProcess(h, factory, { slot, drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000 });
     await new Promise((r) => setTimeout(r, 500));
+    // made while it waits, so that a job's lease-to-step path creates no file (docs/runner.md)
+    assert.ok(existsSync(join(slot.workDir, "runner", "log.spool")), "the job dir and its spool are made while the runner waits");
     drain.abort(new Error("drained"));
     const exit = await running;
     assert.equal(exit.code, 0);
     assert.equal(exit.reason, "stopped");
     assert.equal(exit.jobId, null);
+    assert.equal(existsSync(join(slot.workDir, "runner")), false, "a runner that ends without a job removes the job dir it made");
     // The job submitted after the drain is not held by the drained runner: the next runner takes it.
     const jobId = await h.api.submit(jobSpec({ steps: [{ name: "s", run: "echo next" }] }));
     const next = await runInProcess(h, factory);

@@ -18,7 +18,11 @@ export async function executeJob(run: JobRun, sandbox: Sandbox, jobDeadline: num
       run.status.step = i;
       if (i === null || started) return;
       started = true;
-      heartbeat.wake(); // the job shows running now, not after the preparing hold
+      // The step's request has left (onStep comes once it started): now the heartbeat and the log
+      // upload (job-run.ts, QUIET_PREPARE_MS); the running status goes at once, beside a heartbeat
+      // already held "preparing" (let go, not cut), so the job shows running now, not after the hold.
+      run.startTraffic();
+      heartbeat.wake();
       phases.mark("firstStepStarted");
       logger.info({ jobId: lease.jobId, phases: phases.snapshot() }, "first step started");
     },

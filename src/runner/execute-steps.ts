@@ -27,7 +27,7 @@ export interface ExecuteStepsOptions {
   clock: Clock;
   /** Clock time by which the whole job must be done (limits.timeoutMs). */
   jobDeadline: number;
-  /** Called when the current step changes (heartbeat status). */
+  /** Called when the current step changes (heartbeat status): once the step was started (its request sent), and with null at the end. */
   onStep?: (index: number | null) => void;
 }
 
@@ -79,8 +79,10 @@ export class StepExecutor {
         }
         const startedAt = new Date(clock.now()).toISOString();
         log.marker("step-start", { index, name: step.name, startedAt });
+        // runStep starts the step before it first awaits: the step goes before what onStep sets off
+        const running = this.runStep(index);
         this.o.onStep?.(index);
-        const res = await this.runStep(index);
+        const res = await running;
         const finishedAt = new Date(clock.now()).toISOString();
         steps.push({ name: step.name, exitCode: res.exitCode, signal: res.signal, startedAt, finishedAt });
         const reason = this.failureOf(res);

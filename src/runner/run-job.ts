@@ -52,6 +52,7 @@ export async function runJob(lease: Lease, deps: RunJobDeps): Promise<RunJobResu
       logger.error({ err: String(err), stack: (err as Error).stack }, "runner error");
       outcome = { ...outcome, failure: { reason: "runner_error", step: null, message: `runner error: ${(err as Error).message}` } };
     } finally {
+      run.startTraffic(); // no step was sent (or none started it): the report needs both
       run.unwireStopSources();
     }
     const body = reportBody(run, outcome, artifacts);

@@ -3,7 +3,7 @@
  * too long), run it, report, exit. `runRunner` is embeddable (tests, `deltaci up`); the CLI maps
  * its result to an exit status. The sandbox factory and the protocol client are passed in.
  */
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../base/clock.ts";
 import { isDeltaError } from "../base/errors.ts";
@@ -11,6 +11,7 @@ import type { Lease } from "../protocol/schemas.ts";
 import type { SandboxFactory, SlotInfo } from "../sandbox/types.ts";
 import { probeCapabilities, probeToolchains } from "./capabilities.ts";
 import type { RunnerLogger, RunnerProtocol } from "./ports.ts";
+import { prepareJobDir } from "./job-run.ts";
 import { runJob, type JobReport, type RunJobTimings } from "./run-job.ts";
 import { ignoreRunnerEvents, type RunnerEventListener } from "./runner-events.ts";
 import { WarmShapes } from "./warm-shape.ts";
@@ -97,6 +98,9 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     return { code, reason, jobId, runnerId };
   };
   const shapes = opts.prewarm && opts.cacheDir ? (deps.warmShapes ?? new WarmShapes(join(opts.cacheDir, "warm-shape.json"))) : null;
+  const jobDir = join(opts.slot.workDir, "runner");
+  let leased = false;
+  let jobDirMade: Promise<void> = Promise.resolve();
   try {
     // The toolchains do not depend on the slot: probed while the slot is reaped (never rejects).
     const toolchains = deps.toolchains?.() ?? probeToolchains(opts.toolchainsCache ?? (opts.cacheDir ? join(opts.cacheDir, "toolchains.json") : null));
@@ -115,6 +119,8 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     const capabilities = await probeCapabilities({ labels: opts.labels, isolation: sandboxFactory.isolation, workDir: opts.slot.workDir, toolchains });
     if (reaped.length > 0) logger.warn({ slot: opts.slot.index, reaped }, "reaped what a previous runner left in this slot");
 
+    // The job dir and its spool are made while the session registers and waits (job-run.ts).
+    jobDirMade = prepareJobDir(jobDir);
     // A drain during registration ends it as a stop does (no job can be claimed for it yet).
     const stopped = () => deps.signal?.aborted === true || deps.drain?.aborted === true;
     let reg;
@@ -167,13 +173,15 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     } finally {
       deps.drain?.removeEventListener("abort", supersede);
     }
+    leased = true;
     logger.info({ jobId: lease.jobId, attempt: lease.attempt, leaseId: lease.leaseId }, "leased");
     emit({ type: "leased", runnerId: reg.runnerId, jobId: lease.jobId, attempt: lease.attempt });
     // For the runner started next on this host (written beside the job, never rejects).
     const remembered = shapes?.remember(lease.job);
+    await jobDirMade; // long done unless the job came at once; never delays the lease (its truncation must precede the spool's first write)
     const res = await runJob(lease, {
       client, clock, logger, sandboxFactory, slot: opts.slot, timings: opts.timings,
-      jobDir: join(opts.slot.workDir, "runner"),
+      jobDir,
       ...(deps.signal ? { signal: deps.signal } : {}),
     });
     await remembered;
@@ -182,5 +190,7 @@ export async function runRunner(opts: RunnerOptions, deps: RunnerDeps): Promise<
     return exit(reported ? 0 : 1, reported ? "reported" : res.report, lease.jobId, reg.runnerId);
   } finally {
     await client.destroy().catch(() => {});
+    // made for a job that never came (a leased job's teardown removes it)
+    if (!leased) await jobDirMade.then(() => rm(jobDir, { recursive: true, force: true })).catch(() => {});
   }
 }

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { slotInfo } from "../sandbox/slots.ts";
-import { defaultShape, rememberShape, warmSpec, WarmShapes } from "./warm-shape.ts";
+import { defaultShape, rememberShape, sameShape, warmSpec, WarmShapes } from "./warm-shape.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "deltaci-warm-shape-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,4 +57,16 @@ void test("a process's warm shapes: the file is read once and written only when 
   assert.deepEqual((await shapes.spec(slot)).limits, bigger);
   await shapes.remember({ image: host, limits: { ...limits, pids: 9 }, network: { egress: "allowlist", allow: ["example.org:443"] }, caches: [] });
   assert.deepEqual((await shapes.spec(slot)).limits, bigger, "one that cannot be prewarmed is not remembered");
+});
+
+void test("a job has the shape read at a runner's start whatever the order of its keys; another image or limit is another shape", async () => {
+  const file = join(dir, "same.json");
+  const image = { kind: "oci" as const, ref: "debian:12", digest: `sha256:${"b".repeat(64)}` };
+  await rememberShape(file, { image, limits, network: { egress: "none" }, caches: [] });
+  const read = await warmSpec(file, slot);
+  const reordered = Object.fromEntries(Object.entries(limits).reverse()) as typeof limits;
+  assert.equal(sameShape({ image: { digest: image.digest, ref: image.ref, kind: "oci" }, limits: reordered }, read), true);
+  assert.equal(sameShape({ image, limits: { ...limits, pids: 129 } }, read), false);
+  assert.equal(sameShape({ image: { ...image, ref: "debian:13" }, limits }, read), false);
+  assert.equal(sameShape({ image: { kind: "host" }, limits }, read), false);
 });

@@ -38,6 +38,17 @@ export async function warmSpec(file: string | null, slot: SlotInfo): Promise<War
   return { slot, image: shape.image, limits: shape.limits, network: { egress: "none" }, caches: [] };
 }
 
+/**
+ * Whether `job` has the image and limits of `spec` (key order aside). `WarmShapes` does not write
+ * a shape the file already holds as far as it knows: a write allocates an inode (a temp file,
+ * renamed), 0.5–1 ms of CPU on a busy ext4, on the lease-to-step path. Only when another process
+ * wrote another shape in between does the file then keep that one: the next prewarm may miss,
+ * and its job builds its own sandbox.
+ */
+export function sameShape(job: Pick<JobSpec, "image" | "limits">, spec: Pick<WarmSpec, "image" | "limits">): boolean {
+  return Value.Equal(job.image, spec.image) && Value.Equal(job.limits, spec.limits);
+}
+
 /** Remembers `job`'s shape for the next runner, when it is one that can be prewarmed. Never throws. */
 export async function rememberShape(file: string | null, job: Pick<JobSpec, "image" | "limits" | "network" | "caches">): Promise<void> {
   if (file === null || job.network.egress !== "none" || job.caches.length > 0) return;
@@ -58,8 +69,8 @@ export async function rememberShape(file: string | null, job: Pick<JobSpec, "ima
  */
 export class WarmShapes {
   private last: Promise<Shape> | null = null;
-  /** The shape as the file holds it, as far as this process knows (JSON). */
-  private inFile: string | null = null;
+  /** The shape as the file holds it, as far as this process knows. */
+  private inFile: Shape | null = null;
 
   constructor(private readonly file: string | null) {}
 
@@ -67,7 +78,7 @@ export class WarmShapes {
   async spec(slot: SlotInfo): Promise<WarmSpec> {
     this.last ??= warmSpec(this.file, slot).then(({ image, limits }) => {
       const shape = { image, limits };
-      this.inFile ??= JSON.stringify(shape);
+      this.inFile ??= shape;
       return shape;
     });
     const { image, limits } = await this.last;
@@ -78,10 +89,9 @@ export class WarmShapes {
   async remember(job: Pick<JobSpec, "image" | "limits" | "network" | "caches">): Promise<void> {
     if (this.file === null || job.network.egress !== "none" || job.caches.length > 0) return;
     const shape: Shape = { image: job.image, limits: job.limits };
-    const text = JSON.stringify(shape);
     this.last = Promise.resolve(shape);
-    if (text === this.inFile) return;
-    this.inFile = text;
+    if (this.inFile !== null && sameShape(job, this.inFile)) return;
+    this.inFile = shape;
     await rememberShape(this.file, job);
   }
 }

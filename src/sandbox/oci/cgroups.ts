@@ -71,11 +71,16 @@ export class JobCgroup {
   }
 
   counters(): Promise<LimitCounters> {
+    return Promise.resolve(this.countersNow());
+  }
+
+  /** The same, read synchronously (two small kernel files). */
+  countersNow(): LimitCounters {
     const mem = this.dirOf("memory");
     const pids = this.dirOf("pids");
     const read = (dir: string | null, file: string) => (dir === null ? "" : readKernelFile(join(dir, file)));
     const m = read(mem, this.layout.kind === "v2" ? "memory.events" : "memory.oom_control");
-    return Promise.resolve({ oomKills: counter(m, "oom_kill"), pidsMax: counter(read(pids, "pids.events"), "max") });
+    return { oomKills: counter(m, "oom_kill"), pidsMax: counter(read(pids, "pids.events"), "max") };
   }
 
   /** Removes the job's cgroup directories (crun may leave empty ones behind). */

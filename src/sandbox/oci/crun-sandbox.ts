@@ -14,6 +14,9 @@ export const WORKSPACE = "/workspace";
 export const HOME = "/home/deltaci";
 export const HELPER_IN_SANDBOX = "/.deltaci/bin/sandbox-helper";
 
+/** The file of step `n`'s script (1-based) in the job dir's `steps`, mounted at /.deltaci/steps. */
+export const stepScriptName = (n: number): string => `${n}.sh`;
+
 export interface CrunJob {
   jobId: string;
   containerId: string;
@@ -47,6 +50,12 @@ export class CrunSandbox implements Sandbox {
   private disposed: Promise<void> | null = null;
   /** The job this sandbox serves: the one it was built for, or the one that took it prewarmed. */
   private servedJobId: string;
+  /**
+   * The cgroup's limit counters with no step running: read when the container started and after
+   * each step's end (its leftovers killed), not on the next step's start, where the two reads
+   * took ~0.3 ms on the way to its request (nothing of the job runs in between).
+   */
+  private idleCounters: LimitCounters;
 
   constructor(
     private readonly job: CrunJob,
@@ -54,6 +63,7 @@ export class CrunSandbox implements Sandbox {
   ) {
     this.workspaceOnHost = join(job.diskMount, "workspace");
     this.servedJobId = job.jobId;
+    this.idleCounters = job.cgroup.countersNow();
   }
 
   get jobId(): string {
@@ -79,10 +89,11 @@ export class CrunSandbox implements Sandbox {
     const n = ++this.stepCount;
     const cwd = stepCwd(WORKSPACE, step.workingDirectory);
     const stepsDir = join(this.job.jobDir, "steps");
-    writeFileSync(join(stepsDir, `${n}.sh`), step.run, { mode: 0o644 });
+    // truncates the first step's file made with the job dir (crun-build.ts), else creates it
+    writeFileSync(join(stepsDir, stepScriptName(n)), step.run, { mode: 0o644 });
     const env = { ...baseStepEnv(WORKSPACE, HOME, DEFAULT_PATH), ...this.job.extraEnv, ...step.env };
     assertPassableEnv(env);
-    const request = { cwd, argv: shellArgv(step, `/.deltaci/steps/${n}.sh`, this.job.hasBash), env };
+    const request = { cwd, argv: shellArgv(step, `/.deltaci/steps/${stepScriptName(n)}`, this.job.hasBash), env };
     encodeStepRequest(request); // a bad step (a NUL byte, too large) is refused here, synchronously
     const proc = startCrunStep(
       {
@@ -96,12 +107,15 @@ export class CrunSandbox implements Sandbox {
       request,
       step.timeoutMs,
       output,
+      this.idleCounters,
     );
     this.current = proc;
+    // Runs before the caller's own reaction to `done` (registered first): the next start sees it.
     this.running = proc.done
       .finally(() => {
         this.current = null;
         this.running = null;
+        this.idleCounters = this.job.cgroup.countersNow();
       })
       .catch(() => {}); // the caller gets done's rejection; this copy only tracks the step
     return proc;

@@ -70,7 +70,12 @@ async function awaitEnd(ctx: CrunStepContext, finished: Promise<void>, giveUp: (
   }
 }
 
-export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number, output: StepOutput): StepProcess {
+/**
+ * Sends the step's request before it returns (nothing before it awaits, so what the caller sets
+ * off next goes after it). `before`: the job cgroup's limit counters with no step running (what
+ * a limit this step hits raises).
+ */
+export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeoutMs: number, output: StepOutput, before: LimitCounters): StepProcess {
   let over = false;
   let status = "";
   // a stop's signalling must end with the step: the next step's processes are in the same cgroup
@@ -86,7 +91,6 @@ export function startCrunStep(ctx: CrunStepContext, request: StepRequest, timeou
   );
   const started = ctx.clock.now();
   const done = (async (): Promise<StepResult> => {
-    const before = await ctx.cgroup.counters();
     let leftovers: Promise<void> = Promise.resolve();
     let sawEnd!: () => void;
     const finished = new Promise<void>((resolve) => {

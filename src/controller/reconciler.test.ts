@@ -122,17 +122,23 @@ class FakeProvider implements RunnerProvider {
   }
 }
 
-void test("reconciler: after the control plane was unreachable, a launch gets a token minted since, not one held from before", async () => {
+/** A started reconciler of one pool over the fakes; a pool whose runner crashed at start waits `crashBackoffMs`. */
+async function started(crashBackoffMs: number): Promise<{ api: FakeControlPlane; provider: FakeProvider; reconciler: Reconciler }> {
   const api = new FakeControlPlane();
   const provider = new FakeProvider(api);
   const reconciler = new Reconciler(
     {
       pools: [pool], maxRunners: 4, idleGraceMs: 60_000, demandWaitMs: 1000, tickMs: 20, startupGraceMs: 60_000,
-      crashBackoffBaseMs: 60_000, crashBackoffMaxMs: 60_000, registrationTtlMs: 10 * 60_000, serverRetryBaseMs: 5, serverRetryMaxMs: 10,
+      crashBackoffBaseMs: crashBackoffMs, crashBackoffMaxMs: crashBackoffMs, registrationTtlMs: 10 * 60_000, serverRetryBaseMs: 5, serverRetryMaxMs: 10,
     },
     { provider, api, clock: timerClock(), metrics: new ControllerMetrics(), random: () => 0.5 },
   );
   await reconciler.start();
+  return { api, provider, reconciler };
+}
+
+void test("reconciler: after the control plane was unreachable, a launch gets a token minted since, not one held from before", async () => {
+  const { api, provider, reconciler } = await started(60_000);
   try {
     await api.until(() => provider.launches.length === 1);
     assert.equal(provider.launches[0]?.known, true);
@@ -153,16 +159,7 @@ void test("reconciler: after the control plane was unreachable, a launch gets a 
 });
 
 void test("reconciler: a runner that exits at start drops its pool's held tokens, so the next launch gets one minted since", async () => {
-  const api = new FakeControlPlane();
-  const provider = new FakeProvider(api);
-  const reconciler = new Reconciler(
-    {
-      pools: [pool], maxRunners: 4, idleGraceMs: 60_000, demandWaitMs: 1000, tickMs: 20, startupGraceMs: 60_000,
-      crashBackoffBaseMs: 10, crashBackoffMaxMs: 10, registrationTtlMs: 10 * 60_000, serverRetryBaseMs: 5, serverRetryMaxMs: 10,
-    },
-    { provider, api, clock: timerClock(), metrics: new ControllerMetrics(), random: () => 0.5 },
-  );
-  await reconciler.start();
+  const { api, provider, reconciler } = await started(10);
   try {
     await api.until(() => provider.launches.length === 1);
     assert.equal(provider.launches[0]?.known, true);

@@ -1,6 +1,7 @@
 /** The attempt state machine of PROTOCOL.md against a real server on loopback. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { timerClock, type Clock } from "../src/base/clock.ts";
 import { startTestServer, type TestServer } from "./server-harness.ts";
 
 async function withServer(fn: (s: TestServer) => Promise<void>, over = {}): Promise<void> {
@@ -140,20 +141,41 @@ void test("cancel: queued at once; running via long-polled heartbeat and cancel-
     assert.equal((await s.api("POST", `/v1/jobs/${jobId}/cancel`, {})).body.state, "canceled", "cancel of a finished job is harmless");
   }, { leaseTtlMs: 60_000, heartbeatIntervalMs: 30_000 }));
 
-void test("a held heartbeat is answered when its attempt ends: a runner lets it come back after its report", { timeout: 30_000 }, () =>
-  withServer(async (s) => {
+void test("a held heartbeat is answered when its attempt ends: a runner lets it come back after its report", { timeout: 30_000 }, async () => {
+  // The server's clock, watched: a heartbeat is held once the server sleeps its hold (60 s here).
+  const base = timerClock();
+  let holds = 0;
+  let onHold = () => {};
+  const clock: Clock = {
+    now: () => base.now(),
+    sleep: (ms, signal) => {
+      if (ms === 60_000) {
+        holds++;
+        onHold();
+      }
+      return base.sleep(ms, signal);
+    },
+  };
+  const twoHeld = new Promise<void>((resolve) => {
+    onHold = () => {
+      if (holds >= 2) resolve();
+    };
+  });
+  await withServer(async (s) => {
     await s.submit();
     const l = await s.lease(await s.runner(), 1000);
     assert.ok(l);
     // Held for up to 60 s: only the attempt's end can answer them within the test's timeout.
     const held = s.heartbeat(l.leaseToken, { waitMs: 60_000 });
     const preparing = s.heartbeat(l.leaseToken, { state: "preparing", waitMs: 60_000 });
+    await twoHeld; // both in their hold before the report (one that came after it would get a 409: the lease is stale)
     assert.equal((await s.complete(l.leaseToken)).status, 200);
     for (const hb of await Promise.all([held, preparing])) {
       assert.equal(hb.status, 200, JSON.stringify(hb.body));
       assert.equal(hb.body.cancel, "none");
     }
-  }, { leaseTtlMs: 10 * 60_000, heartbeatIntervalMs: 5 * 60_000 }));
+  }, { clock, leaseTtlMs: 10 * 60_000, heartbeatIntervalMs: 5 * 60_000 });
+});
 
 void test("cancel-ack without a cancel is a conflict", () =>
   withServer(async (s) => {

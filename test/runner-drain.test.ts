@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { systemClock } from "../src/base/clock.ts";
 import type { RunnerProtocol } from "../src/runner/ports.ts";
+import type { SandboxFactory } from "../src/sandbox/types.ts";
 import { ProcessSandboxFactory } from "../src/sandbox/process/process-sandbox.ts";
 import { slotInfo } from "../src/sandbox/slots.ts";
 import { jobSpec, memoryLogger, runInProcess, startHarness, type Harness } from "./support/runner-harness.ts";
@@ -22,16 +23,28 @@ const factory = new ProcessSandboxFactory({ clock: systemClock, logger: { info: 
  * gets it: the drain meets a lease on its way (the runner's superseding poll runs meanwhile).
  */
 function afterLease(client: RunnerProtocol, onLease: () => void): RunnerProtocol {
+  return { ...delegate(client), lease: async (...a) => {
+    const lease = await client.lease(...a);
+    if (lease !== null) {
+      onLease();
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return lease;
+  } };
+}
+
+/** The client, with `onPoll` called as the runner sends its first lease poll (it waits for a job from then on). */
+function onLeasePoll(client: RunnerProtocol, onPoll: () => void): RunnerProtocol {
+  return { ...delegate(client), lease: (...a) => {
+    onPoll();
+    return client.lease(...a);
+  } };
+}
+
+function delegate(client: RunnerProtocol): RunnerProtocol {
   return {
     register: (...a) => client.register(...a),
-    lease: async (...a) => {
-      const lease = await client.lease(...a);
-      if (lease !== null) {
-        onLease();
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      return lease;
-    },
+    lease: (...a) => client.lease(...a),
     heartbeat: (...a) => client.heartbeat(...a),
     putLog: (...a) => client.putLog(...a),
     createArtifact: (...a) => client.createArtifact(...a),
@@ -66,14 +79,29 @@ void describe("runner drain", () => {
     assert.deepEqual(job.attempts.map((a) => a.state), ["succeeded"]);
   });
 
-  void it("a drain while the runner waits for a job: its long poll is superseded and it ends having leased nothing", async () => {
+  void it("a drain while the runner waits for a job: its long poll is superseded and it ends having leased nothing", { timeout: 60_000 }, async () => {
     const drain = new AbortController();
     const slot = { ...slotInfo(39, join(h.root, "slots")), workDir: join(h.root, "slots", "slot-39", "work") };
     mkdirSync(join(h.root, "slots", "slot-39"), { recursive: true, mode: 0o711 });
-    const running = runInProcess(h, factory, { slot, drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000 });
-    await new Promise((r) => setTimeout(r, 500));
-    // made while it waits, so that a job's lease-to-step path creates no file (docs/runner.md)
-    assert.ok(existsSync(join(slot.workDir, "runner", "log.spool")), "the job dir and its spool are made while the runner waits");
+    let polling = () => {};
+    const inLongPoll = new Promise<void>((r) => (polling = r));
+    // A set-up as slow as a loaded host's (its reap, its toolchain probe): the runner is waited for, not given a fixed time.
+    const slowSetUp: SandboxFactory = {
+      isolation: factory.isolation, create: (spec) => factory.create(spec),
+      reapSlot: async (s) => {
+        await new Promise((r) => setTimeout(r, 600));
+        return factory.reapSlot(s);
+      },
+      isSlotClean: (s) => factory.isSlotClean(s), settle: () => factory.settle(), prewarm: () => factory.prewarm(), close: () => factory.close(),
+    };
+    const running = runInProcess(h, slowSetUp, {
+      slot, drain: drain.signal, leaseWaitMs: 30_000, idleTimeoutMs: 60_000,
+      wrapClient: (c) => onLeasePoll(c, () => polling()),
+    });
+    await inLongPoll;
+    // made while it registers (never waited for by the lease), so that a job's lease-to-step path creates no file (docs/runner.md)
+    const spool = join(slot.workDir, "runner", "log.spool");
+    while (!existsSync(spool)) await new Promise((r) => setTimeout(r, 5));
     drain.abort(new Error("drained"));
     const exit = await running;
     assert.equal(exit.code, 0);
